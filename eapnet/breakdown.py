@@ -1,0 +1,40 @@
+"""Per-module MAcc breakdown of a model in the NTIRE 2022 convention (see eapnet/macs.py).
+
+    python -m eapnet.breakdown --variant standard
+    python -m eapnet.breakdown --variant lightweight --height 512 --width 512 --depth 1
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from eapnet import MODEL_NAMES, build_model
+from eapnet.macs import NTIRE_HEIGHT, NTIRE_WIDTH, count_params, macc_breakdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", default="standard", choices=list(MODEL_NAMES),
+                   help="model to count (default: standard)")
+    p.add_argument("--height", type=int, default=NTIRE_HEIGHT, help="scene height in pixels (default 1060)")
+    p.add_argument("--width", type=int, default=NTIRE_WIDTH, help="scene width in pixels (default 1900)")
+    p.add_argument("--depth", type=int, default=2, help="module nesting depth of the breakdown (default 2)")
+    args = p.parse_args(argv)
+    if args.height < 1 or args.width < 1:
+        p.error(f"--height/--width must be positive, got {args.height}x{args.width}")
+    if args.depth < 1:
+        p.error("--depth must be at least 1")
+    model = build_model(args.variant)
+    rows = macc_breakdown(model, args.height, args.width, args.depth)
+    total = sum(rows.values())
+    w = max(len(k) for k in rows) if rows else 10
+    print(f"{args.variant} at {args.width}x{args.height} (MAccs, NTIRE 2022 convention)")
+    for k, v in rows.items():
+        print(f"  {k:<{w}}  {v / 1e9:10.3f} G  {100 * v / total:6.2f} %")
+    print(f"  {'total':<{w}}  {total / 1e9:10.3f} G   params {count_params(model) / 1e3:.2f} k")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""MAcc counting in the NTIRE 2022 HDR challenge convention, and the `100G` budget parser.
+
+The organisers counted multiply-accumulates with torchinfo's ``total_mult_adds`` on one scene of
+1900x1060: for every conv call, (weight elements + bias elements) x output pixels; a transposed conv is
+counted by its *output* pixels; activations, pooling, interpolation and element-wise ops count zero.
+We run torchinfo itself, on meta tensors, so counting a 3 TMAc model takes seconds.
+
+Per-module breakdown on the command line: ``python -m eapnet.breakdown --variant standard``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+NTIRE_HEIGHT = 1060
+NTIRE_WIDTH = 1900
+
+_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*(?:MACC?S?)?\s*$", re.I)
+
+
+def parse_maccs(text: str | int | float) -> int:
+    """Parse a MAcc budget such as ``100G``, ``1.5e11``, ``150000M`` or ``2.5T`` into an integer MAcc count.
+
+    Suffixes are decimal (K=1e3, M=1e6, G=1e9, T=1e12), case-insensitive; a trailing ``MAccs`` is allowed.
+    Raises ``ValueError`` naming the bad text for anything else (empty, negative, zero, NaN, unknown suffix).
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"MAcc budget must be a number like '100G', got {text!r}")
+    if isinstance(text, (int, float)):
+        value = float(text)
+        suffix = ""
+    else:
+        m = _BUDGET_RE.match(str(text))
+        if not m:
+            raise ValueError(
+                f"cannot parse MAcc budget {text!r}: expected a positive number with an optional K/M/G/T "
+                "suffix, e.g. '100G', '1.5e11', '150000M'")
+        value = float(m.group(1))
+        suffix = m.group(2).upper()
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"MAcc budget must be positive and finite, got {text!r}")
+    maccs = value * _SUFFIX[suffix]
+    if maccs < 1:
+        raise ValueError(f"MAcc budget {text!r} is below one multiply-accumulate")
+    return int(round(maccs))
+
+
+def format_maccs(maccs: int | float) -> str:
+    """``198380000000`` -> ``'198.38 G'`` (decimal giga, as the challenge reports)."""
+    return f"{maccs / 1e9:.2f} G"
+
+
+def ntire_inputs(height: int = NTIRE_HEIGHT, width: int = NTIRE_WIDTH, batch: int = 1,
+                 device: str | torch.device = "meta") -> tuple[torch.Tensor, torch.Tensor]:
+    """The challenge interface inputs: LDR frames ``(B, 3, 3, H, W)`` in [0, 1] and EVs ``(B, 3)``."""
+    if height < 1 or width < 1:
+        raise ValueError(f"resolution must be positive, got {height}x{width}")
+    ldrs = torch.zeros(batch, 3, 3, height, width, device=device)
+    evs = torch.tensor([[-2.0, 0.0, 2.0]] * batch, device=device) if device != "meta" else \
+        torch.zeros(batch, 3, device=device)
+    return ldrs, evs
+
+
+def _summary(model: nn.Module, height: int, width: int, depth: int = 100):
+    from torchinfo import summary
+
+    meta_model = copy.deepcopy(model).to("meta").eval()
+    ldrs, evs = ntire_inputs(height, width)
+    with torch.no_grad():
+        return summary(meta_model, input_data=[ldrs, evs], depth=depth, verbose=0, device="meta",
+                       col_names=("output_size", "num_params", "mult_adds"))
+
+
+def count_maccs(model: nn.Module, height: int = NTIRE_HEIGHT, width: int = NTIRE_WIDTH) -> int:
+    """MAccs of one forward pass on one scene of ``height`` x ``width`` (NTIRE convention, see module doc).
+
+    ``model`` follows the challenge interface ``model(ldrs, evs)``. The model is copied to the meta device,
+    so nothing is computed and the caller's model is untouched.
+    """
+    return int(_summary(model, height, width).total_mult_adds)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (each shared tensor once), as reported beside MAccs in the challenge."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def macc_breakdown(model: nn.Module, height: int = NTIRE_HEIGHT, width: int = NTIRE_WIDTH,
+                   depth: int = 1) -> "OrderedDict[str, int]":
+    """MAccs per named child module down to ``depth`` levels (``'a.b'`` names), in call order.
+
+    Calls of the same module are summed; the values add up to :func:`count_maccs`.
+    """
+    return _group(_summary(model, height, width), depth)
+
+
+def _group(stats, depth: int) -> "OrderedDict[str, int]":
+    out: "OrderedDict[str, int]" = OrderedDict()
+    for layer in stats.summary_list:
+        if not layer.is_leaf_layer or not layer.macs:
+            continue
+        name = layer.var_name if not layer.parent_info else _qualname(layer)
+        key = ".".join(name.split(".")[:depth])
+        out[key] = out.get(key, 0) + int(layer.macs)
+    return out
+
+
+def _qualname(layer) -> str:
+    parts = []
+    while layer is not None and layer.parent_info is not None:
+        parts.append(layer.var_name)
+        layer = layer.parent_info
+    return ".".join(reversed(parts))

@@ -1,0 +1,135 @@
+"""The model family: configs, forward at odd sizes, purity, torch.export."""
+import dataclasses
+
+import pytest
+import torch
+
+from eapnet import LIGHTWEIGHT, STANDARD, VARIANTS, EAPNetConfig, build_model
+from eapnet.model import EAPNet, ev_align, pad_frames, with_blocks
+from eapnet.variants import ROWS
+
+
+def _inputs(h, w, b=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, 3, h, w, generator=g), torch.tensor([[-2.0, 0.0, 2.0]] * b)
+
+
+@pytest.mark.parametrize("name", ["standard", "lightweight", "ahdr"])
+@pytest.mark.parametrize("hw", [(37, 53), (64, 64), (17, 130)])
+def test_forward_odd_sizes(name, hw):
+    torch.manual_seed(0)
+    m = build_model(name).eval()
+    ldrs, evs = _inputs(*hw, b=2)
+    with torch.no_grad():
+        y = m(ldrs, evs)
+    assert y.shape == (2, 3, *hw)
+    assert torch.isfinite(y).all() and (y >= 0).all()
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.key for r in ROWS])
+def test_every_paper_row_runs(row):
+    m = EAPNet(row.config()).eval()
+    with torch.no_grad():
+        y = m(*_inputs(19, 23))
+    assert y.shape == (1, 3, 19, 23) and torch.isfinite(y).all()
+
+
+def test_forward_is_pure_and_deterministic():
+    m = build_model("standard").eval()
+    ldrs, evs = _inputs(40, 56)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        a, b = m(ldrs, evs), m(ldrs, evs)
+    assert torch.equal(a, b)
+    assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())
+    assert torch.equal(ldrs, _inputs(40, 56)[0])  # inputs untouched
+
+
+def test_batch_items_are_independent():
+    m = build_model("lightweight").eval()
+    ldrs, evs = _inputs(24, 40, b=2)
+    evs[1] = torch.tensor([-1.0, 0.0, 3.0])
+    with torch.no_grad():
+        both = m(ldrs, evs)
+        second = m(ldrs[1:], evs[1:])
+    torch.testing.assert_close(both[1:], second, rtol=1e-5, atol=1e-5)
+
+
+def test_output_follows_the_reference_frame_at_init_scale():
+    # The reference residual: a well-exposed medium frame is already close to the answer.
+    torch.manual_seed(0)
+    m = build_model("lightweight").eval()
+    ldrs, evs = _inputs(32, 32)
+    with torch.no_grad():
+        y = m(ldrs, evs)
+    corr = torch.corrcoef(torch.stack([y.flatten(), ldrs[:, 1].flatten()]))[0, 1]
+    assert corr > 0.5
+
+
+@pytest.mark.parametrize("name", ["standard", "lightweight"])
+def test_torch_export_matches_eager(name):
+    m = build_model(name).eval()
+    ldrs, evs = _inputs(48, 72)
+    ep = torch.export.export(m, (ldrs, evs))
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(ldrs, evs), m(ldrs, evs), rtol=1e-5, atol=1e-5)
+
+
+def test_ev_alignment_is_eq2():
+    ldrs, evs = _inputs(4, 5)
+    x = ev_align(ldrs, evs, 2.24)
+    assert [t.shape[1] for t in x] == [6, 6, 6]
+    torch.testing.assert_close(x[0][:, 3:], ldrs[:, 0] ** 2.24 * 4.0)
+    torch.testing.assert_close(x[2][:, :3], ldrs[:, 2])
+
+
+def test_padding_is_replicate_and_to_the_multiple():
+    ldrs, _ = _inputs(9, 10)
+    p = pad_frames(ldrs, 8)
+    assert p.shape[-2:] == (16, 16)
+    assert torch.equal(p[..., :9, :10], ldrs) and torch.equal(p[..., 15, 3], ldrs[..., 8, 3])
+
+
+def test_bad_inputs_are_named():
+    m = build_model("lightweight")
+    with pytest.raises(ValueError, match="ldrs must be"):
+        m(torch.rand(1, 9, 8, 8), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="evs must be"):
+        m(torch.rand(1, 3, 3, 8, 8), torch.zeros(1, 2))
+
+
+def test_config_round_trip_and_validation():
+    for cfg in VARIANTS.values():
+        assert EAPNetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="align"):
+        STANDARD.replace(align="quarter")
+    with pytest.raises(ValueError, match="pdub_widths"):
+        STANDARD.replace(num_blocks=2)
+    with pytest.raises(ValueError, match="unknown EAPNetConfig fields"):
+        EAPNetConfig.from_dict({"widths": 3})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        STANDARD.num_blocks = 3
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("huge")
+
+
+def test_with_blocks_and_pruned_widths_build():
+    cfg = with_blocks(STANDARD, 2).replace(pdub_widths=((24, 16, 40), (8, 8, 8)), enc_channels=16,
+                                           feat_channels=24, tail_channels=8)
+    m = EAPNet(cfg).eval()
+    assert len(m.blocks) == 2
+    assert m.blocks[0].enc1.pw.out_channels == 24 and m.blocks[1].enc3.pw.out_channels == 8
+    with torch.no_grad():
+        assert m(*_inputs(16, 24)).shape == (1, 3, 16, 24)
+
+
+def test_named_variants_structure_matches_the_paper():
+    assert (STANDARD.num_blocks, STANDARD.align, STANDARD.upsample, STANDARD.share_weights) == \
+        (4, "half", "conv", False)
+    assert (LIGHTWEIGHT.num_blocks, LIGHTWEIGHT.align, LIGHTWEIGHT.upsample, LIGHTWEIGHT.share_weights) == \
+        (3, "full", "bilinear", False)
+    # Depthwise-separable everywhere but the first and the last conv.
+    m = build_model("standard")
+    full = [n for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)
+            and mod.groups == 1 and mod.kernel_size == (3, 3)]
+    assert sorted(full) == sorted([f"encoders.{i}.conv0" for i in range(3)] + ["out"])
