@@ -1,0 +1,118 @@
+"""Atomic file writes and run records: the one place every CLI writes its outputs through.
+
+Every output is written to a temporary file in the same folder and renamed over the target
+(``os.replace``), so a crash never leaves a half-written file under the final name. Every output folder
+gets a ``run.json`` with the resolved arguments, the command line, the git commit and package versions.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+_PACKAGES = ("torch", "executorch", "torchao", "coremltools", "torch-pruning", "numpy",
+             "opencv-python-headless", "torchinfo", "scikit-image")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on normal exit it is renamed to ``path``.
+
+    ``suffix`` defaults to the target's own suffix, so writers that pick the format from the file name
+    (``cv2.imwrite``, ``savefig``) still work. On an exception the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix if suffix is not None else path.suffix,
+                               dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any):
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python, the platform and the packages that shape our numbers."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (with ``+dirty`` when there are uncommitted changes), or None."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("+dirty" if dirty else "")) if sha else None
+
+
+def make_run_dir(out: str | os.PathLike | None, prefix: str, root: str | os.PathLike = "runs") -> Path:
+    """``out`` if given, else ``runs/<prefix>-YYYYmmdd-HHMMSS``; created if missing."""
+    if out is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path(root) / f"{prefix}-{stamp}"
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def record_run(run_dir: str | os.PathLike, args: dict[str, Any]) -> Path:
+    """Write ``run_dir/run.json``: resolved arguments, command line, git commit, versions, start time."""
+    path = Path(run_dir) / "run.json"
+    atomic_write_json(path, {
+        "args": args,
+        "argv": sys.argv,
+        "git_commit": git_commit(),
+        "versions": package_versions(),
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+    })
+    return path

@@ -1,0 +1,127 @@
+"""Smoke run of what exists: build both variants, count their MAccs, run them on real challenge samples.
+
+    python -m eapnet.smoke                      # defaults: ../shared/data/ntire_samples, runs/smoke-<time>
+    python -m eapnet.smoke --no-full-res --out runs/quick
+
+Until trained weights ship (issue #3) the models are freshly initialised (seed fixed), so their PSNR is
+that of an untrained network: the run proves the pipeline (data -> model -> metrics -> report), not
+quality. Writes ``report.md``, ``report.json``, ``run.json`` and tone-mapped previews into the run folder.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from eapnet import build_model, count_maccs, count_params
+from eapnet.variants import ROWS
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ntire_samples"
+
+
+def run_model(model: torch.nn.Module, ldrs: np.ndarray, evs: np.ndarray) -> np.ndarray:
+    """One scene through the model: NumPy ``(3, H, W, 3)`` LDRs in [0, 1] + ``(3,)`` EVs -> ``(H, W, 3)`` HDR."""
+    x = torch.from_numpy(np.ascontiguousarray(ldrs.transpose(0, 3, 1, 2)))[None].float()
+    e = torch.from_numpy(np.asarray(evs, dtype=np.float32))[None]
+    with torch.inference_mode():
+        y = model(x, e)
+    return y[0].permute(1, 2, 0).numpy()
+
+
+def tonemap_preview(hdr: np.ndarray, norm_ref: np.ndarray | None = None) -> np.ndarray:
+    """8-bit RGB preview with the challenge's tone map (linearise 2.24, tanh-normalise, mu-law)."""
+    from eapnet.metrics import tanh_norm_mu_tonemap
+
+    lin = np.clip(hdr, 0, None).astype(np.float64) ** 2.24
+    ref = lin if norm_ref is None else np.clip(norm_ref, 0, None).astype(np.float64) ** 2.24
+    norm = max(float(np.percentile(ref, 99)), 1e-8)
+    return np.round(np.clip(tanh_norm_mu_tonemap(lin, norm), 0, 1) * 255).astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Build both EAPNet variants, count MAccs, run them on real samples.")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="folder with crops256/ and fullres_no_gt/ (NTIRE layout); default: %(default)s")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/smoke-<time>)")
+    p.add_argument("--variants", nargs="+", default=["standard", "lightweight"],
+                   choices=["standard", "lightweight"], help="variants to run")
+    p.add_argument("--no-full-res", dest="full_res", action="store_false",
+                   help="skip the 1900x1060 inference (it takes tens of seconds per variant on 2 cores)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed of the untrained models")
+    args = p.parse_args(argv)
+
+    import cv2
+
+    from eapnet.data import list_ntire_ids, read_ntire
+    from eapnet.metrics import psnr_l, psnr_mu
+    from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text, make_run_dir, record_run
+
+    crops, full = args.data / "crops256", args.data / "fullres_no_gt"
+    if not crops.is_dir():
+        p.error(f"--data {args.data}: no crops256/ folder with real samples there")
+    run_dir = make_run_dir(args.out, "smoke")
+    record_run(run_dir, {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
+
+    rows = {r.key: r for r in ROWS}
+    report: dict = {"weights": f"untrained (random init, seed {args.seed}); trained weights ship with issue #3",
+                    "variants": {}, "crops": {}, "full_res": {}}
+    ids = list_ntire_ids(crops)
+    scenes = {i: read_ntire(crops, i) for i in ids}
+    report["crops"]["reference_frame"] = {
+        i: {"psnr_mu": psnr_mu(gt, ldrs[1]), "psnr_l": psnr_l(gt, ldrs[1])} for i, (ldrs, _, gt) in scenes.items()}
+
+    for name in tqdm(args.variants, desc="variants", unit="model"):
+        torch.manual_seed(args.seed)
+        model = build_model(name).eval()
+        maccs, params = count_maccs(model), count_params(model)
+        report["variants"][name] = {"maccs": maccs, "params": params, "paper_gmaccs": rows[name].paper_gmaccs,
+                                    "paper_kparams": rows[name].paper_kparams}
+        per = {}
+        for i, (ldrs, evs, gt) in tqdm(scenes.items(), desc=f"{name} crops", leave=False):
+            hdr = run_model(model, ldrs, evs)
+            per[i] = {"psnr_mu": psnr_mu(gt, hdr), "psnr_l": psnr_l(gt, hdr)}
+        report["crops"][name] = per
+        if args.full_res and full.is_dir():
+            for i in list_ntire_ids(full):
+                ldrs, evs, _ = read_ntire(full, i)
+                t0 = time.perf_counter()
+                hdr = run_model(model, ldrs, evs)
+                dt = time.perf_counter() - t0
+                report["full_res"][f"{name}/{i}"] = {"size": list(hdr.shape[:2]), "seconds_cpu": dt,
+                                                     "threads": torch.get_num_threads()}
+                with atomic_path(run_dir / f"{name}_{i}_preview.png") as tmp:
+                    cv2.imwrite(str(tmp), cv2.cvtColor(tonemap_preview(hdr), cv2.COLOR_RGB2BGR))
+
+    atomic_write_json(run_dir / "report.json", report)
+    atomic_write_text(run_dir / "report.md", _markdown(report))
+    print(_markdown(report))
+    print(f"\nwritten to {run_dir}")
+    return 0
+
+
+def _markdown(r: dict) -> str:
+    out = ["# Smoke run", "", f"Weights: {r['weights']}.", "",
+           "| variant | GMAccs @1900x1060 | paper | k params | paper |", "|---|---:|---:|---:|---:|"]
+    for n, v in r["variants"].items():
+        out.append(f"| {n} | {v['maccs'] / 1e9:.2f} | {v['paper_gmaccs']:.2f} | {v['params'] / 1e3:.2f} | "
+                   f"{v['paper_kparams']:.2f} |")
+    out += ["", "PSNR on the real 256x256 crops (dB; mean over crops):", "",
+            "| output | PSNR-mu | PSNR-l |", "|---|---:|---:|"]
+    for n, per in r["crops"].items():
+        mu = np.mean([s["psnr_mu"] for s in per.values()])
+        lin = np.mean([s["psnr_l"] for s in per.values()])
+        out.append(f"| {n} | {mu:.2f} | {lin:.2f} |")
+    if r["full_res"]:
+        out += ["", "| full-resolution run | size | seconds (CPU) |", "|---|---|---:|"]
+        for k, v in r["full_res"].items():
+            out.append(f"| {k} | {v['size'][1]}x{v['size'][0]} | {v['seconds_cpu']:.1f} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
