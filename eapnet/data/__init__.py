@@ -1,0 +1,47 @@
+"""Datasets: NTIRE / Kalantari readers and writers, training patches, augmentation."""
+
+from .errors import DataError, MissingFileError
+from .kalantari import list_kalantari_scenes, read_kalantari
+from .ntire import (
+    NtireSample,
+    list_ntire_ids,
+    load_ntire_sample,
+    ntire_frame_size,
+    read_ntire,
+    save_ntire_sample,
+    write_ntire,
+)
+from .patches import (
+    KalantariFolderDataset,
+    NtireFolderDataset,
+    PatchDataset,
+    augment,
+    augment_inverse,
+    load_scene,
+    patch_grid,
+    scene_sources_from_folder,
+    scene_to_tensors,
+)
+
+__all__ = [
+    "DataError",
+    "MissingFileError",
+    "NtireSample",
+    "load_ntire_sample",
+    "save_ntire_sample",
+    "read_ntire",
+    "write_ntire",
+    "list_ntire_ids",
+    "ntire_frame_size",
+    "read_kalantari",
+    "list_kalantari_scenes",
+    "patch_grid",
+    "augment",
+    "augment_inverse",
+    "load_scene",
+    "scene_to_tensors",
+    "PatchDataset",
+    "NtireFolderDataset",
+    "KalantariFolderDataset",
+    "scene_sources_from_folder",
+]

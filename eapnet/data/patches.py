@@ -1,0 +1,404 @@
+"""Training patches, dihedral augmentation and torch datasets over NTIRE / Kalantari folders.
+
+Scene sources
+-------------
+A *scene source* is anything that yields one scene as NumPy arrays ``(ldrs, evs, gt)`` in the
+project convention (ldrs float32 ``(3, H, W, 3)`` RGB in [0, 1]; evs float32 ``(3,)`` stops
+relative to the medium frame; gt float32 ``(H, W, 3)`` gamma-encoded HDR or ``None``):
+
+* a zero-argument callable, e.g. ``functools.partial(read_ntire, folder, "0000")`` or
+  ``functools.partial(read_kalantari, scene_folder)``;
+* an object with a ``load()`` method returning the tuple;
+* the tuple itself (already in memory).
+
+Torch samples
+-------------
+``{"ldrs": (3, 3, h, w) [frame, channel, row, col], "evs": (3,), "gt": (3, h, w), "id": str}``,
+all float32 (``gt`` left out for scenes without ground truth in the full-scene datasets).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import DataError, MissingFileError
+from .kalantari import kalantari_tif_paths, list_kalantari_scenes, read_kalantari
+from .ntire import _read_image, list_ntire_ids, ntire_frame_size, read_ntire
+
+__all__ = [
+    "patch_grid",
+    "augment",
+    "augment_inverse",
+    "NUM_AUGMENTATIONS",
+    "scene_to_tensors",
+    "load_scene",
+    "PatchDataset",
+    "NtireFolderDataset",
+    "KalantariFolderDataset",
+    "scene_sources_from_folder",
+]
+
+NUM_AUGMENTATIONS = 8
+
+Scene = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+# --------------------------------------------------------------------------------------------
+# patch grid
+# --------------------------------------------------------------------------------------------
+
+
+def _starts(n: int, patch: int, stride: int) -> list[int]:
+    starts = list(range(0, n - patch + 1, stride))
+    if starts[-1] != n - patch:
+        starts.append(n - patch)  # flush with the border so the last rows/cols are not lost
+    return starts
+
+
+def patch_grid(height: int, width: int, patch: int = 256, stride: int = 128) -> list[tuple[int, int]]:
+    """Top-left corners ``(top, left)`` of ``patch x patch`` crops covering an image, row-major.
+
+    Regular grid with step ``stride`` plus a final row/column flush with the bottom/right
+    border (that last patch overlaps its neighbour more than ``patch - stride``).
+
+    Raises:
+        ValueError: image smaller than the patch, ``patch``/``stride`` not positive, or
+            ``stride > patch`` (would leave pixels uncovered).
+    """
+    height, width, patch, stride = int(height), int(width), int(patch), int(stride)
+    if patch <= 0 or stride <= 0:
+        raise ValueError(f"patch ({patch}) and stride ({stride}) must be positive")
+    if stride > patch:
+        raise ValueError(f"stride {stride} > patch {patch} would leave pixels uncovered")
+    if height < patch or width < patch:
+        raise ValueError(f"image {height}x{width} (HxW) is smaller than the {patch}x{patch} patch")
+    return [(t, l) for t in _starts(height, patch, stride) for l in _starts(width, patch, stride)]
+
+
+# --------------------------------------------------------------------------------------------
+# dihedral augmentation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_k(k: int) -> tuple[int, bool]:
+    k = int(k)
+    if not 0 <= k < NUM_AUGMENTATIONS:
+        raise ValueError(f"augmentation index k={k} not in 0..7")
+    return k % 4, k >= 4
+
+
+def _forward(x: torch.Tensor, k: int) -> torch.Tensor:
+    rot, flip = _check_k(k)
+    if flip:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, rot, dims=(-2, -1)) if rot else x
+
+
+def augment(
+    ldrs: torch.Tensor, gt: torch.Tensor | None, k: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply dihedral transform ``k`` (0..7) to the last two (spatial) dims of ldrs and gt.
+
+    ``k % 4`` = number of counter-clockwise 90-degree rotations, ``k >= 4`` = mirror left-right
+    first; ``k == 0`` is the identity. Works on ``ldrs (3, 3, h, w)`` and ``gt (3, h, w)`` (or
+    any tensors with spatial dims last); frames/channels are never reordered. ``gt`` may be
+    ``None``. Non-square inputs swap h and w for odd rotations.
+    """
+    return _forward(ldrs, k), (None if gt is None else _forward(gt, k))
+
+
+def augment_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Undo :func:`augment` transform ``k`` on one tensor (e.g. a prediction, for self-ensembles)."""
+    rot, flip = _check_k(k)
+    if rot:
+        x = torch.rot90(x, -rot, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+# --------------------------------------------------------------------------------------------
+# scenes -> tensors
+# --------------------------------------------------------------------------------------------
+
+
+def _validate_scene(scene: Any, name: str) -> Scene:
+    if not isinstance(scene, (tuple, list)) or len(scene) != 3:
+        raise DataError(f"scene {name}: source must return (ldrs, evs, gt), got {type(scene).__name__}")
+    ldrs, evs, gt = (None if a is None else np.asarray(a) for a in scene)
+    if ldrs is None or ldrs.ndim != 4 or ldrs.shape[0] != 3 or ldrs.shape[3] != 3:
+        raise DataError(f"scene {name}: ldrs shape {getattr(ldrs, 'shape', None)}, expected (3, H, W, 3)")
+    if evs is None or evs.shape != (3,):
+        raise DataError(f"scene {name}: evs shape {getattr(evs, 'shape', None)}, expected (3,)")
+    if gt is not None and gt.shape != ldrs.shape[1:]:
+        raise DataError(f"scene {name}: gt shape {gt.shape} differs from frame shape {ldrs.shape[1:]}")
+    as32 = lambda a: None if a is None else np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    return as32(ldrs), as32(evs), as32(gt)
+
+
+def load_scene(source: Any, name: str = "?") -> Scene:
+    """Materialise a scene source (see module docstring) as validated float32 arrays."""
+    if callable(source):
+        scene = source()
+    elif hasattr(source, "load"):
+        scene = source.load()
+    else:
+        scene = source
+    return _validate_scene(scene, name)
+
+
+def scene_to_tensors(
+    ldrs: np.ndarray, evs: np.ndarray, gt: np.ndarray | None = None, sample_id: str | None = None
+) -> dict[str, Any]:
+    """NumPy scene (or crop) -> torch sample dict (ldrs ``(3,3,H,W)``, evs ``(3,)``, gt ``(3,H,W)``).
+
+    ``gt`` and ``id`` keys are present only when given.
+    """
+    out: dict[str, Any] = {
+        "ldrs": torch.from_numpy(np.ascontiguousarray(np.asarray(ldrs, np.float32).transpose(0, 3, 1, 2))),
+        "evs": torch.from_numpy(np.array(evs, dtype=np.float32)),
+    }
+    if gt is not None:
+        out["gt"] = torch.from_numpy(np.ascontiguousarray(np.asarray(gt, np.float32).transpose(2, 0, 1)))
+    if sample_id is not None:
+        out["id"] = str(sample_id)
+    return out
+
+
+def _source_name(source: Any, index: int) -> str:
+    if isinstance(source, functools.partial):
+        args = list(source.args)
+        if source.func is read_ntire:
+            sid = source.keywords.get("sample_id", args[1] if len(args) > 1 else None)
+            if sid is not None:
+                return str(sid)
+        if source.func is read_kalantari:
+            folder = source.keywords.get("scene_folder", args[0] if args else None)
+            if folder is not None:
+                return Path(folder).name
+    for attr in ("id", "sample_id", "name"):
+        value = getattr(source, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return f"scene{index:05d}"
+
+
+def _cheap_size(source: Any) -> tuple[int, int] | None:
+    """Frame size without decoding the whole scene, for the sources we know; else None."""
+    if isinstance(source, functools.partial):
+        args, kw = list(source.args), dict(source.keywords)
+        if source.func is read_ntire:
+            return ntire_frame_size(*args, **kw)  # PNG headers only
+        if source.func is read_kalantari:
+            # one tif instead of 3 tifs + HDR
+            first = kalantari_tif_paths(*args, **kw)[0]
+            return _read_image(first, np.uint16, "16-bit LDR tif").shape[:2]
+    if isinstance(source, (tuple, list)) and len(source) == 3:
+        return np.shape(source[0])[1:3]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# datasets
+# --------------------------------------------------------------------------------------------
+
+
+class PatchDataset(Dataset):
+    """Every ``patch x patch`` crop (grid of :func:`patch_grid`) of every scene, as torch samples.
+
+    Args:
+        scenes: scene sources (see module docstring); every scene needs a gt.
+        patch, stride: crop size and grid step in pixels (paper: 256 / 128).
+        augment: apply a dihedral transform (:func:`augment`) chosen deterministically from
+            ``(seed, epoch, index)``; call :meth:`set_epoch` each epoch to vary it.
+        seed: non-negative int.
+        max_cached_scenes: scenes are loaded lazily and kept per process (so once per
+            DataLoader worker); ``None`` keeps all of them, an int keeps that many (LRU). Full
+            NTIRE scenes are ~100 MB each as float32, so bound this for large folders.
+
+    Sizes come from PNG headers for ``partial(read_ntire, ...)`` and from one tif for
+    ``partial(read_kalantari, ...)``; any other callable is called once at construction to
+    measure its scene (not kept), then again lazily on first use.
+
+    Index order is scene-major, then the patch grid row-major. Sample ``"id"`` is
+    ``"<scene>@<top>,<left>"``. With DataLoader workers call :meth:`set_epoch` before creating
+    the epoch's iterator (with ``persistent_workers=True`` workers keep their own copy).
+    """
+
+    def __init__(
+        self,
+        scenes: Sequence[Any],
+        patch: int = 256,
+        stride: int = 128,
+        augment: bool = True,
+        seed: int = 0,
+        max_cached_scenes: int | None = None,
+    ):
+        self.scenes = list(scenes)
+        if not self.scenes:
+            raise ValueError("PatchDataset needs at least one scene source")
+        if int(seed) < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        if max_cached_scenes is not None and int(max_cached_scenes) < 1:
+            raise ValueError(f"max_cached_scenes must be >= 1 or None, got {max_cached_scenes}")
+        self.patch, self.stride = int(patch), int(stride)
+        patch_grid(self.patch, self.patch, self.patch, self.stride)  # bad patch/stride: fail before any scene
+        self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
+        self.max_cached_scenes = max_cached_scenes
+        self.names = [_source_name(s, i) for i, s in enumerate(self.scenes)]
+        self._cache: OrderedDict[int, Scene] = OrderedDict()
+        self.grids: list[list[tuple[int, int]]] = []
+        for i, source in enumerate(self.scenes):
+            size = _cheap_size(source)
+            if size is None:  # unknown source type: load it once to measure (not cached)
+                size = load_scene(source, self.names[i])[0].shape[1:3]
+            try:
+                self.grids.append(patch_grid(size[0], size[1], self.patch, self.stride))
+            except ValueError as exc:
+                raise DataError(f"scene {self.names[i]}: {exc}") from exc
+        self._offsets = np.cumsum([0] + [len(g) for g in self.grids])
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def __getstate__(self) -> dict:
+        # Spawned workers must not receive the parent's cached arrays through pickle.
+        state = self.__dict__.copy()
+        state["_cache"] = OrderedDict()
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream for ``epoch`` (deterministic given seed, epoch, index)."""
+        self.epoch = int(epoch)
+
+    def locate(self, index: int) -> tuple[int, int, int]:
+        """``index`` -> ``(scene_index, top, left)``."""
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"index {index} out of range for {n} patches")
+        scene = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        top, left = self.grids[scene][index - int(self._offsets[scene])]
+        return scene, top, left
+
+    def augmentation_for(self, index: int) -> int:
+        """Dihedral transform index 0..7 used for ``index`` in the current epoch (0 if disabled)."""
+        if not self.augment:
+            return 0
+        rng = np.random.default_rng([self.seed, self.epoch, int(index) % max(len(self), 1)])
+        return int(rng.integers(NUM_AUGMENTATIONS))
+
+    def _scene(self, i: int) -> Scene:
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        scene = load_scene(self.scenes[i], self.names[i])
+        if scene[2] is None:
+            raise DataError(f"scene {self.names[i]}: no ground truth, PatchDataset needs gt for training")
+        expected = self.grids[i][-1][0] + self.patch, self.grids[i][-1][1] + self.patch
+        if scene[0].shape[1:3] != expected:
+            raise DataError(f"scene {self.names[i]}: size {scene[0].shape[1:3]} changed since indexing ({expected})")
+        self._cache[i] = scene
+        if self.max_cached_scenes is not None:
+            while len(self._cache) > int(self.max_cached_scenes):
+                self._cache.popitem(last=False)
+        return scene
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        scene_index, top, left = self.locate(int(index))
+        ldrs, evs, gt = self._scene(scene_index)
+        p = self.patch
+        sample = scene_to_tensors(
+            ldrs[:, top : top + p, left : left + p],
+            evs,
+            gt[top : top + p, left : left + p],
+            f"{self.names[scene_index]}@{top},{left}",
+        )
+        k = self.augmentation_for(int(index) % len(self))
+        if k:
+            # contiguous so that default_collate / pinned memory see plain layouts
+            sample["ldrs"], sample["gt"] = (t.contiguous() for t in augment(sample["ldrs"], sample["gt"], k))
+        return sample
+
+
+class NtireFolderDataset(Dataset):
+    """Full scenes of an NTIRE-layout folder (ids from :func:`list_ntire_ids`) as torch samples.
+
+    Samples carry ``"id"``; ``"gt"`` is present only for samples with ``ID_gt.png``.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.ids = list_ntire_ids(self.folder)
+        if not self.ids:
+            raise DataError(f"{self.folder}: no NTIRE samples (ID_short/medium/long.png + ID_exposures.npy)", self.folder)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sid = self.ids[index]
+        return scene_to_tensors(*read_ntire(self.folder, sid), sample_id=sid)
+
+
+class KalantariFolderDataset(Dataset):
+    """Full scenes of a Kalantari root (scene sub-folders, :func:`list_kalantari_scenes`).
+
+    Samples carry ``"id"`` = scene folder name; ``"gt"`` only when ``HDRImg.hdr`` exists.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.scenes = list_kalantari_scenes(self.root)
+        if not self.scenes:
+            raise DataError(f"{self.root}: no Kalantari scene folders (sub-folders with exposure.txt)", self.root)
+        self.ids = [p.name for p in self.scenes]
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        scene = self.scenes[index]
+        return scene_to_tensors(*read_kalantari(scene), sample_id=scene.name)
+
+
+def scene_sources_from_folder(path: str | os.PathLike) -> list[Callable[[], Scene]]:
+    """Scene sources (``functools.partial`` of the reader) for every scene under ``path``.
+
+    Detects the layout: NTIRE files directly in ``path``; Kalantari scene sub-folders (or
+    ``path`` itself being one Kalantari scene, i.e. holding ``exposure.txt``).
+
+    Raises:
+        MissingFileError: ``path`` is not a directory.
+        DataError: neither layout found, or both present.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise MissingFileError(f"{path}: missing dataset folder (not a directory)", path)
+    ntire_ids = list_ntire_ids(path)
+    if (path / "exposure.txt").is_file():
+        kalantari = [path]
+    else:
+        kalantari = list_kalantari_scenes(path)
+    if ntire_ids and kalantari:
+        raise DataError(
+            f"{path}: ambiguous layout, holds both NTIRE samples ({len(ntire_ids)}) and "
+            f"Kalantari scenes ({len(kalantari)})",
+            path,
+        )
+    if ntire_ids:
+        return [functools.partial(read_ntire, path, sid) for sid in ntire_ids]
+    if kalantari:
+        return [functools.partial(read_kalantari, scene) for scene in kalantari]
+    raise DataError(
+        f"{path}: unrecognised layout, neither NTIRE files (ID_short.png, ID_medium.png, ID_long.png, "
+        f"ID_exposures.npy) nor Kalantari scene sub-folders (3 .tif + exposure.txt)",
+        path,
+    )
