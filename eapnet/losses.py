@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from eapnet.metrics import (
+    _torch_pair,
     DEFAULT_GAMMA,
     DEFAULT_MU,
     DEFAULT_PERCENTILE,
@@ -38,23 +39,9 @@ _NORM_EPS = 1e-6
 
 
 def _check_pair(pred: torch.Tensor, gt: torch.Tensor, fn: str):
-    if not isinstance(pred, torch.Tensor) or not isinstance(gt, torch.Tensor):
-        raise ValueError(f"{fn}: pred and gt must be torch tensors, got {type(pred)} and {type(gt)}")
-    if pred.shape != gt.shape:
-        raise ValueError(
-            f"{fn}: shape mismatch: pred has shape {tuple(pred.shape)}, gt has shape {tuple(gt.shape)}"
-        )
-    if pred.dim() not in (3, 4):
-        raise ValueError(f"{fn}: expected NCHW or CHW tensors, got shape {tuple(pred.shape)}")
-    if pred.numel() == 0:
-        raise ValueError(f"{fn}: empty tensors (shape {tuple(pred.shape)})")
-    if pred.dim() == 3:
-        pred, gt = pred.unsqueeze(0), gt.unsqueeze(0)
-    # half / bfloat16 (e.g. under autocast) are computed in float32: pow/log/quantile need it
-    dtype = torch.promote_types(pred.dtype, gt.dtype)
-    if dtype not in (torch.float32, torch.float64):
-        dtype = torch.float32
-    return pred.to(dtype), gt.to(dtype)
+    # half / bfloat16 (e.g. under autocast) come back as float32: pow/log/quantile need it
+    pred, gt, _ = _torch_pair(pred, gt, fn, names=("pred", "gt"), check_finite=False)
+    return pred, gt
 
 
 def mu_law_l1(

@@ -273,21 +273,26 @@ def percentile_per_image_torch(x: torch.Tensor, percentile: float) -> torch.Tens
     return res.to(out_dtype) if res.dtype != out_dtype and out_dtype.is_floating_point else res
 
 
-def _torch_pair(ref: torch.Tensor, res: torch.Tensor, fn: str):
+def _torch_pair(ref: torch.Tensor, res: torch.Tensor, fn: str, names: tuple[str, str] = ("ref", "res"),
+                check_finite: bool = True):
+    """Validate a pair of CHW/NCHW tensors; return them batched, as float32/64, and whether they were CHW.
+
+    ``check_finite=False`` skips the NaN/inf scan (the losses do: it would sync the GPU every step)."""
+    a, b = names
     if not isinstance(ref, torch.Tensor) or not isinstance(res, torch.Tensor):
-        raise ValueError(f"{fn}: ref and res must be torch tensors, got {type(ref)} and {type(res)}")
+        raise ValueError(f"{fn}: {a} and {b} must be torch tensors, got {type(ref)} and {type(res)}")
     if ref.shape != res.shape:
         raise ValueError(
-            f"{fn}: shape mismatch: ref has shape {tuple(ref.shape)}, res has shape {tuple(res.shape)}"
+            f"{fn}: shape mismatch: {a} has shape {tuple(ref.shape)}, {b} has shape {tuple(res.shape)}"
         )
     if ref.dim() not in (3, 4):
         raise ValueError(f"{fn}: expected NCHW or CHW tensors, got shape {tuple(ref.shape)}")
     if ref.numel() == 0:
         raise ValueError(f"{fn}: empty tensors (shape {tuple(ref.shape)})")
-    for name, t in (("ref", ref), ("res", res)):
+    for name, t in ((a, ref), (b, res)):
         if t.is_complex():
             raise ValueError(f"{fn}: {name} must be real, got {t.dtype}")
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if check_finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{fn}: {name} contains non-finite values (NaN or inf)")
     unbatched = ref.dim() == 3
     if unbatched:
