@@ -25,6 +25,16 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "p.txt"
+    atomic_write_text(target, "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
 def test_atomic_path_keeps_the_suffix_for_format_sniffing_writers(tmp_path):
     with atomic_path(tmp_path / "x.png") as tmp:
         assert tmp.suffix == ".png" and tmp.parent == tmp_path

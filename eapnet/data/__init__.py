@@ -1,4 +1,4 @@
-"""Datasets: NTIRE / Kalantari readers and writers, training patches, augmentation."""
+"""Datasets: NTIRE / Kalantari readers and writers, the synthetic generator, training patches, augmentation."""
 
 from .errors import DataError, MissingFileError
 from .kalantari import list_kalantari_scenes, read_kalantari
@@ -22,6 +22,7 @@ from .patches import (
     scene_sources_from_folder,
     scene_to_tensors,
 )
+from .synthetic import HELDOUT_SEED, TRAIN_SEED, SyntheticConfig, SyntheticDataset, generate_scene
 
 __all__ = [
     "DataError",
@@ -44,4 +45,9 @@ __all__ = [
     "NtireFolderDataset",
     "KalantariFolderDataset",
     "scene_sources_from_folder",
+    "SyntheticConfig",
+    "SyntheticDataset",
+    "generate_scene",
+    "TRAIN_SEED",
+    "HELDOUT_SEED",
 ]

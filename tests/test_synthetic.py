@@ -1,0 +1,328 @@
+"""Tests of the synthetic LDR-triplet / HDR-gt generator (eapnet.data.synthetic)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from eapnet.data import synthetic as syn
+from eapnet.data.synthetic import (
+    GAMMA,
+    HELDOUT_SEED,
+    TRAIN_SEED,
+    SyntheticConfig,
+    SyntheticDataset,
+    generate_scene,
+    generate_scene_with_info,
+    scene_seed,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATIC = SyntheticConfig(camera_shake=False, object_motion=False)
+SEEDS = [scene_seed(TRAIN_SEED, i) for i in range(12)]
+H, W = 96, 128
+
+
+def _lin(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, np.float64) ** GAMMA
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """Default-config scenes (with motion) and the same scenes without motion."""
+    moving = [generate_scene_with_info(s, H, W) for s in SEEDS]
+    static = [generate_scene_with_info(s, H, W, STATIC) for s in SEEDS]
+    return moving, static
+
+
+# ---- format -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("h,w", [(96, 128), (17, 33), (64, 64)])
+def test_shapes_dtypes_ranges(h, w):
+    ldrs, evs, gt = generate_scene(123, h, w)
+    assert ldrs.shape == (3, h, w, 3) and ldrs.dtype == np.float32
+    assert evs.shape == (3,) and evs.dtype == np.float32
+    assert gt.shape == (h, w, 3) and gt.dtype == np.float32
+    assert np.isfinite(ldrs).all() and np.isfinite(gt).all()
+    assert ldrs.min() >= 0.0 and ldrs.max() <= 1.0
+    assert gt.min() >= 0.0
+    assert evs[1] == 0.0 and evs[0] < 0.0 < evs[2]
+
+
+def test_ldrs_are_exactly_8bit(scenes):
+    for ldrs, _, _, _ in scenes[0][:4]:
+        k = np.round(ldrs * 255.0)
+        assert np.array_equal(ldrs, k.astype(np.float32) / np.float32(255.0))
+        # a real 8-bit image uses many levels, not a few
+        assert len(np.unique(k)) > 64
+
+
+def test_evs_mostly_ntire_spacing():
+    evs = np.array([generate_scene_with_info(scene_seed(1, i), 16, 16)[1] for i in range(60)])
+    assert (evs[:, 1] == 0).all()
+    ntire = np.all(evs == np.array([-2, 0, 2], np.float32), axis=1).mean()
+    assert 0.5 < ntire < 0.9  # mostly +-2 like the challenge, sometimes other spacings
+    spacings = np.unique(np.abs(evs[:, [0, 2]]))
+    assert spacings.min() >= 1.0 and spacings.max() <= 3.0 and len(spacings) > 2
+
+
+def test_gt_maxima_in_challenge_range(scenes):
+    gmax = np.array([gt.max() for _, _, gt, _ in scenes[0]])
+    assert (gmax > 1.0).mean() >= 0.9  # HDR: beyond the medium frame's range
+    assert gmax.max() < 20.0 and np.median(gmax) < 10.0
+
+
+# ---- determinism --------------------------------------------------------------------------
+
+
+def test_deterministic_in_process():
+    a = generate_scene(42, 80, 80)
+    b = generate_scene(42, 80, 80)
+    for x, y in zip(a, b):
+        assert np.array_equal(x, y)
+    c = generate_scene(43, 80, 80)
+    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[2], c[2])
+
+
+def test_deterministic_across_processes():
+    code = (
+        "import hashlib, numpy as np\n"
+        "from eapnet.data.synthetic import generate_scene\n"
+        "l, e, g = generate_scene(77, 64, 80)\n"
+        "print(hashlib.sha256(l.tobytes() + e.tobytes() + g.tobytes()).hexdigest())\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENCV_FOR_THREADS_NUM="1")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    import hashlib
+
+    l, e, g = generate_scene(77, 64, 80)
+    assert out.stdout.strip() == hashlib.sha256(l.tobytes() + e.tobytes() + g.tobytes()).hexdigest()
+
+
+def test_scene_seed_derivation():
+    assert scene_seed(0, 1) == scene_seed(0, 1)
+    assert len({scene_seed(s, i) for s in (0, 1, HELDOUT_SEED) for i in range(50)}) == 150
+    assert HELDOUT_SEED != TRAIN_SEED
+
+
+# ---- physics ------------------------------------------------------------------------------
+
+
+def test_relation_ldr_vs_gt_without_motion(scenes):
+    """ldr_i**2.24 / 2**ev_i ~= gt**2.24 where well exposed, residual = the stated noise model."""
+    for ldrs, evs, gt, info in scenes[1]:
+        for i in range(3):
+            s = _lin(gt) * 2.0 ** float(evs[i])  # clean linear signal of frame i
+            mask = (s > 0.02) & (s < 0.7)
+            if mask.sum() < 200:
+                continue
+            y = _lin(ldrs[i])
+            ratio = y[mask].sum() / 2.0 ** float(evs[i]) / _lin(gt)[mask].sum()
+            assert abs(ratio - 1.0) < 0.03, (info["seed"], i, ratio)
+            # residual against Eq. 1: shot + read noise + 8-bit quantisation
+            x = s[mask] ** (1 / GAMMA)
+            var = info["shot_noise"] * s[mask] + info["read_noise"] ** 2 + (GAMMA * x ** (GAMMA - 1) / 255) ** 2 / 12
+            z = (y[mask] - s[mask] - info["black_level"]) / np.sqrt(var)
+            assert abs(z.mean()) < 0.2 and 0.8 < z.std() < 1.25, (info["seed"], i, z.mean(), z.std())
+
+
+def test_medium_frame_matches_gt_with_motion(scenes):
+    """The medium frame is the reference: motion never misaligns it with the gt."""
+    for ldrs, evs, gt, _ in scenes[0]:
+        unsat = (ldrs[1] < 0.95) & (gt > 0.15)
+        rel = np.abs(_lin(ldrs[1][unsat]) - _lin(gt[unsat])) / _lin(gt[unsat])
+        assert np.median(rel) < 0.1
+        assert np.median(np.abs(ldrs[1][unsat] - gt[unsat])) < 4 / 255  # medium LDR ~= gt
+
+
+def test_short_frame_noisier_after_normalisation(scenes):
+    worse = 0
+    for ldrs, evs, gt, _ in scenes[1]:
+        g = _lin(gt)
+        m = (g * 2.0 ** float(evs[0]) > 0.02) & (g * 2.0 ** float(evs[2]) < 0.7)  # unsaturated in all
+        if m.sum() < 200:
+            continue
+        err = [np.std((_lin(ldrs[i])[m] / 2.0 ** float(evs[i]) - g[m]) / g[m]) for i in range(3)]
+        worse += err[0] > err[1] > err[2]
+    assert worse >= 0.8 * len(SEEDS)
+
+
+def test_saturation_long_not_short(scenes):
+    sat_long, overlap = [], []
+    for ldrs, _, _, _ in scenes[0]:
+        ls = ldrs[2].max(axis=-1) >= 1.0
+        ss = ldrs[0].max(axis=-1) >= 1.0
+        sat_long.append(ls.mean())
+        if ls.sum():
+            overlap.append((ss & ls).sum() / ls.sum())
+    sat_long = np.array(sat_long)
+    assert (sat_long > 0.01).mean() >= 0.8 and sat_long.mean() > 0.1  # long frame blows highlights
+    assert np.mean(overlap) < 0.1  # ... which the short frame still records
+
+
+def test_shadows_need_long_frame(scenes):
+    """In deep shadows (gt linear < 0.01) the long frame is far more accurate than the medium."""
+    better = 0
+    for ldrs, evs, gt, _ in scenes[1]:
+        g = _lin(gt)
+        dark = (g < 0.01) & (g * 2.0 ** float(evs[2]) < 0.7)
+        assert dark.mean() > 0.01  # every scene has shadows
+        err = [np.median(np.abs(_lin(ldrs[i][dark]) / 2.0 ** float(evs[i]) - g[dark]) / g[dark]) for i in range(3)]
+        better += err[2] < 0.6 * err[1] < 0.6 * err[0]
+    assert better >= 0.8 * len(SEEDS)
+
+
+def test_dynamic_range(scenes):
+    dr = []
+    for _, _, gt, info in scenes[0]:
+        lin = _lin(gt).max(axis=-1)
+        dr.append(np.percentile(lin, 99.9) / max(np.percentile(lin, 1), 1e-12))
+    dr = np.array(dr)
+    assert np.exp(np.log(dr).mean()) >= 100 and (dr >= 30).all()
+    assert np.median(dr) >= 1e3 and np.median(dr) <= 1e6
+
+
+def test_scene_kinds_mixed():
+    kinds = [generate_scene_with_info(scene_seed(2, i), 24, 24)[3]["kind"] for i in range(60)]
+    assert 0.5 < kinds.count("photo") / 60 < 0.9
+    only_proc = SyntheticConfig(photo_fraction=0.0)
+    only_photo = SyntheticConfig(photo_fraction=1.0)
+    assert generate_scene_with_info(5, 32, 32, only_proc)[3]["kind"] == "procedural"
+    assert generate_scene_with_info(5, 32, 32, only_photo)[3]["kind"] == "photo"
+
+
+# ---- motion -------------------------------------------------------------------------------
+
+
+def test_motion_changes_only_non_reference_frames(scenes):
+    diffs_static, diffs_moving = [], []
+    for (lm, em, gm, im), (ls, es, gs, is_) in zip(*scenes):
+        # same content: the reference frame and gt do not depend on the motion switches
+        assert np.array_equal(gm, gs) and np.array_equal(em, es)
+        assert np.array_equal(lm[1], ls[1])
+        for lx, ex, gx, out in ((lm, em, gm, diffs_moving), (ls, es, gs, diffs_static)):
+            for i in (0, 2):
+                s = _lin(gx) * 2.0 ** float(ex[i])
+                m = (s > 0.03) & (s < 0.7)
+                out.append(np.mean(np.abs(lx[i][m] - s[m] ** (1 / GAMMA))))
+    assert np.mean(diffs_moving) > 1.5 * np.mean(diffs_static)
+
+
+def test_camera_shake_is_a_few_pixels():
+    import cv2
+
+    cfg = SyntheticConfig(objects_prob=0.0, camera_shake_prob=1.0)
+    shifts = []
+    for i in range(6):
+        ldrs, _, _ = generate_scene(scene_seed(3, i), 128, 128, cfg)
+        win = cv2.createHanningWindow((128, 128), cv2.CV_64F)
+        med = ldrs[1].mean(axis=-1).astype(np.float64)
+        for k in (0, 2):
+            (dx, dy), _ = cv2.phaseCorrelate(med, ldrs[k].mean(axis=-1).astype(np.float64), win)
+            shifts.append(np.hypot(dx, dy))
+    shifts = np.array(shifts)
+    limit = np.sqrt(2) * cfg.shake_translation * 128 + 2  # translation + rotation about the centre
+    assert shifts.max() < limit and shifts.mean() > 0.3
+
+
+def test_objects_move_independently():
+    cfg = SyntheticConfig(camera_shake=False, num_objects_range=(2, 2), objects_prob=1.0)
+    changed = []
+    for i in range(4):
+        seed = scene_seed(4, i)
+        l_mov, _, g = generate_scene(seed, 96, 96, cfg)
+        l_sta, _, _ = generate_scene(seed, 96, 96, dataclasses.replace(cfg, object_motion=False))
+        d = np.abs(l_mov[2] - l_sta[2]).max(axis=-1) > 8 / 255
+        changed.append(d.mean())
+    changed = np.array(changed)
+    # local (objects and what they uncover), not global
+    assert (changed > 0.005).all() and (changed < 0.5).all()
+
+
+# ---- config, torch dataset, CLI, no downloads ---------------------------------------------
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        SyntheticConfig(photo_fraction=1.5)
+    with pytest.raises(ValueError):
+        SyntheticConfig(iso_range=(800.0, 100.0))
+    with pytest.raises(ValueError):
+        SyntheticConfig(ev_choices=())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SyntheticConfig().height = 3  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        generate_scene(0, 8, 8)
+
+
+def test_torch_dataset():
+    import torch
+
+    ds = SyntheticDataset(3, seed=5, height=48, width=64)
+    assert len(ds) == 3 and SyntheticDataset(1).seed == TRAIN_SEED
+    item = ds[1]
+    assert set(item) == {"ldrs", "evs", "gt", "id"}
+    assert item["id"] == "syn5_00001"
+    assert item["ldrs"].shape == (3, 3, 48, 64) and item["ldrs"].dtype == torch.float32
+    assert item["evs"].shape == (3,) and item["evs"].dtype == torch.float32
+    assert item["gt"].shape == (3, 48, 64) and item["gt"].dtype == torch.float32
+    ldrs, evs, gt = generate_scene(scene_seed(5, 1), 48, 64)
+    assert torch.equal(item["ldrs"], torch.from_numpy(ldrs).permute(0, 3, 1, 2))
+    assert torch.equal(item["gt"], torch.from_numpy(gt).permute(2, 0, 1))
+    assert torch.equal(item["evs"], torch.from_numpy(evs))
+    assert not torch.equal(ds[0]["ldrs"], item["ldrs"])
+    assert ds[-1]["id"] == "syn5_00002"
+    with pytest.raises(IndexError):
+        ds[3]
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch["ldrs"].shape == (2, 3, 3, 48, 64) and batch["id"] == ["syn5_00000", "syn5_00001"]
+
+
+def test_cli_writes_ntire_files(tmp_path):
+    ntire = pytest.importorskip("eapnet.data.ntire", reason="eapnet.data.ntire (NTIRE writer) not available yet")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run(
+        [sys.executable, "-m", "eapnet.data.synthetic", "--out", str(tmp_path), "--num", "2", "--seed", "7",
+         "--size", "40x56"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert ntire.list_ntire_ids(tmp_path) == ["syn7_00000", "syn7_00001"]
+    for i in range(2):
+        ldrs, evs, gt = ntire.read_ntire(tmp_path, f"syn7_{i:05d}")
+        ref_l, ref_e, ref_g = generate_scene(scene_seed(7, i), 40, 56)
+        assert np.array_equal(ldrs, ref_l)  # 8-bit frames survive the PNG round trip exactly
+        assert np.array_equal(evs, ref_e)
+        assert gt is not None and np.abs(gt - ref_g).max() <= ref_g.max() / 65535 + 1e-6
+
+
+def test_cli_rejects_bad_size(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        syn.main(["--out", str(tmp_path), "--num", "1", "--size", "big"])
+    assert exc.value.code != 0 and "HxW" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_photo_sources_are_local_and_no_network(monkeypatch):
+    # every listed photo ships with the installed packages
+    assert syn._available(syn._PHOTOS) == syn._PHOTOS
+    for name in syn._PHOTOS + syn._TEXTURES:
+        path = syn._source_path(name)
+        assert os.path.isfile(path), path
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("synthetic data must not touch the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    syn._load_source.cache_clear()
+    syn._available.cache_clear()
+    ldrs, _, _, info = generate_scene_with_info(11, 32, 32, SyntheticConfig(photo_fraction=1.0))
+    assert info["kind"] == "photo" and ldrs.shape == (3, 32, 32, 3)
