@@ -26,3 +26,15 @@ def test_smoke_run_writes_a_complete_report(tmp_path, capsys):
 def test_smoke_rejects_a_folder_without_samples(tmp_path):
     with pytest.raises(SystemExit):
         main(["--data", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_smoke_falls_back_to_synthetic_scenes_without_shared_data(tmp_path, monkeypatch):
+    import eapnet.smoke as smoke
+
+    monkeypatch.setattr(smoke, "DEFAULT_DATA", tmp_path / "absent")
+    out = tmp_path / "run"
+    # main() reads DEFAULT_DATA when it builds its parser, so no --data means the missing folder.
+    assert smoke.main(["--no-full-res", "--variants", "lightweight", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "synthetic" in report["data"]
+    assert set(report["crops"]["lightweight"]) == {"syn0", "syn1", "syn2", "syn3"}
