@@ -20,9 +20,10 @@ import torch
 from tqdm import tqdm
 
 from eapnet import build_model, count_maccs, count_params
+from eapnet.data import SHARED_SAMPLES
 from eapnet.variants import ROWS
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ntire_samples"
+DEFAULT_DATA = SHARED_SAMPLES
 
 
 def run_model(model: torch.nn.Module, ldrs: np.ndarray, evs: np.ndarray) -> np.ndarray:

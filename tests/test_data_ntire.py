@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from eapnet.data import SHARED_SAMPLES
 from eapnet.data import ntire
 from eapnet.data.errors import DataError, MissingFileError
 from eapnet.data.ntire import (
@@ -23,7 +24,7 @@ from eapnet.data.ntire import (
     write_ntire,
 )
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ntire_samples"
+SAMPLES = SHARED_SAMPLES
 CROPS = SAMPLES / "crops256"
 FULL = SAMPLES / "fullres_no_gt"
 CROP_IDS = ["0000", "0001", "0002", "0003"]

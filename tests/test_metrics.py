@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from eapnet.data import SHARED_SAMPLES
 from eapnet import metrics as M
 from eapnet.metrics import (
     mu_tonemap,
@@ -25,7 +26,7 @@ from eapnet.metrics import (
     tanh_norm_mu_tonemap,
 )
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ntire_samples"
+SAMPLES = SHARED_SAMPLES
 CROPS = SAMPLES / "crops256"
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from eapnet.data import SHARED_SAMPLES
 from eapnet.data.errors import DataError, MissingFileError
 from eapnet.data.kalantari import read_kalantari
 from eapnet.data.ntire import read_ntire, write_ntire
@@ -26,7 +27,7 @@ from eapnet.data.patches import (
     scene_sources_from_folder,
 )
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ntire_samples"
+SAMPLES = SHARED_SAMPLES
 CROPS = SAMPLES / "crops256"
 needs_crops = pytest.mark.skipif(not CROPS.is_dir(), reason=f"real NTIRE crops not found at {CROPS}")
 

@@ -1,5 +1,7 @@
 """Datasets: NTIRE / Kalantari readers and writers, the synthetic generator, training patches, augmentation."""
 
+from pathlib import Path
+
 from .errors import DataError, MissingFileError
 from .kalantari import list_kalantari_scenes, read_kalantari
 from .ntire import (
@@ -24,7 +26,11 @@ from .patches import (
 )
 from .synthetic import HELDOUT_SEED, TRAIN_SEED, SyntheticConfig, SyntheticDataset, generate_scene
 
+# Where the real challenge samples live: ../shared/data/ntire_samples beside the checkout (read, never copied).
+SHARED_SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ntire_samples"
+
 __all__ = [
+    "SHARED_SAMPLES",
     "DataError",
     "MissingFileError",
     "NtireSample",
