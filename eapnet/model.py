@@ -19,7 +19,7 @@ MAccs and parameter counts (Table 1, Tables 4/5); ``eapnet/variants.py`` records
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

@@ -8,7 +8,6 @@ liuzhen03/ADNet); they are deliberately written without using eapnet code.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest

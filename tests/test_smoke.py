@@ -1,6 +1,5 @@
 """The README's main job (smoke run) on the real crops, without the full-resolution pass."""
 import json
-from pathlib import Path
 
 import pytest
 
