@@ -113,9 +113,9 @@ def make_run_dir(out: str | os.PathLike | None, prefix: str, root: str | os.Path
     return out
 
 
-def record_run(run_dir: str | os.PathLike, args: dict[str, Any]) -> Path:
-    """Write ``run_dir/run.json``: resolved arguments, command line, git commit, versions, start time."""
-    path = Path(run_dir) / "run.json"
+def record_run(run_dir: str | os.PathLike, args: dict[str, Any], name: str = "run.json") -> Path:
+    """Write ``run_dir/<name>``: resolved arguments, command line, git commit, versions, start time."""
+    path = Path(run_dir) / name
     atomic_write_json(path, {
         "args": args,
         "argv": sys.argv,

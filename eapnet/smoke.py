@@ -21,18 +21,10 @@ from tqdm import tqdm
 
 from eapnet import build_model, count_maccs, count_params
 from eapnet.data import SHARED_SAMPLES
+from eapnet.inference import predict
 from eapnet.variants import ROWS
 
 DEFAULT_DATA = SHARED_SAMPLES
-
-
-def run_model(model: torch.nn.Module, ldrs: np.ndarray, evs: np.ndarray) -> np.ndarray:
-    """One scene through the model: NumPy ``(3, H, W, 3)`` LDRs in [0, 1] + ``(3,)`` EVs -> ``(H, W, 3)`` HDR."""
-    x = torch.from_numpy(np.ascontiguousarray(ldrs.transpose(0, 3, 1, 2)))[None].float()
-    e = torch.from_numpy(np.asarray(evs, dtype=np.float32))[None]
-    with torch.inference_mode():
-        y = model(x, e)
-    return y[0].permute(1, 2, 0).numpy()
 
 
 def tonemap_preview(hdr: np.ndarray, norm_ref: np.ndarray | None = None) -> np.ndarray:
@@ -95,14 +87,14 @@ def main(argv: list[str] | None = None) -> int:
                                     "paper_kparams": rows[name].paper_kparams}
         per = {}
         for i, (ldrs, evs, gt) in tqdm(scenes.items(), desc=f"{name} crops", leave=False):
-            hdr = run_model(model, ldrs, evs)
+            hdr = predict(model, ldrs, evs)
             per[i] = {"psnr_mu": psnr_mu(gt, hdr), "psnr_l": psnr_l(gt, hdr)}
         report["crops"][name] = per
         if args.full_res:
             for i, load in full_res.items():
                 ldrs, evs, _ = load()
                 t0 = time.perf_counter()
-                hdr = run_model(model, ldrs, evs)
+                hdr = predict(model, ldrs, evs)
                 dt = time.perf_counter() - t0
                 report["full_res"][f"{name}/{i}"] = {"size": list(hdr.shape[:2]), "seconds_cpu": dt,
                                                      "threads": torch.get_num_threads()}

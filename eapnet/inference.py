@@ -1,0 +1,102 @@
+"""The one inference path: NumPy scene in, NumPy HDR out, whole-frame or tiled.
+
+Used by validation during training, evaluation, compression reports, export checks and parity.
+
+- Inputs: ``ldrs`` ``(3, H, W, 3)`` gamma-encoded LDR frames in [0, 1] (short, medium, long; RGB) and
+  ``evs`` ``(3,)`` stops relative to the medium frame (``eapnet.data`` conventions).
+- Output: ``(H, W, 3)`` float32 HDR in the challenge's ground-truth domain (gamma-encoded, >= 0).
+
+Whole-frame inference lets the model pad to its multiple and crop back (the paper pads 1900x1060 to
+1920x1080). Tiled inference runs overlapping tiles and blends them with linear ramps, for frames that do
+not fit in memory; it equals whole-frame inference up to the model's receptive-field effects at tile
+seams (tested against a stated tolerance).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def to_batch(ldrs: np.ndarray, evs: np.ndarray, device: str | torch.device = "cpu"):
+    """NumPy scene -> model inputs ``(1, 3, 3, H, W)`` and ``(1, 3)`` float32 tensors on ``device``."""
+    ldrs = np.asarray(ldrs)
+    if ldrs.ndim != 4 or ldrs.shape[0] != 3 or ldrs.shape[-1] != 3:
+        raise ValueError(f"ldrs must be (3 frames, H, W, 3 channels), got {ldrs.shape}")
+    evs = np.asarray(evs, dtype=np.float32).reshape(-1)
+    if evs.shape != (3,):
+        raise ValueError(f"evs must hold 3 exposure values, got shape {evs.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(ldrs.transpose(0, 3, 1, 2), dtype=np.float32))[None]
+    return x.to(device), torch.from_numpy(evs)[None].to(device)
+
+
+def _autocast(device: torch.device, amp: str | None):
+    if amp in (None, "off") or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, ldrs: np.ndarray, evs: np.ndarray, *, tile: int | None = None,
+            overlap: int = 64, amp: str | None = None) -> np.ndarray:
+    """HDR for one scene (see module docstring). ``tile``: square tile size in pixels (None = whole frame);
+    ``overlap``: pixels shared by neighbouring tiles; ``amp``: None/"off", "bf16" or "fp16" (CUDA only)."""
+    device = _device_of(model)
+    x, e = to_batch(ldrs, evs, device)
+    H, W = x.shape[-2:]
+    with _autocast(device, amp):
+        if tile is None or (tile >= H and tile >= W):
+            y = model(x, e).float()
+        else:
+            y = _tiled(model, x, e, tile, overlap)
+    return y[0].permute(1, 2, 0).cpu().numpy().astype(np.float32, copy=False)
+
+
+def _starts(n: int, tile: int, overlap: int) -> list[int]:
+    if tile >= n:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, n - tile, step)) + [n - tile]
+    return sorted(set(starts))
+
+
+def _ramp(n: int, overlap: int, first: bool, last: bool) -> torch.Tensor:
+    """1-D blending weights: linear ramps over the overlap, flat 1 at image borders."""
+    w = torch.ones(n)
+    r = min(overlap, n // 2)
+    if r > 0:
+        ramp = (torch.arange(r, dtype=torch.float32) + 0.5) / r
+        if not first:
+            w[:r] = ramp
+        if not last:
+            w[n - r:] = ramp.flip(0)
+    return w
+
+
+def _tiled(model: nn.Module, x: torch.Tensor, e: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    if tile < 16:
+        raise ValueError(f"tile must be at least 16 pixels, got {tile}")
+    if not 0 <= overlap < tile // 2:
+        raise ValueError(f"overlap must be in [0, tile/2) = [0, {tile // 2}), got {overlap}")
+    H, W = x.shape[-2:]
+    out = torch.zeros(x.shape[0], 3, H, W, device=x.device)
+    norm = torch.zeros(1, 1, H, W, device=x.device)
+    ys, xs = _starts(H, tile, overlap), _starts(W, tile, overlap)
+    for i, t in enumerate(ys):
+        th = min(tile, H)
+        wy = _ramp(th, overlap, i == 0, i == len(ys) - 1)
+        for j, l in enumerate(xs):
+            tw = min(tile, W)
+            wx = _ramp(tw, overlap, j == 0, j == len(xs) - 1)
+            w = (wy[:, None] * wx[None, :]).to(x.device)[None, None]
+            y = model(x[..., t:t + th, l:l + tw], e).float()
+            out[..., t:t + th, l:l + tw] += y * w
+            norm[..., t:t + th, l:l + tw] += w
+    return out / norm

@@ -1,0 +1,489 @@
+"""Train EAPNet (or the AHDR baseline) with the paper's recipe; CPU, one GPU, or many through torchrun.
+
+    python -m eapnet.train --model lightweight --steps 2000 --batch-size 8 --patch 128 --out runs/light
+    torchrun --nproc_per_node 4 -m eapnet.train --model standard          # DDP, the paper's 4 GPUs
+    python -m eapnet.train --resume runs/light                            # continue a killed run exactly
+    python -m eapnet.train --resume runs/light --steps 4000                # ... and extend it
+
+Defaults come from ``eapnet/configs/train.yaml`` (``--config`` reads another YAML, safe-loaded); every key is
+also a flag. Data is a deterministic stream: sample ``g`` of the run is a function of (seed, g) alone, so a
+resumed run sees exactly the batches the uninterrupted run would have. The run folder holds ``run.json``
+(resolved arguments, versions), ``log.csv`` (loss, lr, throughput, validation PSNR), ``last.pt`` (everything
+needed to resume) and, at the end, ``model.pt`` (the EMA model: the result) and ``summary.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from eapnet import build_model
+from eapnet.checkpoint import (CheckpointError, build_from_spec, model_spec, read_checkpoint, save_checkpoint,
+                               set_rng_state, unwrap)
+from eapnet.losses import EAPNetLoss
+from eapnet.runs import atomic_write_json, atomic_write_text, make_run_dir, record_run
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train.yaml"
+# Keys a resumed run may change: they do not alter what the uninterrupted run would have computed.
+RESUME_MUTABLE = {"steps", "val_every", "ckpt_every", "log_every", "num_workers", "threads", "device"}
+LOG_FIELDS = ["step", "loss", "lr", "seconds", "samples_per_s", "val_psnr_mu", "val_psnr_l",
+              "real_psnr_mu", "real_psnr_l"]
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+def load_config(path: str | Path | None = None) -> dict:
+    """Defaults from train.yaml, updated by ``path`` (a YAML mapping of known keys)."""
+    with open(DEFAULT_CONFIG) as f:
+        cfg = yaml.safe_load(f)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"--config {path}: no such file")
+        with open(path) as f:
+            user = yaml.safe_load(f) or {}
+        if not isinstance(user, dict):
+            raise ValueError(f"--config {path}: expected a YAML mapping of training keys, got {type(user).__name__}")
+        unknown = sorted(set(user) - set(cfg))
+        if unknown:
+            raise ValueError(f"--config {path}: unknown keys {unknown}; known: {sorted(cfg)}")
+        cfg.update(user)
+    return cfg
+
+
+def validate_config(cfg: dict) -> dict:
+    def positive(*keys):
+        for k in keys:
+            if not isinstance(cfg[k], (int, float)) or cfg[k] <= 0:
+                raise ValueError(f"{k} must be positive, got {cfg[k]!r}")
+
+    positive("steps", "batch_size", "patch", "stride", "lr", "ema_every", "ckpt_every", "log_every",
+             "val_scenes", "val_size", "lr_decay_every")
+    if not 0 <= cfg["ema_decay"] < 1:
+        raise ValueError(f"ema_decay must be in [0, 1), got {cfg['ema_decay']}")
+    if not 0 < cfg["lr_decay"] <= 1:
+        raise ValueError(f"lr_decay must be in (0, 1], got {cfg['lr_decay']}")
+    if cfg["amp"] not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"amp must be auto, bf16, fp16 or off, got {cfg['amp']!r}")
+    if cfg["channels_last"] not in ("auto", "on", "off"):
+        raise ValueError(f"channels_last must be auto, on or off, got {cfg['channels_last']!r}")
+    if cfg["device"] not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {cfg['device']!r}")
+    if cfg["model"] not in ("standard", "lightweight", "ahdr"):
+        raise ValueError(f"model must be standard, lightweight or ahdr, got {cfg['model']!r}")
+    if cfg["data"] != "synthetic" and not Path(cfg["data"]).is_dir():
+        raise ValueError(f"data must be 'synthetic' or an NTIRE/Kalantari folder; {cfg['data']!r} is not a folder")
+    if cfg["patch"] % 8:
+        raise ValueError(f"patch must be a multiple of 8 (the model's padding multiple), got {cfg['patch']}")
+    return cfg
+
+
+def build_parser(defaults: dict) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--config", type=Path, default=None, help="YAML file of training keys (safe-loaded)")
+    p.add_argument("--resume", type=Path, default=None, help="run folder (or last.pt) to continue")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/train-<model>-<time>)")
+    for key, value in defaults.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            p.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            p.add_argument(flag, dest=key, type=type(value) if value is not None else str, default=value,
+                           help=f"(default {value})")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict, set[str]]:
+    """(namespace, resolved training config, keys given explicitly on the command line)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path, default=None)
+    known, _ = pre.parse_known_args(argv)
+    defaults = load_config(known.config)
+    parser = build_parser(defaults)
+    args = parser.parse_args(argv)
+    # A parser whose defaults are all SUPPRESS reveals which keys the user typed.
+    explicit_parser = build_parser(defaults)
+    for action in explicit_parser._actions:
+        action.default = argparse.SUPPRESS
+    explicit = set(vars(explicit_parser.parse_args(argv))) - {"config", "resume", "out", "help"}
+    cfg = {k: getattr(args, k) for k in defaults}
+    try:
+        validate_config(cfg)
+    except ValueError as e:
+        parser.error(str(e))
+    return args, cfg, explicit
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+class SyntheticStream(Dataset):
+    """Sample ``g`` = a fresh synthetic ``patch`` x ``patch`` scene with seed (seed, g), randomly flipped/rotated."""
+
+    def __init__(self, seed: int, patch: int):
+        self.seed, self.patch = seed, patch
+
+    def __len__(self):
+        return 2**62
+
+    def __getitem__(self, g: int) -> dict:
+        from eapnet.data.patches import augment, scene_to_tensors
+        from eapnet.data.synthetic import generate_scene, scene_seed
+
+        s = scene_to_tensors(*generate_scene(scene_seed(self.seed, g), self.patch, self.patch))
+        k = int(np.random.default_rng([self.seed, g, 7]).integers(8))
+        s["ldrs"], s["gt"] = augment(s["ldrs"], s["gt"], k)
+        return {"ldrs": s["ldrs"].contiguous(), "evs": s["evs"], "gt": s["gt"].contiguous()}
+
+
+class FolderStream(Dataset):
+    """Sample ``g`` = patch ``perm_epoch[g % N]`` of a folder's scenes (epoch = g // N), randomly flipped/rotated."""
+
+    def __init__(self, folder: str | Path, seed: int, patch: int, stride: int):
+        from eapnet.data.patches import PatchDataset, scene_sources_from_folder
+
+        self.ds = PatchDataset(scene_sources_from_folder(folder), patch=patch, stride=stride, augment=False,
+                               seed=seed)
+        if len(self.ds) == 0:
+            raise ValueError(f"data folder {folder} yields no {patch}x{patch} training patches")
+        self.seed = seed
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self):
+        return 2**62
+
+    def __getitem__(self, g: int) -> dict:
+        from eapnet.data.patches import augment
+
+        n = len(self.ds)
+        epoch = g // n
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
+        s = self.ds[int(self._perm[1][g % n])]
+        if "gt" not in s:
+            raise ValueError(f"training scene {s.get('id')} has no ground truth")
+        k = int(np.random.default_rng([self.seed, g, 7]).integers(8))
+        ldrs, gt = augment(s["ldrs"], s["gt"], k)
+        return {"ldrs": ldrs.contiguous(), "evs": s["evs"], "gt": gt.contiguous()}
+
+
+class StepSampler(Sampler):
+    """Global sample indices of this rank, from ``start_step`` on: step s, rank r -> s*B + r*b ... + b - 1."""
+
+    def __init__(self, start_step: int, global_batch: int, rank: int, world: int):
+        self.start, self.B, self.rank, self.b = start_step, global_batch, rank, global_batch // world
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            base = step * self.B + self.rank * self.b
+            yield from range(base, base + self.b)
+            step += 1
+
+    def __len__(self):
+        return 2**62
+
+
+def validation_scenes(n: int, size: int) -> list[tuple]:
+    """``n`` held-out synthetic scenes (seed HELDOUT_SEED, never used for training)."""
+    from eapnet.data.synthetic import HELDOUT_SEED, generate_scene, scene_seed
+
+    return [generate_scene(scene_seed(HELDOUT_SEED, i), size, size) for i in range(n)]
+
+
+def real_crops() -> list[tuple]:
+    """The real NTIRE crops for reporting only (never trained on); empty when ../shared is absent."""
+    from eapnet.data import SHARED_SAMPLES, list_ntire_ids, read_ntire
+
+    folder = SHARED_SAMPLES / "crops256"
+    return [read_ntire(folder, i) for i in list_ntire_ids(folder)] if folder.is_dir() else []
+
+
+def evaluate_scenes(model: nn.Module, scenes: list[tuple], amp: str | None = None) -> dict[str, float]:
+    """Mean PSNR-mu / PSNR-l (official formulas, dB) of ``model`` over (ldrs, evs, gt) scenes."""
+    from eapnet.inference import predict
+    from eapnet.metrics import psnr_l, psnr_mu
+
+    mus, ls = [], []
+    for ldrs, evs, gt in scenes:
+        hdr = predict(model, ldrs, evs, amp=amp)
+        mus.append(psnr_mu(gt, hdr))
+        ls.append(psnr_l(gt, hdr))
+    return {"psnr_mu": float(np.mean(mus)), "psnr_l": float(np.mean(ls))}
+
+
+# ------------------------------------------------------------------------------------------- training
+
+def lr_factor(step: int, warmup: int, every: int, decay: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then x``decay`` every ``every`` steps (paper Sec. 4.2)."""
+    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    return warm * decay ** (step // every)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """``ema = decay * ema + (1 - decay) * model`` for every parameter and float buffer."""
+    for e, m in zip(ema.state_dict().values(), unwrap(model).state_dict().values()):
+        if e.dtype.is_floating_point:
+            e.mul_(decay).add_(m.detach(), alpha=1 - decay)
+        else:
+            e.copy_(m)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in unwrap(model).state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _setup_distributed(cfg: dict) -> tuple[int, int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    want_cuda = cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
+    if cfg["device"] == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but CUDA is not available")
+    if world > 1:
+        dist.init_process_group("nccl" if want_cuda else "gloo")
+    if want_cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        threads = cfg["threads"] or max(1, (os.cpu_count() or 1) // local_world)
+        torch.set_num_threads(threads)
+    return rank, world, local, device
+
+
+def _amp_dtype(cfg: dict, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or cfg["amp"] == "off":
+        return None
+    if cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def _read_log(path: Path, upto: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["step"]) <= upto]
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in LOG_FIELDS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def train(cfg: dict, run_dir: Path, resume: dict | None = None) -> dict:
+    """Run (or continue) a training run in ``run_dir``; returns the summary (also written to summary.json)."""
+    rank, world, local, device = _setup_distributed(cfg)
+    try:
+        return _train(cfg, run_dir, resume, rank, world, device)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int, device: torch.device) -> dict:
+    if cfg["batch_size"] % world:
+        raise ValueError(f"batch_size {cfg['batch_size']} is not divisible by the {world} DDP processes")
+    main_rank = rank == 0
+    torch.manual_seed(cfg["seed"])
+    model = build_model(cfg["model"]) if resume is None else build_from_spec(resume["model"])
+    ema = build_from_spec(model_spec(model))
+    ema.load_state_dict(model.state_dict())
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, cfg["warmup_steps"], cfg["lr_decay_every"], cfg["lr_decay"]))
+    amp_dtype = _amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+        ema.load_state_dict(resume["ema_state_dict"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        if resume.get("extra", {}).get("scaler"):
+            scaler.load_state_dict(resume["extra"]["scaler"])
+        start = int(resume["step"])
+        set_rng_state(resume["rng"])
+    model.to(device)
+    ema.to(device).eval()
+    for state in opt.state.values():  # optimizer state follows the model to the device
+        for k, v in state.items():
+            if torch.is_tensor(v) and k != "step":
+                state[k] = v.to(device)
+    channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and device.type == "cuda")
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg["compile"]:
+        net = torch.compile(net)
+    criterion = EAPNetLoss(alpha=cfg["loss_alpha"], beta=cfg["loss_beta"])
+
+    stream = SyntheticStream(cfg["seed"], cfg["patch"]) if cfg["data"] == "synthetic" else \
+        FolderStream(cfg["data"], cfg["seed"], cfg["patch"], cfg["stride"])
+    loader = DataLoader(stream, batch_size=cfg["batch_size"] // world,
+                        sampler=StepSampler(start, cfg["batch_size"], rank, world),
+                        num_workers=cfg["num_workers"], pin_memory=device.type == "cuda",
+                        persistent_workers=cfg["num_workers"] > 0)
+    batches = iter(loader)
+
+    log_path = run_dir / "log.csv"
+    rows = _read_log(log_path, start) if main_rank else []
+    val_set = validation_scenes(cfg["val_scenes"], cfg["val_size"]) if main_rank else []
+    real_set = real_crops() if main_rank else []
+    amp_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype)
+
+    def validate(step: int) -> dict:
+        res = evaluate_scenes(ema, val_set, amp_name)
+        out = {"step": step, "val_psnr_mu": res["psnr_mu"], "val_psnr_l": res["psnr_l"]}
+        if real_set:
+            r = evaluate_scenes(ema, real_set, amp_name)
+            out.update(real_psnr_mu=r["psnr_mu"], real_psnr_l=r["psnr_l"])
+        return out
+
+    def checkpoint(step: int, metrics: dict | None = None) -> None:
+        save_checkpoint(run_dir / "last.pt", model, ema=ema, optimizer=opt, scheduler=sched, step=step,
+                        train_config=cfg, metrics=metrics or {},
+                        extra={"scaler": scaler.state_dict() if scaler.is_enabled() else None})
+
+    bar = tqdm(total=cfg["steps"], initial=start, desc=f"train {cfg['model']}", unit="step",
+               disable=not main_rank, dynamic_ncols=True)
+    t_last, n_last, t_start = time.perf_counter(), start, time.perf_counter()
+    last_val: dict = {}
+    net.train()
+    step = start
+    while step < cfg["steps"]:
+        batch = next(batches)
+        ldrs = batch["ldrs"].to(device, non_blocking=True)
+        evs = batch["evs"].to(device, non_blocking=True)
+        gt = batch["gt"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            pred = net(ldrs, evs)
+        loss = criterion(pred.float(), gt)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr or use --amp off")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg["grad_clip"] > 0:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        step += 1
+        if step % cfg["ema_every"] == 0:
+            ema_update(ema, model, cfg["ema_decay"])
+        if step % cfg["log_every"] == 0 or step == cfg["steps"]:
+            lv = loss.detach()
+            if world > 1:
+                dist.all_reduce(lv)
+                lv /= world
+            now = time.perf_counter()
+            sps = (step - n_last) * cfg["batch_size"] / max(now - t_last, 1e-9)
+            t_last, n_last = now, step
+            row = {"step": step, "loss": f"{lv.item():.6f}", "lr": f"{sched.get_last_lr()[0]:.6g}",
+                   "seconds": f"{now - t_start:.1f}", "samples_per_s": f"{sps:.2f}"}
+            if main_rank:
+                rows.append(row)
+                bar.set_postfix(loss=row["loss"], lr=row["lr"], **({"val_mu": f"{last_val['val_psnr_mu']:.2f}"}
+                                                                   if last_val else {}))
+        if main_rank and cfg["val_every"] and step % cfg["val_every"] == 0 and step < cfg["steps"]:
+            last_val = validate(step)
+            rows.append({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in last_val.items()})
+        if main_rank and (step % cfg["ckpt_every"] == 0):
+            _write_log(log_path, rows)
+            checkpoint(step, last_val)
+        bar.update(1)
+    bar.close()
+
+    # Every rank must end with the same weights; a mismatch means the gradients were not synchronised.
+    digest = weights_sha256(model)
+    digests = [digest]
+    if world > 1:
+        digests = [None] * world
+        dist.all_gather_object(digests, digest)
+    summary: dict[str, Any] = {}
+    if main_rank:
+        final = validate(step)
+        rows.append({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in final.items()})
+        _write_log(log_path, rows)
+        checkpoint(step, final)
+        save_checkpoint(run_dir / "model.pt", ema, step=step, train_config=cfg, metrics=final, with_rng=False)
+        summary = {"steps": step, "world_size": world, "device": str(device),
+                   "seconds": time.perf_counter() - t_start, "final": final, "rank_weight_sha256": digests,
+                   "ranks_identical": len(set(digests)) == 1}
+        atomic_write_json(run_dir / "summary.json", summary)
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"DDP ranks ended with different weights: {digests}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cfg, explicit = parse_args(argv)
+    resume = None
+    if args.resume is not None:
+        path = args.resume / "last.pt" if args.resume.is_dir() else args.resume
+        try:
+            resume = read_checkpoint(path)
+        except CheckpointError as e:
+            print(f"error: --resume: {e}", file=sys.stderr)
+            return 2
+        changed = sorted(k for k in explicit - RESUME_MUTABLE if cfg[k] != resume["train_config"].get(k))
+        if changed:
+            print(f"error: --resume cannot change {changed}: the run would no longer be the same run "
+                  f"(changeable: {sorted(RESUME_MUTABLE)})", file=sys.stderr)
+            return 2
+        cfg = {**resume["train_config"], **{k: cfg[k] for k in explicit & RESUME_MUTABLE}}
+        if cfg["steps"] <= resume["step"]:
+            print(f"error: the checkpoint is already at step {resume['step']} of {cfg['steps']}; "
+                  "pass a larger --steps to extend it", file=sys.stderr)
+            return 2
+        run_dir = path.parent
+    else:
+        run_dir = args.out
+    if run_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print("error: under torchrun pass --out so that every rank agrees on the run folder", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        run_dir = make_run_dir(run_dir, f"train-{cfg['model']}")
+        # A resumed run keeps the original run.json and records its own beside it.
+        name = f"run-resume-{resume['step']}.json" if resume is not None else "run.json"
+        record_run(run_dir, {**cfg, "resume": str(args.resume) if args.resume else None, "out": str(run_dir)},
+                   name=name)
+    summary = train(cfg, Path(run_dir), resume)
+    if summary:
+        print(f"done: {summary['steps']} steps, EMA model {Path(run_dir) / 'model.pt'}; "
+              f"held-out PSNR-mu {summary['final']['val_psnr_mu']:.2f} dB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
