@@ -2,7 +2,8 @@
 
 Public API::
 
-    eapnet.build_model("standard" | "lightweight" | "ahdr" | EAPNetConfig)
+    eapnet.build_model("standard" | "lightweight" | "ahdr" | EAPNetConfig)   # fresh weights
+    eapnet.load_model("standard" | "lightweight" | "path/to/checkpoint.pt")  # trained, eval mode
     eapnet.count_maccs(model, height=1060, width=1900)   # MAccs, NTIRE 2022 convention
     eapnet.count_params(model)
     eapnet.metrics.psnr_mu(ref, res), eapnet.metrics.psnr_l(ref, res)
@@ -15,7 +16,7 @@ from torch import nn
 from eapnet.macs import count_maccs, count_params, parse_maccs
 from eapnet.model import LIGHTWEIGHT, STANDARD, VARIANTS, EAPNet, EAPNetConfig
 
-__all__ = ["build_model", "count_maccs", "count_params", "parse_maccs", "EAPNet", "EAPNetConfig",
+__all__ = ["build_model", "load_model", "count_maccs", "count_params", "parse_maccs", "EAPNet", "EAPNetConfig",
            "STANDARD", "LIGHTWEIGHT", "VARIANTS", "MODEL_NAMES"]
 
 MODEL_NAMES = ("standard", "lightweight", "ahdr")
@@ -32,3 +33,11 @@ def build_model(name_or_config: str | EAPNetConfig) -> nn.Module:
     if isinstance(name_or_config, str) and name_or_config in VARIANTS:
         return EAPNet(VARIANTS[name_or_config])
     raise ValueError(f"unknown model {name_or_config!r}: expected one of {MODEL_NAMES} or an EAPNetConfig")
+
+
+def load_model(name_or_path, device="cpu", ema: bool = True) -> nn.Module:
+    """Trained weights in eval mode: the shipped ``"standard"``/``"lightweight"`` EMA models, or any checkpoint
+    this project wrote (its architecture is rebuilt from the file alone). See eapnet/checkpoint.py."""
+    from eapnet.checkpoint import load_model as _load
+
+    return _load(name_or_path, device=device, ema=ema)

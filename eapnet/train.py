@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from eapnet import build_model
+from eapnet import EAPNetConfig, build_model
 from eapnet.checkpoint import (CheckpointError, build_from_spec, model_spec, read_checkpoint, save_checkpoint,
                                set_rng_state, unwrap)
 from eapnet.losses import EAPNetLoss
@@ -83,8 +83,9 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"channels_last must be auto, on or off, got {cfg['channels_last']!r}")
     if cfg["device"] not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {cfg['device']!r}")
-    if cfg["model"] not in ("standard", "lightweight", "ahdr"):
-        raise ValueError(f"model must be standard, lightweight or ahdr, got {cfg['model']!r}")
+    if cfg["model"] not in ("standard", "lightweight", "ahdr") and not Path(cfg["model"]).is_file():
+        raise ValueError(f"model must be standard, lightweight, ahdr or a JSON/YAML EAPNetConfig file, "
+                         f"got {cfg['model']!r}")
     if cfg["data"] != "synthetic" and not Path(cfg["data"]).is_dir():
         raise ValueError(f"data must be 'synthetic' or an NTIRE/Kalantari folder; {cfg['data']!r} is not a folder")
     if cfg["patch"] % 8:
@@ -127,6 +128,17 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict, set[st
     except ValueError as e:
         parser.error(str(e))
     return args, cfg, explicit
+
+
+def model_from_arg(model: str) -> nn.Module:
+    """A variant name, or a JSON/YAML file holding an EAPNetConfig (e.g. a pruned or tiny model)."""
+    if model in ("standard", "lightweight", "ahdr"):
+        return build_model(model)
+    with open(model) as f:
+        d = yaml.safe_load(f)  # JSON is YAML
+    if not isinstance(d, dict):
+        raise ValueError(f"--model {model}: expected a mapping of EAPNetConfig fields")
+    return build_model(EAPNetConfig.from_dict(d))
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -313,7 +325,7 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         raise ValueError(f"batch_size {cfg['batch_size']} is not divisible by the {world} DDP processes")
     main_rank = rank == 0
     torch.manual_seed(cfg["seed"])
-    model = build_model(cfg["model"]) if resume is None else build_from_spec(resume["model"])
+    model = model_from_arg(cfg["model"]) if resume is None else build_from_spec(resume["model"])
     ema = build_from_spec(model_spec(model))
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]))

@@ -1,0 +1,141 @@
+"""Training: config handling, exact resume after a kill, DDP with two gloo processes."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from eapnet.checkpoint import read_checkpoint
+from eapnet.train import lr_factor, main, parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--batch-size", "2", "--patch", "32", "--val-scenes", "1", "--val-size", "32", "--val-every", "0",
+        "--log-every", "1", "--ema-every", "3", "--warmup-steps", "4", "--threads", "1"]
+
+
+@pytest.fixture
+def tiny_json(tmp_path, tiny_config):
+    p = tmp_path / "tiny.json"
+    p.write_text(json.dumps(tiny_config.to_dict()))
+    return str(p)
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _losses(run: Path) -> list[tuple[int, str]]:
+    with open(run / "log.csv") as f:
+        return [(int(r["step"]), r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+
+
+def test_paper_schedule():
+    assert lr_factor(0, 1000, 100_000, 0.75) == pytest.approx(1e-3)
+    assert lr_factor(999, 1000, 100_000, 0.75) == 1.0
+    assert lr_factor(100_000, 1000, 100_000, 0.75) == 0.75
+    assert lr_factor(250_000, 1000, 100_000, 0.75) == pytest.approx(0.75 ** 2)
+
+
+def test_defaults_are_the_paper_recipe():
+    _, cfg, explicit = parse_args([])
+    assert (cfg["lr"], cfg["batch_size"], cfg["patch"], cfg["stride"]) == (8e-4, 32, 256, 128)
+    assert (cfg["warmup_steps"], cfg["lr_decay_every"], cfg["lr_decay"]) == (1000, 100_000, 0.75)
+    assert (cfg["ema_every"], cfg["ema_decay"], cfg["loss_alpha"], cfg["loss_beta"]) == (5000, 0.5, 0.5, 0.5)
+    assert explicit == set()
+
+
+def test_yaml_and_flags_override(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("lr: 0.001\nsteps: 50\n")
+    _, cfg, explicit = parse_args(["--config", str(y), "--steps", "7", "--no-compile"])
+    assert cfg["lr"] == 0.001 and cfg["steps"] == 7 and explicit == {"steps", "compile"}
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--steps", "0"], "steps must be positive"),
+    (["--amp", "fp8"], "amp must be"),
+    (["--model", "huge"], "model must be"),
+    (["--data", "/no/such/folder"], "data must be"),
+    (["--patch", "100"], "multiple of 8"),
+])
+def test_bad_config_is_rejected_clearly(argv, msg, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert msg in capsys.readouterr().err
+
+
+def test_unknown_yaml_key(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("learning_rate: 1\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        parse_args(["--config", str(y)])
+
+
+def test_short_run_writes_everything_and_learns(tmp_path, tiny_json):
+    out = tmp_path / "run"
+    assert main(["--model", tiny_json, "--steps", "12", "--out", str(out), "--ckpt-every", "6", *FAST]) == 0
+    for name in ("run.json", "log.csv", "last.pt", "model.pt", "summary.json"):
+        assert (out / name).is_file(), name
+    ck = read_checkpoint(out / "last.pt")
+    assert ck["step"] == 12 and ck["optimizer"] and ck["scheduler"] and ck["rng"]
+    assert ck["train_config"]["steps"] == 12
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ranks_identical"] and summary["final"]["val_psnr_mu"] > 0
+    losses = [float(v) for _, v in _losses(out)]
+    assert len(losses) == 12 and sum(losses[-4:]) < sum(losses[:4])  # it learns something
+
+
+def test_resume_refuses_changing_the_run(tmp_path, tiny_json, capsys):
+    out = tmp_path / "run"
+    main(["--model", tiny_json, "--steps", "3", "--out", str(out), "--ckpt-every", "3", *FAST])
+    assert main(["--resume", str(out), "--lr", "0.1"]) == 2
+    assert "cannot change ['lr']" in capsys.readouterr().err
+    assert main(["--resume", str(out)]) == 2  # already finished: needs a larger --steps
+    assert main(["--resume", str(tmp_path / "nope")]) == 2
+
+
+def test_killed_run_resumes_exactly(tmp_path, tiny_json):
+    steps = 300
+    args = ["--model", tiny_json, "--steps", str(steps), "--ckpt-every", "10", *FAST]
+    ref = tmp_path / "ref"
+    subprocess.run([sys.executable, "-m", "eapnet.train", *args, "--out", str(ref)], env=_env(), check=True,
+                   capture_output=True)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "eapnet.train", *args, "--out", str(run)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = read_checkpoint(run / "last.pt")["step"]
+    assert 0 < killed_at < steps, "the run finished before it could be killed"
+    assert not (run / "model.pt").exists()
+    done = subprocess.run([sys.executable, "-m", "eapnet.train", "--resume", str(run)], env=_env(),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _losses(run) == _losses(ref)  # the whole loss curve, including the steps re-run after the kill
+    a, b = read_checkpoint(run / "model.pt"), read_checkpoint(ref / "model.pt")
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in b["state_dict"])
+    assert (run / f"run-resume-{killed_at}.json").is_file() and (run / "run.json").is_file()
+
+
+def test_ddp_two_gloo_processes_end_identical(tmp_path, tiny_json):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "eapnet.train", "--model", tiny_json, "--steps", "4", "--ckpt-every", "2", "--out", str(out),
+           *FAST, "--batch-size", "4", "--device", "cpu"]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert len(summary["rank_weight_sha256"]) == 2 and summary["ranks_identical"]
