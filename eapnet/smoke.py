@@ -21,20 +21,11 @@ from tqdm import tqdm
 
 from eapnet import build_model, count_maccs, count_params
 from eapnet.data import SHARED_SAMPLES
+from eapnet.evaluate import tonemap_preview  # the one preview writer
 from eapnet.inference import predict
 from eapnet.variants import ROWS
 
 DEFAULT_DATA = SHARED_SAMPLES
-
-
-def tonemap_preview(hdr: np.ndarray, norm_ref: np.ndarray | None = None) -> np.ndarray:
-    """8-bit RGB preview with the challenge's tone map (linearise 2.24, tanh-normalise, mu-law)."""
-    from eapnet.metrics import tanh_norm_mu_tonemap
-
-    lin = np.clip(hdr, 0, None).astype(np.float64) ** 2.24
-    ref = lin if norm_ref is None else np.clip(norm_ref, 0, None).astype(np.float64) ** 2.24
-    norm = max(float(np.percentile(ref, 99)), 1e-8)
-    return np.round(np.clip(tanh_norm_mu_tonemap(lin, norm), 0, 1) * 255).astype(np.uint8)
 
 
 def main(argv: list[str] | None = None) -> int:

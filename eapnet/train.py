@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import math
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ from tqdm import tqdm
 from eapnet import EAPNetConfig, build_model
 from eapnet.checkpoint import (CheckpointError, build_from_spec, model_spec, read_checkpoint, save_checkpoint,
                                set_rng_state, unwrap)
+from eapnet.evaluate import heldout_synthetic, materialise, mean_scores, real_crops
 from eapnet.losses import EAPNetLoss
 from eapnet.runs import atomic_write_json, atomic_write_text, make_run_dir, record_run
 
@@ -210,34 +210,6 @@ class StepSampler(Sampler):
         return 2**62
 
 
-def validation_scenes(n: int, size: int) -> list[tuple]:
-    """``n`` held-out synthetic scenes (seed HELDOUT_SEED, never used for training)."""
-    from eapnet.data.synthetic import HELDOUT_SEED, generate_scene, scene_seed
-
-    return [generate_scene(scene_seed(HELDOUT_SEED, i), size, size) for i in range(n)]
-
-
-def real_crops() -> list[tuple]:
-    """The real NTIRE crops for reporting only (never trained on); empty when ../shared is absent."""
-    from eapnet.data import SHARED_SAMPLES, list_ntire_ids, read_ntire
-
-    folder = SHARED_SAMPLES / "crops256"
-    return [read_ntire(folder, i) for i in list_ntire_ids(folder)] if folder.is_dir() else []
-
-
-def evaluate_scenes(model: nn.Module, scenes: list[tuple], amp: str | None = None) -> dict[str, float]:
-    """Mean PSNR-mu / PSNR-l (official formulas, dB) of ``model`` over (ldrs, evs, gt) scenes."""
-    from eapnet.inference import predict
-    from eapnet.metrics import psnr_l, psnr_mu
-
-    mus, ls = [], []
-    for ldrs, evs, gt in scenes:
-        hdr = predict(model, ldrs, evs, amp=amp)
-        mus.append(psnr_mu(gt, hdr))
-        ls.append(psnr_l(gt, hdr))
-    return {"psnr_mu": float(np.mean(mus)), "psnr_l": float(np.mean(ls))}
-
-
 # ------------------------------------------------------------------------------------------- training
 
 def lr_factor(step: int, warmup: int, every: int, decay: float) -> float:
@@ -369,15 +341,17 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
 
     log_path = run_dir / "log.csv"
     rows = _read_log(log_path, start) if main_rank else []
-    val_set = validation_scenes(cfg["val_scenes"], cfg["val_size"]) if main_rank else []
-    real_set = real_crops() if main_rank else []
+    # Held-out synthetic scenes (seed HELDOUT_SEED, never trained on) steer nothing but the log; the real
+    # crops are reported beside them and never trained on.
+    val_set = materialise(heldout_synthetic(cfg["val_scenes"], cfg["val_size"])) if main_rank else []
+    real_set = materialise(real_crops()) if main_rank else []
     amp_name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype)
 
     def validate(step: int) -> dict:
-        res = evaluate_scenes(ema, val_set, amp_name)
+        res = mean_scores(ema, val_set, amp=amp_name)
         out = {"step": step, "val_psnr_mu": res["psnr_mu"], "val_psnr_l": res["psnr_l"]}
         if real_set:
-            r = evaluate_scenes(ema, real_set, amp_name)
+            r = mean_scores(ema, real_set, amp=amp_name)
             out.update(real_psnr_mu=r["psnr_mu"], real_psnr_l=r["psnr_l"])
         return out
 

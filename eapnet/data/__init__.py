@@ -12,6 +12,7 @@ from .ntire import (
     read_ntire,
     save_ntire_sample,
     write_ntire,
+    write_ntire_hdr,
 )
 from .patches import (
     KalantariFolderDataset,
@@ -38,6 +39,7 @@ __all__ = [
     "save_ntire_sample",
     "read_ntire",
     "write_ntire",
+    "write_ntire_hdr",
     "list_ntire_ids",
     "ntire_frame_size",
     "read_kalantari",

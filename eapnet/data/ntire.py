@@ -45,6 +45,7 @@ __all__ = [
     "save_ntire_sample",
     "read_ntire",
     "write_ntire",
+    "write_ntire_hdr",
     "list_ntire_ids",
     "ntire_frame_size",
     "ntire_paths",
@@ -458,6 +459,48 @@ def write_ntire(
     sample = NtireSample.from_arrays(sample_id, ldrs, exposures, gt, align_ratio)
     save_ntire_sample(folder, sample)
     return sample
+
+
+def write_ntire_hdr(folder: str | os.PathLike, name: str, hdr: np.ndarray) -> Path:
+    """Write one HDR result in the organisers' submission format; returns the PNG path.
+
+    Files: ``{name}.png``, 16-bit, 3 channels stored BGR, and ``{name}_alignratio.npy``, a 0-d float64
+    ``align_ratio = (2**16 - 1) / hdr.max()``, with ``png = round(hdr * align_ratio)`` -- the organisers'
+    ``imwrite_uint16_png`` formula, so reading back with the gt formula (``png / align_ratio``) gives
+    ``hdr`` to within half a 16-bit step (``0.5 / align_ratio = hdr.max() / 131070``).
+
+    Args:
+        folder: output folder (created if missing); both files are replaced atomically.
+        name: file-name stem (a scene id); no path separators, not empty, no leading dot.
+        hdr: ``(H, W, 3)`` RGB floats in the challenge's ground-truth domain (gamma-encoded, >= 0).
+
+    Raises:
+        DataError: bad name, shape or dtype, NaN/inf, negative values, or an all-zero image (no align
+            ratio exists); the message names the PNG file.
+    """
+    name = str(name)
+    if not name or "/" in name or os.sep in name or name.startswith("."):
+        raise DataError(f"invalid result name {name!r} (empty, path separator or leading dot)")
+    folder = Path(folder)
+    png_path, ratio_path = folder / f"{name}.png", folder / f"{name}_alignratio.npy"
+    hdr = np.asarray(hdr)
+    if hdr.ndim != 3 or hdr.shape[2] != 3:
+        raise DataError(f"{png_path}: HDR shape {hdr.shape}, expected (H, W, 3)", png_path)
+    if hdr.dtype.kind != "f":
+        raise DataError(f"{png_path}: HDR dtype {hdr.dtype}, expected floats", png_path)
+    _check_finite(hdr, str(png_path), "HDR")
+    h = hdr.astype(np.float64)
+    lo, hi = float(h.min()), float(h.max())
+    if lo < 0:
+        raise DataError(f"{png_path}: HDR has negative values (min {lo:.6g}); clip to >= 0 first", png_path)
+    if hi <= 0:
+        raise DataError(f"{png_path}: HDR is all zero, cannot compute an align ratio", png_path)
+    ratio = np.array(np.float64(_U16_MAX) / np.float64(hi))
+    png = np.round(np.clip(h * float(ratio), 0, _U16_MAX)).astype(np.uint16)
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write_image(png_path, np.ascontiguousarray(png[..., ::-1]), ".png")
+    _atomic_write_bytes(ratio_path, array=ratio)
+    return png_path
 
 
 _ID_RE = re.compile(r"^(?P<id>[^.].*)_(?P<kind>short|medium|long|exposures)\.(?P<ext>png|npy)$")

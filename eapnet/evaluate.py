@@ -1,0 +1,590 @@
+"""Evaluate trained models against classical baselines; write their outputs and a report.
+
+    python -m eapnet.evaluate --models standard lightweight runs/x/last.pt \\
+        --baselines reference_frame debevec mertens --heldout 16 --size 256 [--data DIR ...] \\
+        [--tile 512 --overlap 64] [--out DIR] [--no-save-outputs]
+
+Datasets (every scene has ground truth):
+
+- ``heldout_synthetic``: ``--heldout`` scenes of ``--size`` x ``--size`` from the synthetic generator with
+  the held-out seed (``generate_scene(scene_seed(HELDOUT_SEED, i), size, size)``), ids ``0000``, ``0001``...;
+- ``real_crops``: the real NTIRE 256x256 crops in ``SHARED_SAMPLES/crops256`` when that folder exists
+  (never trained on);
+- one dataset per ``--data FOLDER`` (NTIRE or Kalantari layout), named after the folder.
+
+Methods: models (``--models``: shipped names through :func:`eapnet.checkpoint.load_model`, or checkpoint
+paths) run through :func:`eapnet.inference.predict` at full resolution (the model pads and crops back) or
+tiled (``--tile``/``--overlap``); baselines are :mod:`eapnet.baselines`. Scores are the official NTIRE
+PSNR-μ and PSNR-l (dB) between the ground truth and each output, both in the challenge's ground-truth
+domain (gamma-encoded with 2.24, medium-frame units); model outputs are clipped at 0 first, as a 16-bit
+submission would be.
+
+Run folder (``--out``, default ``runs/eval-<time>``)::
+
+    run.json  report.json  report.md
+    <dataset>/<method>/<id>.exr                float32 LINEAR radiance = hdr ** 2.24 (medium exposure = 1)
+    <dataset>/<method>/<id>.hdr                Radiance RGBE, the same linear values (~1 % precision)
+    <dataset>/<method>/<id>.png                NTIRE submission: 16-bit, gamma-encoded hdr * alignratio
+    <dataset>/<method>/<id>_alignratio.npy     ... and its align ratio (hdr = png / alignratio)
+    <dataset>/<method>/<id>_preview.png        8-bit preview, the challenge's μ-law tone map
+
+The ``.exr``/``.hdr`` files hold *linear* radiance because that is what every HDR viewer and tool assumes
+of those formats; only the NTIRE PNG keeps the challenge's gamma-encoded domain. Outputs are written for
+models only (baselines are cheap to recompute) and can be switched off with ``--no-save-outputs``.
+
+OpenEXR: OpenCV ships its EXR codec disabled unless ``OPENCV_IO_ENABLE_OPENEXR`` is set when the codec is
+first used (it caches the answer then). This module sets it with ``os.environ.setdefault`` before
+importing cv2; :func:`require_exr` raises a clear error if EXR writing is still unavailable.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # before cv2 is used for EXR anywhere (see docstring)
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+__all__ = [
+    "GAMMA",
+    "tonemap_preview",
+    "require_exr",
+    "write_outputs",
+    "heldout_synthetic",
+    "real_crops",
+    "folder_scenes",
+    "evaluate",
+    "compare_margins",
+    "report_markdown",
+    "main",
+]
+
+GAMMA = 2.24
+"""The challenge's gamma: linear radiance = gt-domain value ** GAMMA."""
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_exr_ok: bool | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# output files
+# --------------------------------------------------------------------------------------------
+
+
+def tonemap_preview(hdr: np.ndarray, norm_ref: np.ndarray | None = None) -> np.ndarray:
+    """8-bit RGB preview ``(H, W, 3)`` uint8 with the challenge's tone map: linearise (``** 2.24``),
+    ``tanh(lin / p99)``, μ-law (μ = 5000). ``hdr`` is in the GT domain (negative values are clipped).
+    ``p99`` is the 99th percentile of ``norm_ref ** 2.24`` (pass the ground truth so that every method's
+    preview of a scene shares one exposure, exactly as PSNR-μ sees them) or of ``hdr`` itself."""
+    from eapnet.metrics import tanh_norm_mu_tonemap
+
+    lin = np.clip(hdr, 0, None).astype(np.float64) ** GAMMA
+    ref = lin if norm_ref is None else np.clip(norm_ref, 0, None).astype(np.float64) ** GAMMA
+    norm = max(float(np.percentile(ref, 99)), 1e-8)
+    return np.round(np.clip(tanh_norm_mu_tonemap(lin, norm), 0, 1) * 255).astype(np.uint8)
+
+
+def require_exr() -> None:
+    """Raise ``RuntimeError`` unless OpenCV can write OpenEXR files (probed once, then cached)."""
+    global _exr_ok
+    if _exr_ok is None:
+        try:
+            ok, _ = cv2.imencode(".exr", np.zeros((1, 1, 3), np.float32))
+        except cv2.error:
+            ok = False
+        _exr_ok = bool(ok)
+    if not _exr_ok:
+        raise RuntimeError(
+            "OpenCV cannot write OpenEXR files: its EXR codec is disabled. Set OPENCV_IO_ENABLE_OPENEXR=1 "
+            f"(now {os.environ.get('OPENCV_IO_ENABLE_OPENEXR')!r}) before anything in the process first uses "
+            "an EXR file (OpenCV caches the setting then), or evaluate with --no-save-outputs.")
+
+
+def _encode(path: Path, img: np.ndarray, params: Sequence[int] = ()) -> None:
+    from eapnet.runs import atomic_write_bytes
+
+    ok, buf = cv2.imencode(path.suffix, img, list(params))
+    if not ok:
+        raise RuntimeError(f"{path}: OpenCV could not encode the image as {path.suffix}")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def write_outputs(folder: str | os.PathLike, name: str, hdr: np.ndarray,
+                  gt: np.ndarray | None = None) -> dict[str, Path]:
+    """Write one result in every format (see the module docstring); returns ``{kind: path}``.
+
+    ``hdr``: ``(H, W, 3)`` RGB, GT domain (gamma-encoded, >= 0). ``gt`` (optional, same domain) sets the
+    preview's normaliser. Kinds: ``exr``, ``hdr`` (linear ``hdr ** 2.24``), ``ntire_png``,
+    ``alignratio`` and ``preview``; an all-zero ``hdr`` has no align ratio, so no NTIRE files."""
+    from eapnet.data import DataError, write_ntire_hdr
+
+    require_exr()
+    folder = Path(folder)
+    hdr = np.asarray(hdr, dtype=np.float32)
+    lin_bgr = np.ascontiguousarray((hdr.astype(np.float64) ** GAMMA).astype(np.float32)[..., ::-1])
+    paths = {"exr": folder / f"{name}.exr", "hdr": folder / f"{name}.hdr",
+             "preview": folder / f"{name}_preview.png"}
+    _encode(paths["exr"], lin_bgr, [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT])
+    _encode(paths["hdr"], lin_bgr)
+    try:
+        paths["ntire_png"] = write_ntire_hdr(folder, name, hdr)
+        paths["alignratio"] = folder / f"{name}_alignratio.npy"
+    except DataError:
+        if float(np.max(hdr)) > 0:
+            raise
+    _encode(paths["preview"], np.ascontiguousarray(tonemap_preview(hdr, gt)[..., ::-1]))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# datasets: lists of (id, scene) with scene = (ldrs, evs, gt) or a scene source (eapnet.data.patches)
+# --------------------------------------------------------------------------------------------
+
+
+def heldout_synthetic(n: int, size: int) -> list[tuple[str, Any]]:
+    """The held-out synthetic set: ``n`` lazy scenes ``size`` x ``size``, ids ``0000``...; scene ``i`` is
+    ``generate_scene(scene_seed(HELDOUT_SEED, i), size, size)`` (the seed training never uses)."""
+    import functools
+
+    from eapnet.data.synthetic import HELDOUT_SEED, generate_scene, scene_seed
+
+    if n < 0 or size < 16:
+        raise ValueError(f"need n >= 0 scenes of size >= 16, got n={n}, size={size}")
+    return [(f"{i:04d}", functools.partial(generate_scene, scene_seed(HELDOUT_SEED, i), size, size))
+            for i in range(n)]
+
+
+def real_crops(folder: str | os.PathLike | None = None) -> list[tuple[str, Any]]:
+    """The real NTIRE crops with ground truth (default ``SHARED_SAMPLES/crops256``), lazily; ``[]`` when the
+    folder is absent."""
+    from eapnet.data import SHARED_SAMPLES
+
+    folder = Path(folder) if folder is not None else SHARED_SAMPLES / "crops256"
+    return folder_scenes(folder)[0] if folder.is_dir() else []
+
+
+def folder_scenes(folder: str | os.PathLike) -> tuple[list[tuple[str, Any]], list[str]]:
+    """``(scenes_with_gt, ids_without_gt)`` of an NTIRE or Kalantari folder; scenes are lazy readers.
+
+    Raises ``DataError``/``MissingFileError`` (``eapnet.data``) for a missing folder or unknown layout."""
+    from eapnet.data import read_ntire, scene_sources_from_folder
+    from eapnet.data.ntire import ntire_paths
+    from eapnet.data.patches import _source_name
+
+    scenes, no_gt = [], []
+    for i, src in enumerate(scene_sources_from_folder(folder)):
+        sid = _source_name(src, i)
+        # NTIRE scenes may lack ID_gt.png; Kalantari scenes always carry HDRImg.hdr (their reader needs it)
+        if getattr(src, "func", None) is read_ntire and not ntire_paths(*src.args)["gt"].is_file():
+            no_gt.append(sid)
+        else:
+            scenes.append((sid, src))
+    return scenes, no_gt
+
+
+def _load(item: Sequence, dataset: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    from eapnet.data import load_scene
+
+    if len(item) == 4:
+        sid, scene = item[0], tuple(item[1:])
+    elif len(item) == 2:
+        sid, scene = item
+    else:
+        raise ValueError(f"{dataset}: scenes must be (id, ldrs, evs, gt) or (id, source), got {len(item)} items")
+    sid = str(sid)
+    ldrs, evs, gt = load_scene(scene, f"{dataset}/{sid}")
+    if gt is None:
+        raise ValueError(f"{dataset}/{sid}: scene has no ground truth, it cannot be scored")
+    return sid, ldrs, evs, gt
+
+
+def _file_stem(sid: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._+-]", "_", sid).lstrip(".")
+    return stem or "scene"
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _score(gt: np.ndarray, hdr: np.ndarray, where: str) -> dict[str, float]:
+    from eapnet.metrics import psnr_l, psnr_mu
+
+    if not np.all(np.isfinite(hdr)):
+        raise ValueError(f"{where}: output contains NaN/inf")
+    return {"psnr_mu": psnr_mu(gt, hdr), "psnr_l": psnr_l(gt, hdr)}
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return float(np.mean(values)) if values else None
+
+
+def materialise(scenes: Sequence) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Load lazy ``(id, source)`` scenes once, as ``(id, ldrs, evs, gt)`` (for repeated scoring)."""
+    return [_load(item, "scenes") for item in scenes]
+
+
+def mean_scores(model: nn.Module, scenes: Sequence, *, amp: str | None = None,
+                tile: int | None = None) -> dict[str, float]:
+    """Mean PSNR-mu / PSNR-l (official formulas, dB) of one model over scenes; writes nothing.
+
+    Used for validation during training; :func:`evaluate` is the full report with outputs and baselines."""
+    from eapnet.inference import predict
+
+    scores = []
+    for item in scenes:
+        sid, ldrs, evs, gt = _load(item, "scenes")
+        scores.append(_score(gt, predict(model, ldrs, evs, tile=tile, amp=amp), sid))
+    return {k: float(np.mean([s[k] for s in scores])) for k in ("psnr_mu", "psnr_l")}
+
+
+def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
+             datasets: Mapping[str, Sequence], out_dir: str | os.PathLike, *, tile: int | None = None,
+             overlap: int = 64, save_outputs: bool = True, amp: str | None = None,
+             sources: Mapping[str, str] | None = None, run_args: dict | None = None,
+             progress: bool = True) -> dict:
+    """Score every method on every scene; write outputs, ``run.json``, ``report.json`` and ``report.md``.
+
+    Args:
+        models: ``{method name: model}`` with the challenge interface (eval mode; any device).
+        baselines: names from :data:`eapnet.baselines.ALL_BASELINES`.
+        datasets: ``{dataset name: scenes}``; a scene is ``(id, ldrs, evs, gt)`` (``eapnet.data``
+            conventions, gt required) or ``(id, source)`` with a lazy scene source (a callable returning
+            ``(ldrs, evs, gt)``), so a large folder is never held in memory at once.
+        out_dir: run folder (created); outputs go to ``<dataset>/<method>/`` inside it.
+        tile, overlap, amp: passed to :func:`eapnet.inference.predict` (tile None = whole frame).
+        save_outputs: write each model output as .exr, .hdr, NTIRE png + alignratio and a preview.
+        sources: optional ``{dataset: description}`` for the report.
+        run_args: extra entries for ``run.json`` (the CLI passes its parsed arguments).
+
+    Returns:
+        The report dict: ``methods`` (kind; MAccs at 1900x1060 and params for models), ``datasets``
+        (ids, source), ``results[dataset][method]`` = ``{"psnr_mu", "psnr_l"`` (means over scenes, dB),
+        ``"seconds"`` (mean wall time per scene), ``"per_scene": {id: {"psnr_mu", "psnr_l"}}}``,
+        ``margins`` (:func:`compare_margins`) and ``settings``.
+    """
+    from eapnet import count_maccs, count_params
+    from eapnet.baselines import ALL_BASELINES
+    from eapnet.inference import predict
+    from eapnet.runs import atomic_write_json, atomic_write_text, make_run_dir, record_run
+
+    baselines = list(baselines)
+    names = list(models) + baselines
+    for n in names + list(datasets):
+        if not _SAFE.match(str(n)):
+            raise ValueError(f"name {n!r} is not a safe folder name (letters, digits, . _ + -)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"method names must be unique, got {names}")
+    unknown = [b for b in baselines if b not in ALL_BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}: choose from {sorted(ALL_BASELINES)}")
+    if not names:
+        raise ValueError("nothing to evaluate: no models and no baselines")
+    if tile is not None and (tile < 16 or not 0 <= overlap < tile // 2):
+        raise ValueError(f"tile must be >= 16 and overlap in [0, tile/2); got tile={tile}, overlap={overlap}")
+    if save_outputs and models:
+        require_exr()
+
+    out = make_run_dir(out_dir, "eval")
+    settings = {"tile": tile, "overlap": overlap if tile is not None else None, "amp": amp,
+                "save_outputs": save_outputs, "torch_threads": torch.get_num_threads(),
+                "devices": {n: str(getattr(next(m.parameters(), None), "device", "cpu")) for n, m in models.items()}}
+    record_run(out, {**(run_args or {}), "evaluate": {"models": list(models), "baselines": baselines,
+                                                      "datasets": {d: len(s) for d, s in datasets.items()},
+                                                      **settings}})
+
+    methods: dict[str, dict] = {}
+    for n, m in models.items():
+        methods[n] = {"kind": "model", "maccs": count_maccs(m), "params": count_params(m)}
+    for b in baselines:
+        methods[b] = {"kind": "baseline", "doc": (ALL_BASELINES[b].__doc__ or "").strip().split("\n")[0]}
+
+    results: dict[str, dict] = {d: {n: {"per_scene": {}, "seconds_total": 0.0} for n in names} for d in datasets}
+    info: dict[str, dict] = {}
+    total = sum(len(s) for s in datasets.values())
+    bar = tqdm(total=total * len(names), unit="run", desc="evaluate", disable=not progress)
+    for d, scenes in datasets.items():
+        ids = []
+        for item in scenes:
+            sid, ldrs, evs, gt = _load(item, d)
+            if sid in ids or _file_stem(sid) in map(_file_stem, ids):
+                raise ValueError(f"{d}: scene id {sid!r} is not unique (as an output file name)")
+            ids.append(sid)
+            for n in names:
+                bar.set_postfix_str(f"{d}/{sid} {n}", refresh=False)
+                t0 = time.perf_counter()
+                if n in models:
+                    hdr = predict(models[n], ldrs, evs, tile=tile, overlap=overlap, amp=amp)
+                    hdr = np.maximum(hdr, 0.0)  # a 16-bit submission cannot be negative either
+                else:
+                    hdr = ALL_BASELINES[n](ldrs, evs)
+                dt = time.perf_counter() - t0
+                r = results[d][n]
+                r["per_scene"][sid] = _score(gt, hdr, f"{d}/{n}/{sid}")
+                r["seconds_total"] += dt
+                if save_outputs and n in models:
+                    write_outputs(out / d / n, _file_stem(sid), hdr, gt)
+                bar.update(1)
+        info[d] = {"scenes": len(ids), "ids": ids, "source": (sources or {}).get(d, "")}
+    bar.close()
+
+    for per_method in results.values():
+        for r in per_method.values():
+            per = r["per_scene"].values()
+            k = max(len(r["per_scene"]), 1)
+            r.update(psnr_mu=_mean(s["psnr_mu"] for s in per), psnr_l=_mean(s["psnr_l"] for s in per),
+                     seconds=r.pop("seconds_total") / k)
+            r["per_scene"] = r.pop("per_scene")  # keep the means first in report.json
+
+    report = {"methods": methods, "datasets": info, "results": results, "settings": settings,
+              "domain": "PSNR in dB between gt and output, both gamma-encoded (2.24) in medium-frame units "
+                        "(official NTIRE PSNR-mu / PSNR-l)",
+              "outputs": "<dataset>/<model>/<id>.exr|.hdr (linear = hdr**2.24), <id>.png + <id>_alignratio.npy "
+                         "(NTIRE, gamma-encoded), <id>_preview.png (mu-law)" if save_outputs and models else None}
+    report["margins"] = compare_margins(report)
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", report_markdown(report))
+    return report
+
+
+def compare_margins(report: dict, against: Iterable[str] | None = None) -> dict:
+    """Each model's PSNR-μ margin over the best classical baseline, per dataset.
+
+    ``against``: baseline names to compare with (default: every baseline in the report). For each model
+    and dataset: ``{"psnr_mu", "best_baseline", "baseline_psnr_mu", "margin_db"`` (model minus best
+    baseline, mean PSNR-μ over scenes, dB; > 0 means the model beats every baseline on average),
+    ``"beats_all"``, ``"scenes_won"`` (scenes where the model beats every baseline's PSNR-μ on that
+    scene), ``"scenes"``, ``"worst_scene"`` (id and per-scene margin over that scene's best baseline)``}``.
+    Empty when there is no baseline to compare with.
+    """
+    kinds = {n: m["kind"] for n, m in report["methods"].items()}
+    against = [n for n, k in kinds.items() if k == "baseline"] if against is None else list(against)
+    missing = [b for b in against if kinds.get(b) != "baseline"]
+    if missing:
+        raise ValueError(f"not baselines of this report: {missing}")
+    if not against:
+        return {}
+    out: dict[str, dict] = {}
+    for m in (n for n, k in kinds.items() if k == "model"):
+        out[m] = {}
+        for d, res in report["results"].items():
+            if res[m]["psnr_mu"] is None:
+                continue
+            best = max(against, key=lambda b: res[b]["psnr_mu"])
+            per = {sid: s["psnr_mu"] - max(res[b]["per_scene"][sid]["psnr_mu"] for b in against)
+                   for sid, s in res[m]["per_scene"].items()}
+            worst = min(per, key=per.get)
+            margin = res[m]["psnr_mu"] - res[best]["psnr_mu"]
+            out[m][d] = {"psnr_mu": res[m]["psnr_mu"], "best_baseline": best,
+                         "baseline_psnr_mu": res[best]["psnr_mu"], "margin_db": margin, "beats_all": margin > 0,
+                         "scenes_won": sum(v > 0 for v in per.values()), "scenes": len(per),
+                         "worst_scene": {"id": worst, "margin_db": per[worst]}}
+    return out
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def report_markdown(report: dict) -> str:
+    """``report.md``: the PSNR table (rows = methods, PSNR-μ / PSNR-l per dataset), model cost, margins."""
+    ds = list(report["results"])
+    out = ["# Evaluation", "",
+           ("PSNR-μ / PSNR-l: official NTIRE metrics in dB, mean over the scenes of each dataset "
+            "(gt and outputs gamma-encoded with 2.24)."), ""]
+    for d in ds:
+        i = report["datasets"][d]
+        out.append(f"- `{d}`: {i['scenes']} scenes" + (f" ({i['source']})" if i["source"] else ""))
+    head = "| method | GMAccs @1900x1060 | k params | " + " | ".join(f"{d} PSNR-μ | {d} PSNR-l" for d in ds) + " |"
+    out += ["", head, "|---|" + "---:|" * (2 + 2 * len(ds))]
+    for n, m in report["methods"].items():
+        cost = [_fmt(m["maccs"] / 1e9), _fmt(m["params"] / 1e3)] if m["kind"] == "model" else ["–", "–"]
+        cells = [f"{_fmt(report['results'][d][n]['psnr_mu'])} | {_fmt(report['results'][d][n]['psnr_l'])}"
+                 for d in ds]
+        label = n if m["kind"] == "model" else f"{n} (baseline)"
+        out.append(f"| {label} | " + " | ".join(cost + cells) + " |")
+    margins = report.get("margins") or {}
+    if any(margins.values()):
+        out += ["", ("Margin of each model over the best classical baseline (PSNR-μ, dB; positive = the model "
+                     "beats every baseline on average):"), "",
+                ("| model | dataset | model PSNR-μ | best baseline | baseline PSNR-μ | margin | scenes won | "
+                 "worst scene (margin) |"), "|---|---|---:|---|---:|---:|---:|---|"]
+        for m, per in margins.items():
+            for d, v in per.items():
+                out.append(f"| {m} | {d} | {_fmt(v['psnr_mu'])} | {v['best_baseline']} | "
+                           f"{_fmt(v['baseline_psnr_mu'])} | {_fmt(v['margin_db'], '+.2f')} | "
+                           f"{v['scenes_won']}/{v['scenes']} | {v['worst_scene']['id']} "
+                           f"({_fmt(v['worst_scene']['margin_db'], '+.2f')}) |")
+    s = report["settings"]
+    how = "whole frame" if s["tile"] is None else f"tiles of {s['tile']} px, overlap {s['overlap']} px"
+    out += ["", f"Inference: {how}, amp {s['amp'] or 'off'}, {s['torch_threads']} torch threads."]
+    if report.get("outputs"):
+        out += ["", f"Outputs: {report['outputs']}."]
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip("._+-") or "model"
+    out, k = name, 2
+    while out in taken:
+        out, k = f"{name}-{k}", k + 1
+    return out
+
+
+def _model_names(entries: Sequence[str], taken: set[str]) -> list[tuple[str, str]]:
+    """``(method name, entry)``: shipped names as they are; checkpoints by file stem, prefixed with the
+    parent folder's name on a clash (two runs' ``last.pt``), numbered if still taken."""
+    from eapnet.checkpoint import SHIPPED
+
+    out = []
+    for e in entries:
+        if e in SHIPPED:
+            name = e
+        else:
+            p = Path(e)
+            name = p.stem if p.stem not in taken else f"{p.parent.name}-{p.stem}"
+        name = _unique(name, taken)
+        taken.add(name)
+        out.append((name, e))
+    return out
+
+
+def _positive(kind: str, lo: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{kind} must be >= {lo}, got {v}")
+        return v
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    from eapnet.baselines import ALL_BASELINES, BASELINES
+
+    p = argparse.ArgumentParser(prog="python -m eapnet.evaluate",
+                                description="Evaluate trained EAPNet models against classical HDR baselines.")
+    p.add_argument("--models", nargs="*", default=["standard", "lightweight"], metavar="NAME_OR_CKPT",
+                   help="shipped model names (standard, lightweight) or checkpoint paths; default: %(default)s")
+    p.add_argument("--baselines", nargs="*", default=list(BASELINES), metavar="NAME",
+                   help=f"classical baselines, from {', '.join(ALL_BASELINES)}; default: %(default)s")
+    p.add_argument("--heldout", type=_positive("--heldout", 0), default=16,
+                   help="held-out synthetic scenes (0 = none); default %(default)s")
+    p.add_argument("--size", type=_positive("--size", 16), default=256,
+                   help="side of the held-out synthetic scenes in pixels; default %(default)s")
+    p.add_argument("--no-real-crops", dest="real_crops", action="store_false",
+                   help="skip the real NTIRE crops (SHARED_SAMPLES/crops256)")
+    p.add_argument("--data", type=Path, action="append", default=[], metavar="DIR",
+                   help="extra dataset folder with ground truth (NTIRE or Kalantari layout); repeatable")
+    p.add_argument("--tile", type=_positive("--tile", 16), default=None,
+                   help="tiled inference with square tiles of this many pixels (default: whole frame)")
+    p.add_argument("--overlap", type=_positive("--overlap", 0), default=64,
+                   help="tile overlap in pixels, < tile/2; default %(default)s")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="autocast on CUDA")
+    p.add_argument("--device", default="auto", help="torch device for the models (auto = cuda if available)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/eval-<time>)")
+    p.add_argument("--no-save-outputs", dest="save_outputs", action="store_false",
+                   help="only score; write no per-scene output files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (see the module docstring); returns 0, exits 2 with a message on bad arguments."""
+    from eapnet.baselines import ALL_BASELINES
+    from eapnet.checkpoint import CheckpointError, load_model
+    from eapnet.data import SHARED_SAMPLES, DataError
+    from eapnet.runs import make_run_dir
+
+    p = _parser()
+    args = p.parse_args(argv)
+
+    bad = [b for b in args.baselines if b not in ALL_BASELINES]
+    if bad:
+        p.error(f"unknown baseline(s) {', '.join(bad)}: choose from {', '.join(ALL_BASELINES)}")
+    if len(set(args.baselines)) != len(args.baselines):
+        p.error(f"--baselines names a baseline twice: {args.baselines}")
+    if args.tile is not None and args.overlap >= args.tile // 2:
+        p.error(f"--overlap {args.overlap} must be < tile/2 = {args.tile // 2}")
+    if not args.models and not args.baselines:
+        p.error("nothing to evaluate: give --models and/or --baselines")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        p.error(f"--device {args.device}: {e}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available")
+    if args.models and args.save_outputs:
+        try:
+            require_exr()
+        except RuntimeError as e:
+            p.error(str(e))
+
+    # datasets first (cheap listings), then models: every argument error comes before any output folder
+    datasets: dict[str, list] = {}
+    sources: dict[str, str] = {}
+    if args.heldout:
+        datasets["heldout_synthetic"] = heldout_synthetic(args.heldout, args.size)
+        sources["heldout_synthetic"] = f"synthetic, HELDOUT_SEED, {args.size}x{args.size}"
+    crops = SHARED_SAMPLES / "crops256"
+    if args.real_crops and crops.is_dir():
+        datasets["real_crops"] = real_crops(crops)
+        sources["real_crops"] = f"real NTIRE crops in {crops}"
+    elif args.real_crops:
+        print(f"note: no real crops at {crops}; skipping real_crops", file=sys.stderr)
+    for folder in args.data:
+        try:
+            scenes, no_gt = folder_scenes(folder)
+        except DataError as e:
+            p.error(f"--data {folder}: {e}")
+        if not scenes:
+            p.error(f"--data {folder}: no scene with ground truth ({len(no_gt)} without)")
+        name = _unique(folder.resolve().name, set(datasets))
+        datasets[name] = scenes
+        sources[name] = str(folder) + (f"; skipped {len(no_gt)} scene(s) without gt: {no_gt}" if no_gt else "")
+    if not any(datasets.values()):
+        p.error("no scenes to evaluate: --heldout 0, no real crops and no --data")
+
+    models: dict[str, nn.Module] = {}
+    named = _model_names(args.models, set(args.baselines))
+    for name, entry in named:
+        try:
+            models[name] = load_model(entry, device=device).eval()
+        except CheckpointError as e:
+            p.error(f"--models {entry}: {e}")
+
+    out = make_run_dir(args.out, "eval")
+    run_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    run_args["data"] = [str(d) for d in args.data]
+    run_args["models"] = dict(named)
+    report = evaluate(models, args.baselines, datasets, out, tile=args.tile, overlap=args.overlap,
+                      save_outputs=args.save_outputs, amp=None if args.amp == "off" else args.amp,
+                      sources=sources, run_args=run_args, progress=not args.quiet)
+    print(report_markdown(report))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
