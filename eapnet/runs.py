@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -113,11 +114,14 @@ def make_run_dir(out: str | os.PathLike | None, prefix: str, root: str | os.Path
     return out
 
 
-def record_run(run_dir: str | os.PathLike, args: dict[str, Any], name: str = "run.json") -> Path:
-    """Write ``run_dir/<name>``: resolved arguments, command line, git commit, versions, start time."""
+def record_run(run_dir: str | os.PathLike, args: dict[str, Any], name: str = "run.json",
+               command: str | None = None) -> Path:
+    """Write ``run_dir/<name>``: resolved arguments, the command that reproduces the run (``command``, e.g.
+    ``python -m eapnet.train --steps 10``; default: this process's argv), git commit, versions, start time."""
     path = Path(run_dir) / name
     atomic_write_json(path, {
         "args": args,
+        "command": command or shlex.join(["python", *sys.argv]),
         "argv": sys.argv,
         "git_commit": git_commit(),
         "versions": package_versions(),

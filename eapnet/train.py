@@ -17,6 +17,7 @@ import argparse
 import csv
 import hashlib
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -462,8 +463,11 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = make_run_dir(run_dir, f"train-{cfg['model']}")
         # A resumed run keeps the original run.json and records its own beside it.
         name = f"run-resume-{resume['step']}.json" if resume is not None else "run.json"
+        given = list(sys.argv[1:] if argv is None else argv)
+        if args.out is None and args.resume is None:
+            given += ["--out", str(run_dir)]
         record_run(run_dir, {**cfg, "resume": str(args.resume) if args.resume else None, "out": str(run_dir)},
-                   name=name)
+                   name=name, command=shlex.join(["python", "-m", "eapnet.train", *given]))
     summary = train(cfg, Path(run_dir), resume)
     if summary:
         print(f"done: {summary['steps']} steps, EMA model {Path(run_dir) / 'model.pt'}; "

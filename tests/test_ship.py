@@ -1,0 +1,43 @@
+"""Shipping a run's EMA weights with a model card."""
+import pytest
+
+import eapnet
+from eapnet.checkpoint import read_checkpoint
+from eapnet.ship import main, wall_time_s
+from eapnet.train import main as train_main
+
+
+def test_wall_time_sums_resumed_segments(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss,seconds\n10,1,5.0\n20,1,10.0\n,,\n30,1,4.0\n40,1,8.5\n")
+    assert wall_time_s(log) == pytest.approx(18.5)
+
+
+@pytest.mark.slow
+def test_ship_a_short_lightweight_run(tmp_path):
+    run = tmp_path / "run"
+    assert train_main(["--model", "lightweight", "--steps", "2", "--batch-size", "1", "--patch", "32",
+                       "--val-scenes", "1", "--val-size", "32", "--val-every", "0", "--threads", "1",
+                       "--out", str(run)]) == 0
+    weights = tmp_path / "weights"
+    assert main(["--run", str(run), "--name", "lightweight", "--heldout", "2", "--size", "32",
+                 "--weights-dir", str(weights)]) == 0
+    ck = read_checkpoint(weights / "lightweight.pt")
+    assert ck["optimizer"] is None and ck["step"] == 2
+    card = (weights / "lightweight.md").read_text()
+    assert "python -m eapnet.train" in card and "reference_frame" in card and "Margin" in card
+    model = eapnet.load_model(weights / "lightweight.pt")
+    assert model.config.name == "lightweight"
+
+
+def test_ship_refuses_a_mismatched_name(tmp_path, tiny_config):
+    run = tmp_path / "run"
+    import json
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(tiny_config.to_dict()))
+    train_main(["--model", str(cfg), "--steps", "1", "--batch-size", "1", "--patch", "32", "--val-scenes", "1",
+                "--val-size", "32", "--val-every", "0", "--threads", "1", "--out", str(run)])
+    with pytest.raises(SystemExit):
+        main(["--run", str(run), "--name", "standard", "--weights-dir", str(tmp_path / "w")])
+    assert not (tmp_path / "w" / "standard.pt").exists()
