@@ -19,6 +19,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import yaml
+
 from eapnet.checkpoint import (CheckpointError, WEIGHTS_DIR, model_from_checkpoint, read_checkpoint,
                                save_checkpoint)
 from eapnet.macs import count_maccs, count_params
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         "converged and far below the paper's numbers; retrain with the command below on a GPU.", "",
         "## Commands", "", "```bash", *_commands(args.run),
         f"python -m eapnet.ship --run {args.run} --name {args.name} --heldout {args.heldout} --size {args.size}",
-        "```", "", "## Metrics (official PSNR-μ / PSNR-l, dB)", "",
+        "```", "", "Resolved training config (every key of `eapnet/configs/train.yaml`):", "", "```yaml",
+        yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```", "", "## Metrics (official PSNR-μ / PSNR-l, dB)", "",
     ]
     ds = list(report["results"])
     lines.append("| method | " + " | ".join(f"{d} PSNR-μ | {d} PSNR-l" for d in ds) + " |")
