@@ -295,6 +295,10 @@ class EAPNet(nn.Module):
         self.up = Up2(Fc, skip_c, cfg.upsample)
         self.tail = DSConv(skip_c, cfg.tail_channels)
         self.out = nn.Conv2d(cfg.tail_channels, 3, 3, padding=1)
+        # Zero-initialised output conv: a fresh model returns the reference frame, the best single-frame
+        # guess, and training starts from there instead of from noise around it.
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
         cfg = self.config

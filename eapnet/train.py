@@ -32,8 +32,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from eapnet import EAPNetConfig, build_model
-from eapnet.checkpoint import (CheckpointError, build_from_spec, model_spec, read_checkpoint, save_checkpoint,
-                               set_rng_state, unwrap)
+from eapnet.checkpoint import (CheckpointError, build_from_spec, model_from_checkpoint, model_spec, read_checkpoint,
+                               save_checkpoint, set_rng_state, unwrap)
 from eapnet.evaluate import heldout_synthetic, materialise, mean_scores, real_crops
 from eapnet.losses import EAPNetLoss
 from eapnet.runs import atomic_write_json, atomic_write_text, make_run_dir, record_run
@@ -89,6 +89,8 @@ def validate_config(cfg: dict) -> dict:
                          f"got {cfg['model']!r}")
     if cfg["data"] != "synthetic" and not Path(cfg["data"]).is_dir():
         raise ValueError(f"data must be 'synthetic' or an NTIRE/Kalantari folder; {cfg['data']!r} is not a folder")
+    if cfg["init_from"] and not Path(cfg["init_from"]).is_file():
+        raise ValueError(f"init_from {cfg['init_from']!r} is not a file")
     if cfg["patch"] % 8:
         raise ValueError(f"patch must be a multiple of 8 (the model's padding multiple), got {cfg['patch']}")
     return cfg
@@ -298,7 +300,16 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         raise ValueError(f"batch_size {cfg['batch_size']} is not divisible by the {world} DDP processes")
     main_rank = rank == 0
     torch.manual_seed(cfg["seed"])
-    model = model_from_arg(cfg["model"]) if resume is None else build_from_spec(resume["model"])
+    if resume is not None:
+        model = build_from_spec(resume["model"])
+    elif cfg["init_from"]:
+        model = model_from_checkpoint(read_checkpoint(cfg["init_from"]), ema=True).train()
+        if cfg["model"] in ("standard", "lightweight") and getattr(model, "config", None) is not None \
+                and model.config.name != cfg["model"]:
+            raise ValueError(f"init_from {cfg['init_from']} holds a {model.config.name!r} model, "
+                             f"but --model is {cfg['model']!r}")
+    else:
+        model = model_from_arg(cfg["model"])
     ema = build_from_spec(model_spec(model))
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]))
