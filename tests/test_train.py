@@ -165,3 +165,11 @@ def test_init_from_starts_from_a_checkpoints_ema_weights(tmp_path, tiny_json):
     for k, v in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][k], v, rtol=0, atol=1e-6)
     assert b["step"] == 1
+
+
+def test_ahdr_baseline_trains_through_the_same_loop(tmp_path):
+    out = tmp_path / "ahdr"
+    assert main(["--model", "ahdr", "--steps", "1", "--out", str(out), *FAST, "--batch-size", "1",
+                 "--patch", "16", "--val-size", "16"]) == 0
+    ck = read_checkpoint(out / "model.pt")
+    assert ck["model"]["kind"] == "ahdr" and ck["step"] == 1
