@@ -173,3 +173,18 @@ def test_ahdr_baseline_trains_through_the_same_loop(tmp_path):
                  "--patch", "16", "--val-size", "16"]) == 0
     ck = read_checkpoint(out / "model.pt")
     assert ck["model"]["kind"] == "ahdr" and ck["step"] == 1
+
+
+def test_trains_from_an_ntire_layout_folder(tmp_path, tiny_json):
+    from eapnet.data import write_ntire
+    from eapnet.data.synthetic import generate_scene
+
+    data = tmp_path / "ntire"
+    for i in range(2):
+        ldrs, evs, gt = generate_scene(i, 64, 48)
+        write_ntire(data, f"{i:04d}", ldrs, evs, gt)
+    out = tmp_path / "run"
+    assert main(["--model", tiny_json, "--data", str(data), "--steps", "3", "--out", str(out), *FAST,
+                 "--stride", "16"]) == 0
+    assert read_checkpoint(out / "model.pt")["train_config"]["data"] == str(data)
+    assert len(_losses(out)) == 3
