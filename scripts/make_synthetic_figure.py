@@ -1,6 +1,7 @@
 """Render ``docs/synthetic_examples.png``: example synthetic scenes from ``eapnet.data.synthetic``.
 
-Rows: 4 scenes (3 photo-based, 1 procedural) of the training stream (``TRAIN_SEED``);
+Rows: 5 scenes of the training stream (``TRAIN_SEED``): 3 photo-based and 1 procedural bright
+scene, then 1 low-key (night / stage) scene;
 columns: short, medium, long LDR frames and the gt tone-mapped with the challenge's mu-law
 (``linear = gt**2.24``, normalised by its 99th percentile, ``log(1 + 5000 tanh(x)) / log(5001)``).
 
@@ -34,22 +35,29 @@ def mu_tonemap(gt: np.ndarray) -> np.ndarray:
     return (np.log1p(MU * np.tanh(lin / norm)) / np.log1p(MU)).astype(np.float32)
 
 
-def pick_scenes(height: int, width: int, n_photo: int = 3, n_proc: int = 1, max_tries: int = 200):
-    """First scenes of the training stream: ``n_photo`` photo scenes with distinct source photos
-    and ``n_proc`` procedural ones (at least one object each, so motion is shown)."""
-    photo, proc, seen = [], [], set()
+def pick_scenes(height: int, width: int, n_photo: int = 3, n_proc: int = 1, n_low_key: int = 1,
+                max_tries: int = 200):
+    """First scenes of the training stream: ``n_photo`` bright photo scenes with distinct source
+    photos, ``n_proc`` bright procedural ones and ``n_low_key`` low-key photo scenes lit like the
+    real concert crops: magenta / violet / blue lead gel, 25..45 % of the medium frame's values
+    below 0.05 (the crops: ~33 %); at least one object each, so motion is shown."""
+    photo, proc, low, seen = [], [], [], set()
     for i in range(max_tries):
         ldrs, evs, gt, info = generate_scene_with_info(scene_seed(TRAIN_SEED, i), height, width)
         if info["num_objects"] == 0:
             continue
-        if info["kind"] == "photo" and len(photo) < n_photo and info["source"] not in seen:
+        if info["low_key"]:
+            if (len(low) < n_low_key and info["kind"] == "photo" and info["gels"][0] in ("magenta", "violet", "blue")
+                    and 0.25 <= (ldrs[1] < 0.05).mean() <= 0.45):
+                low.append((i, ldrs, evs, gt, info))
+        elif info["kind"] == "photo" and len(photo) < n_photo and info["source"] not in seen:
             seen.add(info["source"])
             photo.append((i, ldrs, evs, gt, info))
         elif info["kind"] == "procedural" and len(proc) < n_proc:
             proc.append((i, ldrs, evs, gt, info))
-        if len(photo) == n_photo and len(proc) == n_proc:
+        if len(photo) == n_photo and len(proc) == n_proc and len(low) == n_low_key:
             break
-    return photo + proc
+    return photo + proc + low
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,11 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             ax.set_xticks([])
             ax.set_yticks([])
             if c < 3:
-                ax.set_title(f"{cols[c]}  EV {evs[c]:+g}  sat {100 * sat[c]:.1f}%", fontsize=8, pad=2)
+                dark = f"  <0.05 {100 * (ldrs[c] < 0.05).mean():.0f}%" if info["low_key"] else ""
+                ax.set_title(f"{cols[c]}  EV {evs[c]:+g}  sat {100 * sat[c]:.1f}%{dark}", fontsize=8, pad=2)
             else:
                 ax.set_title(f"gt mu-law, DR 10^{np.log10(info['dynamic_range']):.1f}, max {gt.max():.1f}",
                              fontsize=8, pad=2)
         src = info["source"].rsplit(".", 1)[0]
+        if info["low_key"]:
+            src = f"low-key {info['gels'][0]}: {src}"
         axes[r, 0].set_ylabel(f"#{i} {src}\nISO {info['iso']:.0f}, {info['num_objects']} obj"
                               f"{', shake' if info['camera_shake'] else ''}", fontsize=8)
     fig.subplots_adjust(left=0.04, right=0.995, top=0.97, bottom=0.005, wspace=0.02, hspace=0.14)

@@ -27,11 +27,13 @@ def test_tile_covering_the_frame_is_whole_frame(scene, tiny_config):
 
 def test_tiled_matches_whole_frame_within_tolerance(scene):
     # Seams differ only through the receptive field; overlapping tiles blended with ramps keep the error
-    # small. Measured on the untrained lightweight model: max |diff| ~1e-2, mean ~1e-4 (gamma-encoded HDR).
+    # small. Measured (lightweight, random output conv, this scene): max |diff| 2.4e-3, mean 6e-5 (HDR ~0-1.1).
     ldrs, evs, _ = scene
     torch.manual_seed(0)
     m = build_model("lightweight").eval()
+    torch.nn.init.normal_(m.out.weight, std=0.05)  # zero at init: make the output depend on the network
     whole = predict(m, ldrs, evs)
+    assert np.abs(whole - ldrs[1]).max() > 0.01
     tiled = predict(m, ldrs, evs, tile=64, overlap=24)
     assert tiled.shape == whole.shape
     assert np.abs(tiled - whole).mean() < 2e-3

@@ -11,6 +11,16 @@ Pipeline of one scene (all randomness from ``np.random.default_rng(seed)``):
    range (10^3..10^5): near-clipped photo regions re-expanded, a bright window / sky /
    light pool (x10..x100), small light sources with glow (x100..x1000), specular highlights
    (x20..x200), deep cast shadows (x0.01..x0.1), smooth non-uniform illumination.
+   **Low-key scenes** (``low_key_fraction``, 35 %; decided by a second stream of the scene's
+   seed, so bright scenes do not depend on it) replace this step with night / stage lighting:
+   the canvas is lit by dim coloured spill, an uneven fill and pools of saturated gel light
+   (magenta / violet / blue / red most often; in half of them one gel family lights the whole
+   frame, leaving a colour channel almost empty, as in the real concert crops of the
+   challenge), unlit black silhouettes / drapes (x0.002..0.05), additive haze beams and 2..8
+   coloured stage lights (x100..x1000) with glow; moving objects take the light where they
+   stand. A low-key meter then puts a drawn 18..40 % of the medium frame's values below 8-bit
+   0.05 (more when the frame misses a channel, at most half), keeps the brightest lit tenth at
+   most at a drawn 0.1..1 and, like the bright meter, protects the short frame's highlights.
 2. **Motion.** Camera shake: a small homography per non-reference frame (a few pixels of
    translation, a fraction of a degree of rotation, tiny zoom/perspective); the medium frame is
    the reference (identity). Independently moving foreground objects (photo cut-outs or
@@ -21,7 +31,8 @@ Pipeline of one scene (all randomness from ``np.random.default_rng(seed)``):
    by an auto-exposure step so that ``Phi * t_medium / g`` *is* the medium frame's linear
    signal (full scale ``I_max = 1``); the gain ``g`` (ISO) then only sets the noise:
    Poisson-Gaussian noise in its heteroscedastic Gaussian form, ``var = a*s + b`` with ``a``
-   (shot) proportional to the gain and ``b`` (read) growing with it. Because the short frame
+   (shot) proportional to the gain and ``b`` (read) growing with it (the real challenge crops:
+   white shot noise, ``a ~ 2e-3``, negligible read noise). Because the short frame
    collects ``2**ev`` times less signal, it is the noisiest once normalised. ``I0`` is a small
    uncorrected black-level offset. Then the camera response ``x ** (1/2.24)`` and 8-bit
    quantisation.
@@ -151,8 +162,10 @@ class SyntheticConfig:
     # --- sensor (linear signal, full scale 1) ---
     iso_range: tuple[float, float] = (100.0, 3200.0)
     """Sensor gain as ISO, log-uniform; gain ``g = iso / 100``."""
-    shot_noise_range: tuple[float, float] = (2e-5, 8e-5)
-    """Shot-noise variance per unit signal at ISO 100 (``a = value * g``)."""
+    shot_noise_range: tuple[float, float] = (4e-5, 2e-4)
+    """Shot-noise variance per unit signal at ISO 100 (``a = value * g``). The real challenge
+    crops show pure shot noise with ``a ~ 2e-3`` (white, per frame); (4e-5, 2e-4) puts that in
+    the upper part of the range (it was at the very top of the former (2e-5, 8e-5))."""
     read_noise_range: tuple[float, float] = (1e-4, 5e-4)
     """Read-noise std at ISO 100 (``sqrt(b) = value * g ** 0.75``)."""
     black_level_range: tuple[float, float] = (0.0, 3e-4)
@@ -169,6 +182,21 @@ class SyntheticConfig:
     shadow_range: tuple[float, float] = (0.01, 0.1)
     illumination_stops: tuple[float, float] = (0.5, 2.0)
     """Peak-to-peak of the smooth illumination field over the canvas, in stops."""
+
+    # --- low-key (night / stage / dim interior) scenes ---
+    low_key_fraction: float = 0.35
+    """Fraction of scenes rendered low-key (decided by the scene's own seed): saturated coloured
+    stage lighting (magenta / violet / blue / red gels, often an almost empty channel), haze beams,
+    deep unlit areas and strong coloured light sources, exposed so that a large share of the medium
+    frame is nearly black (like the real challenge crops). ``0``: the scenes of the bright-only
+    generator, unchanged."""
+    low_key_dark_range: tuple[float, float] = (0.18, 0.4)
+    """Low-key meter: share of the medium frame's noise-free values (pixels x channels) placed
+    below 8-bit 0.05, drawn per scene. Highlight protection, and frames lit without one colour
+    channel (a third of the values near 0 already), end up darker: measured over scenes, the
+    share of medium values < 0.05 is ~0.21..0.45 (10th..90th percentile), median ~0.33 (the
+    real crops: 0.33); the meter never makes more than half of the noise-free values black
+    unless the clipping limit forces it."""
 
     # --- camera shake ---
     camera_shake: bool = True
@@ -203,9 +231,11 @@ class SyntheticConfig:
             raise ValueError(f"ev_choices must be positive spacings in stops, got {self.ev_choices}")
         for name in ("ntire_ev_prob", "asymmetric_ev_prob", "exposure_bias_prob", "tone_bias_prob",
                      "camera_shake_prob", "photo_fraction", "objects_prob", "max_clipped_fraction",
-                     "short_clipped_fraction"):
+                     "short_clipped_fraction", "low_key_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.low_key_dark_range[0] <= self.low_key_dark_range[1] < 1.0:
+            raise ValueError(f"low_key_dark_range must lie in [0, 1), got {self.low_key_dark_range}")
         if self.num_objects_range[0] < 0:
             raise ValueError("num_objects_range must be >= 0")
 
@@ -337,10 +367,12 @@ def _crop(rng: np.random.Generator, src: np.ndarray, h: int, w: int, zoom=(0.45,
 
 
 def _poly_mask(h: int, w: int, polys: list[np.ndarray], scale: float = 1.0) -> np.ndarray:
-    """Anti-aliased filled polygon mask float32 in [0, 1]; polygons in (x, y) pixel coords."""
+    """Anti-aliased filled polygon mask float32 in [0, 1] (union of the polygons); polygons in
+    (x, y) pixel coords."""
     m = np.zeros((h, w), np.uint8)
-    pts = [np.round(np.asarray(p, np.float64) * scale * 16).astype(np.int32) for p in polys]
-    cv2.fillPoly(m, pts, 255, lineType=cv2.LINE_AA, shift=4)
+    for p in polys:  # one at a time: fillPoly fills several contours even-odd (overlaps = holes)
+        cv2.fillPoly(m, [np.round(np.asarray(p, np.float64) * scale * 16).astype(np.int32)], 255,
+                     lineType=cv2.LINE_AA, shift=4)
     return m.astype(np.float32) * (1.0 / 255.0)
 
 
@@ -705,6 +737,160 @@ def _extend_dynamic_range(rng: np.random.Generator, img: np.ndarray, cfg: Synthe
 
 
 # ------------------------------------------------------------------------------------------
+# low-key scenes: night / stage / dim interior lighting
+# ------------------------------------------------------------------------------------------
+
+# Theatre gels (linear RGB, max channel 1) and how often each leads a scene. Stage light is
+# mostly magenta / violet / blue / red: one or two channels (nearly) empty over the whole frame.
+_GEL_NAMES = ("magenta", "violet", "blue", "azure", "red", "amber", "rose", "teal", "tungsten")
+_GELS = np.array([[1.0, 0.0, 0.8], [0.5, 0.0, 1.0], [0.06, 0.08, 1.0], [0.0, 0.35, 1.0], [1.0, 0.02, 0.01],
+                  [1.0, 0.3, 0.0], [1.0, 0.0, 0.3], [0.0, 1.0, 0.55], [1.0, 0.72, 0.42]], np.float32)
+_GEL_P = np.array([0.22, 0.16, 0.16, 0.07, 0.14, 0.08, 0.08, 0.03, 0.06])
+_LOW_KEY_DARK = 0.05**GAMMA
+"""Linear signal of 8-bit 0.05 (~13/255): the low-key meter's 'nearly black' level."""
+_LOW_KEY_STREAM = 0x10CE
+"""Second seed word of the generator that decides whether a scene is low-key (the scene's main
+stream, and so every bright scene, is the same as without low-key scenes)."""
+
+
+def _gel(rng: np.random.Generator, index: int, leak: float) -> np.ndarray:
+    """Gel ``index`` with a jittered hue; its weak channels pass at least ``leak``."""
+    c = _GELS[index] * np.exp(rng.normal(0.0, 0.12, 3))
+    c = np.maximum(c / c.max(), leak)
+    return (c / c.max()).astype(np.float32)
+
+
+def _grid(h: int, w: int, max_side: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """Size ``(gh, gw)`` of a grid of at most ``max_side`` px over an ``(h, w)`` canvas and the
+    canvas coordinates of its pixel centres (``y`` column, ``x`` row, float32)."""
+    f = min(1.0, max_side / max(h, w))
+    gh, gw = max(8, round(h * f)), max(8, round(w * f))
+    yy = ((np.arange(gh, dtype=np.float32) + 0.5) * np.float32(h / gh) - 0.5)[:, None]
+    xx = ((np.arange(gw, dtype=np.float32) + 0.5) * np.float32(w / gw) - 0.5)[None, :]
+    return gh, gw, yy, xx
+
+
+def _low_key_lighting(rng: np.random.Generator, img: np.ndarray, cfg: SyntheticConfig,
+                      clip_mask: np.ndarray | None, margin: int = 0) -> dict[str, Any]:
+    """Relight a linear canvas (mid-grey 0.18 = reflectance under unit light) as a dim stage /
+    night scene, in place.
+
+    Light = dim coloured spill + an uneven coloured fill + 1..4 pools of gel light (hard or soft
+    edged); unlit black areas (audience silhouettes, drapes) x0.002..0.05; additive haze beams;
+    2..8 coloured stage lights (x100..x1000 mid-grey, glow in the haze) and glints. Absolute
+    level does not matter: the low-key meter of :func:`generate_scene_with_info` exposes it.
+
+    ``margin``: border of the canvas outside the medium frame (the lamps are placed in view).
+    ``info["emitters"]``: light-source cores; ``info["illum"]``: the low-resolution light map
+    ``(lh, lw, 3)`` and ``info["illum_scale"]`` its size / canvas size (to light moving objects).
+    """
+    h, w = img.shape[:2]
+    s = min(h, w)
+    emitters = np.zeros((h, w), bool)
+    if clip_mask is not None:  # white shirts, lamps and signs of the photo stay bright
+        img *= (1.0 + (_loguniform(rng, 2.0, 16.0) - 1.0) * clip_mask)[..., None]
+
+    # --- illumination, smooth: on a grid of at most 160 px, enlarged ---
+    lh, lw, yy, xx = _grid(h, w, 160)
+    # palette: one gel family (half the scenes: the whole frame misses a channel, like the real
+    # magenta concert crops) or a lead gel with two others
+    gels = [int(rng.choice(len(_GELS), p=_GEL_P))]
+    mono = rng.random() < 0.5
+    gels += [gels[0]] * 2 if mono else [int(rng.choice(len(_GELS), p=_GEL_P)), int(rng.integers(len(_GELS)))]
+    leak = _loguniform(rng, 1e-5, 1e-2)  # narrow-band LEDs / dense gels pass (almost) nothing else
+    palette = [_gel(rng, i, leak if mono else _loguniform(rng, 1e-5, 1e-2)) for i in gels]
+    lead = palette[0]
+    spill = _loguniform(rng, 3e-4, 1e-2)
+    illum = np.empty((lh, lw, 3), np.float32)
+    illum[...] = spill * (0.8 * lead + 0.2 * palette[1])
+    fill = _loguniform(rng, 0.01, 0.3) * np.exp2(1.5 * _smooth_field(rng, lh, lw, rng.uniform(1.0, 3.0)))
+    illum += fill[..., None] * lead
+    n_pools = int(rng.integers(1, 5))
+    for j in range(n_pools):
+        follow_spot = not mono and rng.random() < 0.15
+        col = np.array([1.0, 0.9, 0.8], np.float32) if follow_spot else palette[j % 3]
+        cx, cy = rng.uniform(0.0, 1.0) * w, rng.uniform(0.15, 1.0) * h
+        rx = s * rng.uniform(0.12, 0.5)
+        ry = rx * rng.uniform(0.4, 1.0)
+        a = rng.uniform(0, np.pi)
+        ca, sa = np.float32(math.cos(a)), np.float32(math.sin(a))
+        u, v = ((xx - cx) * ca + (yy - cy) * sa) / np.float32(rx), (-(xx - cx) * sa + (yy - cy) * ca) / np.float32(ry)
+        pool = np.exp(-((u * u + v * v) ** np.float32(rng.uniform(1.0, 4.0))))  # hardness of the edge
+        illum += (np.float32(_loguniform(rng, 0.3, 3.0)) * pool)[..., None] * col
+    img *= _resize(illum, w, h)
+
+    # --- unlit black areas: audience / performer silhouettes at the bottom, drapes, equipment ---
+    polys = []
+    if rng.random() < 0.6:
+        for _ in range(int(rng.integers(3, 9))):
+            r = s * rng.uniform(0.06, 0.2)
+            polys.append(_blob_polygon(rng, rng.uniform(-0.05, 1.05) * w, rng.uniform(0.8, 1.1) * h,
+                                       r, r * rng.uniform(1.0, 2.0), rough=0.25))
+    for _ in range(int(rng.choice([0, 1, 2, 3], p=[0.3, 0.35, 0.25, 0.1]))):
+        cx, cy = rng.uniform(0, 1) * w, rng.uniform(0, 1) * h
+        polys.append(_random_polygon(rng, cx, cy, s * rng.uniform(0.08, 0.3), s * rng.uniform(0.08, 0.4)))
+    if polys:
+        m = _soft_mask((h, w), polys, sigma_px=s * rng.uniform(0.002, 0.01))
+        img *= (1.0 - (1.0 - _loguniform(rng, 0.002, 0.05)) * m)[..., None]
+
+    # --- haze beams from stage lights (additive, coloured, widening, fading) ---
+    n_beams = int(rng.choice([0, 1, 2, 3, 4], p=[0.25, 0.3, 0.2, 0.15, 0.1]))
+    sources = []
+    if n_beams:  # on a grid of at most 256 px; beams at least ~2 grid px wide
+        bh, bw, yy, xx = _grid(h, w, 256)
+        beams = np.zeros((bh, bw, 3), np.float32)
+        haze = np.exp2(0.6 * _smooth_field(rng, bh, bw, rng.uniform(2.0, 6.0), octaves=2))
+        for _ in range(n_beams):
+            sx, sy = rng.uniform(-0.1, 1.1) * w, rng.uniform(-0.3, 0.35) * h
+            tx, ty = rng.uniform(0.0, 1.0) * w, rng.uniform(0.4, 1.2) * h
+            n = math.hypot(tx - sx, ty - sy) + 1e-6
+            dx, dy = np.float32((tx - sx) / n), np.float32((ty - sy) / n)
+            t = (xx - sx) * dx + (yy - sy) * dy  # along the beam
+            d = (xx - sx) * dy - (yy - sy) * dx  # across
+            w0 = max(s * rng.uniform(0.005, 0.03), 2.0 * w / bw)
+            width = np.float32(w0) + np.maximum(t, 0) * np.float32(math.tan(math.radians(rng.uniform(1.5, 10.0))))
+            prof = np.exp(-2.0 * (d / width) ** 2) * np.float32(w0) / width  # flux spreads over the width
+            prof *= np.clip(t / np.float32(2 * w0) + 0.5, 0, 1) * np.exp(-np.maximum(t, 0) / np.float32(s * rng.uniform(0.7, 3.0)))
+            beams += (np.float32(_loguniform(rng, 3.0, 60.0) * _MID_GREY) * prof * haze)[..., None] * palette[int(rng.integers(3))]
+            sources.append((sx, sy))
+        img += _resize(beams, w, h)
+
+    # --- stage lights: par cans on a truss (a row) or scattered; LEDs ---
+    n_lights = int(rng.integers(2, 9))
+    fh, fw = h - 2 * margin, w - 2 * margin  # the medium frame, in canvas coordinates from `margin`
+    row = rng.random() < 0.5
+    y_row, x0_row, x1_row = rng.uniform(0.03, 0.3) * fh, rng.uniform(-0.1, 0.3) * fw, rng.uniform(0.7, 1.1) * fw
+    for j in range(n_lights):
+        if j < len(sources) and margin < sources[j][0] < w - margin and margin < sources[j][1]:
+            cx, cy = sources[j]  # the lamp of a beam, when in view
+        elif row:
+            cx, cy = margin + x0_row + (x1_row - x0_row) * (j + 0.5) / n_lights, margin + y_row + rng.normal(0, 0.01) * fh
+        else:
+            cx, cy = margin + rng.uniform(0.02, 0.98) * fw, margin + rng.uniform(0.02, 0.9) * fh
+        r = s * _loguniform(rng, 0.003, 0.02)
+        col = palette[int(rng.integers(3))]
+        if not mono:  # some lamps are paler than the gels (in a one-family frame a channel stays empty)
+            col = col + np.float32(rng.uniform(0.0, 0.5)) * (1.0 - col)
+        _add_light(img, cx, cy, r, 1.0 if rng.random() < 0.8 else rng.uniform(1.5, 4.0), rng.uniform(0, np.pi),
+                   _loguniform(rng, *cfg.light_intensity_range) * _MID_GREY, col,
+                   rng.uniform(0.01, 0.08), r * rng.uniform(2.0, 8.0), rng.uniform(0.3, 0.9), emitters)
+
+    # --- glints on the lit parts ---
+    n_spec = int(rng.integers(0, 5))
+    if n_spec:
+        lum = _lum(img[::4, ::4])
+        cand = np.argsort(lum, axis=None)[-max(1, lum.size // 20):]
+        for idx in rng.choice(cand, size=n_spec):
+            yi, xi = np.unravel_index(idx, lum.shape)
+            _add_specular(img, xi * 4 + rng.uniform(0, 4), yi * 4 + rng.uniform(0, 4),
+                          max(0.6, s * _loguniform(rng, 0.002, 0.008)),
+                          _loguniform(rng, *cfg.specular_range) * _MID_GREY, palette[int(rng.integers(3))])
+    return {"emitters": emitters, "illum": illum, "illum_scale": (lh / h, lw / w), "bright_region": "stage",
+            "lights": n_lights, "beams": n_beams, "pools": n_pools, "speculars": n_spec,
+            "shadows": len(polys), "gels": [_GEL_NAMES[i] for i in gels]}
+
+
+# ------------------------------------------------------------------------------------------
 # moving objects and geometry
 # ------------------------------------------------------------------------------------------
 
@@ -880,7 +1066,9 @@ def _expose(radiance: np.ndarray, t: np.float32, rng: np.random.Generator, shot:
     z *= sd
     z += signal
     z += np.float32(black)
-    np.clip(z, 0.0, 1.0, out=z)  # I_max = 1; the raw value cannot be negative either
+    # I_max = 1; the raw value cannot be negative either. The floor is 1e-30 rather than 0 only
+    # because cv2.pow is ~10x slower on exact zeros; 1e-30 ** (1/2.24) still rounds to code 0.
+    np.clip(z, 1e-30, 1.0, out=z)
     cv2.pow(z, 1.0 / GAMMA, z)
     z *= np.float32(255.0)
     np.rint(z, out=z)
@@ -903,12 +1091,16 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
                              config: SyntheticConfig | None = None
                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Like :func:`generate_scene`, plus a dict describing the scene (kind, source photo, ISO,
-    noise, motion, dynamic range ``p99.9/p0.1`` of the linear gt, ...)."""
+    noise, motion, dynamic range ``p99.9/p0.1`` of the linear gt, ``low_key`` (bool), ...;
+    low-key scenes add ``gels``, ``beams``, ``pools`` and the meter's ``dark_target``)."""
     cfg = config or _DEFAULT_CONFIG
     h, w = int(height), int(width)
     if h < 16 or w < 16:
         raise ValueError(f"frame size must be >= 16x16, got {h}x{w}")
     rng = np.random.default_rng(seed)
+    # low-key or not: from a second stream of the same seed, so that the main stream (and every
+    # bright scene) does not depend on low_key_fraction
+    low_key = bool(np.random.default_rng([int(seed), _LOW_KEY_STREAM]).random() < cfg.low_key_fraction)
     s = min(h, w)
     photos = _available(_PHOTOS)
     textures = _available(_TEXTURES)
@@ -949,7 +1141,11 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
         canvas = (_MID_GREY * (np.maximum(canvas, 0) / _MID_GREY) ** np.float32(tone_gamma)).astype(np.float32)
     canvas = np.ascontiguousarray(canvas, dtype=np.float32)  # float32 end to end (speed, output dtype)
     others = tuple(p for p in photos if p != source)
-    info = _extend_dynamic_range(rng, canvas, cfg, clip_mask, others or photos)
+    if low_key:
+        info = _low_key_lighting(rng, canvas, cfg, clip_mask, margin)
+        illum, (fy, fx) = info.pop("illum"), info.pop("illum_scale")
+    else:
+        info = _extend_dynamic_range(rng, canvas, cfg, clip_mask, others or photos)
     emitters = info.pop("emitters")[margin: margin + h, margin: margin + w]
 
     # --- moving objects ---
@@ -960,6 +1156,10 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
         premult, alpha = _make_sprite(rng, s, cfg, others or photos, textures)
         sh, sw = alpha.shape
         cx, cy = rng.uniform(0.05, 0.95) * w, rng.uniform(0.1, 0.95) * h
+        if low_key:  # lit by the stage light where it stands (medium pose)
+            iy = min(illum.shape[0] - 1, max(0, int((cy + margin) * fy)))
+            ix = min(illum.shape[1] - 1, max(0, int((cx + margin) * fx)))
+            premult = premult * illum[iy, ix]
         ang = rng.uniform(-0.5, 0.5)
         d = rng.uniform(*cfg.object_motion_range) * s
         heading = rng.uniform(0, 2 * np.pi)
@@ -979,6 +1179,9 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
     # --- render, veiling glare, auto-expose, white balance ---
     radiance = [_render(canvas, margin, h, w, cams[i], sprites, i) for i in range(3)]
     glare = np.float32(_loguniform(rng, *cfg.veiling_glare_range) * float(_lum(radiance[1][::4, ::4]).mean()))
+    if low_key:  # glare is scattered scene light: under coloured light it has the light's colour
+        glare = (glare * radiance[1][::4, ::4].reshape(-1, 3).mean(axis=0)
+                 / max(float(_lum(radiance[1][::4, ::4]).mean()), 1e-12)).astype(np.float32)
     st = max(1, int(math.sqrt(h * w / 65536)))  # meter on ~64k samples
     sub = (radiance[1][::st, ::st] + glare) * wb
     lum, peak = _lum(sub), _chmax(sub)
@@ -990,10 +1193,24 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
     if peak_scene.size < 16:
         peak_scene = peak.ravel()
     k_short = 0.97 * 2.0 ** -float(evs[0]) / max(float(np.quantile(peak_scene, 1.0 - cfg.short_clipped_fraction)), 1e-6)
-    k = min(k_median * 2.0**bias, k_medium * 2.0 ** max(bias, 0.0), k_short)
-    # ... but never more than max_protect_stops below the mid-tone exposure: a big lamp or a
-    # x100 sky may clip in the short frame rather than leave the whole bracket black
-    k = max(k, k_median * 2.0 ** (bias - cfg.max_protect_stops))
+    if low_key:
+        # low-key meter: a drawn share of the medium frame's values (pixels x channels) nearly
+        # black, but the brightest lit tenth of the frame at most at a drawn level (a frame
+        # missing a colour channel already has a third of its values black) and at most half
+        # of the values black; limited clipping; highlight protection may darken by
+        # max_protect_stops more
+        dark = rng.uniform(*cfg.low_key_dark_range)
+        lit = _loguniform(rng, 0.1, 1.0)
+        q_dark, q_half = (float(v) for v in np.quantile(sub, [dark, max(dark, 0.5)]))
+        k = min(_LOW_KEY_DARK / max(q_dark, 1e-12), lit / max(float(np.quantile(peak_scene, 0.9)), 1e-12), k_medium)
+        k = max(k, min(_LOW_KEY_DARK / max(q_half, 1e-12), k_medium))
+        k = min(k, max(k_short, k * 2.0**-cfg.max_protect_stops))
+        bias = 0.0
+    else:
+        k = min(k_median * 2.0**bias, k_medium * 2.0 ** max(bias, 0.0), k_short)
+        # ... but never more than max_protect_stops below the mid-tone exposure: a big lamp or a
+        # x100 sky may clip in the short frame rather than leave the whole bracket black
+        k = max(k, k_median * 2.0 ** (bias - cfg.max_protect_stops))
     scale = (wb * np.float32(k)).astype(np.float32)
     for r in radiance:
         r += glare
@@ -1011,8 +1228,10 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
         kind="photo" if is_photo else "procedural", source=source, seed=int(seed), evs=evs.tolist(),
         iso=iso, shot_noise=shot, read_noise=read, black_level=black, exposure_scale=k,
         exposure_bias=bias, tone_gamma=tone_gamma, wb=wb.tolist(), camera_shake=bool(shaking),
-        num_objects=n_obj, dynamic_range=float(hi / max(lo, 1e-9)),
+        num_objects=n_obj, dynamic_range=float(hi / max(lo, 1e-9)), low_key=low_key,
     )
+    if low_key:
+        info["dark_target"] = dark
     return ldrs, evs, gt, info
 
 
