@@ -55,6 +55,11 @@ def _commands(run: Path) -> list[str]:
     return out
 
 
+def _run_commit(run: Path) -> str:
+    rec = run / "run.json"
+    return (json.loads(rec.read_text()).get("git_commit") or "unknown") if rec.is_file() else "unknown"
+
+
 def _cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout", type=int, default=16, help="held-out synthetic scenes for the card (default 16)")
     p.add_argument("--size", type=int, default=256, help="held-out scene size (default 256)")
     p.add_argument("--hardware", default=None, help="training hardware for the card (default: this machine's CPU)")
+    p.add_argument("--note", default="", help="extra remarks for the card (e.g. how the data differed)")
     p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR, help="where to write (default: %(default)s)")
     args = p.parse_args(argv)
     src = args.run / "model.pt" if (args.run / "model.pt").is_file() else args.run / "last.pt"
@@ -113,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         f"x{cfg['lr_decay']} every {cfg['lr_decay_every']:,}; EMA every {cfg['ema_every']} steps, decay "
         f"{cfg['ema_decay']}).",
         f"- Hardware: {hw}. Wall time: {wall / 3600:.2f} h.",
-        f"- Source checkpoint: `{src}` at step {ckpt['step']}.", "",
+        f"- Source checkpoint: `{src}` at step {ckpt['step']}; code at commit {_run_commit(args.run)}.", "",
         "This is a short CPU run (no GPU was lent to the issue that trained it): the weights are far from "
         "converged and far below the paper's numbers; retrain with the command below on a GPU.", "",
+        *([args.note, ""] if args.note else []),
         "## Commands", "", "```bash", *_commands(args.run),
         f"python -m eapnet.ship --run {args.run} --name {args.name} --heldout {args.heldout} --size {args.size}",
         "```", "", "Resolved training config (every key of `eapnet/configs/train.yaml`):", "", "```yaml",
