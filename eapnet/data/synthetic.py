@@ -572,6 +572,20 @@ def _add_light(img: np.ndarray, cx: float, cy: float, r: float, aspect: float, a
         emitters[y0:y1, x0:x1] |= core > 0
 
 
+def _add_glints(img, rng, n, s, max_size, intensity_range, colour) -> None:
+    """``n`` specular glints on the brightest twentieth of the image; ``colour()`` is drawn per glint, last
+    (the order of rng draws is part of the scene's seed contract)."""
+    if not n:
+        return
+    lum = _lum(img[::4, ::4])
+    cand = np.argsort(lum, axis=None)[-max(1, lum.size // 20):]
+    for idx in rng.choice(cand, size=n):
+        yi, xi = np.unravel_index(idx, lum.shape)
+        _add_specular(img, xi * 4 + rng.uniform(0, 4), yi * 4 + rng.uniform(0, 4),
+                      max(0.6, s * _loguniform(rng, 0.002, max_size)),
+                      _loguniform(rng, *intensity_range) * _MID_GREY, colour())
+
+
 def _add_specular(img: np.ndarray, cx: float, cy: float, sigma: float, intensity: float, colour) -> None:
     h, w = img.shape[:2]
     R = 4 * sigma + 1
@@ -723,15 +737,7 @@ def _extend_dynamic_range(rng: np.random.Generator, img: np.ndarray, cfg: Synthe
 
     # Specular highlights on the brighter (sunlit, glossy) parts.
     n_spec = int(rng.integers(0, 7))
-    if n_spec:
-        lum = _lum(img[::4, ::4])
-        cand = np.argsort(lum, axis=None)[-max(1, lum.size // 20):]
-        for idx in rng.choice(cand, size=n_spec):
-            yi, xi = np.unravel_index(idx, lum.shape)
-            _add_specular(img, xi * 4 + rng.uniform(0, 4), yi * 4 + rng.uniform(0, 4),
-                          max(0.6, s * _loguniform(rng, 0.002, 0.01)),
-                          _loguniform(rng, *cfg.specular_range) * _MID_GREY,
-                          np.array([1.0, 0.97, 0.92], np.float32))
+    _add_glints(img, rng, n_spec, s, 0.01, cfg.specular_range, lambda: np.array([1.0, 0.97, 0.92], np.float32))
     info["speculars"] = n_spec
     return info
 
@@ -877,14 +883,7 @@ def _low_key_lighting(rng: np.random.Generator, img: np.ndarray, cfg: SyntheticC
 
     # --- glints on the lit parts ---
     n_spec = int(rng.integers(0, 5))
-    if n_spec:
-        lum = _lum(img[::4, ::4])
-        cand = np.argsort(lum, axis=None)[-max(1, lum.size // 20):]
-        for idx in rng.choice(cand, size=n_spec):
-            yi, xi = np.unravel_index(idx, lum.shape)
-            _add_specular(img, xi * 4 + rng.uniform(0, 4), yi * 4 + rng.uniform(0, 4),
-                          max(0.6, s * _loguniform(rng, 0.002, 0.008)),
-                          _loguniform(rng, *cfg.specular_range) * _MID_GREY, palette[int(rng.integers(3))])
+    _add_glints(img, rng, n_spec, s, 0.008, cfg.specular_range, lambda: palette[int(rng.integers(3))])
     return {"emitters": emitters, "illum": illum, "illum_scale": (lh / h, lw / w), "bright_region": "stage",
             "lights": n_lights, "beams": n_beams, "pools": n_pools, "speculars": n_spec,
             "shadows": len(polys), "gels": [_GEL_NAMES[i] for i in gels]}
