@@ -39,7 +39,7 @@ __all__ = [
     "ALL_BASELINES",
 ]
 
-GAMMA = 2.24
+from eapnet.metrics import DEFAULT_GAMMA as GAMMA  # noqa: E402  (one definition)
 """The challenge's camera response exponent: linear = encoded ** GAMMA."""
 
 WELL_EXPOSED = (0.1, 0.9)

@@ -70,7 +70,7 @@ __all__ = [
     "main",
 ]
 
-GAMMA = 2.24
+from eapnet.metrics import DEFAULT_GAMMA as GAMMA  # noqa: E402  (one definition)
 """The challenge's gamma: linear radiance = gt-domain value ** GAMMA."""
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")

@@ -56,15 +56,12 @@ def format_maccs(maccs: int | float) -> str:
     return f"{maccs / 1e9:.2f} G"
 
 
-def ntire_inputs(height: int = NTIRE_HEIGHT, width: int = NTIRE_WIDTH, batch: int = 1,
-                 device: str | torch.device = "meta") -> tuple[torch.Tensor, torch.Tensor]:
-    """The challenge interface inputs: LDR frames ``(B, 3, 3, H, W)`` in [0, 1] and EVs ``(B, 3)``."""
+def ntire_inputs(height: int = NTIRE_HEIGHT, width: int = NTIRE_WIDTH) -> tuple[torch.Tensor, torch.Tensor]:
+    """Meta tensors shaped like one scene of the challenge interface: LDRs ``(1, 3, 3, H, W)``, EVs ``(1, 3)``
+    (MAccs depend on shapes only)."""
     if height < 1 or width < 1:
         raise ValueError(f"resolution must be positive, got {height}x{width}")
-    ldrs = torch.zeros(batch, 3, 3, height, width, device=device)
-    evs = torch.tensor([[-2.0, 0.0, 2.0]] * batch, device=device) if device != "meta" else \
-        torch.zeros(batch, 3, device=device)
-    return ldrs, evs
+    return torch.zeros(1, 3, 3, height, width, device="meta"), torch.zeros(1, 3, device="meta")
 
 
 def _summary(model: nn.Module, height: int, width: int, depth: int = 100):

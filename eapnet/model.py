@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-GAMMA = 2.24  # the challenge's camera response: linear = gamma_encoded ** 2.24
+from eapnet.metrics import DEFAULT_GAMMA as GAMMA  # the challenge's response: linear = encoded ** 2.24
+
 
 _CHOICES = {
     "block": ("pdub", "drdb"),

@@ -15,7 +15,6 @@ import argparse
 import csv
 import json
 import platform
-import shlex
 import sys
 from pathlib import Path
 
@@ -44,15 +43,7 @@ def wall_time_s(log_csv: Path) -> float:
 def _commands(run: Path) -> list[str]:
     """The recorded commands of the run and of each resume, in order."""
     recs = [run / "run.json", *sorted(run.glob("run-resume-*.json"), key=lambda p: int(p.stem.split("-")[-1]))]
-    out = []
-    for rec in (json.loads(r.read_text()) for r in recs if r.is_file()):
-        if "command" in rec:
-            out.append(rec["command"])
-        else:  # records written before "command" existed: rebuild it from argv (argv[0] = the module file)
-            argv = rec["argv"]
-            mod = "eapnet.train" if argv and argv[0].endswith("train.py") else argv[0]
-            out.append(shlex.join(["python", "-m", mod, *argv[1:]]))
-    return out
+    return [json.loads(r.read_text()).get("command", "(command not recorded)") for r in recs if r.is_file()]
 
 
 def _run_commit(run: Path) -> str:

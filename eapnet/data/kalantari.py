@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 KALANTARI_LDR_GAMMA = 2.2
-NTIRE_GT_GAMMA = 2.24
+from eapnet.metrics import DEFAULT_GAMMA as NTIRE_GT_GAMMA  # noqa: E402  (one definition)
 _U16_MAX = 2**16 - 1
 
 

@@ -83,7 +83,7 @@ __all__ = [
     "main",
 ]
 
-GAMMA = 2.24
+from eapnet.metrics import DEFAULT_GAMMA as GAMMA  # noqa: E402  (one definition)
 """Camera response / gt encoding exponent of the challenge: ``encoded = linear ** (1/GAMMA)``."""
 
 TRAIN_SEED = 0
