@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from eapnet import LIGHTWEIGHT, STANDARD, VARIANTS, EAPNetConfig, build_model
-from eapnet.model import EAPNet, ev_align, pad_frames, with_blocks
+from eapnet.model import EAPNet, ev_align, pad_frames, radiance_merge, with_blocks
 from eapnet.variants import ROWS
 
 
@@ -56,12 +56,41 @@ def test_batch_items_are_independent():
 
 
 @pytest.mark.parametrize("name", ["standard", "lightweight"])
-def test_a_fresh_model_returns_the_reference_frame(name):
-    # Zero-initialised output conv on top of the reference residual: training starts from the medium frame.
-    m = build_model(name).eval()
+def test_a_fresh_model_returns_its_base(name):
+    # Zero-initialised output conv on top of the base: training starts from the classical merge, or from
+    # the medium frame itself with base="reference".
     ldrs, evs = _inputs(32, 40)
+    m = build_model(name).eval()
+    assert m.config.base == "merge"
+    ref = EAPNet(m.config.replace(base="reference")).eval()
     with torch.no_grad():
-        torch.testing.assert_close(m(ldrs, evs), ldrs[:, 1], rtol=0, atol=0)
+        torch.testing.assert_close(m(ldrs, evs), radiance_merge(ldrs, evs), rtol=0, atol=0)
+        torch.testing.assert_close(ref(ldrs, evs), ldrs[:, 1], rtol=0, atol=0)
+
+
+def test_radiance_merge_is_debevec_with_the_known_response():
+    import numpy as np
+
+    from eapnet.baselines import debevec
+    from eapnet.data.synthetic import generate_scene
+
+    ldrs, evs, _ = generate_scene(3, 64, 80)
+    ours = radiance_merge(torch.from_numpy(ldrs).permute(0, 3, 1, 2)[None].float(),
+                          torch.tensor(evs, dtype=torch.float32)[None])[0].permute(1, 2, 0).numpy()
+    cv = debevec(ldrs, evs)
+    assert ours.shape == cv.shape and np.all(ours > 0)
+    # Same formula; OpenCV's integer hat weights differ from ours by a fraction of a code value.
+    assert np.median(np.abs(ours - cv)) < 2e-3
+    assert np.mean(np.abs(ours - cv)) < 1e-2
+
+
+def test_radiance_merge_of_consistent_frames_is_the_scene():
+    # Three exposures of one linear scene, none clipped: the merge returns it (up to the hat weights'
+    # averaging of identical values, exactly).
+    lin = torch.linspace(0.01, 0.2, 40).reshape(1, 1, 1, 5, 8).expand(1, 1, 3, 5, 8)
+    evs = torch.tensor([[-1.0, 0.0, 1.0]])
+    ldrs = torch.cat([(lin * 2.0 ** e) ** (1 / 2.24) for e in evs[0]], 1)
+    torch.testing.assert_close(radiance_merge(ldrs, evs), lin[:, 0] ** (1 / 2.24), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["standard", "lightweight"])
