@@ -1,0 +1,303 @@
+"""Int8 quantization of EAPNet with PT2E: quantization-aware training (QAT), post-training calibration (PTQ),
+conversion to the Q/DQ reference model, and a ``.pt2`` file the mobile exporters reload.
+
+The flow (torchao PT2E; graphs from ``torch.export``)::
+
+    prepared = prepare_qat(model, "xnnpack")          # fake-quant graph, train mode, float weights
+    ...train prepared (ldrs (B, 3, 3, H, W) with H, W multiples of 8) like the float model...
+    qmodel = convert(prepared)                        # Q/DQ int8 reference model
+    save_quantized("runs/x/standard-q8-xnnpack.pt2", qmodel, None, {"config": cfg.to_dict(), ...})
+    model, meta = load_quantized("runs/x/standard-q8-xnnpack.pt2")   # Padded: any H, W
+
+or, from a float model, ``convert(prepare_ptq(model, "coreml", calib_batches))``.
+
+Backends (``QUANT_BACKENDS``):
+
+* ``"xnnpack"``: ExecuTorch's ``XNNPACKQuantizer``, symmetric int8, per-channel conv weights except
+  transposed convs, whose weights are per-tensor: a per-channel transposed conv fails ExecuTorch lowering
+  (``Missing out variants: dequantize_per_channel``).
+* ``"coreml"``: ExecuTorch's port of coremltools' ``CoreMLQuantizer`` (the one in coremltools 9.0 imports
+  ``torch.ao.quantization.quantizer``, which torch 2.13 no longer has), W8A8: int8 symmetric per-channel
+  weights, uint8 activations. It does not annotate transposed convs; they stay float. Preparing is slow
+  (~1 min on 2 cores): the quantizer traces ~400 pattern graphs whatever the model.
+
+Graphs take H, W multiples of 8 (``QUANT_MULTIPLE``, EAPNet's PDUB padding); :class:`Padded` restores the
+float model's any-size interface. Inputs: ``ldrs`` gamma-encoded LDR frames in [0, 1], ``evs`` stops.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.export import Dim
+
+from eapnet.model import pad_frames
+from eapnet.runs import atomic_path
+
+QUANT_BACKENDS = ("xnnpack", "coreml")
+QUANT_MULTIPLE = 8          # graphs are exported for H, W = 8 * k; Padded pads other sizes
+_MAX_SIDE = 4096            # largest exported H or W (NTIRE frames are 1060 x 1900)
+_MAX_BATCH = 64
+_META_NAME = "eapnet_quant.json"   # the extra file in the .pt2 that holds save_quantized's ``meta``
+
+
+def example_inputs(batch: int = 2, height: int = 64, width: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed example ``(ldrs (B, 3, 3, H, W) in [0, 1], evs (B, 3) = [-2, 0, 2] stops)`` for tracing."""
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(batch, 3, 3, height, width, generator=g), torch.tensor([[-2.0, 0.0, 2.0]] * batch)
+
+
+def _dynamic_shapes(batch_dynamic: bool) -> tuple[dict, dict]:
+    # Dims must be made per export call: torch.export ties a Dim object to one program.
+    b = Dim("batch", min=1, max=_MAX_BATCH) if batch_dynamic else None
+    h = Dim("h8", min=1, max=_MAX_SIDE // QUANT_MULTIPLE)
+    w = Dim("w8", min=1, max=_MAX_SIDE // QUANT_MULTIPLE)
+    ldrs = {3: QUANT_MULTIPLE * h, 4: QUANT_MULTIPLE * w}
+    if b is not None:
+        ldrs[0] = b
+    return ldrs, ({0: b} if b is not None else {})
+
+
+def _trace_example(example, batch_dynamic: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``example`` (default :func:`example_inputs`) checked and shaped for tracing dynamic dims."""
+    ldrs, evs = example if example is not None else example_inputs()
+    if (ldrs.dim() != 5 or ldrs.shape[-2] % QUANT_MULTIPLE or ldrs.shape[-1] % QUANT_MULTIPLE
+            or min(ldrs.shape[-2:]) < 2 * QUANT_MULTIPLE):
+        raise ValueError(f"example ldrs must be (B, 3, 3, H, W) with H, W multiples of {QUANT_MULTIPLE} and at "
+                         f"least {2 * QUANT_MULTIPLE}, got {tuple(ldrs.shape)}")
+    if batch_dynamic and ldrs.shape[0] == 1:
+        # torch.export specialises a size-1 dim to a constant; two copies trace the same graph.
+        ldrs, evs = ldrs.repeat(2, 1, 1, 1, 1), evs.repeat(2, 1)
+    return ldrs, evs
+
+
+def export_for_quant(model: nn.Module, example=None, *, batch_dynamic: bool = True) -> torch.fx.GraphModule:
+    """``torch.export`` a copy of the float ``model`` (eval) for PT2E quantization; returns ``ep.module()``.
+
+    Batch (if ``batch_dynamic``) and H, W are dynamic, H and W restricted to multiples of 8 (up to 4096), so
+    one prepared model serves 96², 128², 256² inputs. ``example``: ``(ldrs, evs)`` with H, W multiples of 8
+    and >= 16, default :func:`example_inputs` (2, 3, 3, 64, 64). Other sizes go through :class:`Padded`.
+    The model is copied first: an exported module shares its parameters, and QAT must not train the caller's
+    float model in place.
+    """
+    multiple = getattr(getattr(model, "config", None), "pad_multiple", 1)
+    if QUANT_MULTIPLE % multiple:
+        raise ValueError(f"model pads to multiples of {multiple}, which does not divide {QUANT_MULTIPLE}")
+    example = _trace_example(example, batch_dynamic)
+    model = copy.deepcopy(model).eval()
+    ep = torch.export.export(model, example, dynamic_shapes=_dynamic_shapes(batch_dynamic))
+    return ep.module()
+
+
+def quantizer_for(backend: str, *, qat: bool = True):
+    """The PT2E quantizer for ``backend`` (one of ``QUANT_BACKENDS``): int8, per-channel conv weights.
+
+    ``qat`` picks fake-quant modules for training (True) or calibration observers for PTQ (False).
+    """
+    if backend == "xnnpack":
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+        )
+
+        q = XNNPACKQuantizer().set_global(_xnnpack_config(per_channel=True, qat=qat))
+        # Per-tensor transposed-conv weights (per-channel ones break ExecuTorch lowering). The operator hook,
+        # not set_module_type: an exported graph's weight nodes carry no nn_module_stack, so a module-type
+        # filter rejects the whole conv and leaves it float (measured).
+        q.set_operator_type(torch.ops.aten.conv_transpose2d.input, _xnnpack_config(per_channel=False, qat=qat))
+        return _float_head(q)
+    if backend == "coreml":
+        from coremltools.optimize.torch.quantization import (
+            LinearQuantizerConfig,
+            ModuleLinearQuantizerConfig,
+        )
+        from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
+
+        # PTQ: plain min/max over all calibration batches; QAT: coremltools' default moving averages.
+        observer = "moving_average_min_max" if qat else "min_max"
+        w8a8 = ModuleLinearQuantizerConfig(quantization_scheme="symmetric", weight_dtype=torch.qint8,
+                                           weight_per_channel=True, activation_dtype=torch.quint8,
+                                           weight_observer=observer, activation_observer=observer)
+        return _float_head(CoreMLQuantizer(LinearQuantizerConfig(global_config=w8a8)))
+    raise ValueError(f"unknown quantization backend {backend!r}: expected one of {QUANT_BACKENDS}")
+
+
+def _float_head(quantizer):
+    """``quantizer`` with the output head left in float: every op after the last conv (the residual add to
+    the radiance merge, the final ReLU, the crop) keeps float inputs and outputs.
+
+    Why: the head's output is the HDR image itself; an int8 output would be 255 levels over the whole
+    dynamic range, which costs dB of PSNR-μ in the dark regions where μ-law tone mapping magnifies every
+    step. The convs (all the compute) stay int8; XNNPACK runs the few float elementwise ops as well."""
+    from torchao.quantization.pt2e.quantizer.quantizer import (
+        Q_ANNOTATION_KEY,
+        Quantizer,
+    )
+
+    class FloatHead(Quantizer):
+        inner = quantizer  # the backend's own quantizer (its config, for inspection)
+
+        def transform_for_annotation(self, model):
+            return quantizer.transform_for_annotation(model)
+
+        def annotate(self, model):
+            model = quantizer.annotate(model)
+            convs = (torch.ops.aten.conv2d.default, torch.ops.aten.conv_transpose2d.input)
+            feeds_conv: set = set()
+            for node in reversed(model.graph.nodes):  # reverse topological order: users come first
+                if node.target in convs or any(u in feeds_conv for u in node.users):
+                    feeds_conv.add(node)
+            for node in model.graph.nodes:
+                if node.op == "call_function" and node not in feeds_conv and node.target not in convs:
+                    node.meta.pop(Q_ANNOTATION_KEY, None)
+            return model
+
+        def validate(self, model):
+            return quantizer.validate(model)
+
+    return FloatHead()
+
+
+def _xnnpack_config(per_channel: bool, qat: bool):
+    """XNNPACK's symmetric int8 config; for QAT with fake-quant modules whose qparams are convert's."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e import (
+        FakeQuantize,
+        MovingAverageMinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
+    )
+
+    cfg = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat)
+    if not qat:
+        return cfg
+    # XNNPACK's QAT default, FusedMovingAvgObsFakeQuantize, fake-quantizes with qparams of its own kernel:
+    # 255 levels instead of the spec's symmetric [-127, 127], affine for single-sign weight channels. The
+    # trained graph then differed from its converted form on 99 % of weights (measured). Plain FakeQuantize
+    # uses its observer's qparams, the ones convert_pt2e bakes in.
+    act = dataclasses.replace(cfg.input_activation, observer_or_fake_quant_ctr=FakeQuantize.with_args(
+        observer=MovingAverageMinMaxObserver, eps=2**-12))
+    # averaging_constant=1: weight ranges follow the current weights, which convert quantizes with them.
+    w_obs = MovingAveragePerChannelMinMaxObserver if per_channel else MovingAverageMinMaxObserver
+    weight = dataclasses.replace(cfg.weight, observer_or_fake_quant_ctr=FakeQuantize.with_args(
+        observer=w_obs, averaging_constant=1.0, eps=2**-12))
+    return dataclasses.replace(cfg, input_activation=act, output_activation=act, weight=weight)
+
+
+def prepare_qat(model: nn.Module, backend: str = "xnnpack", example=None) -> torch.fx.GraphModule:
+    """Fake-quant graph of ``model`` for quantization-aware training, in train mode.
+
+    Train it like the float model (any optimizer over ``prepared.parameters()``) on ldrs whose H, W are
+    multiples of 8 (or through :class:`Padded`). Its observers update on every forward, training or not;
+    :func:`freeze_observers` stops them. ``.train()``/``.eval()`` raise on exported graphs; the mode is set
+    with torchao's ``move_exported_model_to_train/eval`` (it only affects dropout and batch norm).
+    """
+    from torchao.quantization.pt2e import move_exported_model_to_train
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    quantizer = quantizer_for(backend, qat=True)   # an unknown backend fails before the slow export
+    return move_exported_model_to_train(prepare_qat_pt2e(export_for_quant(model, example), quantizer))
+
+
+def prepare_ptq(model: nn.Module, backend: str,
+                calib_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.fx.GraphModule:
+    """Observed graph of ``model`` calibrated for post-training quantization; pass it to :func:`convert`.
+
+    ``calib_batches``: ``(ldrs (B, 3, 3, H, W) in [0, 1], evs (B, 3))`` pairs, any H, W (padded to 8 as
+    in inference). Use several representative scenes: ranges from one input clip the others.
+    """
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    if not calib_batches:
+        raise ValueError("prepare_ptq needs at least one calibration batch")
+    quantizer = quantizer_for(backend, qat=False)
+    prepared = move_exported_model_to_eval(prepare_pt2e(export_for_quant(model), quantizer))
+    with torch.no_grad():
+        for ldrs, evs in calib_batches:
+            prepared(pad_frames(ldrs, QUANT_MULTIPLE), evs)
+    return prepared
+
+
+def freeze_observers(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Stop the observers of a prepared graph (scales and zero points stay fixed; fake-quant stays on)."""
+    from torchao.quantization.pt2e import disable_observer
+
+    return prepared.apply(disable_observer)
+
+
+def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """The Q/DQ int8 reference model (eval mode) of a trained or calibrated graph; ``prepared`` is kept as is,
+    so training can go on after converting a snapshot."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    return convert_pt2e(move_exported_model_to_eval(copy.deepcopy(prepared)))
+
+
+class Padded(nn.Module):
+    """The float model's interface for a graph that takes H, W multiples of ``multiple``: replicate-pads
+    ``(B, 3, 3, H, W)`` frames at the bottom/right (``eapnet.model.pad_frames``), calls ``inner(ldrs, evs)``
+    and crops its ``(B, 3, Hp, Wp)`` output back to ``(B, 3, H, W)``."""
+
+    def __init__(self, inner: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], multiple: int = QUANT_MULTIPLE):
+        super().__init__()
+        self.inner = inner
+        self.multiple = multiple
+
+    def forward(self, ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
+        H, W = ldrs.shape[-2], ldrs.shape[-1]
+        return self.inner(pad_frames(ldrs, self.multiple), evs)[..., :H, :W]
+
+    def train(self, mode: bool = True) -> Padded:
+        # Exported graphs raise on .train()/.eval() (their mode is fixed at export): set only our flag, so
+        # callers can still call model.eval() as on the float model.
+        self.training = mode
+        return self
+
+
+def save_quantized(path: str | os.PathLike, gm: nn.Module, example=None, meta: dict | None = None) -> Path:
+    """Write the converted int8 model ``gm`` (or a :class:`Padded` around it) to ``path`` (a ``.pt2``).
+
+    The graph is exported again with dynamic batch and H, W = 8 * k (``example`` as in
+    :func:`export_for_quant`) and saved with ``torch.export.save``, ``meta`` (JSON-serialisable: config
+    dict, backend, ...) stored inside the file. Atomic: a crash never leaves a partial file at ``path``.
+    The re-exported program is checked against ``gm`` (bit-identical on a 32² input) before anything is written.
+    """
+    if isinstance(gm, Padded):
+        gm = gm.inner
+    example = _trace_example(example, batch_dynamic=True)
+    meta_json = json.dumps(meta or {})   # fails here, before anything is written, if not JSON-serialisable
+    ep = torch.export.export(gm, example, dynamic_shapes=_dynamic_shapes(batch_dynamic=True))
+    check = example_inputs(1, 32, 32)   # small: the reference Q/DQ ops are slow (~2 s for 2 x 64² on CPU)
+    with torch.no_grad():
+        want, got = gm(*check), ep.module()(*check)
+    if not torch.equal(want, got):
+        raise RuntimeError(f"re-exported quantized program differs from the module: max abs diff "
+                           f"{(want - got).abs().max().item():.3g}")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.export.save(ep, tmp, extra_files={_META_NAME: meta_json})
+    return path
+
+
+def load_quantized(path: str | os.PathLike) -> tuple[Padded, dict]:
+    """``(Padded(program), meta)`` from a file written by :func:`save_quantized`: the int8 model with the
+    float model's interface (any H, W, eval mode) and the ``meta`` dict saved with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no quantized model at {path}")
+    extra = {_META_NAME: ""}
+    try:
+        ep = torch.export.load(path, extra_files=extra)
+    except Exception as e:  # torch raises assorted zip/pickle/flatbuffer errors for a damaged file
+        raise ValueError(f"{path} is not a readable torch.export program ({type(e).__name__}: {e})") from e
+    if not extra[_META_NAME]:
+        raise ValueError(f"{path} has no {_META_NAME}: not written by compress.quantize.save_quantized")
+    return Padded(ep.module()).eval(), json.loads(extra[_META_NAME])

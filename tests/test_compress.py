@@ -1,0 +1,270 @@
+"""Compression: budget parsing, block dropping, channel pruning round trips, sensitivity and budget search."""
+import pytest
+import torch
+
+from compress.prune import (
+    PruneError,
+    drop_blocks,
+    get_width,
+    prune_to,
+    set_width,
+    width_knobs,
+)
+from compress.qat import parse_args
+from compress.search import (
+    BudgetError,
+    config_maccs,
+    damage_fn,
+    greedy_search,
+    minimum_config,
+    sensitivity,
+    uniform_config,
+)
+from eapnet import EAPNetConfig, count_maccs
+from eapnet.checkpoint import load_model, save_checkpoint
+from eapnet.model import EAPNet
+
+# Small enough for milliseconds, wide enough (multiples of 8 above the floor) for every knob to be prunable.
+SMALL = EAPNetConfig(name="small", num_blocks=3, pdub_widths=((24, 16, 24),) * 3, enc_channels=16,
+                     feat_channels=24, tail_channels=16, align="half", attention="half", upsample="conv",
+                     base="merge")
+RES = (64, 96)  # MAccs counted at this size in these tests
+
+
+def _model(cfg=SMALL, seed=0) -> EAPNet:
+    torch.manual_seed(seed)
+    m = EAPNet(cfg).eval()
+    with torch.no_grad():
+        for p in m.parameters():  # trained-looking weights (the output conv starts at zero)
+            p.normal_(0, 0.2)
+    return m
+
+
+def _inputs(b=2, h=32, w=40, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, 3, h, w, generator=g), torch.tensor([[-2.0, 0.0, 2.0]] * b)
+
+
+# ------------------------------------------------------------------------------------------ arguments
+
+
+@pytest.mark.parametrize("text,value", [("100G", 100 * 10**9), ("1.5e11", 150 * 10**9),
+                                        ("150000M", 150 * 10**9)])
+def test_target_maccs_parses(text, value):
+    assert parse_args(["--target-maccs", text]).target_maccs == value
+
+
+@pytest.mark.parametrize("text", ["lots", "-5G", "0", "100X", ""])
+def test_bad_target_maccs_fails_clearly(text, capsys):
+    with pytest.raises(SystemExit):
+        parse_args([f"--target-maccs={text}"])
+    err = capsys.readouterr().err
+    assert "--target-maccs" in err and "MAcc budget" in err
+
+
+def test_other_bad_arguments_name_the_problem(capsys, tmp_path):
+    for argv, needle in [(["--patch", "30"], "--patch"), (["--steps", "1", "2", "3"], "--steps"),
+                         (["--data", str(tmp_path / "nope")], "no such folder"),
+                         (["--distill-weight", "2"], "--distill-weight"), (["--resolution", "big"], "HxW")]:
+        with pytest.raises(SystemExit):
+            parse_args(["--target-maccs", "100G", *argv])
+        assert needle in capsys.readouterr().err
+    assert parse_args(["--target-maccs", "1G", "--steps", "7"]).steps == [7, 7]
+
+
+# ------------------------------------------------------------------------------------------ pruning
+
+
+def test_pruning_nothing_gives_identical_outputs():
+    m = _model()
+    x = _inputs()
+    with torch.no_grad():
+        ref = m(*x)
+        assert torch.equal(prune_to(m, SMALL)(*x), ref)
+        assert torch.equal(drop_blocks(m, [0, 1, 2])(*x), ref)
+        for imp in ("magnitude",):
+            assert torch.equal(prune_to(m, SMALL, imp)(*x), ref)
+
+
+def test_prune_to_reaches_the_target_config_and_keeps_the_most_important_channels():
+    m = _model()
+    target = set_width(set_width(SMALL, "pdub.1.w1", 8), "enc_channels", 8)
+    # Make channels 3, 5, 7, 9, ... of block 1's first encoder level clearly the strongest.
+    strong = [3, 5, 7, 9, 11, 13, 15, 17]
+    with torch.no_grad():
+        m.blocks[1].enc1.pw.weight.mul_(0.01)
+        m.blocks[1].enc1.pw.weight[strong] *= 1000
+    p = prune_to(m, target, "magnitude")
+    assert isinstance(p, EAPNet) and p.config == target
+    assert p.blocks[1].enc1.pw.weight.shape[0] == 8
+    torch.testing.assert_close(p.blocks[1].enc1.pw.weight, m.blocks[1].enc1.pw.weight[strong])
+    with torch.no_grad():
+        y = p(*_inputs())
+    assert y.shape == (2, 3, 32, 40) and torch.isfinite(y).all()
+    assert count_maccs(p, *RES) == config_maccs(target, *RES) < count_maccs(m, *RES)
+
+
+def test_frozen_weights_prune_like_trainable_ones():
+    # a teacher has requires_grad=False; DepGraph traces autograd, so this once left layers unpruned
+    m = _model()
+    target = set_width(SMALL, "enc_channels", 8)
+    a = prune_to(m, target)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    b = prune_to(m, target)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+
+
+def test_taylor_importance_prunes_and_needs_calibration():
+    m = _model()
+    target = set_width(SMALL, "pdub.0.w2", 8)
+    with pytest.raises(PruneError, match="calibration"):
+        prune_to(m, target, "taylor")
+    ldrs, evs = _inputs()
+    p = prune_to(m, target, "taylor", [(ldrs, evs, torch.rand(2, 3, 32, 40))])
+    assert p.config == target and all(q.grad is None for q in m.parameters())
+
+
+def test_prune_to_refuses_widening_and_structural_changes():
+    m = _model()
+    with pytest.raises(PruneError, match="exceeds"):
+        prune_to(m, set_width(SMALL, "tail_channels", 32))
+    with pytest.raises(PruneError, match="align"):
+        prune_to(m, SMALL.replace(align="full"))
+    with pytest.raises(PruneError, match="unknown width knob"):
+        get_width(SMALL, "pdub.9.w1")
+
+
+def test_drop_blocks_removes_a_block_and_its_fusion_columns():
+    m = _model()
+    d = drop_blocks(m, [0, 2])
+    assert d.config.num_blocks == 2 and d.config.pdub_widths == (SMALL.pdub_widths[0], SMALL.pdub_widths[2])
+    torch.testing.assert_close(d.blocks[1].enc1.pw.weight, m.blocks[2].enc1.pw.weight)
+    F = SMALL.feat_channels
+    torch.testing.assert_close(d.gff[0].weight, torch.cat([m.gff[0].weight[:, :F], m.gff[0].weight[:, 2 * F:]], 1))
+    with pytest.raises(PruneError, match="increasing"):
+        drop_blocks(m, [2, 0])
+
+
+def test_a_pruned_checkpoint_rebuilds_from_its_config_alone(tmp_path):
+    m = _model()
+    target = set_width(set_width(SMALL, "pdub.2.w3", 8), "tail_channels", 8)
+    p = prune_to(drop_blocks(m, [0, 2]), target.replace(num_blocks=2, pdub_widths=target.pdub_widths[:2]))
+    save_checkpoint(tmp_path / "p.pt", p)
+    q = load_model(tmp_path / "p.pt")
+    assert q.config == p.config
+    with torch.no_grad():
+        assert torch.equal(q(*_inputs()), p(*_inputs()))
+
+
+def test_width_knobs_cover_every_config_width():
+    knobs = width_knobs(SMALL)
+    assert len(knobs) == 3 + 3 * SMALL.num_blocks
+    cfg = SMALL
+    for i, k in enumerate(knobs):
+        cfg = set_width(cfg, k, 8 + i)
+    assert [get_width(cfg, k) for k in knobs] == [8 + i for i in range(len(knobs))]
+
+
+# ------------------------------------------------------------------------------------------ search
+
+
+@pytest.fixture(scope="module")
+def sens():
+    m = _model()
+    return m, sensitivity(m, [_inputs(2, 32, 32)], progress=False)
+
+
+def test_sensitivity_is_zero_unpruned_and_positive_when_pruned(sens):
+    m, s = sens
+    for knob in width_knobs(SMALL):
+        pts = s.widths[knob]
+        assert pts[get_width(SMALL, knob)] == 0.0
+        assert all(d > 0 for w, d in pts.items() if w < get_width(SMALL, knob))
+    assert set(s.blocks) == {0, 1, 2} and all(d > 0 for d in s.blocks.values())
+    # the damage of the measured point is what damage_fn says of that pruned model
+    f = damage_fn(m, [_inputs(2, 32, 32)])
+    w = min(s.widths["feat_channels"])
+    assert f(prune_to(m, set_width(SMALL, "feat_channels", w))) == pytest.approx(s.widths["feat_channels"][w])
+
+
+def test_greedy_search_meets_the_budget_and_beats_uniform_scaling(sens):
+    m, s = sens
+    full = config_maccs(SMALL, *RES)
+    target = int(full * 0.6)
+    res = greedy_search(s, target, height=RES[0], width=RES[1])
+    assert res.maccs <= target and res.steps
+    kept = drop_blocks(m, res.kept_blocks)
+    p = prune_to(kept, res.config)
+    assert count_maccs(p, *RES) == res.maccs
+    uni, scale = uniform_config(SMALL, target, height=RES[0], width=RES[1])
+    assert config_maccs(uni, *RES) <= target and 0 < scale < 1
+    f = damage_fn(m, [_inputs(2, 32, 32)])
+    # the search exists to lose less than uniform scaling at the same budget (zero-shot, same data)
+    assert f(p) < f(prune_to(m, uni))
+
+
+def test_an_unreachable_budget_names_the_minimum(sens):
+    _, s = sens
+    floor = config_maccs(minimum_config(SMALL), *RES)
+    with pytest.raises(BudgetError, match="below the smallest network") as e:
+        greedy_search(s, floor - 1, height=RES[0], width=RES[1])
+    assert f"{floor / 1e9:.2f} G" in str(e.value)
+    assert greedy_search(s, floor, height=RES[0], width=RES[1]).maccs <= floor
+
+
+def test_a_budget_above_the_model_needs_no_moves(sens):
+    _, s = sens
+    res = greedy_search(s, config_maccs(SMALL, *RES), height=RES[0], width=RES[1])
+    assert res.config == SMALL and res.steps == []
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+
+
+def _small_checkpoint(tmp_path):
+    path = tmp_path / "small.pt"
+    save_checkpoint(path, _model())
+    return path
+
+
+def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
+    import json
+
+    from compress.qat import main
+    from compress.quantize import load_quantized
+
+    ckpt = _small_checkpoint(tmp_path)
+    full = config_maccs(SMALL, *RES)
+    target = int(full * 0.7)
+    out = tmp_path / "run"
+    rc = main(["--target-maccs", str(target), "--checkpoint", str(ckpt), "--resolution", f"{RES[0]}x{RES[1]}",
+               "--steps", "2", "1", "--calib-scenes", "2", "--heldout", "2", "--patch", "32",
+               "--batch-size", "2", "--out", str(out), "--quiet"])
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    # the report's MAccs are the one counter's, at the requested resolution, and within the budget
+    student = load_model(out / "compressed.pt")
+    assert count_maccs(student, *RES) == rep["models"]["compressed (float)"]["maccs"] <= target
+    assert rep["pdub_count"] == student.config.num_blocks and rep["config"] == student.config.to_dict()
+    for name in ("teacher (float)", "compressed (float)", "compressed (int8, xnnpack)"):
+        assert rep["models"][name]["scores"]["heldout_synthetic"]["psnr_mu"] > 0
+    assert set(rep["wall_s"]) >= {"search+prune", "finetune", "qat", "evaluate", "total"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["args"]["target_maccs"] == target and "torch" in run["versions"]
+    assert "PSNR-μ" in (out / "report.md").read_text()
+    int8, meta = load_quantized(out / "int8.pt2")
+    assert meta["maccs"] == rep["models"]["compressed (float)"]["maccs"]
+    ldrs, evs = _inputs(1, 24, 40)
+    with torch.no_grad():
+        assert int8(ldrs, evs).shape == (1, 3, 24, 40)
+
+
+def test_qat_cli_unreachable_budget_exits_with_the_minimum(tmp_path, capsys):
+    from compress.qat import main
+
+    rc = main(["--target-maccs", "1M", "--checkpoint", str(_small_checkpoint(tmp_path)), "--resolution", "64x96",
+               "--calib-scenes", "1", "--out", str(tmp_path / "run"), "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "below the smallest network" in err and "G at 96x64" in err
