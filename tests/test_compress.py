@@ -268,3 +268,58 @@ def test_qat_cli_unreachable_budget_exits_with_the_minimum(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "below the smallest network" in err and "G at 96x64" in err
+
+
+def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
+    import json
+
+    from compress import qat, sweep
+
+    calls = []
+
+    def fake_qat(argv):  # one report per budget, as compress/qat.py writes it
+        budget, out = int(argv[argv.index("--target-maccs") + 1]), argv[argv.index("--out") + 1]
+        calls.append(argv)
+        if budget < 50:
+            return 2  # unreachable: the sweep records it and fails at the end
+        rep = {"pdub_count": 3, "models": {
+            "teacher (float)": {"maccs": 200, "params": 5000, "scores": {"heldout_synthetic": {
+                "psnr_mu": 30.0, "psnr_l": 40.0}}},
+            "compressed (int8, xnnpack)": {"maccs": budget - 1, "params": 3000, "scores": {"heldout_synthetic": {
+                "psnr_mu": 29.5, "psnr_l": 39.0}}}}}
+        from pathlib import Path
+
+        Path(out).mkdir(parents=True)
+        (Path(out) / "report.json").write_text(json.dumps(rep))
+        return 0
+
+    monkeypatch.setattr(qat, "main", fake_qat)
+    rc = sweep.main(["--budgets", "100", "150", "10", "--out", str(tmp_path), "--", "--steps", "5"])
+    assert rc == 1  # one budget failed
+    assert [c[c.index("--target-maccs") + 1] for c in calls] == ["150", "100", "10"]
+    assert all(c[-2:] == ["--steps", "5"] for c in calls)
+    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    assert [(r["model"], r["gmaccs"]) for r in rows][1] == ("compressed (int8, xnnpack)", 149 / 1e9)
+    assert rows[1]["heldout_synthetic_psnr_mu"] == 29.5 and len(rows) == 4
+    md = (tmp_path / "sweep.md").read_text()
+    assert "heldout_synthetic_psnr_mu" in md and "29.50" in md and "failed" in md
+    assert (tmp_path / "sweep.csv").read_text().count("\n") == 5
+    with pytest.raises(SystemExit, match="--out"):
+        sweep.main(["--budgets", "100", "--out", str(tmp_path / "x"), "--", "--out", "y"])
+
+
+@pytest.mark.slow
+def test_qat_cli_on_the_shipped_standard_model(tmp_path):
+    # The README's main job with short stages (about 5 minutes on 2 cores): the budget is met by the one
+    # counter at 1900x1060 and the int8 model stays close to its float form.
+    import json
+
+    from compress.qat import main
+
+    out = tmp_path / "run"
+    assert main(["--target-maccs", "100G", "--steps", "20", "10", "--calib-scenes", "8", "--heldout", "4",
+                 "--out", str(out), "--quiet"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    f, q = rep["models"]["compressed (float)"], rep["models"]["compressed (int8, xnnpack)"]
+    assert count_maccs(load_model(out / "compressed.pt")) == f["maccs"] <= 100 * 10**9
+    assert abs(f["scores"]["heldout_synthetic"]["psnr_mu"] - q["scores"]["heldout_synthetic"]["psnr_mu"]) < 1.0
