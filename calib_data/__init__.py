@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,21 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from eapnet.data import DataError, MissingFileError, list_ntire_ids, read_ntire
+from eapnet.runs import file_sha256
 
 __all__ = ["DEFAULT", "MANIFEST", "file_sha256", "load_calibration", "verify"]
 
 DEFAULT = Path(__file__).parent / "default"
 MANIFEST = "manifest.json"
 _REBUILD = "python -m calib_data.build --out FOLDER"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_calibration(folder: str | os.PathLike = DEFAULT, limit: int | None = None

@@ -78,6 +78,17 @@ def _json_default(o: Any):
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (checkpoints, calibration files, exported artifacts)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def package_versions() -> dict[str, str]:
     """Versions of Python, the platform and the packages that shape our numbers."""
     out = {"python": platform.python_version(), "platform": platform.platform()}

@@ -14,13 +14,14 @@ Core ML off the Neural Engine, and the padding to a multiple of 8 then happens i
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from eapnet.runs import file_sha256
 
 __all__ = ["DEFAULT_SIZE", "Source", "load_source", "example_inputs", "export_fixed", "artifact_name",
            "file_sha256", "parse_size"]
@@ -42,14 +43,6 @@ class Source:
     maccs: int | None = None       # NTIRE 2022 MAccs at 1060x1900
     params: int | None = None
     quant_backend: str | None = None  # the quantizer flavour of an int8 source ("xnnpack" / "coreml")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def parse_size(text: str) -> tuple[int, int]:
