@@ -1,0 +1,351 @@
+"""Core ML export: EAPNet -> ``.mlpackage`` (ML Program, iOS 17+), at a fixed input size.
+
+    python -m mobile_export.coreml_export --source standard                      # fp16, 1060x1900
+    python -m mobile_export.coreml_export --source lightweight --precision int8w --size 128x192 --out runs/cm
+    python -m mobile_export.coreml_export --source runs/x/int8-coreml.pt2        # w8a8 from a Core ML int8 program
+
+The shared step (``mobile_export.common``: load -> eval -> ``torch.export`` at a fixed size) hands this module
+an ``ExportedProgram``; ``run_decompositions({})`` brings it to the ATen op set coremltools 9.0 reads, and
+``ct.convert`` lowers it to an ML Program. Precisions (``PRECISIONS``):
+
+- ``fp16``: float16 compute and weights (``compute_precision=FLOAT16``): what the Neural Engine runs.
+- ``int8w``: the fp16 program with every conv and transposed-conv weight stored as int8, symmetric, per output
+  channel (``coremltools.optimize.coreml.linear_quantize_weights``, ``linear_symmetric``, no size threshold);
+  weights are dequantized at load, compute stays fp16. About half the fp16 package size.
+- ``w8a8``: int8 weights and int8/uint8 activations (quantize/dequantize pairs around every conv). From an int8
+  ``.pt2`` made with the Core ML quantizer flavour (``compress/qat.py --backend coreml``), its Q/DQ program is
+  converted as is; from a float model, post-training quantization with the same quantizer
+  (``compress.quantize.prepare_ptq(model, "coreml", ...)``) on scenes of ``calib_data`` first. Why not
+  ``coremltools.optimize.coreml.linear_quantize_activations``: in coremltools 9.0 it calibrates by running the
+  Core ML model (``MLModel.predict`` on intermediate outputs), which exists only on macOS; the PT2E route works
+  on any machine and leaves a PyTorch int8 model to check the package against.
+- ``fp32``: float32 compute, a reference for debugging the conversion (not a deployment target).
+
+Interface of every package: inputs ``ldrs`` (1, 3, 3, H, W) float32 gamma-encoded LDR frames in [0, 1] (short,
+medium, long) and ``evs`` (1, 3) float32 stops relative to the medium frame; output ``hdr`` (1, 3, H, W)
+float32, gamma-encoded HDR (medium-frame units, >= 0). I/O stays float32 at every precision (an fp16 program
+casts inside). Metadata (``user_defined_metadata``): variant, maccs (NTIRE 2022 MAccs at 1060x1900), params,
+source file and its sha256, precision, size, and ``parity`` ("pending" until the parity harness writes it with
+:func:`set_metadata`). Packages are written atomically: built beside the target, then renamed into place.
+
+Core ML prediction needs macOS; ``mobile_export.mil_interp`` reference-executes a package anywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobile_export.common import (
+    DEFAULT_SIZE,
+    Source,
+    artifact_name,
+    export_fixed,
+    load_source,
+    parse_size,
+)
+
+__all__ = [
+    "CALIB_SCENES",
+    "PRECISIONS",
+    "export_mlpackage",
+    "main",
+    "read_metadata",
+    "set_metadata",
+    "to_mlmodel",
+]
+
+PRECISIONS = ("fp16", "int8w", "w8a8", "fp32")
+CALIB_SCENES = 16
+"""Calibration scenes (of ``calib_data``'s 32) for w8a8 post-training quantization of a float model."""
+MACCS_AT = "1060x1900"   # the resolution of Source.maccs (NTIRE 2022 convention)
+PARITY_PENDING = "pending"
+
+
+# ------------------------------------------------------------------------------------------ conversion
+
+
+def _coreml_program(module: torch.nn.Module, size: tuple[int, int]) -> torch.export.ExportedProgram:
+    """The shared fixed-size export, decomposed to the ATen ops coremltools 9.0 reads."""
+    ep = export_fixed(module, size).run_decompositions({})
+    # An identity crop (H, W already multiples of the model's padding) exports as aten.alias, which coremltools
+    # 9.0 has no converter for; its functional twin alias_copy is a registered no-op.
+    changed = False
+    for node in ep.graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.aten.alias.default:
+            node.target = torch.ops.aten.alias_copy.default
+            changed = True
+    if changed:
+        ep.graph_module.recompile()
+    return ep
+
+
+def _convert(program: torch.export.ExportedProgram, size: tuple[int, int], compute_precision):
+    import coremltools as ct
+
+    h, w = size
+    # Fresh TensorTypes on every call: ct.convert mutates the ones it is given.
+    inputs = [ct.TensorType(name="ldrs", shape=(1, 3, 3, h, w), dtype=np.float32),
+              ct.TensorType(name="evs", shape=(1, 3), dtype=np.float32)]
+    outputs = [ct.TensorType(name="hdr", dtype=np.float32)]
+    return ct.convert(program, inputs=inputs, outputs=outputs, convert_to="mlprogram",
+                      minimum_deployment_target=ct.target.iOS17, compute_precision=compute_precision,
+                      skip_model_load=True)
+
+
+def _int8_weights(mlmodel):
+    """Every conv / transposed-conv weight as int8 (symmetric, per output channel); compute unchanged."""
+    import coremltools.optimize.coreml as cto
+
+    # weight_threshold=0: also the small depthwise kernels (coremltools' default 2048 would keep them fp16).
+    # Biases (rank 1) are never quantized by coremltools.
+    op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", weight_threshold=0)
+    return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op))
+
+
+def _calibration_batches(calib) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``calib``: None (``CALIB_SCENES`` scenes of ``calib_data``), a scene count, or ``(ldrs, evs)`` batches."""
+    if calib is None or isinstance(calib, int):
+        from calib_data import load_calibration
+
+        n = CALIB_SCENES if calib is None else calib
+        if n < 1:
+            raise ValueError(f"need at least one calibration scene, got {n}")
+        return [(torch.from_numpy(ldrs).permute(0, 3, 1, 2)[None].contiguous(), torch.from_numpy(evs)[None])
+                for _, ldrs, evs, _ in load_calibration(limit=n)]
+    batches = list(calib)
+    if not batches:
+        raise ValueError("calib holds no batches")
+    return batches
+
+
+def _w8a8_module(src: Source, calib) -> tuple[torch.nn.Module, str]:
+    """The PT2E Q/DQ int8 model to convert, and a line on where it came from."""
+    if src.precision == "int8":
+        if src.quant_backend != "coreml":
+            raise ValueError(f"{src.path} was quantized with the {src.quant_backend!r} quantizer flavour; Core ML "
+                             f"w8a8 needs the Core ML one (compress/qat.py --backend coreml), or a float source")
+        return src.module, "PT2E int8 program (Core ML quantizer)"
+    from compress.quantize import Padded, convert, prepare_ptq
+
+    batches = _calibration_batches(calib)
+    where = "scenes of calib_data/default" if calib is None or isinstance(calib, int) else "batches"
+    quantized = convert(prepare_ptq(src.module, "coreml", batches))
+    return Padded(quantized), (f"PT2E post-training quantization (Core ML quantizer, min/max) on "
+                               f"{len(batches)} {where}")
+
+
+def to_mlmodel(source: Source, precision: str = "fp16", size: tuple[int, int] = DEFAULT_SIZE, calib=None):
+    """The converted ``ct.models.MLModel`` of ``source`` (metadata set, nothing written); see the module doc."""
+    import coremltools as ct
+
+    _check(source, precision, size)
+    notes = {}
+    if precision == "w8a8":
+        module, notes["quantization"] = _w8a8_module(source, calib)
+        mlmodel = _convert(_coreml_program(module, size), size, ct.precision.FLOAT16)
+    else:
+        fp = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
+        mlmodel = _convert(_coreml_program(source.module, size), size, fp)
+        if precision == "int8w":
+            mlmodel = _int8_weights(mlmodel)
+            notes["quantization"] = "int8 weights (linear_symmetric, per channel), fp16 compute"
+    h, w = size
+    meta = {
+        "variant": source.variant,
+        "maccs": "unknown" if source.maccs is None else str(int(source.maccs)),
+        "maccs_at": MACCS_AT,
+        "params": "unknown" if source.params is None else str(int(source.params)),
+        "source": Path(source.path).name,
+        "source_sha256": source.sha256,
+        "source_precision": source.precision,
+        "precision": precision,
+        "size": f"{h}x{w}",
+        "parity": PARITY_PENDING,
+        **notes,
+    }
+    mlmodel.user_defined_metadata.update(meta)
+    mlmodel.short_description = (f"EAPNet {source.variant}, {precision}, {h}x{w}: three exposures -> HDR "
+                                 f"(gamma 2.24, medium-frame units)")
+    mlmodel.input_description["ldrs"] = "(1, 3, 3, H, W) short/medium/long LDR frames, gamma-encoded, in [0, 1]"
+    mlmodel.input_description["evs"] = "(1, 3) exposure values in stops relative to the medium frame"
+    mlmodel.output_description["hdr"] = "(1, 3, H, W) HDR, gamma-encoded (linear = hdr ** 2.24), >= 0"
+    return mlmodel
+
+
+def _check(source: Source, precision: str, size) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if source.precision == "int8" and precision != "w8a8":
+        raise ValueError(f"{source.path} is an int8 program: it converts to w8a8 only, not {precision}")
+    if (len(size) != 2 or not all(isinstance(v, int | np.integer) for v in size) or min(size) < 16):
+        raise ValueError(f"size must be (H, W) in pixels, each at least 16, got {size!r}")
+
+
+def export_mlpackage(source: Source | str | os.PathLike, out_dir: str | os.PathLike, *, precision: str = "fp16",
+                     size: tuple[int, int] | str = DEFAULT_SIZE, calib=None) -> Path:
+    """Convert ``source`` and write ``out_dir/<variant>_coreml_<precision>_<H>x<W>.mlpackage``; returns its path.
+
+    ``source``: a :class:`~mobile_export.common.Source`, or anything ``load_source`` takes ("standard",
+    "lightweight", a ``.pt`` checkpoint, a ``.pt2`` int8 program). ``precision``: one of ``PRECISIONS`` (an int8
+    source converts to ``w8a8`` only, and only if made with the Core ML quantizer). ``size``: (H, W) or "HxW".
+    ``calib`` (w8a8 from a float source): None for ``CALIB_SCENES`` scenes of ``calib_data``, a scene count,
+    or a list of ``(ldrs (B, 3, 3, H, W), evs (B, 3))`` batches.
+
+    Atomic: the package is built in a temporary folder beside the target and renamed over it; a failure leaves
+    neither a partial package nor the temporary folder (an existing package of that name stays as it was).
+    """
+    src = source if isinstance(source, Source) else load_source(source)
+    size = parse_size(size) if isinstance(size, str) else tuple(size)
+    mlmodel = to_mlmodel(src, precision, size, calib)
+    path = Path(out_dir) / artifact_name(src.variant, "coreml", precision, size, "mlpackage")
+    _save_atomic(mlmodel, path)
+    return path
+
+
+def _save_atomic(mlmodel, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        staged = tmp / path.name
+        mlmodel.save(str(staged))
+        if path.exists():
+            # An .mlpackage is a folder: os.replace cannot overwrite a non-empty one. Move the old one aside
+            # (same folder, a rename) and put it back if the second rename fails.
+            os.replace(path, tmp / "previous")
+            try:
+                os.replace(staged, path)
+            except OSError:
+                os.replace(tmp / "previous", path)
+                raise
+        else:
+            os.replace(staged, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ metadata
+
+
+def _spec_file(path: str | os.PathLike) -> Path:
+    """The protobuf spec file inside an ``.mlpackage`` (its manifest's root model)."""
+    path = Path(path)
+    if not (path / "Manifest.json").is_file():
+        raise FileNotFoundError(f"{path} is not an .mlpackage (no Manifest.json)")
+    from coremltools.libmodelpackage import ModelPackage
+
+    return Path(ModelPackage(str(path)).getRootModel().path())
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The package's ``user_defined_metadata`` (string -> string)."""
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString(_spec_file(path).read_bytes())
+    return dict(spec.description.metadata.userDefined)
+
+
+def set_metadata(path: str | os.PathLike, **kv) -> dict[str, str]:
+    """Set entries of the package's ``user_defined_metadata``; returns the whole map.
+
+    Strings are stored as they are, other values as JSON (``set_metadata(p, parity=json_dict)``), ``None``
+    removes the key. Only the package's spec file is rewritten (temporary file + rename: atomic); the weights
+    are not touched.
+    """
+    from coremltools.proto import Model_pb2
+
+    from eapnet.runs import atomic_write_bytes
+
+    spec_path = _spec_file(path)
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_path.read_bytes())
+    meta = spec.description.metadata.userDefined
+    for key, value in kv.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    atomic_write_bytes(spec_path, spec.SerializeToString())
+    return dict(meta)
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def _size_arg(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mobile_export.coreml_export",
+                                description="Export EAPNet to a Core ML .mlpackage (ML Program, iOS 17+).")
+    p.add_argument("--source", required=True,
+                   help="'standard', 'lightweight', a .pt checkpoint or a .pt2 int8 program (compress/qat.py)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp16, int8w (int8 weights), w8a8 or fp32 (reference); default fp16, w8a8 for a .pt2")
+    p.add_argument("--size", type=_size_arg, default=DEFAULT_SIZE, metavar="HxW",
+                   help=f"fixed input size in pixels (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
+    p.add_argument("--calib-scenes", type=_positive, default=CALIB_SCENES,
+                   help="calib_data scenes for w8a8 post-training quantization of a float source")
+    p.add_argument("--out", default=None, help="output folder (default runs/coreml-<time>)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    from eapnet.checkpoint import SHIPPED, CheckpointError
+    from eapnet.runs import make_run_dir, record_run
+
+    if args.source not in SHIPPED and not Path(args.source).is_file():
+        parser.error(f"--source {args.source!r}: neither one of {list(SHIPPED)} nor an existing file")
+    int8_source = args.source.endswith(".pt2")
+    precision = args.precision or ("w8a8" if int8_source else "fp16")
+    if int8_source and precision != "w8a8":
+        parser.error(f"--source {args.source} is an int8 program: only --precision w8a8 applies, not {precision}")
+    try:
+        src = load_source(args.source)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        parser.error(f"--source {args.source}: {e}")
+    run_dir = make_run_dir(args.out, "coreml")
+    record_run(run_dir, {**vars(args), "precision": precision, "size": list(args.size)})
+    t = time.time()
+    try:
+        path = export_mlpackage(src, run_dir, precision=precision, size=args.size,
+                                calib=args.calib_scenes if precision == "w8a8" else None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from mobile_export.mil_interp import program_ops
+
+    ops = program_ops(path)
+    print(f"wrote {path} ({time.time() - t:.1f} s)")
+    print("ops: " + ", ".join(f"{k} {v}" for k, v in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
