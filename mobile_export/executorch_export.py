@@ -1,0 +1,516 @@
+"""ExecuTorch export: EAPNet -> ``.pte`` for the XNNPACK backend (phone CPUs), fp32 or int8, fully delegated.
+
+    python -m mobile_export.executorch_export --source standard                    # fp32, 1060x1900
+    python -m mobile_export.executorch_export --source standard --precision int8   # PTQ on calib_data
+    python -m mobile_export.executorch_export --source runs/compress-100G-x/int8.pt2 --size 512x768
+
+A straight line: load + ``torch.export`` at a fixed size (``mobile_export.common``) -> int8 PTQ if asked
+(``compress.quantize``, XNNPACK quantizer) -> :func:`make_delegable` -> ``to_edge_transform_and_lower`` with
+``XnnpackPartitioner`` -> delegation check -> ``.pte`` written atomically -> output checked in ExecuTorch's
+own runtime (:func:`run_pte`) against the source module.
+
+Delegation. XNNPACK (executorch 1.5.1) takes every conv and transposed conv, add/mul/div, sigmoid, ReLU,
+clamp, minimum, log, exp, cat, slice, view, average pooling and bilinear x2 of the model, fp32 and int8, but
+not these (measured on EAPNet; the partitioner's own reasons in brackets):
+
+- ``torch.exp2`` (``ev_align``): not core ATen; edge conversion fails outright;
+- ``x ** 2.24`` (``ev_align``): ``pow.Tensor_Scalar`` [only support power == 2];
+- ``mean`` over the channel dim of ``(B, 3, 3, H, W)`` and ``sum`` over the frame dim (``radiance_merge``):
+  [mean.dim only supports averaging 4D tensors]; ``sum.dim_IntList`` has no XNNPACK op;
+- ``x[:, i]`` (``select.int``) and ``torch.split`` (``Alignment``): no XNNPACK op;
+- replicate padding (``pad_frames``): core ATen decomposes it to ``arange``/``clamp``/``index.Tensor``
+  (an int64 gather), none of which XNNPACK takes;
+- int Python scalars (``1 + scale``, ``1 - x``) become int64 constants cast to float32 outside the delegate;
+- ``torch.cat`` of a single tensor (a one-block model's feature fusion) [only 2 or more tensors];
+- int8 only: the halves of the alignment's split, requantized to their users' scales [XNNPACK static slice
+  requires matching input and output quantization parameters].
+
+:func:`make_delegable` rewrites them at export time into equivalent delegable ops (see ``_REWRITES``):
+``exp2(e) = exp(e ln 2)``, ``x ** g = exp(g log max(x, tiny))``, sums and means over a non-spatial dim =
+adds of ``narrow`` slices (times ``1/n``), select/split = ``narrow`` (+ ``reshape``), replicate pad = ``cat``
+of the edge row/column, int scalars -> float scalars, a one-tensor cat -> the tensor, and an explicit
+requantize before a requantizing int8 slice (:func:`_requantize_before_slices`). The model code is untouched.
+Measured: the fp32 ``.pte`` matches eager within 2.4e-7 (tiny) / 1.2e-7 (standard, 1060x1900); int8 ones
+match the Q/DQ reference within 1-2 steps of the output conv's int8 scale (tests/test_executorch_export.py).
+
+Inputs and output of every ``.pte``: as ``mobile_export.common`` (``ldrs`` (1, 3, 3, H, W) in [0, 1],
+``evs`` (1, 3) stops; ``hdr`` (1, 3, H, W) gamma-encoded HDR, >= 0) at the fixed exported size.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import operator
+import os
+import re
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from mobile_export.common import (
+    DEFAULT_SIZE,
+    Source,
+    artifact_name,
+    example_inputs,
+    export_fixed,
+    load_source,
+    parse_size,
+)
+
+__all__ = ["DEFAULT_CALIB_SCENES", "DelegationError", "delegation_report", "export_pte", "lower", "main",
+           "make_delegable", "ptq_source", "run_pte"]
+
+BACKEND = "xnnpack"
+PRECISIONS = ("fp32", "int8")
+DEFAULT_CALIB_SCENES = 16
+"""Scenes of the shipped calibration set (``calib_data/default``, 128x128 each) used for int8 PTQ."""
+
+aten = torch.ops.aten
+
+
+class DelegationError(RuntimeError):
+    """Some compute ops stayed outside the XNNPACK delegate; ``report`` is :func:`delegation_report`'s dict."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+# --------------------------------------------------------------------------------------------------
+# Export-time rewrites: each replaces one op XNNPACK does not take by delegable ops with the same result
+# (exact, or to float32 rounding). Decompositions in torch.export's sense: ``NotImplemented`` leaves an op
+# as it is (e.g. a 4D spatial mean, which XNNPACK runs as global average pooling).
+
+
+def _select(x, dim, index):
+    dim, shape = dim % x.dim(), list(x.shape)
+    index = index % shape.pop(dim)
+    return x.narrow(dim, index, 1).reshape(shape)                    # exact
+
+
+def _sum_slices(x, dims, keepdim):
+    """Sum over ``dims`` as adds of size-1 slices (XNNPACK has no reduce-sum; the dims here have 3 entries)."""
+    for d in dims:
+        acc = x.narrow(d, 0, 1)
+        for i in range(1, x.shape[d]):
+            acc = acc + x.narrow(d, i, 1)
+        x = acc
+    return x if keepdim else x.reshape([s for i, s in enumerate(x.shape) if i not in dims])
+
+
+def _dims(x, dims) -> list[int]:
+    return sorted({d % x.dim() for d in ([dims] if isinstance(dims, int) else dims)})
+
+
+def _sum(x, dims, keepdim=False, *, dtype=None):
+    if dtype is not None or not dims:
+        return NotImplemented
+    return _sum_slices(x, _dims(x, dims), keepdim)
+
+
+def _mean(x, dims, keepdim=False, *, dtype=None):
+    if dtype is not None or not dims:
+        return NotImplemented
+    dims = _dims(x, dims)
+    if x.dim() == 4 and dims == [2, 3] and keepdim:                  # XNNPACK's global average pooling
+        return NotImplemented
+    n = math.prod(x.shape[d] for d in dims)
+    return _sum_slices(x, dims, keepdim) * (1.0 / n)                 # torch: sum / n; 1 ulp apart at most
+
+
+def _pow(x, exponent):
+    if exponent == 2 or not x.dtype.is_floating_point:              # XNNPACK squares natively
+        return NotImplemented
+    # x ** g = exp(g log x) for x > 0; max(x, tiny) keeps log finite at x = 0: exp(2.24 * -87.3) = 0 in float32.
+    return torch.exp(exponent * torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)))
+
+
+def _exp2(x):
+    return torch.exp(x * math.log(2.0))
+
+
+def _cat(tensors, dim=0):
+    # XNNPACK concatenates 2 or more tensors; a one-block model's global feature fusion cats a list of one.
+    return tensors[0] if len(tensors) == 1 else NotImplemented
+
+
+def _split(x, sizes, dim=0):
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [x.narrow(dim, s, n) for s, n in zip(starts, sizes)]     # exact
+
+
+def _pad(x, pad, mode="constant", value=None):
+    if mode != "replicate":
+        return NotImplemented
+    for i in range(len(pad) // 2):                                   # pad = (left, right, top, bottom, ...)
+        d, (lo, hi) = x.dim() - 1 - i, pad[2 * i:2 * i + 2]
+        n = x.shape[d]
+        parts = [x.narrow(d, 0, 1)] * lo + [x] + [x.narrow(d, n - 1, 1)] * hi
+        if len(parts) > 1:
+            x = torch.cat(parts, d)                                  # exact: copies of the edge row/column
+    return x
+
+
+_REWRITES = {
+    aten.exp2.default: _exp2,
+    aten.pow.Tensor_Scalar: _pow,
+    aten.mean.dim: _mean,
+    aten.sum.dim_IntList: _sum,
+    aten.select.int: _select,
+    aten.split_with_sizes.default: _split,
+    aten.split.Tensor: lambda x, size, dim=0: _split(x, [min(size, x.shape[dim] - s)
+                                                         for s in range(0, x.shape[dim], size)], dim),
+    aten.pad.default: _pad,
+    aten.cat.default: _cat,
+}
+"""Op -> equivalent function of delegable ops (``NotImplemented``: keep the op). Used as a decomposition table."""
+_SCALAR_OPS = (aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.rsub.Scalar)
+
+
+def make_delegable(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``ep`` with the ops XNNPACK does not take rewritten into equivalent ops it does (module docstring).
+
+    Int Python scalars of float arithmetic become floats first (``x + 1`` -> ``x + 1.0``): ExecuTorch turns an
+    int scalar into an int64 constant plus a cast that stays outside the delegate. ``ep`` is modified.
+    """
+    for node in ep.graph.nodes:
+        if node.op == "call_function" and node.target in _SCALAR_OPS:
+            val = node.meta.get("val")
+            if val is not None and val.dtype.is_floating_point:
+                node.args = tuple(float(a) if type(a) is int else a for a in node.args)
+    ep.graph_module.recompile()
+    ep = ep.run_decompositions(_REWRITES)
+    _requantize_before_slices(ep.graph_module)
+    return ep
+
+
+def _requantize_before_slices(gm: torch.fx.GraphModule) -> int:
+    """Int8 programs: ``dq(s1) -> slice -> q(s2)`` with ``s1 != s2`` becomes ``dq(s1) -> q(s2) -> dq(s2) -> slice
+    -> q(s2)``; returns how many slices it changed.
+
+    Why: the XNNPACK quantizer leaves ``torch.split`` (``Alignment``) unannotated, so each half of the split
+    is requantized to its user's scale, and XNNPACK's int8 slice cannot requantize [needs matching input and
+    output quantization parameters]; the slice then stays outside the delegate. Slicing and per-tensor
+    quantization commute and ``q(dq(q(y))) = q(y)``, so the result is bit-identical in the Q/DQ reference;
+    XNNPACK runs the requantization as a convert (int8 -> fp32 -> int8) and the slice in int8.
+    """
+    from torch._guards import detect_fake_mode
+
+    try:
+        qd = torch.ops.quantized_decomposed
+        quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
+    except AttributeError:   # Q/DQ ops not registered: no int8 program exists in this process
+        return 0
+    changed = 0
+    for node in list(gm.graph.nodes):
+        if node.target != aten.slice.Tensor or len(node.users) != 1:
+            continue
+        dq, q = node.args[0], next(iter(node.users))
+        if not (isinstance(dq, torch.fx.Node) and dq.target == dequant and q.target == quant):
+            continue
+        if tuple(dq.args[1:]) == tuple(q.args[1:]):
+            continue
+        with gm.graph.inserting_before(node):
+            q2 = gm.graph.call_function(quant, (dq, *q.args[1:]))
+            dq2 = gm.graph.call_function(dequant, (q2, *q.args[1:]))
+        fake = detect_fake_mode([dq.meta["val"]])
+        with fake:
+            q2.meta["val"] = quant(dq.meta["val"], *q.args[1:])
+            dq2.meta["val"] = dequant(q2.meta["val"], *q.args[1:])
+        node.replace_input_with(dq, dq2)
+        changed += 1
+    if changed:
+        gm.graph.lint()
+        gm.recompile()
+    return changed
+
+
+def lower(ep: torch.export.ExportedProgram):
+    """``to_edge_transform_and_lower`` of ``make_delegable(ep)`` with the XNNPACK partitioner.
+
+    Returns the ``EdgeProgramManager`` (pass it to :func:`delegation_report`; ``.to_executorch()`` serialises).
+    Its ``why_not_delegated`` attribute maps node names to the partitioner's reasons for leaving them out.
+    """
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+        XnnpackPartitioner,
+    )
+    from executorch.exir import to_edge_transform_and_lower
+
+    with _partitioner_reasons() as why:
+        edge = to_edge_transform_and_lower(make_delegable(ep), partitioner=[XnnpackPartitioner()])
+    edge.why_not_delegated = why
+    return edge
+
+
+@contextlib.contextmanager
+def _partitioner_reasons():
+    """Collect the XNNPACK partitioner's ``WhyNoPartition`` debug messages: ``{node name: reason}``."""
+    import logging
+
+    why: dict[str, str] = {}
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            m = re.match(r"WhyNoPartition: Node (\S+) was not partitioned because (.*?)\.?$", msg)
+            if m:
+                why.setdefault(m.group(1), m.group(2))
+
+    logger = logging.getLogger("executorch.backends.xnnpack")
+    handler, level, propagate = Collect(logging.DEBUG), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False          # the reasons go to the report, not to the console
+    try:
+        yield why
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+# Nodes outside a delegate that compute nothing: unpacking the delegate's output tuple.
+_NON_COMPUTE = {operator.getitem}
+
+
+def delegation_report(program) -> dict:
+    """Delegated vs non-delegated compute nodes of a lowered program (ExecuTorch's ``get_delegation_info``).
+
+    ``program``: an ``EdgeProgramManager`` (from :func:`lower`), an ``ExportedProgram`` or its graph module.
+    Returns ``{"delegated_nodes", "non_delegated_nodes", "delegated_subgraphs", "non_delegated": [{"name",
+    "op", "why" (the partitioner's reason, when it gave one)}, ...], "by_operator": {op: [delegated,
+    non_delegated]}}``. ``getitem`` nodes (unpacking a delegate's outputs) are not compute and are not counted
+    as non-delegated.
+    """
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    gm = program
+    if hasattr(gm, "exported_program"):
+        gm = gm.exported_program()
+    if isinstance(gm, torch.export.ExportedProgram):
+        gm = gm.graph_module
+    info = get_delegation_info(gm)
+    outside = [n for n in gm.graph.nodes if n.op == "call_function" and n.target not in _NON_COMPUTE
+               and not n.name.startswith("executorch_call_delegate")]
+    by_op = {op: [b.delegated, b.non_delegated] for op, b in sorted(info.delegation_by_operator.items())
+             if op != "getitem"}
+    why = getattr(program, "why_not_delegated", {})
+    return {"delegated_nodes": info.num_delegated_nodes, "non_delegated_nodes": len(outside),
+            "delegated_subgraphs": info.num_delegated_subgraphs,
+            "non_delegated": [{"name": n.name, "op": _op_name(n.target),
+                               **({"why": why[n.name]} if n.name in why else {})} for n in outside],
+            "by_operator": by_op}
+
+
+def _op_name(target) -> str:
+    return getattr(target, "__name__", None) or str(target)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _default_calib(scenes: int = DEFAULT_CALIB_SCENES) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    from compress.qat import calibration_batches
+
+    return [(ldrs, evs) for ldrs, evs, _ in calibration_batches(None, scenes)]
+
+
+def ptq_source(source: Source, calib: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Source:
+    """Int8 ``Source`` of a float ``source`` by post-training quantization with the XNNPACK quantizer.
+
+    ``calib``: ``(ldrs (B, 3, 3, H, W) in [0, 1], evs (B, 3) stops)`` batches; default the first
+    ``DEFAULT_CALIB_SCENES`` scenes of the shipped calibration set. Its module is the Q/DQ reference model
+    (``compress.quantize.Padded``: any H, W), the program the int8 ``.pte`` must reproduce.
+    """
+    from compress.quantize import Padded, convert, prepare_ptq
+
+    if source.precision != "fp32":
+        raise ValueError(f"PTQ needs a float source; {source.path} is already {source.precision}")
+    calib = _default_calib() if calib is None else list(calib)
+    qmodel = Padded(convert(prepare_ptq(source.module, BACKEND, calib))).eval()
+    return Source(qmodel, "int8", source.variant, source.path, source.sha256, source.config, source.maccs,
+                  source.params, BACKEND)
+
+
+def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE,
+               precision: str | None = None, calib: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+               allow_partial: bool = False) -> Path:
+    """Write ``<variant>_xnnpack_<precision>_<H>x<W>.pte`` for ``source`` into ``out_dir``; returns its path.
+
+    Beside it, ``<same name>.json``: source file and sha256, precision, size and :func:`delegation_report`.
+
+    ``size``: (H, W) in pixels of the program's fixed input. ``precision``: ``None`` = the source's own
+    (``"fp32"`` for a float model, ``"int8"`` for a ``.pt2`` int8 program); ``"int8"`` with a float source
+    runs PTQ (:func:`ptq_source`) on ``calib`` batches. Raises :class:`DelegationError`, listing the ops,
+    when any compute op is left outside the XNNPACK delegate, unless ``allow_partial``. The file is written
+    atomically: a failure at any step leaves no (partial) ``.pte`` behind.
+    """
+    precision = precision or source.precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if source.precision == "int8" and precision == "fp32":
+        raise ValueError(f"{source.path} is an int8 program; an fp32 .pte needs the float model (.pt)")
+    if source.precision == "int8" and source.quant_backend not in (None, BACKEND):
+        raise ValueError(f"{source.path} was quantized for {source.quant_backend!r}; the XNNPACK .pte needs a "
+                         f"program from the {BACKEND!r} quantizer (compress/qat.py --backend {BACKEND})")
+    if source.precision == "fp32" and precision == "int8":
+        source = ptq_source(source, calib)
+
+    from eapnet.runs import atomic_path, atomic_write_json
+
+    edge = lower(export_fixed(source.module, size))
+    report = delegation_report(edge)
+    if report["non_delegated_nodes"] and not allow_partial:
+        ops = "; ".join(f"{d['name']} ({d['op']}" + (f": {d['why']}" if "why" in d else "") + ")"
+                        for d in report["non_delegated"])
+        raise DelegationError(f"{report['non_delegated_nodes']} compute node(s) of {source.variant} "
+                              f"{precision} stay outside the XNNPACK delegate: {ops}", report)
+    program = edge.to_executorch()
+    path = Path(out_dir) / artifact_name(source.variant, BACKEND, precision, size, "pte")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:   # the file closes before the rename
+        program.write_to_file(f)
+        f.flush()
+        os.fsync(f.fileno())
+    atomic_write_json(path.with_suffix(".json"), {
+        "pte": path.name, "variant": source.variant, "precision": precision, "size": list(size),
+        "backend": BACKEND, "source": source.path, "source_sha256": source.sha256, "maccs": source.maccs,
+        "params": source.params, "delegation": report})
+    return path
+
+
+def run_pte(path: str | os.PathLike, ldrs: torch.Tensor, evs: torch.Tensor, *,
+            threads: int | None = None) -> torch.Tensor:
+    """Run the ``forward`` method of a ``.pte`` in ExecuTorch's runtime (``executorch.runtime.Runtime``).
+
+    ``ldrs`` (1, 3, 3, H, W) float32 in [0, 1] and ``evs`` (1, 3) stops, at the program's exported size;
+    returns ``hdr`` (1, 3, H, W). ``threads``: size of the XNNPACK thread pool (ExecuTorch's experimental
+    ``_unsafe_reset_threadpool``); default its own (one per core).
+    """
+    from executorch.runtime import Runtime
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no .pte at {path}")
+    if threads is not None:
+        from executorch.extension.pybindings.portable_lib import (
+            _unsafe_reset_threadpool,
+        )
+
+        _unsafe_reset_threadpool(threads)
+    method = Runtime.get().load_program(path).load_method("forward")
+    meta = method.metadata
+    want = tuple(meta.input_tensor_meta(0).sizes())
+    if tuple(ldrs.shape) != want:
+        raise ValueError(f"{path.name} takes ldrs of shape {want}, got {tuple(ldrs.shape)}")
+    return method.execute((ldrs.float().contiguous(), evs.float().contiguous()))[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mobile_export.executorch_export",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--source", required=True,
+                   help="'standard', 'lightweight', a float checkpoint (.pt) or a compress/qat.py int8 program (.pt2)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="default: the source's own (fp32 for a float model, int8 for a .pt2); int8 with a float "
+                        "source runs PTQ on the shipped calibration set")
+    p.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="HxW of the program's fixed input, pixels")
+    p.add_argument("--calib-scenes", type=_positive, default=DEFAULT_CALIB_SCENES,
+                   help="calibration scenes for int8 PTQ of a float source")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="XNNPACK threads for the runtime check (default: ExecuTorch's, one per core)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="write the .pte even if some ops stay outside the XNNPACK delegate")
+    p.add_argument("--out", default=None, help="output folder (default runs/executorch-<time>)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = get_args_parser()
+    a = p.parse_args(argv)
+    src = str(a.source)
+    from eapnet.checkpoint import SHIPPED
+
+    if src not in SHIPPED:
+        if not src.endswith((".pt", ".pt2")):
+            p.error(f"--source must be one of {SHIPPED} or a .pt / .pt2 file, got {src!r}")
+        if not Path(src).is_file():
+            p.error(f"--source {src}: no such file")
+    if a.out is not None and Path(a.out).exists() and not Path(a.out).is_dir():
+        p.error(f"--out {a.out} exists and is not a folder")
+    return a
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from eapnet.runs import atomic_write_json, make_run_dir, record_run
+
+    out = make_run_dir(args.out, "executorch")
+    resolved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    record_run(out, resolved, command=shlex.join(["python", "-m", "mobile_export.executorch_export", *argv]))
+    t0 = time.time()
+    try:
+        source = load_source(args.source)
+        precision = args.precision or source.precision
+        reference = source
+        if source.precision == "fp32" and precision == "int8":
+            reference = ptq_source(source, _default_calib(args.calib_scenes))   # the Q/DQ program to match
+        path = export_pte(reference, out, size=args.size, precision=precision,
+                          allow_partial=args.allow_partial)
+    except (DelegationError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    export_s = time.time() - t0
+
+    ldrs, evs = example_inputs(args.size, seed=1)   # not the tracing input
+    t = time.time()
+    got = run_pte(path, ldrs, evs, threads=args.threads)
+    run_s = time.time() - t
+    with torch.no_grad():
+        diffs = {"vs_source": (got - source.module(ldrs, evs)).abs().max().item()}
+        if reference is not source:
+            diffs["vs_qdq_reference"] = (got - reference.module(ldrs, evs)).abs().max().item()
+    sidecar = path.with_suffix(".json")
+    summary = {**json.loads(sidecar.read_text()), "export_s": export_s, "runtime_forward_s": run_s,
+               "runtime_threads": args.threads, "max_abs_diff": diffs, "file_mb": path.stat().st_size / 2**20}
+    atomic_write_json(sidecar, summary)
+    d = summary["delegation"]
+    print(f"wrote {path} ({summary['file_mb']:.2f} MB) in {export_s:.0f} s")
+    print(f"delegation: {d['delegated_nodes']} nodes in {d['delegated_subgraphs']} XNNPACK subgraph(s), "
+          f"{d['non_delegated_nodes']} compute nodes outside" +
+          (": " + ", ".join(x["op"] for x in d["non_delegated"]) if d["non_delegated"] else ""))
+    print(f"runtime forward {run_s:.2f} s; max abs diff of the runtime output " +
+          ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in diffs.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
