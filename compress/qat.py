@@ -43,48 +43,20 @@ DEFAULT_STEPS = (300, 120)
 # ------------------------------------------------------------------------------------------ arguments
 
 
-def _budget(text: str) -> int:
-    from eapnet.macs import parse_maccs
-
-    try:
-        return parse_maccs(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _resolution(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"resolution must be HxW in pixels, e.g. 1060x1900; got {text!r}") from None
-    if h < 16 or w < 16:
-        raise argparse.ArgumentTypeError(f"resolution must be at least 16x16, got {text!r}")
-    return h, w
-
-
-def _nonneg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     from compress.prune import IMPORTANCE
+    from eapnet.cli import int_at_least, maccs_arg, size_arg
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--target-maccs", type=_budget, required=True,
+    p.add_argument("--target-maccs", type=maccs_arg, required=True,
                    help="MAcc budget (NTIRE 2022 count), e.g. 100G, 1.5e11, 150000M")
     p.add_argument("--checkpoint", default="standard",
                    help="teacher / input model: 'standard', 'lightweight' (shipped) or a checkpoint path")
     p.add_argument("--data", default="synthetic",
                    help="fine-tune data: 'synthetic' (the generator's training stream) or an NTIRE/Kalantari folder")
     p.add_argument("--calib", default=None, help="calibration folder (NTIRE layout); default calib_data/default")
-    p.add_argument("--steps", type=_nonneg, nargs="+", default=list(DEFAULT_STEPS), metavar="N",
+    p.add_argument("--steps", type=int_at_least(0), nargs="+", default=list(DEFAULT_STEPS), metavar="N",
                    help="fine-tune steps and QAT steps (one value sets both)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--patch", type=int, default=96, help="training patch size (multiple of 8)")
@@ -93,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the teacher-output loss; the rest goes to the ground-truth loss")
     p.add_argument("--importance", choices=IMPORTANCE, default="magnitude", help="channel importance criterion")
     p.add_argument("--backend", choices=("xnnpack", "coreml"), default="xnnpack", help="int8 quantizer flavour")
-    p.add_argument("--resolution", type=_resolution, default=(1060, 1900), help="HxW at which MAccs are counted")
+    p.add_argument("--resolution", type=size_arg, default=(1060, 1900), help="HxW at which MAccs are counted")
     p.add_argument("--calib-scenes", type=int, default=16, help="calibration scenes used by the sensitivity probe")
     p.add_argument("--heldout", type=int, default=16, help="held-out synthetic scenes (256x256) in the report")
     p.add_argument("--compare-uniform", action="store_true",

@@ -20,18 +20,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _budget(text: str) -> int:
-    from eapnet.macs import parse_maccs
-
-    try:
-        return parse_maccs(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from eapnet.cli import maccs_arg
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budgets", type=_budget, nargs="+", required=True, help="MAcc budgets, e.g. 150G 100G 80G")
+    p.add_argument("--budgets", type=maccs_arg, nargs="+", required=True, help="MAcc budgets, e.g. 150G 100G 80G")
     p.add_argument("--out", default=None, help="output folder (default runs/sweep-<time>)")
     p.add_argument("qat_args", nargs=argparse.REMAINDER, help="after --: arguments for every compress/qat.py run")
     return p

@@ -467,19 +467,9 @@ def _model_names(entries: Sequence[str], taken: set[str]) -> list[tuple[str, str
     return out
 
 
-def _positive(kind: str, lo: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"{kind} must be >= {lo}, got {v}")
-        return v
-    return parse
-
-
 def _parser() -> argparse.ArgumentParser:
+    from eapnet.cli import int_at_least
+
     from eapnet.baselines import ALL_BASELINES, BASELINES
 
     p = argparse.ArgumentParser(prog="python -m eapnet.evaluate",
@@ -488,17 +478,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="shipped model names (standard, lightweight) or checkpoint paths; default: %(default)s")
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), metavar="NAME",
                    help=f"classical baselines, from {', '.join(ALL_BASELINES)}; default: %(default)s")
-    p.add_argument("--heldout", type=_positive("--heldout", 0), default=16,
+    p.add_argument("--heldout", type=int_at_least(0), default=16,
                    help="held-out synthetic scenes (0 = none); default %(default)s")
-    p.add_argument("--size", type=_positive("--size", 16), default=256,
+    p.add_argument("--size", type=int_at_least(16), default=256,
                    help="side of the held-out synthetic scenes in pixels; default %(default)s")
     p.add_argument("--no-real-crops", dest="real_crops", action="store_false",
                    help="skip the real NTIRE crops (SHARED_SAMPLES/crops256)")
     p.add_argument("--data", type=Path, action="append", default=[], metavar="DIR",
                    help="extra dataset folder with ground truth (NTIRE or Kalantari layout); repeatable")
-    p.add_argument("--tile", type=_positive("--tile", 16), default=None,
+    p.add_argument("--tile", type=int_at_least(16), default=None,
                    help="tiled inference with square tiles of this many pixels (default: whole frame)")
-    p.add_argument("--overlap", type=_positive("--overlap", 0), default=64,
+    p.add_argument("--overlap", type=int_at_least(0), default=64,
                    help="tile overlap in pixels, < tile/2; default %(default)s")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="autocast on CUDA")
     p.add_argument("--device", default="auto", help="torch device for the models (auto = cuda if available)")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from eapnet.cli import parse_size  # noqa: F401  (re-exported: the exporters' size type)
 from eapnet.runs import file_sha256
 
 __all__ = ["DEFAULT_SIZE", "Source", "load_source", "example_inputs", "export_fixed", "artifact_name",
@@ -43,17 +44,6 @@ class Source:
     maccs: int | None = None       # NTIRE 2022 MAccs at 1060x1900
     params: int | None = None
     quant_backend: str | None = None  # the quantizer flavour of an int8 source ("xnnpack" / "coreml")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1060x1900"`` -> ``(1060, 1900)`` (H x W, pixels); ValueError naming the text otherwise."""
-    try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"size must be HxW in pixels, e.g. 1060x1900; got {text!r}") from None
-    if h < 16 or w < 16:
-        raise ValueError(f"size must be at least 16x16, got {text!r}")
-    return h, w
 
 
 def load_source(spec: str | os.PathLike) -> Source:

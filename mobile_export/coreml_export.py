@@ -282,33 +282,18 @@ def set_metadata(path: str | os.PathLike, **kv) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ command line
 
 
-def _size_arg(text: str) -> tuple[int, int]:
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
 def get_args_parser() -> argparse.ArgumentParser:
+    from eapnet.cli import int_at_least, size_arg
+
     p = argparse.ArgumentParser(prog="python -m mobile_export.coreml_export",
                                 description="Export EAPNet to a Core ML .mlpackage (ML Program, iOS 17+).")
     p.add_argument("--source", required=True,
                    help="'standard', 'lightweight', a .pt checkpoint or a .pt2 int8 program (compress/qat.py)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="fp16, int8w (int8 weights), w8a8 or fp32 (reference); default fp16, w8a8 for a .pt2")
-    p.add_argument("--size", type=_size_arg, default=DEFAULT_SIZE, metavar="HxW",
+    p.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, metavar="HxW",
                    help=f"fixed input size in pixels (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
-    p.add_argument("--calib-scenes", type=_positive, default=CALIB_SCENES,
+    p.add_argument("--calib-scenes", type=int_at_least(1), default=CALIB_SCENES,
                    help="calib_data scenes for w8a8 post-training quantization of a float source")
     p.add_argument("--out", default=None, help="output folder (default runs/coreml-<time>)")
     return p

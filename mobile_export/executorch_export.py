@@ -60,7 +60,6 @@ from mobile_export.common import (
     example_inputs,
     export_fixed,
     load_source,
-    parse_size,
 )
 
 __all__ = ["DEFAULT_CALIB_SCENES", "DelegationError", "delegation_report", "export_pte", "lower", "main",
@@ -415,24 +414,9 @@ def run_pte(path: str | os.PathLike, ldrs: torch.Tensor, evs: torch.Tensor, *,
 # CLI
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
 def get_args_parser() -> argparse.ArgumentParser:
+    from eapnet.cli import int_at_least, size_arg
+
     p = argparse.ArgumentParser(prog="python -m mobile_export.executorch_export",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -441,10 +425,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="default: the source's own (fp32 for a float model, int8 for a .pt2); int8 with a float "
                         "source runs PTQ on the shipped calibration set")
-    p.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="HxW of the program's fixed input, pixels")
-    p.add_argument("--calib-scenes", type=_positive, default=DEFAULT_CALIB_SCENES,
+    p.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, help="HxW of the program's fixed input, pixels")
+    p.add_argument("--calib-scenes", type=int_at_least(1), default=DEFAULT_CALIB_SCENES,
                    help="calibration scenes for int8 PTQ of a float source")
-    p.add_argument("--threads", type=_positive, default=None,
+    p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="XNNPACK threads for the runtime check (default: ExecuTorch's, one per core)")
     p.add_argument("--allow-partial", action="store_true",
                    help="write the .pte even if some ops stay outside the XNNPACK delegate")

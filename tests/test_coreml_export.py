@@ -176,7 +176,7 @@ def test_api_rejects_bad_requests(ckpt, tmp_path):
     (["--source", "standard", "--precision", "fp8"], "invalid choice"),
     (["--source", "standard", "--size", "8x8"], "at least 16x16"),
     (["--source", "standard", "--size", "big"], "HxW"),
-    (["--source", "standard", "--calib-scenes", "0"], "positive integer"),
+    (["--source", "standard", "--calib-scenes", "0"], "argument --calib-scenes: expected an integer >= 1"),
     (["--precision", "fp16"], "--source"),
 ])
 def test_cli_bad_arguments(argv, message, capsys):

@@ -246,10 +246,10 @@ def test_cli_data_folder_scores_scenes_with_gt_and_skips_the_rest(tmp_path, caps
 
 @pytest.mark.parametrize("args, message", [
     (["--baselines", "debevec", "nope"], "unknown baseline(s) nope"),
-    (["--tile", "8"], "--tile must be >= 16"),
+    (["--tile", "8"], "argument --tile: expected an integer >= 16"),
     (["--tile", "abc"], "expected an integer"),
     (["--tile", "64", "--overlap", "32"], "must be < tile/2 = 32"),
-    (["--heldout", "-1"], "--heldout must be >= 0"),
+    (["--heldout", "-1"], "argument --heldout: expected an integer >= 0"),
     (["--models", "no/such/ckpt.pt"], "does not exist"),
     (["--data", "no/such/folder"], "no/such/folder"),
     (["--heldout", "0", "--no-real-crops"], "no scenes to evaluate"),

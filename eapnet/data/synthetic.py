@@ -1301,23 +1301,16 @@ class SyntheticDataset(_TorchDataset):  # type: ignore[misc,valid-type]
 # ------------------------------------------------------------------------------------------
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 256x256, got {text!r}") from None
-    if h < 16 or w < 16:
-        raise argparse.ArgumentTypeError(f"size must be at least 16x16, got {text!r}")
-    return h, w
-
 
 def main(argv: list[str] | None = None) -> int:
     """Write ``--num`` scenes in the NTIRE layout (``syn{seed}_{i:05d}_short.png`` ...)."""
+    from eapnet.cli import size_arg
+
     p = argparse.ArgumentParser(prog="python -m eapnet.data.synthetic", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--num", type=int, required=True, help="number of scenes")
     p.add_argument("--seed", type=int, default=TRAIN_SEED, help=f"base seed (held-out: {HELDOUT_SEED})")
-    p.add_argument("--size", type=_parse_size, default=None, help="HxW, e.g. 1060x1900 (default 256x256)")
+    p.add_argument("--size", type=size_arg, default=None, help="HxW, e.g. 1060x1900 (default 256x256)")
     p.add_argument("--start", type=int, default=0, help="first scene index (to resume or shard)")
     args = p.parse_args(argv)
     if args.num < 0:
