@@ -206,7 +206,7 @@ class MILProgram:
             arr = np.asarray(inputs[name])
             if tuple(arr.shape) != shape:
                 raise ValueError(f"input {name!r} must have shape {shape}, got {tuple(arr.shape)}")
-            env[name] = arr.astype(dtype)
+            env[name] = _astype(arr, dtype)
         keep = set(self.output_names)
         for op in self.ops:
             args = {k: [env[v] if kind == "name" else v for kind, v in b] for k, b in op.inputs.items()}
@@ -224,7 +224,7 @@ class MILProgram:
                 if tuple(res.shape) != shape:
                     raise RuntimeError(f"op {op.type!r} ({name}) produced shape {tuple(res.shape)}, the program "
                                        f"declares {shape}: interpreter bug or unsupported semantics")
-                env[name] = res if res.dtype == dtype else res.astype(dtype)
+                env[name] = _astype(res, dtype)
             for bindings in op.inputs.values():
                 for kind, v in bindings:
                     if kind == "name" and self._last_use.get(v) == op.index and v not in keep:
@@ -285,9 +285,22 @@ def _opt(args, key, default=None):
     return _one(args, key) if key in args else default
 
 
+def _astype(x: np.ndarray, dtype) -> np.ndarray:
+    """``x.astype(dtype)``; float16 <-> float32 goes through torch, whose vectorised conversion is ~10x
+    faster than NumPy's and rounds the same way (IEEE round-to-nearest-even, both are exact casts)."""
+    dtype = np.dtype(dtype)
+    if x.dtype == dtype:
+        return x
+    pair = {x.dtype, dtype}
+    if pair == {np.dtype(np.float16), np.dtype(np.float32)} and x.size > 4096:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(x)).to(getattr(torch, dtype.name)).numpy()
+    return x.astype(dtype)
+
+
 def _f32(x) -> np.ndarray:
-    x = np.asarray(x)
-    return x.astype(np.float32) if x.dtype != np.float32 else x
+    return _astype(np.asarray(x), np.float32)
 
 
 def _ints(v) -> list[int]:
@@ -359,7 +372,7 @@ def _cast(op, args):
     name = str(_one(args, "dtype"))
     if name not in _DTYPE_NAMES:
         _unsupported(op, f"dtype {name!r}")
-    return np.asarray(_one(args, "x")).astype(_DTYPE_NAMES[name])
+    return _astype(np.asarray(_one(args, "x")), _DTYPE_NAMES[name])
 
 
 def _binary(fn):
