@@ -62,7 +62,7 @@ from mobile_export.common import (
     load_source,
 )
 
-__all__ = ["DEFAULT_CALIB_SCENES", "DelegationError", "delegation_report", "export_pte", "lower", "main",
+__all__ = ["DEFAULT_CALIB_SCENES", "DelegationError", "delegation_report", "export_pte", "load_pte", "lower", "main",
            "make_delegable", "ptq_source", "run_pte"]
 
 BACKEND = "xnnpack"
@@ -185,8 +185,22 @@ def make_delegable(ep: torch.export.ExportedProgram) -> torch.export.ExportedPro
                 node.args = tuple(float(a) if type(a) is int else a for a in node.args)
     ep.graph_module.recompile()
     ep = ep.run_decompositions(_REWRITES)
+    _drop_aliases(ep.graph_module)
     _requantize_before_slices(ep.graph_module)
     return ep
+
+
+def _drop_aliases(gm: torch.fx.GraphModule) -> int:
+    """Remove ``aten.alias`` nodes (a no-op crop ``hdr[..., :H, :W]`` when H and W are already multiples of 8
+    exports as one); XNNPACK has no alias op, so it would stay outside the delegate. Returns how many."""
+    aliases = [n for n in gm.graph.nodes if n.op == "call_function" and n.target == aten.alias.default]
+    for node in aliases:
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+    if aliases:
+        gm.graph.lint()
+        gm.recompile()
+    return len(aliases)
 
 
 def _requantize_before_slices(gm: torch.fx.GraphModule) -> int:
@@ -383,13 +397,12 @@ def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, i
     return path
 
 
-def run_pte(path: str | os.PathLike, ldrs: torch.Tensor, evs: torch.Tensor, *,
-            threads: int | None = None) -> torch.Tensor:
-    """Run the ``forward`` method of a ``.pte`` in ExecuTorch's runtime (``executorch.runtime.Runtime``).
+def load_pte(path: str | os.PathLike, *, threads: int | None = None):
+    """Load a ``.pte``'s ``forward`` once in ExecuTorch's runtime; returns ``run(ldrs, evs) -> hdr``.
 
-    ``ldrs`` (1, 3, 3, H, W) float32 in [0, 1] and ``evs`` (1, 3) stops, at the program's exported size;
-    returns ``hdr`` (1, 3, H, W). ``threads``: size of the XNNPACK thread pool (ExecuTorch's experimental
-    ``_unsafe_reset_threadpool``); default its own (one per core).
+    ``run`` takes ``ldrs`` (1, 3, 3, H, W) float32 in [0, 1] and ``evs`` (1, 3) stops at the program's
+    exported size (``run.size`` = (H, W)) and returns ``hdr`` (1, 3, H, W). ``threads``: size of the XNNPACK
+    thread pool (ExecuTorch's experimental ``_unsafe_reset_threadpool``); default its own (one per core).
     """
     from executorch.runtime import Runtime
 
@@ -402,12 +415,25 @@ def run_pte(path: str | os.PathLike, ldrs: torch.Tensor, evs: torch.Tensor, *,
         )
 
         _unsafe_reset_threadpool(threads)
-    method = Runtime.get().load_program(path).load_method("forward")
-    meta = method.metadata
-    want = tuple(meta.input_tensor_meta(0).sizes())
-    if tuple(ldrs.shape) != want:
-        raise ValueError(f"{path.name} takes ldrs of shape {want}, got {tuple(ldrs.shape)}")
-    return method.execute((ldrs.float().contiguous(), evs.float().contiguous()))[0]
+    try:
+        method = Runtime.get().load_program(path).load_method("forward")
+    except Exception as e:  # the runtime raises RuntimeError/ValueError variants for a damaged file
+        raise ValueError(f"{path} is not a loadable ExecuTorch program ({type(e).__name__}: {e})") from e
+    want = tuple(method.metadata.input_tensor_meta(0).sizes())
+
+    def run(ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
+        if tuple(ldrs.shape) != want:
+            raise ValueError(f"{path.name} takes ldrs of shape {want}, got {tuple(ldrs.shape)}")
+        return method.execute((ldrs.float().contiguous(), evs.float().contiguous()))[0]
+
+    run.size = want[-2:]
+    return run
+
+
+def run_pte(path: str | os.PathLike, ldrs: torch.Tensor, evs: torch.Tensor, *,
+            threads: int | None = None) -> torch.Tensor:
+    """One forward of a ``.pte`` in ExecuTorch's runtime (:func:`load_pte`, then run)."""
+    return load_pte(path, threads=threads)(ldrs, evs)
 
 
 # --------------------------------------------------------------------------------------------------

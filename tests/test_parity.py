@@ -1,0 +1,254 @@
+"""Parity harness: packing of scenes onto fixed-size canvases, thresholds that fail, localisation of drift,
+and the CLI end to end on tiny exported artifacts: the true files pass, a deliberately corrupted ``.pte`` and a
+corrupted ``.mlpackage`` make it exit non-zero, the result is written back into the artifacts."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+from torch import nn
+
+from compress.quantize import convert, prepare_ptq
+from eapnet.checkpoint import save_checkpoint
+from eapnet.model import EAPNet
+from mobile_export import parity
+from mobile_export.common import load_source
+
+CFG = TINY.replace(base="merge")
+SIZE = (96, 128)   # canvas: calibration scenes (128²) are centre-cropped onto it; multiples of 8: no-op crop (alias)
+DATA = ["calib", "heldout"]
+
+
+def _model() -> EAPNet:
+    torch.manual_seed(0)
+    m = EAPNet(CFG).eval()
+    nn.init.normal_(m.out.weight, std=0.05)      # the output conv starts at zero: let the network show
+    nn.init.normal_(m.out.bias, std=0.01)
+    return m
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny float checkpoint and its fp32 .pte and fp32 .mlpackage, in one folder."""
+    from mobile_export.coreml_export import export_mlpackage
+    from mobile_export.executorch_export import export_pte
+
+    d = tmp_path_factory.mktemp("parity")
+    ckpt = d / "tiny.pt"
+    save_checkpoint(ckpt, _model(), step=0)
+    src = load_source(ckpt)
+    return {"dir": d, "ckpt": ckpt, "pte": export_pte(src, d, size=SIZE),
+            "mlpackage": export_mlpackage(src, d, precision="fp32", size=SIZE)}
+
+
+def _scene(dataset, sid, h, w, evs=(-2.0, 0.0, 2.0), gt=True, seed=0):
+    rng = np.random.default_rng(seed)
+    return parity.Scene(dataset, sid, rng.random((3, h, w, 3), dtype=np.float32), np.asarray(evs, np.float32),
+                        rng.random((h, w, 3), dtype=np.float32) if gt else None)
+
+
+# ------------------------------------------------------------------------------------------ packing
+
+
+def test_pack_places_scenes_apart_and_recovers_them():
+    scenes = [_scene("a", str(i), 40, 50, seed=i) for i in range(5)] + [_scene("b", "x", 30, 30, (-1, 0, 1))]
+    canvases = parity.pack(scenes, (100, 200), gutter=6)
+    assert [len(c.places) for c in canvases] == [3, 2, 1]       # cells 52x62: 1 row of 3 per canvas; 5 = 3 + 2
+    assert [tuple(c.evs) for c in canvases] == [(-2, 0, 2)] * 2 + [(-1, 0, 1)]
+    for c in canvases:
+        assert c.ldrs.shape == (3, 100, 200, 3)
+        boxes = []
+        for s, y, x in c.places:
+            h, w = s.ldrs.shape[1:3]
+            assert np.array_equal(c.ldrs[:, y:y + h, x:x + w], s.ldrs)        # the scene itself, unchanged
+            assert np.array_equal(c.ldrs[:, y - 1, x:x + w], s.ldrs[:, 0])     # gutter = replicated edge
+            boxes.append((y - 6, x - 6, y + h + 6, x + w + 6))
+        for i, a in enumerate(boxes):                                          # cells never overlap
+            for b in boxes[i + 1:]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+def test_pack_crops_a_scene_larger_than_the_canvas():
+    big = _scene("fullres", "0", 120, 300, gt=False)
+    (c,) = parity.pack([big], (100, 200), gutter=16)
+    s, y, x = c.places[0]
+    assert (y, x) == (0, 0) and s.cropped_from == (120, 300)
+    assert np.array_equal(c.ldrs, big.ldrs[:, 10:110, 50:250])
+
+
+def test_pack_rejects_negative_gutter():
+    with pytest.raises(ValueError, match="gutter"):
+        parity.pack([_scene("a", "0", 8, 8)], (16, 16), gutter=-1)
+
+
+# ------------------------------------------------------------------------------------------ thresholds
+
+
+def _rows(vs_float, max_abs, psnr, float_psnr, dataset="real"):
+    return [{"dataset": dataset, "id": "0", "psnr_mu_vs_float": vs_float, "max_abs_vs_float": max_abs,
+             "psnr_mu": psnr, "psnr_l": psnr, "float_psnr_mu": float_psnr, "float_psnr_l": float_psnr}]
+
+
+def test_check_passes_and_names_each_breach():
+    t = parity.THRESHOLDS["fp32"]
+    assert parity.check("fp32", _rows(120.0, 1e-6, 30.0, 30.0)) == []
+    low = parity.check("fp32", _rows(t.min_psnr_mu_vs_float - 1, 1e-6, 30.0, 30.0))
+    assert len(low) == 1 and "PSNR-mu vs float" in low[0] and "real/0" in low[0]
+    assert "max abs" in parity.check("fp32", _rows(120.0, 2 * t.max_abs, 30.0, 30.0))[0]
+    drop = parity.check("int8", _rows(40.0, 0.1, 29.0, 30.0))
+    assert len(drop) == 1 and "1.000 dB below" in drop[0]
+    assert parity.check("int8", _rows(40.0, 0.1, 29.6, 30.0)) == []          # 0.4 dB: within int8's 0.5
+    assert "NaN" in parity.check("fp16", [{"dataset": "a", "id": "1", "error": "artifact output holds NaN/inf"}])[0]
+    assert parity.check("fp32", []) == ["no scenes were compared"]
+    assert "no threshold" in parity.check("bf8", _rows(120.0, 0.0, 1.0, 1.0))[0]
+
+
+def test_thresholds_tighten_with_precision():
+    t = parity.THRESHOLDS
+    assert t["fp32"].min_psnr_mu_vs_float > t["fp16"].min_psnr_mu_vs_float > t["int8w"].min_psnr_mu_vs_float \
+        > t["int8"].min_psnr_mu_vs_float - 1e-9
+    assert t["fp32"].max_gt_drop < t["fp16"].max_gt_drop < t["int8w"].max_gt_drop < t["int8"].max_gt_drop
+    assert t["w8a8"] == t["int8"]
+
+
+# ------------------------------------------------------------------------------------------ localisation
+
+
+def test_localise_names_the_first_jumps():
+    rows = [{"layer": n, "rel_err": e} for n, e in
+            [("a", 0.002), ("b", 0.003), ("c", 0.02), ("d", 0.021), ("e", 0.3), ("f", 0.1)]]
+    loc = parity.localise(rows)
+    assert [j["layer"] for j in loc["first_jumps"]] == ["a", "c", "e"]
+    assert loc["worst"]["layer"] == "e" and loc["layers"] == 6
+    assert parity.localise([{"layer": "a", "rel_err": 1e-5}])["first_jumps"] == []   # below the floor
+
+
+def test_layer_errors_match_every_conv_of_an_int8_model():
+    from compress.quantize import example_inputs
+
+    model = _model()
+    q = convert(prepare_ptq(model, "xnnpack", [example_inputs(2, 32, 32)]))
+    x, e = example_inputs(1, 32, 32)
+    rows = parity.layer_errors(model, q, x, e)
+    convs = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert sorted(r["layer"] for r in rows) == sorted(convs)
+    assert all(0 < r["rel_err"] < 1 for r in rows)
+    # a broken layer is found: scale one conv's weights in the float model only
+    broken = _model()
+    with torch.no_grad():
+        broken.tail.pw.weight.mul_(3.0)
+    loc = parity.localise(parity.layer_errors(broken, q, x, e))
+    assert loc["worst"]["layer"] == "tail.pw"
+    assert "tail.pw" in [j["layer"] for j in loc["first_jumps"]]
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def test_true_artifacts_pass_and_record_parity(exported, tmp_path):
+    from mobile_export.coreml_export import read_metadata
+
+    pte, pkg = tmp_path / exported["pte"].name, tmp_path / exported["mlpackage"].name
+    shutil.copy(exported["pte"], pte)
+    shutil.copy(exported["pte"].with_suffix(".json"), pte.with_suffix(".json"))
+    shutil.copytree(exported["mlpackage"], pkg)
+    shutil.copy(exported["ckpt"], tmp_path / "tiny.pt")    # found beside the artifacts, sha256 checked
+    out = tmp_path / "report"
+    rc = parity.main([str(pte), str(pkg), "--data", *DATA, "--scenes", "2", "--report", str(out), "--quiet"])
+    assert rc == 0
+    rep = json.loads((out / "parity.json").read_text())
+    assert [r["passed"] for r in rep["artifacts"]] == [True, True]
+    by_kind = {r["kind"]: r for r in rep["artifacts"]}
+    assert by_kind["pte"]["executor"].startswith("ExecuTorch")
+    assert "reference-executed" in by_kind["mlpackage"]["executor"]
+    for r in rep["artifacts"]:
+        assert r["float"]["path"].endswith("tiny.pt")
+        assert {row["dataset"] for row in r["scenes"]} == set(DATA) and len(r["scenes"]) == 4
+        assert r["summary"]["calib"]["psnr_mu_vs_float_min"] > parity.THRESHOLDS["fp32"].min_psnr_mu_vs_float
+        assert abs(r["summary"]["calib"]["gt_drop"]) < 0.01
+    assert "| pass |" in (out / "parity.md").read_text()
+    assert json.loads((out / "run.json").read_text())["args"]["scenes"] == 2
+    recorded = json.loads(read_metadata(pkg)["parity"])
+    assert recorded["passed"] is True and recorded["summary"]["heldout"]["scenes"] == 2
+    assert json.loads(pte.with_suffix(".json").read_text())["parity"]["passed"] is True
+
+
+def _corrupt(path, model, scale=-3.0):
+    """Scale the output conv's fp32 weights where they sit in ``path`` (a .pte's delegate constants, an fp32
+    .mlpackage's weight.bin): a file that still loads and runs, and computes the wrong picture."""
+    w = model.out.weight.detach()
+    data = bytearray(path.read_bytes())
+    for layout in (w, w.permute(0, 2, 3, 1)):      # OIHW (Core ML), OHWI (XNNPACK packs for NHWC)
+        w_np = layout.contiguous().numpy().astype(np.float32).ravel()
+        at = data.find(w_np.tobytes())
+        if at >= 0:
+            w = w_np
+            break
+    assert at >= 0, f"the conv's weights are stored in neither layout in {path.name}"
+    data[at:at + w.nbytes] = (w * scale).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def test_corrupted_pte_fails_and_is_diagnosed(exported, tmp_path, capsys):
+    pte = tmp_path / exported["pte"].name
+    shutil.copy(exported["pte"], pte)
+    shutil.copy(exported["pte"].with_suffix(".json"), pte.with_suffix(".json"))
+    _corrupt(pte, _model())
+    out = tmp_path / "report"
+    rc = parity.main([str(pte), "--float", str(exported["ckpt"]), "--data", "calib", "--scenes", "2",
+                      "--report", str(out), "--quiet", "--no-write-back"])
+    assert rc == 1
+    assert "parity failed" in capsys.readouterr().err
+    (r,) = json.loads((out / "parity.json").read_text())["artifacts"]
+    assert not r["passed"] and any("PSNR-mu vs float" in f for f in r["failures"])
+    assert "drift comes from the artifact itself" in r["diagnosis"]["verdict"]
+    assert "**FAIL**" in (out / "parity.md").read_text()
+    assert "parity" not in json.loads(pte.with_suffix(".json").read_text())     # --no-write-back
+
+
+def test_corrupted_mlpackage_fails(exported, tmp_path):
+    pkg = tmp_path / exported["mlpackage"].name
+    shutil.copytree(exported["mlpackage"], pkg)
+    (blob,) = pkg.rglob("weight.bin")
+    _corrupt(blob, _model())
+    rc = parity.main([str(pkg), "--float", str(exported["ckpt"]), "--data", "calib", "--scenes", "1", "--quiet",
+                      "--no-write-back"])
+    assert rc == 1
+
+
+def test_unreadable_or_unresolvable_artifacts_fail_clearly(exported, tmp_path, capsys):
+    junk = tmp_path / "junk.pte"
+    junk.write_bytes(b"not a program")
+    junk.with_suffix(".json").write_text(json.dumps({"precision": "fp32", "source": "tiny.pt"}))
+    lonely = tmp_path / exported["pte"].name      # its source is neither recorded at a reachable path nor beside
+    shutil.copy(exported["pte"], lonely)
+    meta = json.loads(exported["pte"].with_suffix(".json").read_text())
+    lonely.with_suffix(".json").write_text(json.dumps({**meta, "source": "elsewhere/tiny.pt"}))
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    rep = parity.run_parity([junk, lonely, tmp_path / "missing.pte", tmp_path / "model.onnx"], datasets=["calib"],
+                            limit=1, progress=False, write_back=False, log=lambda *a: None)
+    fails = [r["failures"][0] for r in rep["artifacts"]]
+    assert not rep["passed"]
+    assert "not a loadable ExecuTorch program" in fails[0]
+    assert "pass --float" in fails[1]
+    assert "no artifact at" in fails[2]
+    assert "want .pte or .mlpackage" in fails[3]
+
+
+def test_cli_rejects_an_unknown_device(capsys):
+    assert parity.main(["x.pte", "--device", "tpu"]) == 2
+    assert "--device must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["x.pte", "--scenes", "0"], "--scenes"),
+    (["x.pte", "--data", "imagenet"], "invalid choice"),
+    ([], "required"),
+])
+def test_cli_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        parity.main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
