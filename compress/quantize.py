@@ -118,8 +118,9 @@ def quantizer_for(backend: str, *, qat: bool = True):
         )
         from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
 
-        # PTQ: plain min/max over all calibration batches; QAT: coremltools' default moving averages.
-        observer = "moving_average_min_max" if qat else "min_max"
+        # Plain min/max over every forward for PTQ and QAT alike: a moving average on the observer a cat
+        # shares across its inputs clips the EV-aligned HDR channels (see _xnnpack_config).
+        observer = "min_max"
         w8a8 = ModuleLinearQuantizerConfig(quantization_scheme="symmetric", weight_dtype=torch.qint8,
                                            weight_per_channel=True, activation_dtype=torch.quint8,
                                            weight_observer=observer, activation_observer=observer)
@@ -170,6 +171,7 @@ def _xnnpack_config(per_channel: bool, qat: bool):
     )
     from torchao.quantization.pt2e import (
         FakeQuantize,
+        MinMaxObserver,
         MovingAverageMinMaxObserver,
         MovingAveragePerChannelMinMaxObserver,
     )
@@ -181,8 +183,12 @@ def _xnnpack_config(per_channel: bool, qat: bool):
     # 255 levels instead of the spec's symmetric [-127, 127], affine for single-sign weight channels. The
     # trained graph then differed from its converted form on 99 % of weights (measured). Plain FakeQuantize
     # uses its observer's qparams, the ones convert_pt2e bakes in.
+    # Activations: running min/max over every forward (calibration, then training). Not a moving average: a
+    # cat shares one observer across its inputs, and an encoder's cat([ldr in [0, 1], EV-aligned hdr up to
+    # 2**|ev|]) then pulls a moving average back toward the LDR's range each forward, clipping the HDR
+    # channels (measured: range 1.03 where the data reach 2-4; 31 % error at encoders.0.conv0).
     act = dataclasses.replace(cfg.input_activation, observer_or_fake_quant_ctr=FakeQuantize.with_args(
-        observer=MovingAverageMinMaxObserver, eps=2**-12))
+        observer=MinMaxObserver, eps=2**-12))
     # averaging_constant=1: weight ranges follow the current weights, which convert quantizes with them.
     w_obs = MovingAveragePerChannelMinMaxObserver if per_channel else MovingAverageMinMaxObserver
     weight = dataclasses.replace(cfg.weight, observer_or_fake_quant_ctr=FakeQuantize.with_args(
@@ -294,6 +300,8 @@ def load_quantized(path: str | os.PathLike) -> tuple[Padded, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no quantized model at {path}")
     extra = {_META_NAME: ""}
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed Q/DQ ops
+
     try:
         ep = torch.export.load(path, extra_files=extra)
     except Exception as e:  # torch raises assorted zip/pickle/flatbuffer errors for a damaged file
