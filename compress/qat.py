@@ -15,10 +15,14 @@ Stages (each with a progress bar; wall time of each goes into the report):
    conv weights, per-tensor transposed convs) with the same loss, then ``convert_pt2e``.
 5. **evaluate**: PSNR-μ / PSNR-l (official formulas) of teacher, pruned float and int8 on the held-out
    synthetic set and the real crops (when ``../shared/data/ntire_samples`` is present).
+6. **export**: ``.pte`` fp32 and int8 (XNNPACK) and ``.mlpackage`` fp16 and W8A8 (Core ML) at
+   ``--export-size`` (default 1060x1900) into ``export/`` (``mobile_export.pipeline``).
+7. **parity**: every artifact against the compressed float model on real, calibration and held-out scenes
+   (``mobile_export.parity``; report in ``parity/``). A threshold breach makes the command exit 1.
 
 Outputs in one folder: ``compressed.pt`` (config + weights, ``eapnet.load_model`` reads it), ``int8.pt2``
-(the converted int8 program, ``compress.quantize.load_quantized``), ``report.json``, ``report.md`` and
-``run.json`` (resolved arguments, versions). MAccs are the NTIRE 2022 count (``eapnet.count_maccs``) at
+(the converted int8 program, ``compress.quantize.load_quantized``), ``export/``, ``parity/``,
+``report.json``, ``report.md`` and ``run.json`` (resolved arguments, versions). MAccs are the NTIRE 2022 count (``eapnet.count_maccs``) at
 ``--resolution`` (default 1060x1900). A budget at or above the input model skips pruning and fine-tuning.
 """
 from __future__ import annotations
@@ -68,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=size_arg, default=(1060, 1900), help="HxW at which MAccs are counted")
     p.add_argument("--calib-scenes", type=int, default=16, help="calibration scenes used by the sensitivity probe")
     p.add_argument("--heldout", type=int, default=16, help="held-out synthetic scenes (256x256) in the report")
+    p.add_argument("--export-size", type=size_arg, default=(1060, 1900),
+                   help="HxW of the exported .pte / .mlpackage programs (fixed input size)")
+    p.add_argument("--no-export", action="store_true", help="stop after evaluation: no phone artifacts, no parity")
+    p.add_argument("--parity-scenes", type=int_at_least(1), default=4,
+                   help="scenes per dataset in the parity check of the exported artifacts")
     p.add_argument("--compare-uniform", action="store_true",
                    help="also fine-tune + quantize the uniform width-scaling baseline and report it")
     p.add_argument("--out", default=None, help="output folder (default runs/compress-<budget>-<time>)")
@@ -276,6 +285,17 @@ def report_markdown(rep: dict) -> str:
                    f"calibration set, before fine-tuning): searched {s['zero_shot_damage']:.3g}, uniform "
                    f"{rep['uniform']['zero_shot_damage']:.3g} (width scale {rep['uniform']['scale']:.3f}).")]
         L += ["", "Search moves: " + "; ".join(st["move"] for st in s["steps"])]
+    ex = rep.get("export")
+    if ex:
+        L += ["", f"## Phone artifacts ({ex['size'][1]}x{ex['size'][0]}) and parity", "",
+              "PSNR-μ (dB) of each artifact against the compressed float model (worst scene) and against ground "
+              "truth (artifact / float, per dataset); full report: `parity/parity.md`.", "",
+              "| artifact | MB | executed by | vs float | vs GT | parity |", "|---|---:|---|---:|---|---|"]
+        for key, a in ex["artifacts"].items():
+            gt = ", ".join(f"{d} {v:.2f} / {a['float_psnr_mu'][d]:.2f}" for d, v in a["psnr_mu"].items())
+            vs = "–" if a["psnr_mu_vs_float_min"] is None else f"{a['psnr_mu_vs_float_min']:.2f}"
+            L.append(f"| `{a['file']}` | {a['bytes'] / 1e6:.2f} | {a['executor'] or '–'} | {vs} | {gt or '–'} | "
+                     f"{'pass' if a['passed'] else '**FAIL**'} |")
     L += ["", "Per-layer output widths of the compressed model: see `report.json` (`layer_widths`).", "",
           "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in rep["wall_s"].items()), ""]
     return "\n".join(L)
@@ -343,6 +363,7 @@ def main(argv=None) -> int:
             student = trained
         models.update({f"{label} {k}": v for k, v in entries.items()})
         wall.update({f"{prefix}{k}": v for k, v in times.items()})
+    exported = None if args.no_export else export_and_check(run_dir, args, wall, progress)
     wall["total"] = time.time() - t0
 
     report = {
@@ -353,13 +374,48 @@ def main(argv=None) -> int:
         "config": student.config.to_dict(), "layer_widths": _layer_widths(student),
         "pdub_count": student.config.num_blocks, "search": stage["search"], "uniform": stage["uniform"],
         "losses_last20": losses, "wall_s": wall,
-        "files": {"compressed": "compressed.pt", "int8": "int8.pt2"},
+        "files": {"compressed": "compressed.pt", "int8": "int8.pt2"}, "export": exported,
     }
     atomic_write_json(run_dir / "report.json", report)
     atomic_write_text(run_dir / "report.md", report_markdown(report))
     print(report_markdown(report))
     print(f"wrote {run_dir}")
+    if exported is not None and not exported["passed"]:
+        print(f"error: parity failed for {', '.join(exported['failed'])}; see {run_dir / 'parity' / 'parity.md'}",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def export_and_check(run_dir: Path, args, wall: dict, progress: bool) -> dict:
+    """Stages 6-7: the four phone artifacts of the compressed model, then the parity harness on them."""
+    from eapnet.runs import atomic_write_json, atomic_write_text
+    from mobile_export.parity import report_markdown as parity_markdown
+    from mobile_export.parity import run_parity
+    from mobile_export.pipeline import export_variant
+
+    t = time.time()
+    paths, seconds = export_variant(run_dir / "compressed.pt", run_dir / "int8.pt2", run_dir / "export",
+                                    size=args.export_size)
+    wall["export"] = time.time() - t
+    t = time.time()
+    rep = run_parity(list(paths.values()), limit=args.parity_scenes, progress=progress)
+    atomic_write_json(run_dir / "parity" / "parity.json", rep)
+    atomic_write_text(run_dir / "parity" / "parity.md", parity_markdown(rep))
+    wall["parity"] = time.time() - t
+    rows = {}
+    for key, r in zip(paths, rep["artifacts"], strict=True):
+        s = r.get("summary", {})
+        path = paths[key]
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+        rows[key] = {"file": f"export/{path.name}", "bytes": size, "export_s": seconds[key],
+                     "executor": r.get("executor"), "passed": r["passed"], "failures": r["failures"],
+                     "psnr_mu_vs_float_min": min((d["psnr_mu_vs_float_min"] for d in s.values() if d["scenes"]),
+                                                 default=None),
+                     "psnr_mu": {d: v["psnr_mu"] for d, v in s.items() if "psnr_mu" in v},
+                     "float_psnr_mu": {d: v["float_psnr_mu"] for d, v in s.items() if "float_psnr_mu" in v}}
+    return {"size": list(args.export_size), "artifacts": rows, "passed": rep["passed"],
+            "failed": [k for k, v in rows.items() if not v["passed"]], "parity_report": "parity/parity.md"}
 
 
 def finish(model: nn.Module, teacher: nn.Module, stream, args, run_dir: Path, prefix: str,
@@ -390,6 +446,11 @@ def finish(model: nn.Module, teacher: nn.Module, stream, args, run_dir: Path, pr
     t = time.time()
     prepared = quantize.prepare_qat(_copy(student).to(device), backend=args.backend,
                                     example=_example(args.patch, device))
+    # Start the observers from the calibration set's ranges (as PTQ would), not from the first training
+    # batch: short QAT runs otherwise keep ranges of a few random patches.
+    with torch.no_grad():
+        for ldrs, evs, _ in calibration_batches(args.calib, args.calib_scenes):
+            prepared(ldrs.to(device), evs.to(device))
     if qat_steps:
         q = distill(prepared, teacher, stream, steps=qat_steps, batch=args.batch_size, lr=args.lr / 10,
                     weight=args.distill_weight, device=device, desc=f"{prefix}qat", progress=progress,
@@ -397,7 +458,7 @@ def finish(model: nn.Module, teacher: nn.Module, stream, args, run_dir: Path, pr
         losses["qat"] = float(np.mean(q[-20:]))
     int8 = quantize.convert(prepared)
     meta = {"config": student.config.to_dict(), "backend": args.backend, "maccs": maccs, "params": params,
-            "teacher": str(args.checkpoint), "resolution": [h, w]}
+            "teacher": str(args.checkpoint), "resolution": [h, w], "float": f"{prefix}compressed.pt"}
     quantize.save_quantized(run_dir / f"{prefix}int8.pt2", int8, _example(64, "cpu"), meta)
     int8_model, _ = quantize.load_quantized(run_dir / f"{prefix}int8.pt2")
     times["qat"] = time.time() - t

@@ -231,6 +231,8 @@ def _small_checkpoint(tmp_path):
 def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
     import json
 
+    from mobile_export.pipeline import ARTIFACTS
+
     from compress.qat import main
     from compress.quantize import load_quantized
 
@@ -239,10 +241,19 @@ def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
     target = int(full * 0.7)
     out = tmp_path / "run"
     rc = main(["--target-maccs", str(target), "--checkpoint", str(ckpt), "--resolution", f"{RES[0]}x{RES[1]}",
-               "--steps", "2", "1", "--calib-scenes", "2", "--heldout", "2", "--patch", "32",
-               "--batch-size", "2", "--out", str(out), "--quiet"])
+               "--steps", "2", "6", "--calib-scenes", "2", "--heldout", "2", "--patch", "32",
+               "--batch-size", "2", "--export-size", "48x64", "--parity-scenes", "1", "--out", str(out), "--quiet"])
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
+    # it ends with the four phone artifacts, each verified by the parity harness
+    ex = rep["export"]
+    assert ex["passed"] and ex["size"] == [48, 64] and list(ex["artifacts"]) == list(ARTIFACTS)
+    for a in ex["artifacts"].values():
+        assert (out / a["file"]).exists() and a["bytes"] > 0 and a["passed"]
+    parity_rep = json.loads((out / "parity" / "parity.json").read_text())
+    assert [r["precision"] for r in parity_rep["artifacts"]] == ["fp32", "int8", "fp16", "w8a8"]
+    assert all(r["float"]["path"].endswith("compressed.pt") for r in parity_rep["artifacts"])
+    assert "## Phone artifacts" in (out / "report.md").read_text()
     # the report's MAccs are the one counter's, at the requested resolution, and within the budget
     student = load_model(out / "compressed.pt")
     assert count_maccs(student, *RES) == rep["models"]["compressed (float)"]["maccs"] <= target
@@ -282,28 +293,43 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
         calls.append(argv)
         if budget < 50:
             return 2  # unreachable: the sweep records it and fails at the end
-        rep = {"pdub_count": 3, "models": {
-            "teacher (float)": {"maccs": 200, "params": 5000, "scores": {"heldout_synthetic": {
-                "psnr_mu": 30.0, "psnr_l": 40.0}}},
-            "compressed (int8, xnnpack)": {"maccs": budget - 1, "params": 3000, "scores": {"heldout_synthetic": {
-                "psnr_mu": 29.5, "psnr_l": 39.0}}}}}
+        scores = lambda mu: {"heldout_synthetic": {"psnr_mu": mu, "psnr_l": 40.0},  # noqa: E731
+                             "real_crops": {"psnr_mu": mu + 1, "psnr_l": 40.0}}
+        rep = {"pdub_count": 3, "teacher": "standard", "models": {
+            "teacher (float)": {"maccs": 200e9, "params": 5000, "scores": scores(30.0)},
+            "compressed (float)": {"maccs": (budget - 1) * 1e9, "params": 3000, "scores": scores(29.8)},
+            "compressed (int8, xnnpack)": {"maccs": (budget - 1) * 1e9, "params": 3000, "scores": scores(29.5)}}}
+        if budget == 150:   # phone artifacts and parity, one of them failing
+            art = lambda mu, ok: {"bytes": 2e6, "passed": ok, "psnr_mu": {"real": mu + 1, "heldout": mu},  # noqa
+                                  "float_psnr_mu": {"real": 30.8, "heldout": 29.8}}
+            rep["export"] = {"size": [64, 96], "passed": False, "failed": ["coreml-w8a8"], "artifacts": {
+                "pte-fp32": art(29.8, True), "pte-int8": art(29.4, True), "coreml-fp16": art(29.8, True),
+                "coreml-w8a8": art(27.0, False)}}
         from pathlib import Path
 
         Path(out).mkdir(parents=True)
         (Path(out) / "report.json").write_text(json.dumps(rep))
-        return 0
+        return 0 if budget != 150 else 1
 
     monkeypatch.setattr(qat, "main", fake_qat)
-    rc = sweep.main(["--budgets", "100", "150", "10", "--out", str(tmp_path), "--", "--steps", "5"])
-    assert rc == 1  # one budget failed
+    rc = sweep.main(["--budgets", "100", "150", "10", "--out", str(tmp_path), "--bench-runs", "0", "--",
+                     "--steps", "5"])
+    assert rc == 1  # one budget unreachable, one with a parity failure
     assert [c[c.index("--target-maccs") + 1] for c in calls] == ["150", "100", "10"]
     assert all(c[-2:] == ["--steps", "5"] for c in calls)
-    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
-    assert [(r["model"], r["gmaccs"]) for r in rows][1] == ("compressed (int8, xnnpack)", 149 / 1e9)
-    assert rows[1]["heldout_synthetic_psnr_mu"] == 29.5 and len(rows) == 4
+    out = json.loads((tmp_path / "sweep.json").read_text())
+    rows, summary = out["rows"], out["summary"]
+    assert [(r["model"], r["gmaccs"]) for r in rows][2] == ("compressed (int8, xnnpack)", 149.0)
+    assert rows[2]["heldout_synthetic_psnr_mu"] == 29.5 and len(rows) == 6
+    assert [r["budget_g"] for r in summary] == [150 / 1e9, 100 / 1e9]
+    first = summary[0]
+    assert (first["real_float"], first["real_int8_eager"], first["real_pte_int8"], first["real_mlpackage_w8a8"]) \
+        == (30.8, 30.5, 30.4, 28.0)
+    assert first["parity"] == "FAIL: coreml-w8a8" and first["mb_pte_int8"] == 2.0 and "parity" not in summary[1]
     md = (tmp_path / "sweep.md").read_text()
-    assert "heldout_synthetic_psnr_mu" in md and "29.50" in md and "failed" in md
-    assert (tmp_path / "sweep.csv").read_text().count("\n") == 5
+    assert "30.80 / 30.50 / 30.40 / 28.00" in md and "FAIL: coreml-w8a8" in md and "exit 2" in md
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "sweep.csv").read_text().count("\n") == 3
     with pytest.raises(SystemExit, match="--out"):
         sweep.main(["--budgets", "100", "--out", str(tmp_path / "x"), "--", "--out", "y"])
 
