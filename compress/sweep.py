@@ -2,10 +2,19 @@
 
     python compress/sweep.py --budgets 150G 120G 100G 80G          # -> runs/sweep-<time>/
 
-Each budget is one full ``compress/qat.py`` run (in ``<out>/<budget>/``, with its own report); the sweep
-writes ``sweep.json``, ``sweep.md`` and ``sweep.csv``: MAccs, params, PDUB count and PSNR-μ / PSNR-l of the
-teacher, the compressed float model and its int8 form on every evaluation set. Arguments after ``--`` go
-to every ``compress/qat.py`` run (e.g. ``-- --steps 100 50``).
+Each budget is one full ``compress/qat.py`` run (in ``<out>/<budget>/``, with its own report, phone
+artifacts and parity check), then ``bench/bench_mobile.py`` times its eager model and ``.pte`` files at the
+export size (``--bench-runs``, 0 = skip). The sweep writes:
+
+- ``sweep.md``: one row per budget: GMAccs, k params, PDUBs, PSNR-μ of the float model, the int8 eager model,
+  the int8 ``.pte`` and the W8A8 ``.mlpackage`` (real crops; held-out synthetic), latency of eager fp32,
+  ``.pte`` fp32 and ``.pte`` int8, and file sizes; then every model row of every report;
+- ``pareto.png``: PSNR-μ against GMAccs (log scale) of the sweep beside the shipped float models, and the
+  paper's own points (its Tables 1, 2 and 6, NTIRE 2022 validation PSNR-μ, AHDR included) in a second panel:
+  the two are different test sets, so they share the MAcc axis only;
+- ``sweep.json`` and ``sweep.csv`` (the same rows).
+
+Arguments after ``--`` go to every ``compress/qat.py`` run (e.g. ``-- --steps 100 50``).
 """
 from __future__ import annotations
 
@@ -13,6 +22,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,11 +31,13 @@ if __package__ in (None, ""):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import maccs_arg
+    from eapnet.cli import int_at_least, maccs_arg
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budgets", type=maccs_arg, nargs="+", required=True, help="MAcc budgets, e.g. 150G 100G 80G")
     p.add_argument("--out", default=None, help="output folder (default runs/sweep-<time>)")
+    p.add_argument("--bench-runs", type=int_at_least(0), default=3,
+                   help="timed runs per latency figure (median); 0 = no latency columns")
     p.add_argument("qat_args", nargs=argparse.REMAINDER, help="after --: arguments for every compress/qat.py run")
     return p
 
@@ -57,40 +69,175 @@ def table_markdown(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
+    """The budget's one-line summary (see the module docstring); missing parts are absent keys."""
+    m = rep["models"]
+    flt = m.get("compressed (float)") or m["teacher (float)"]
+    q = next((v for k, v in m.items() if k.startswith("compressed (int8")), None)
+    row = {"budget_g": budget / 1e9, "gmaccs": flt["maccs"] / 1e9, "k_params": flt["params"] / 1e3,
+           "pdubs": rep["pdub_count"]}
+    for short, d in (("real", "real_crops"), ("heldout", "heldout_synthetic")):
+        if d in (flt.get("scores") or {}):
+            row[f"{short}_float"] = flt["scores"][d]["psnr_mu"]
+        if q and d in (q.get("scores") or {}):
+            row[f"{short}_int8_eager"] = q["scores"][d]["psnr_mu"]
+    ex = rep.get("export") or {}
+    for key, col in (("pte-int8", "pte_int8"), ("coreml-w8a8", "mlpackage_w8a8")):
+        a = (ex.get("artifacts") or {}).get(key)
+        if a:
+            for short in ("real", "heldout"):
+                if short in a["psnr_mu"]:
+                    row[f"{short}_{col}"] = a["psnr_mu"][short]
+    if ex:
+        row["parity"] = "pass" if ex["passed"] else "FAIL: " + ", ".join(ex["failed"])
+        row.update({f"mb_{k.replace('-', '_')}": a["bytes"] / 1e6 for k, a in ex["artifacts"].items()})
+    if bench_row:
+        for rt in ("eager fp32", "pte fp32", "pte int8"):
+            row[f"s_{rt.replace(' ', '_')}"] = bench_row[rt]["median_s"]
+        row["speedup_pte_int8"] = bench_row["speedup_pte_int8"]
+    return row
+
+
+def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
+    at = f" at {size[1]}x{size[0]}" if size else ""
+    head = ["budget G", "GMAccs", "k params", "PDUBs", "PSNR-μ real: float / int8 eager / .pte / .mlpackage",
+            "PSNR-μ held-out: float / int8 eager / .pte / .mlpackage", f"s/frame{at}: eager / .pte fp32 / .pte int8",
+            "eager / .pte int8", "MB .pte fp32 / int8, .mlpackage fp16 / w8a8", "parity"]
+    L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def f(r, k, spec=".2f"):
+        return format(r[k], spec) if k in r else "–"
+
+    for r in rows:
+        psnr = [" / ".join(f(r, f"{d}_{c}") for c in ("float", "int8_eager", "pte_int8", "mlpackage_w8a8"))
+                for d in ("real", "heldout")]
+        L.append("| " + " | ".join([
+            f(r, "budget_g", "g"), f(r, "gmaccs"), f(r, "k_params"), str(r.get("pdubs", "–")), *psnr,
+            " / ".join(f(r, f"s_{k}", ".2f") for k in ("eager_fp32", "pte_fp32", "pte_int8")),
+            f(r, "speedup_pte_int8") + ("x" if "speedup_pte_int8" in r else ""),
+            " / ".join(f(r, k) for k in ("mb_pte_fp32", "mb_pte_int8", "mb_coreml_fp16", "mb_coreml_w8a8")),
+            r.get("parity", "–")]) + " |")
+    return "\n".join(L) + "\n"
+
+
+def plot_pareto(rows: list[dict], path: Path, shipped: dict[str, dict] | None = None) -> Path:
+    """``pareto.png``: left, PSNR-μ vs GMAccs of the sweep (float, int8 .pte, W8A8 .mlpackage) and the shipped
+    float models on our sets; right, the paper's reported points and AHDR (NTIRE 2022 validation set)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eapnet.runs import atomic_path
+    from eapnet.variants import AHDR_MACCS
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
+    for d, marker in (("real", "o"), ("heldout", "s")):
+        for c, color, label in (("float", "C0", "float"), ("pte_int8", "C1", "int8 .pte"),
+                                ("mlpackage_w8a8", "C2", "W8A8 .mlpackage")):
+            pts = sorted((r["gmaccs"], r[f"{d}_{c}"]) for r in rows if f"{d}_{c}" in r)
+            if pts:
+                ax.plot(*zip(*pts), marker=marker, color=color, ls="-" if d == "real" else "--",
+                        label=f"{label}, {'real crops' if d == 'real' else 'held-out synthetic'}")
+        for name, s in (shipped or {}).items():
+            if d in s:
+                ax.scatter([s["gmaccs"]], [s[d]], marker="*", s=120, color="k" if d == "real" else "grey",
+                           zorder=3)
+                ax.annotate(f"{name} (float)", (s["gmaccs"], s[d]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)
+    ax.set(xscale="log", xlabel="GMAccs at 1900x1060 (NTIRE 2022 count)", ylabel="PSNR-μ (dB)",
+           title="This sweep (our test sets)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    paper = [("Table 1 exp. 1-8", [(152.11, 36.48), (137.66, 36.70), (121.03, 36.87), (146.28, 36.79),
+                                   (121.03, 36.79), (146.28, 36.92), (126.43, 36.89), (198.38, 37.02)], "C4"),
+             ("Table 2 (2-5 PDUBs)", [(128.25, 36.77), (146.28, 36.92), (164.31, 36.95), (182.34, 36.97)], "C5")]
+    for label, pts, color in paper:
+        bx.scatter(*zip(*pts), color=color, label=label)
+    for name, g, v in (("standard", 198.38, 37.02), ("lightweight", 146.28, 36.92),
+                       ("AHDR", AHDR_MACCS / 1e9, 36.86)):
+        bx.scatter([g], [v], marker="*", s=140, color="k")
+        bx.annotate(name, (g, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for r in rows:
+        bx.axvline(r["gmaccs"], color="C1", alpha=0.3, lw=1)
+    bx.set(xscale="log", xlabel="GMAccs at 1900x1060", ylabel="PSNR-μ (dB), NTIRE 2022 validation",
+           title="The paper's reported points (vertical lines: this sweep's budgets)")
+    bx.legend(fontsize=7)
+    bx.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _shipped_points(rep: dict) -> dict[str, dict]:
+    """The teacher's float scores of a report, keyed like the summary rows."""
+    t = rep["models"]["teacher (float)"]
+    pt = {"gmaccs": t["maccs"] / 1e9}
+    for short, d in (("real", "real_crops"), ("heldout", "heldout_synthetic")):
+        if d in (t.get("scores") or {}):
+            pt[short] = t["scores"][d]["psnr_mu"]
+    return {Path(str(rep["teacher"])).stem: pt}
+
+
+def _write_tables(out: Path, summary: list[dict], rows: list[dict], failed: dict, shipped: dict, size) -> str:
+    """Write sweep.md, sweep.json, sweep.csv and pareto.png for the budgets done so far; returns the Markdown."""
+    from eapnet.runs import atomic_write_json, atomic_write_text
+
+    md = ("# Accuracy vs MAccs\n\n" + summary_markdown(summary, size)
+          + "\nPSNR-μ in dB: float and int8 eager on whole scenes (compress/qat.py evaluation); .pte (int8) and "
+            ".mlpackage (W8A8) from the parity harness, on the same scenes packed at the export size (real crops: "
+            "all 4; held-out synthetic: the parity subset). Latency: median seconds per frame on this CPU "
+            "(bench/bench_mobile.py). Plot: pareto.png.\n\n## Every model of every run\n\n" + table_markdown(rows)
+          + "".join(f"\nBudget {b:g} G: exit {rc}.\n" for b, rc in failed.items()))
+    if summary:
+        plot_pareto(summary, out / "pareto.png", shipped)
+    atomic_write_json(out / "sweep.json", {"summary": summary, "rows": rows, "failed": failed})
+    atomic_write_text(out / "sweep.md", md)
+    buf = io.StringIO()
+    cols = list(dict.fromkeys(k for r in summary for k in r))
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    writer.writerows(summary)
+    atomic_write_text(out / "sweep.csv", buf.getvalue())
+    return md
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from compress import qat
-    from eapnet.runs import (
-        atomic_write_json,
-        atomic_write_text,
-        make_run_dir,
-        record_run,
-    )
+    from eapnet.runs import make_run_dir, record_run
 
     extra = [a for a in args.qat_args if a != "--"]
     for flag in ("--target-maccs", "--out"):
         if any(a == flag or a.startswith(flag + "=") for a in extra):
             raise SystemExit(f"error: {flag} is set by the sweep itself; do not pass it after --")
     out = make_run_dir(args.out, "sweep")
-    record_run(out, {"budgets": args.budgets, "qat_args": extra})
-    rows, failed = [], {}
+    record_run(out, {"budgets": args.budgets, "qat_args": extra, "bench_runs": args.bench_runs})
+    rows, summary, failed, shipped, size = [], [], {}, {}, None
     for budget in sorted(set(args.budgets), reverse=True):
         run = out / f"{budget / 1e9:g}G"
         rc = qat.main(["--target-maccs", str(budget), "--out", str(run), *extra])
-        if rc != 0:
+        if not (run / "report.json").is_file():
             failed[budget / 1e9] = rc
             continue
-        rows += rows_from_report(budget, json.loads((run / "report.json").read_text()))
-    atomic_write_json(out / "sweep.json", {"rows": rows, "failed": failed})
-    atomic_write_text(out / "sweep.md", "# Accuracy vs MAccs\n\n" + table_markdown(rows)
-                      + "".join(f"\nBudget {b:g} G failed (exit {rc}).\n" for b, rc in failed.items()))
-    buf = io.StringIO()
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    writer = csv.DictWriter(buf, fieldnames=cols)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "sweep.csv", buf.getvalue())
-    print(table_markdown(rows))
+        if rc != 0:      # e.g. a parity failure: the report exists and says which artifact failed
+            failed[budget / 1e9] = rc
+        rep = json.loads((run / "report.json").read_text())
+        rows += rows_from_report(budget, rep)
+        shipped.update(_shipped_points(rep))
+        bench_row = None
+        if args.bench_runs and rep.get("export"):
+            from bench.bench_mobile import bench
+
+            size = rep["export"]["size"]
+            (bench_row,) = bench([run / "compressed.pt"], [tuple(size)], runs=args.bench_runs,
+                                 threads=os.cpu_count() or 1, artifacts=run / "export", int8=str(run / "int8.pt2"))
+        summary.append(summary_row(budget, rep, bench_row))
+        _write_tables(out, summary, rows, failed, shipped, size)    # after every budget: nothing is lost
+    md = _write_tables(out, summary, rows, failed, shipped, size)
+    print(md)
     print(f"wrote {out}")
     return 1 if failed else 0
 

@@ -1,0 +1,46 @@
+"""bench/bench_mobile.py end to end on a tiny model: every runtime measured in its own process, ratios of its
+own figures, .pte files reused while their source is unchanged, a report written. ``slow``: three worker
+processes and two XNNPACK lowerings, about 2 minutes of CPU."""
+import json
+
+import pytest
+import torch
+from conftest import TINY
+from torch import nn
+
+from eapnet.checkpoint import save_checkpoint
+from eapnet.model import EAPNet
+
+
+
+@pytest.mark.slow
+def test_bench_measures_every_runtime_and_reuses_artifacts(tmp_path):
+    from bench import bench_mobile
+
+    torch.manual_seed(0)
+    m = EAPNet(TINY).eval()
+    nn.init.normal_(m.out.weight, std=0.05)
+    save_checkpoint(tmp_path / "tiny.pt", m, step=0)
+    out, arts = tmp_path / "report", tmp_path / "artifacts"
+    argv = ["--models", str(tmp_path / "tiny.pt"), "--sizes", "32x48", "--runs", "2", "--threads", "1",
+            "--artifacts", str(arts), "--out", str(out)]
+    assert bench_mobile.main(argv) == 0
+    (row,) = json.loads((out / "bench.json").read_text())["rows"]
+    for rt in bench_mobile.RUNTIMES:
+        r = row[rt]
+        assert r["median_s"] > 0 and len(r["runs_s"]) == 2 and r["peak_rss_mb"] >= r["rss_before_mb"] > 0
+    assert row["speedup_pte_int8"] == pytest.approx(row["eager fp32"]["median_s"] / row["pte int8"]["median_s"])
+    assert row["pte int8"]["file_mb"] < row["pte fp32"]["file_mb"]
+    assert "eager / pte int8" in (out / "bench.md").read_text()
+    stamps = {p.name: p.stat().st_mtime_ns for p in arts.glob("*.pte")}
+    assert len(stamps) == 2
+    assert bench_mobile.main(argv) == 0                          # second run: the .pte files are reused
+    assert {p.name: p.stat().st_mtime_ns for p in arts.glob("*.pte")} == stamps
+
+
+def test_bench_rejects_int8_without_a_single_model(capsys):
+    from bench import bench_mobile
+
+    with pytest.raises(SystemExit):
+        bench_mobile.main(["--int8", "x.pt2"])
+    assert "exactly one --models" in capsys.readouterr().err
