@@ -10,8 +10,8 @@ For every model and size: seconds per forward (median of ``--runs`` after one wa
   A float model's int8 program is post-training quantized on ``calib_data`` (``mobile_export``); a
   ``compress/qat.py`` run folder's ``int8.pt2`` is used when given with ``--int8``.
 
-Each measurement runs in a fresh subprocess, so its peak resident memory (``ru_maxrss``) is its own; the
-subprocess's memory before loading the model is reported beside it. Ratios (eager / pte) are of figures
+Each measurement runs in a fresh subprocess, so its peak resident memory (``VmHWM``) is its own; the
+subprocess's peak before loading the model (Python, torch and the inputs) is reported beside it. Ratios (eager / pte) are of figures
 measured in one invocation; the machine is shared, so single numbers are noisy. ``.pte`` files are exported
 into ``--artifacts`` once and reused while their source's sha256 matches. ``--out DIR`` writes ``bench.json``,
 ``bench.md`` and ``run.json``.
@@ -37,7 +37,16 @@ RUNTIMES = ("eager fp32", "pte fp32", "pte int8")
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0     # Linux: KiB
+    """Peak resident memory of this process so far, MB. Linux: ``VmHWM`` of this process image; not
+    ``ru_maxrss``, which keeps the high-water mark of the forked parent across ``exec`` (a worker started by a
+    6 GB sweep reported 6 GB whatever it ran)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0                 # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 / (1024.0 if sys.platform == "darwin" else 1)
 
 
 def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int) -> dict:
@@ -87,6 +96,12 @@ def _measure(kind: str, path: str, size, runs: int, threads: int) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def _runtime_error(stderr: str) -> str:
+    """The runtime's own explanation in a worker's stderr (ExecuTorch logs it before the Python error)."""
+    lines = [ln for ln in stderr.splitlines() if "Attempted" in ln or "failed" in ln.lower()]
+    return lines[0].strip() if lines else stderr.strip().splitlines()[-1]
+
+
 def _artifact(spec: str, precision: str, size, folder: Path, int8: str | None, log) -> Path:
     """The ``.pte`` of ``spec`` at ``size``: reused from ``folder`` when its source sha256 matches, else exported."""
     from mobile_export.common import artifact_name, load_source
@@ -117,14 +132,19 @@ def bench(models, sizes, *, runs: int, threads: int, artifacts: Path, int8: str 
                    "size": list(size), "threads": threads}
             for rt in RUNTIMES:
                 kind, path = ("eager", spec) if rt == "eager fp32" else ("pte", files[rt])
-                row[rt] = _measure(kind, str(path), size, runs, threads)
+                try:
+                    row[rt] = _measure(kind, str(path), size, runs, threads)
+                except RuntimeError as e:   # a program that does not run is a result to report, not a crash
+                    row[rt] = {"error": str(e).splitlines()[0], "log": _runtime_error(str(e))}
+                    log(f"{src.variant} {size[0]}x{size[1]} {rt}: FAILED: {row[rt]['log']}")
+                    continue
                 if rt != "eager fp32":
                     row[rt]["file_mb"] = Path(path).stat().st_size / 1e6
                 log(f"{src.variant} {size[0]}x{size[1]} {rt}: {row[rt]['median_s']:.3f} s, "
                     f"peak {row[rt]['peak_rss_mb']:.0f} MB")
-            eager = row["eager fp32"]["median_s"]
-            row["speedup_pte_fp32"] = eager / row["pte fp32"]["median_s"]
-            row["speedup_pte_int8"] = eager / row["pte int8"]["median_s"]
+            for rt, key in (("pte fp32", "speedup_pte_fp32"), ("pte int8", "speedup_pte_int8")):
+                if "median_s" in row["eager fp32"] and "median_s" in row[rt]:
+                    row[key] = row["eager fp32"]["median_s"] / row[rt]["median_s"]
             rows.append(row)
     return rows
 
@@ -133,17 +153,23 @@ def table_markdown(rows: list[dict]) -> str:
     L = ["| model | size | eager fp32 s | pte fp32 s | pte int8 s | eager / pte fp32 | eager / pte int8 | "
          "peak MB eager / fp32 / int8 | pte MB fp32 / int8 |",
          "|---|---|---:|---:|---:|---:|---:|---|---|"]
+
+    def v(r, rt, key, spec):
+        return format(r[rt][key], spec) if key in r[rt] else ("failed" if "error" in r[rt] else "–")
+
     for r in rows:
-        e, f, q = (r[k] for k in RUNTIMES)
-        L.append(f"| {r['model']} | {r['size'][1]}x{r['size'][0]} | {e['median_s']:.3f} | {f['median_s']:.3f} | "
-                 f"{q['median_s']:.3f} | {r['speedup_pte_fp32']:.2f}x | {r['speedup_pte_int8']:.2f}x | "
-                 f"{e['peak_rss_mb']:.0f} / {f['peak_rss_mb']:.0f} / {q['peak_rss_mb']:.0f} | "
-                 f"{f['file_mb']:.2f} / {q['file_mb']:.2f} |")
-    return "\n".join(L) + "\n"
+        ratio = [f"{r[k]:.2f}x" if k in r else "–" for k in ("speedup_pte_fp32", "speedup_pte_int8")]
+        L.append(f"| {r['model']} | {r['size'][1]}x{r['size'][0]} | "
+                 + " | ".join(v(r, rt, "median_s", ".3f") for rt in RUNTIMES) + f" | {ratio[0]} | {ratio[1]} | "
+                 + " / ".join(v(r, rt, "peak_rss_mb", ".0f") for rt in RUNTIMES) + " | "
+                 + " / ".join(v(r, rt, "file_mb", ".2f") for rt in RUNTIMES[1:]) + " |")
+    fails = [f"- {r['model']} {r['size'][1]}x{r['size'][0]} {rt}: {r[rt]['log']}"
+             for r in rows for rt in RUNTIMES if "error" in r[rt]]
+    return "\n".join(L) + "\n" + ("\nFailed to run:\n\n" + "\n".join(fails) + "\n" if fails else "")
 
 
 def report_markdown(rows: list[dict], runs: int, threads: int) -> str:
-    met = [r for r in rows if r["speedup_pte_int8"] >= GOAL_INT8_SPEEDUP]
+    met = [r for r in rows if r.get("speedup_pte_int8", 0) >= GOAL_INT8_SPEEDUP]
     return "\n".join([
         "# Eager PyTorch vs ExecuTorch (XNNPACK) on this CPU", "",
         f"Seconds per forward, median of {runs} runs after a warm-up, {threads} thread(s); peak resident memory "
@@ -184,6 +210,7 @@ def main(argv=None) -> int:
                  int8=args.int8)
     md = report_markdown(rows, args.runs, args.threads)
     print(md)
+    failed = any("error" in r[rt] for r in rows for rt in RUNTIMES)
     if args.out:
         from eapnet.runs import atomic_write_json, atomic_write_text, record_run
 
@@ -192,7 +219,7 @@ def main(argv=None) -> int:
         record_run(out, vars(args))
         atomic_write_json(out / "bench.json", {"runs": args.runs, "threads": args.threads, "rows": rows})
         atomic_write_text(out / "bench.md", md)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     from eapnet.cli import int_at_least, maccs_arg
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budgets", type=maccs_arg, nargs="+", required=True, help="MAcc budgets, e.g. 150G 100G 80G")
+    p.add_argument("--budgets", type=maccs_arg, nargs="+", help="MAcc budgets, e.g. 150G 100G 80G")
+    p.add_argument("--retabulate", default=None, metavar="SWEEP_DIR",
+                   help="rebuild the tables and plot of a finished sweep folder from its runs (report.json, "
+                        "bench/bench.json); runs nothing")
     p.add_argument("--out", default=None, help="output folder (default runs/sweep-<time>)")
     p.add_argument("--bench-runs", type=int_at_least(0), default=3,
                    help="timed runs per latency figure (median); 0 = no latency columns")
@@ -82,35 +85,41 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
         if q and d in (q.get("scores") or {}):
             row[f"{short}_int8_eager"] = q["scores"][d]["psnr_mu"]
     ex = rep.get("export") or {}
+    arts = ex.get("artifacts") or {}
     for key, col in (("pte-int8", "pte_int8"), ("coreml-w8a8", "mlpackage_w8a8")):
-        a = (ex.get("artifacts") or {}).get(key)
-        if a:
-            for short in ("real", "heldout"):
-                if short in a["psnr_mu"]:
-                    row[f"{short}_{col}"] = a["psnr_mu"][short]
+        for short in ("real", "heldout"):
+            a = arts.get(key)
+            if a and short in a["psnr_mu"]:       # parity scenes: a subset, packed at the export size
+                row[f"{short}_{col}"] = a["psnr_mu"][short]
+                row[f"{short}_parity_float"] = a["float_psnr_mu"][short]
     if ex:
         row["parity"] = "pass" if ex["passed"] else "FAIL: " + ", ".join(ex["failed"])
         row.update({f"mb_{k.replace('-', '_')}": a["bytes"] / 1e6 for k, a in ex["artifacts"].items()})
     if bench_row:
         for rt in ("eager fp32", "pte fp32", "pte int8"):
-            row[f"s_{rt.replace(' ', '_')}"] = bench_row[rt]["median_s"]
-        row["speedup_pte_int8"] = bench_row["speedup_pte_int8"]
+            if "median_s" in bench_row[rt]:
+                row[f"s_{rt.replace(' ', '_')}"] = bench_row[rt]["median_s"]
+        if "speedup_pte_int8" in bench_row:
+            row["speedup_pte_int8"] = bench_row["speedup_pte_int8"]
     return row
 
 
 def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
     at = f" at {size[1]}x{size[0]}" if size else ""
-    head = ["budget G", "GMAccs", "k params", "PDUBs", "PSNR-μ real: float / int8 eager / .pte / .mlpackage",
-            "PSNR-μ held-out: float / int8 eager / .pte / .mlpackage", f"s/frame{at}: eager / .pte fp32 / .pte int8",
-            "eager / .pte int8", "MB .pte fp32 / int8, .mlpackage fp16 / w8a8", "parity"]
+    head = ["budget G", "GMAccs", "k params", "PDUBs", "PSNR-μ real crops: float / int8 eager",
+            "PSNR-μ held-out: float / int8 eager", "parity scenes, real: float / .pte int8 / .mlpackage W8A8",
+            "parity scenes, held-out: float / .pte int8 / .mlpackage W8A8",
+            f"s/frame{at}: eager / .pte fp32 / .pte int8", "eager / .pte int8",
+            "MB .pte fp32 / int8, .mlpackage fp16 / W8A8", "parity"]
     L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(r, k, spec=".2f"):
         return format(r[k], spec) if k in r else "–"
 
     for r in rows:
-        psnr = [" / ".join(f(r, f"{d}_{c}") for c in ("float", "int8_eager", "pte_int8", "mlpackage_w8a8"))
-                for d in ("real", "heldout")]
+        psnr = [" / ".join(f(r, f"{d}_{c}") for c in ("float", "int8_eager")) for d in ("real", "heldout")]
+        psnr += [" / ".join(f(r, f"{d}_{c}") for c in ("parity_float", "pte_int8", "mlpackage_w8a8"))
+                 for d in ("real", "heldout")]
         L.append("| " + " | ".join([
             f(r, "budget_g", "g"), f(r, "gmaccs"), f(r, "k_params"), str(r.get("pdubs", "–")), *psnr,
             " / ".join(f(r, f"s_{k}", ".2f") for k in ("eager_fp32", "pte_fp32", "pte_int8")),
@@ -121,8 +130,9 @@ def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
 
 
 def plot_pareto(rows: list[dict], path: Path, shipped: dict[str, dict] | None = None) -> Path:
-    """``pareto.png``: left, PSNR-μ vs GMAccs of the sweep (float, int8 .pte, W8A8 .mlpackage) and the shipped
-    float models on our sets; right, the paper's reported points and AHDR (NTIRE 2022 validation set)."""
+    """``pareto.png``: left, PSNR-μ vs GMAccs of the sweep (compressed float and int8, whole scenes) and the
+    shipped float teacher on our sets; right, the paper's reported points and AHDR (NTIRE 2022 validation set).
+    The artifacts' PSNR-μ (a subset of scenes) is in the table, not the plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,8 +143,7 @@ def plot_pareto(rows: list[dict], path: Path, shipped: dict[str, dict] | None = 
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
     for d, marker in (("real", "o"), ("heldout", "s")):
-        for c, color, label in (("float", "C0", "float"), ("pte_int8", "C1", "int8 .pte"),
-                                ("mlpackage_w8a8", "C2", "W8A8 .mlpackage")):
+        for c, color, label in (("float", "C0", "compressed float"), ("int8_eager", "C1", "compressed int8")):
             pts = sorted((r["gmaccs"], r[f"{d}_{c}"]) for r in rows if f"{d}_{c}" in r)
             if pts:
                 ax.plot(*zip(*pts), marker=marker, color=color, ls="-" if d == "real" else "--",
@@ -181,15 +190,18 @@ def _shipped_points(rep: dict) -> dict[str, dict]:
     return {Path(str(rep["teacher"])).stem: pt}
 
 
-def _write_tables(out: Path, summary: list[dict], rows: list[dict], failed: dict, shipped: dict, size) -> str:
+def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: dict, shipped: dict,
+                  size) -> str:
     """Write sweep.md, sweep.json, sweep.csv and pareto.png for the budgets done so far; returns the Markdown."""
     from eapnet.runs import atomic_write_json, atomic_write_text
 
     md = ("# Accuracy vs MAccs\n\n" + summary_markdown(summary, size)
-          + "\nPSNR-μ in dB: float and int8 eager on whole scenes (compress/qat.py evaluation); .pte (int8) and "
-            ".mlpackage (W8A8) from the parity harness, on the same scenes packed at the export size (real crops: "
-            "all 4; held-out synthetic: the parity subset). Latency: median seconds per frame on this CPU "
-            "(bench/bench_mobile.py). Plot: pareto.png.\n\n## Every model of every run\n\n" + table_markdown(rows)
+          + "\nPSNR-μ in dB. *float / int8 eager*: the compress/qat.py evaluation on whole scenes (4 real crops, "
+            "held-out synthetic). *parity scenes*: the parity harness's subset (--parity-scenes per dataset), "
+            "packed at the export size; the float model on those same scenes stands beside the .pte and "
+            ".mlpackage, so compare within a group only. Latency: median seconds per frame on this CPU "
+            "(bench/bench_mobile.py, measured in the sweep). Plot: pareto.png.\n\n## Every model of every run\n\n"
+          + table_markdown(rows)
           + "".join(f"\nBudget {b:g} G: exit {rc}.\n" for b, rc in failed.items()))
     if summary:
         plot_pareto(summary, out / "pareto.png", shipped)
@@ -204,10 +216,37 @@ def _write_tables(out: Path, summary: list[dict], rows: list[dict], failed: dict
     return md
 
 
+def _tabulate_run(run: Path, budget: int, state: dict) -> None:
+    """Add one finished budget folder (``report.json``, optional ``bench.json``) to the sweep's tables."""
+    rep = json.loads((run / "report.json").read_text())
+    bench_file = run / "bench" / "bench.json"     # bench/bench_mobile.py --out <run>/bench
+    bench_row = json.loads(bench_file.read_text())["rows"][0] if bench_file.is_file() else None
+    state["rows"] += rows_from_report(budget, rep)
+    state["shipped"].update(_shipped_points(rep))
+    state["summary"].append(summary_row(budget, rep, bench_row))
+    if rep.get("export"):
+        state["size"] = rep["export"]["size"]
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    from eapnet.runs import atomic_write_json, make_run_dir, record_run
+
+    state = {"rows": [], "summary": [], "failed": {}, "shipped": {}, "size": None}
+    if args.retabulate:
+        out = Path(args.retabulate)
+        runs = sorted((json.loads((d / "report.json").read_text())["target_maccs"], d)
+                      for d in out.iterdir() if (d / "report.json").is_file())
+        if not runs:
+            p.error(f"--retabulate {out}: no budget folders with a report.json")
+        for budget, run in sorted(runs, reverse=True):
+            _tabulate_run(run, budget, state)
+        print(_write_tables(out, **state))
+        return 0
+    if not args.budgets:
+        p.error("--budgets is required (or --retabulate a finished sweep)")
     from compress import qat
-    from eapnet.runs import make_run_dir, record_run
 
     extra = [a for a in args.qat_args if a != "--"]
     for flag in ("--target-maccs", "--out"):
@@ -215,31 +254,28 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: {flag} is set by the sweep itself; do not pass it after --")
     out = make_run_dir(args.out, "sweep")
     record_run(out, {"budgets": args.budgets, "qat_args": extra, "bench_runs": args.bench_runs})
-    rows, summary, failed, shipped, size = [], [], {}, {}, None
     for budget in sorted(set(args.budgets), reverse=True):
         run = out / f"{budget / 1e9:g}G"
         rc = qat.main(["--target-maccs", str(budget), "--out", str(run), *extra])
+        if rc != 0:      # unreachable budget (no report), or a parity failure (the report says which artifact)
+            state["failed"][budget / 1e9] = rc
         if not (run / "report.json").is_file():
-            failed[budget / 1e9] = rc
             continue
-        if rc != 0:      # e.g. a parity failure: the report exists and says which artifact failed
-            failed[budget / 1e9] = rc
         rep = json.loads((run / "report.json").read_text())
-        rows += rows_from_report(budget, rep)
-        shipped.update(_shipped_points(rep))
-        bench_row = None
         if args.bench_runs and rep.get("export"):
             from bench.bench_mobile import bench
 
-            size = rep["export"]["size"]
-            (bench_row,) = bench([run / "compressed.pt"], [tuple(size)], runs=args.bench_runs,
-                                 threads=os.cpu_count() or 1, artifacts=run / "export", int8=str(run / "int8.pt2"))
-        summary.append(summary_row(budget, rep, bench_row))
-        _write_tables(out, summary, rows, failed, shipped, size)    # after every budget: nothing is lost
-    md = _write_tables(out, summary, rows, failed, shipped, size)
+            threads = os.cpu_count() or 1
+            (bench_row,) = bench([run / "compressed.pt"], [tuple(rep["export"]["size"])], runs=args.bench_runs,
+                                 threads=threads, artifacts=run / "export", int8=str(run / "int8.pt2"))
+            atomic_write_json(run / "bench" / "bench.json", {"runs": args.bench_runs, "threads": threads,
+                                                             "rows": [bench_row]})
+        _tabulate_run(run, budget, state)
+        _write_tables(out, **state)    # after every budget: nothing is lost
+    md = _write_tables(out, **state)
     print(md)
     print(f"wrote {out}")
-    return 1 if failed else 0
+    return 1 if state["failed"] else 0
 
 
 if __name__ == "__main__":
