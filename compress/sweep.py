@@ -141,7 +141,7 @@ def plot_pareto(rows: list[dict], path: Path, shipped: dict[str, dict] | None = 
     from eapnet.runs import atomic_path
     from eapnet.variants import AHDR_MACCS
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
     for d, marker in (("real", "o"), ("heldout", "s")):
         for c, color, label in (("float", "C0", "compressed float"), ("int8_eager", "C1", "compressed int8")):
             pts = sorted((r["gmaccs"], r[f"{d}_{c}"]) for r in rows if f"{d}_{c}" in r)
@@ -200,7 +200,7 @@ def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: d
             "held-out synthetic). *parity scenes*: the parity harness's subset (--parity-scenes per dataset), "
             "packed at the export size; the float model on those same scenes stands beside the .pte and "
             ".mlpackage, so compare within a group only. Latency: median seconds per frame on this CPU "
-            "(bench/bench_mobile.py, measured in the sweep). Plot: pareto.png.\n\n## Every model of every run\n\n"
+            "(bench/bench_mobile.py; each run's bench/ folder). Plot: pareto.png.\n\n## Every model of every run\n\n"
           + table_markdown(rows)
           + "".join(f"\nBudget {b:g} G: exit {rc}.\n" for b, rc in failed.items()))
     if summary:
