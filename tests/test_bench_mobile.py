@@ -18,7 +18,7 @@ def test_bench_measures_every_runtime_and_reuses_artifacts(tmp_path):
     from bench import bench_mobile
 
     torch.manual_seed(0)
-    # half-resolution alignment: the tiny default (full alignment + multi-scale encoder) hits the int8 runtime
+    # half-resolution alignment: the tiny default (full alignment + multi-scale encoder) hits an int8 runtime
     # bug pinned by test_executorch_export.test_int8_multiscale_full_alignment_runs
     m = EAPNet(TINY.replace(align="half")).eval()
     nn.init.normal_(m.out.weight, std=0.05)

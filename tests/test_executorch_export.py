@@ -274,10 +274,11 @@ def test_cli_rejects_bad_arguments(argv, message, capsys):
 
 
 @pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "ExecuTorch 1.5.1: the XNNPACK partitioner splits the int8 graph of a multi-scale encoder with full-resolution "
-    "alignment (the lightweight family) into 2 subgraphs, and the runtime then fails: 'Attempted to resize a static "
-    "tensor. Expected (1, 4, 20, 28), received (1, 4, 8, 20)'. align='half' or multi_scale=False avoid it. Strict: "
-    "this test fails once the bug is gone, so the workaround notes can go too."))
+    "ExecuTorch 1.5.1: the XNNPACK partitioner splits the int8 graph of the tiny config with a multi-scale encoder "
+    "and full-resolution alignment into 2 subgraphs (0 nodes outside), and the runtime then fails: 'Attempted to "
+    "resize a static tensor. Expected (1, 4, 20, 28), received (1, 4, 8, 20)'. align='half' or multi_scale=False "
+    "avoid it; the shipped lightweight and standard int8 programs lower to 1 subgraph and run. Strict: this test "
+    "fails once the bug is gone."))
 def test_int8_multiscale_full_alignment_runs(tmp_path):
     cfg = TINY.replace(align="full", multi_scale=True)
     m = _model(cfg)
