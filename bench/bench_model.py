@@ -1,29 +1,37 @@
 """Training throughput and full-frame inference time of the EAPNet variants, printed as figures.
 
-    python bench/bench_model.py                         # this machine's CPU
+    python bench/bench_model.py                         # this machine's CPU: trainer modes side by side
     python bench/bench_model.py --device cuda           # GPU: fp32, bf16/fp16, with and without torch.compile
-    python bench/bench_model.py --variants lightweight --train-batch 8 --train-patch 128 --repeats 3
+    python bench/bench_model.py --skip-infer --train-steps 24 --out reports/bench-train/bench.json
+    python bench/bench_model.py --loss-check 300        # ... and the fast mode's loss curve against fp32 eager
 
-Training: steps/s and samples/s of full optimizer steps (forward, 0.5/0.5 loss, backward, Adam) at
-``--train-batch`` x ``--train-patch``^2 (paper: 32 x 256^2). Inference: seconds per 1920x1080 frame (the
-paper pads 1900x1060 to that size; it reports 0.24 s standard and 0.15 s lightweight on a V100), median of
-``--repeats`` runs after a warm-up. Figures are measured in one run so their ratios compare; the machine is
-shared, so read single numbers with care. ``--out FILE`` also writes the rows as JSON (atomically).
+CPU training: each mode runs the real trainer (``python -m eapnet.train``, or torchrun for 2 processes) in
+its own process for ``--train-steps`` steps of ``--train-batch`` x ``--train-patch``^2 synthetic patches,
+data generation included, and reports steps/s after ``--train-warmup`` steps; modes add one change each
+(channels_last, glibc keeping freed memory, the dilated-depthwise backward of eapnet/cpu.py, a DataLoader
+worker, torch.compile, bf16 autocast where the CPU computes bf16 natively, 2 DDP processes of 1 thread).
+Inference: seconds per 1920x1080 frame (the paper pads 1900x1060 to that size; it reports 0.24 s standard
+and 0.15 s lightweight on a V100), median of ``--repeats`` runs after a warm-up. Figures are measured in
+one run so their ratios compare; the machine is shared, so read single numbers with care. ``--out FILE``
+also writes the rows as JSON (atomically).
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eapnet import build_model, count_maccs  # noqa: E402
-from eapnet.losses import EAPNetLoss  # noqa: E402
+from eapnet import build_model, count_maccs
+from eapnet.cpu import cpu_name, native_bf16
+from eapnet.losses import EAPNetLoss
 
 PAPER_V100_S = {"standard": 0.24, "lightweight": 0.15}
 
@@ -82,21 +90,128 @@ def bench_infer(name: str, device, repeats: int, amp_dtype, compile_: bool, h: i
     return _time(run, device, repeats)
 
 
+# CPU trainer modes: (name, extra flags, processes). Each row adds one change to the row before it,
+# except the last two, which start again from "fast depthwise".
+_BEFORE = ["--channels-last", "off", "--no-keep-freed-memory", "--fast-depthwise", "off", "--amp", "off"]
+CPU_MODES = [
+    ("fp32 eager (before)", _BEFORE, 1),
+    ("+ channels_last", ["--channels-last", "on", "--no-keep-freed-memory", "--fast-depthwise", "off", "--amp", "off"], 1),
+    ("+ keep freed memory", ["--channels-last", "on", "--fast-depthwise", "off", "--amp", "off"], 1),
+    ("+ fast depthwise", ["--channels-last", "on", "--fast-depthwise", "on", "--amp", "off"], 1),
+    ("+ DataLoader worker", ["--channels-last", "on", "--fast-depthwise", "on", "--amp", "off", "--num-workers", "1"], 1),
+    ("+ torch.compile", ["--channels-last", "on", "--fast-depthwise", "on", "--amp", "off", "--num-workers", "1",
+                         "--compile"], 1),
+    ("fast depthwise + bf16 autocast", ["--channels-last", "on", "--fast-depthwise", "on", "--amp", "bf16"], 1),
+    ("fast depthwise, 2 processes x 1 thread", ["--channels-last", "on", "--fast-depthwise", "on", "--amp", "off"], 2),
+]
+
+
+def run_trainer(variant: str, flags: list[str], procs: int, steps: int, batch: int, patch: int, threads: int,
+                out: Path, seed: int = 0, log_every: int = 2, timeout: float = 3600) -> Path:
+    """Run ``eapnet.train`` (torchrun when ``procs`` > 1) for ``steps`` steps into ``out``; returns its log.csv."""
+    cmd = [sys.executable, "-m", "eapnet.train"]
+    if procs > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
+               "-m", "eapnet.train"]
+    cmd += ["--model", variant, "--steps", str(steps), "--batch-size", str(batch), "--patch", str(patch),
+            "--threads", str(threads), "--log-every", str(log_every), "--val-every", "0", "--val-scenes", "1",
+            "--val-size", "64", "--health-every", "0", "--ckpt-every", str(10**9), "--seed", str(seed),
+            "--device", "cpu", "--out", str(out), *flags]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise RuntimeError(f"trainer failed (exit {res.returncode}): {tail[0]}")
+    return out / "log.csv"
+
+
+def _loss_rows(log: Path) -> list[dict]:
+    with open(log, newline="") as f:
+        return [r for r in csv.DictReader(f) if r["loss"]]
+
+
+def steps_per_s(log: Path, warmup: int) -> float:
+    """Steps per second between the first logged step >= ``warmup`` and the last logged step."""
+    rows = [r for r in _loss_rows(log) if int(r["step"]) >= warmup]
+    if len(rows) < 2:
+        raise ValueError(f"{log}: fewer than two logged steps after step {warmup}; raise --train-steps")
+    a, b = rows[0], rows[-1]
+    return (int(b["step"]) - int(a["step"])) / (float(b["seconds"]) - float(a["seconds"]))
+
+
+def bench_cpu_modes(variant: str, steps: int, warmup: int, batch: int, patch: int, threads: int) -> list[dict]:
+    """Steps/s of every CPU trainer mode (``CPU_MODES``), measured one after the other in this run."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        for i, (mode, flags, procs) in enumerate(CPU_MODES):
+            row = {"variant": variant, "mode": mode, "processes": procs, "threads_per_process": threads // procs,
+                   "train_batch": batch, "train_patch": patch}
+            if "bf16" in flags and not native_bf16():
+                row["skipped"] = "no native bf16 on this CPU (AMX-BF16 / AVX512-BF16): emulated bf16 is slower"
+            else:
+                try:
+                    t0 = time.perf_counter()
+                    log = run_trainer(variant, flags, procs, steps + (warmup if "--compile" in flags else 0), batch,
+                                      patch, threads // procs, Path(tmp) / f"mode{i}")
+                    sps = steps_per_s(log, warmup * (2 if "--compile" in flags else 1))
+                    row.update(steps_per_s=sps, samples_per_s=sps * batch, s_per_step=1 / sps,
+                               wall_s=time.perf_counter() - t0)
+                except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                    row["failed"] = str(e)
+            rows.append(row)
+            base = rows[0].get("steps_per_s")
+            if "steps_per_s" in row:
+                row["speedup"] = row["steps_per_s"] / base if base else None
+                print(f"{variant:<12} {mode:<40} {row['s_per_step']:6.2f} s/step  {row['samples_per_s']:6.2f} samples/s"
+                      f"  x{row['speedup']:.2f}", flush=True)
+            else:
+                print(f"{variant:<12} {mode:<40} {row.get('skipped') or 'failed: ' + row['failed']}", flush=True)
+    return rows
+
+
+def loss_check(variant: str, steps: int, batch: int, patch: int, threads: int) -> dict:
+    """Train ``steps`` steps from the same seed in the "before" mode and the fast mode; compare their losses."""
+    fast = CPU_MODES[3][1]
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="bench-loss-") as tmp:
+        for name, flags in (("before", _BEFORE), ("fast", fast)):
+            log = run_trainer(variant, flags, 1, steps, batch, patch, threads, Path(tmp) / name, log_every=10,
+                              timeout=24 * 3600)
+            out[name] = [(int(r["step"]), float(r["loss"])) for r in _loss_rows(log)]
+    a, b = dict(out["before"]), dict(out["fast"])
+    common = sorted(set(a) & set(b))
+    rel = [abs(a[k] - b[k]) / max(a[k], 1e-12) for k in common]
+    return {"steps": steps, "before": out["before"], "fast": out["fast"], "max_rel_loss_diff": max(rel),
+            "mean_rel_loss_diff": sum(rel) / len(rel)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", nargs="+", default=["standard", "lightweight"], choices=["standard", "lightweight"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--train-batch", type=int, default=None, help="default: 32 on CUDA, 8 on CPU")
     p.add_argument("--train-patch", type=int, default=None, help="default: 256 on CUDA, 128 on CPU")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median reported)")
+    p.add_argument("--train-steps", type=int, default=16, help="CPU: timed trainer steps per mode")
+    p.add_argument("--train-warmup", type=int, default=4, help="CPU: steps before timing starts (x2 with compile)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads in all (default: all)")
+    p.add_argument("--loss-check", type=int, default=0, metavar="STEPS",
+                   help="CPU: also train STEPS steps in the before and fast modes from one seed and compare losses")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per inference figure (median reported)")
     p.add_argument("--skip-train", action="store_true", help="only time inference")
+    p.add_argument("--skip-infer", action="store_true", help="only time training")
     p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
-    if args.repeats < 1:
-        p.error("--repeats must be at least 1")
+    for name in ("repeats", "train_steps", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.train_warmup < 0 or args.loss_check < 0:
+        p.error("--train-warmup and --loss-check must be >= 0")
+    if args.out is not None and not args.out.parent.is_dir():
+        p.error(f"--out {args.out}: folder {args.out.parent} does not exist")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available here")
+    torch.set_num_threads(args.threads)
     batch = args.train_batch or (32 if device.type == "cuda" else 8)
     patch = args.train_patch or (256 if device.type == "cuda" else 128)
     modes = [("fp32", None, False)]
@@ -104,34 +219,53 @@ def main(argv: list[str] | None = None) -> int:
         half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         hname = "bf16" if half == torch.bfloat16 else "fp16"
         modes += [(hname, half, False), ("fp32+compile", None, True), (f"{hname}+compile", half, True)]
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    where = torch.cuda.get_device_name() if device.type == "cuda" else \
+        f"CPU {cpu_name()}, {args.threads} threads, native bf16: {native_bf16()}"
     print(f"# {where}, torch {torch.__version__}")
-    rows = []
+    rows: list[dict] = []
+    train_rows: list[dict] = []
+    extra: dict = {}
+    if device.type == "cpu" and not args.skip_train:
+        print(f"# training: {batch} x {patch}^2 patches per step, data generation included")
+        for name in args.variants:
+            train_rows += bench_cpu_modes(name, args.train_steps, args.train_warmup, batch, patch, args.threads)
+        if args.loss_check:
+            chk = loss_check(args.variants[0], args.loss_check, batch, patch, args.threads)
+            extra["loss_check"] = chk
+            print(f"# loss check over {chk['steps']} steps, same seed: relative loss difference fast vs before "
+                  f"mean {chk['mean_rel_loss_diff']:.2e}, max {chk['max_rel_loss_diff']:.2e}")
     for name in args.variants:
         gmaccs = count_maccs(build_model(name), 1080, 1920) / 1e9
         for mode, dtype, comp in modes:
             row = {"variant": name, "mode": mode, "gmaccs_1920x1080": round(gmaccs, 2)}
-            if not args.skip_train:
+            if not args.skip_train and device.type == "cuda":
                 s = bench_train(name, device, batch, patch, args.repeats, dtype, comp)
                 row.update(train_batch=batch, train_patch=patch, train_steps_per_s=1 / s,
                            train_samples_per_s=batch / s)
-            row["infer_s_per_1920x1080"] = bench_infer(name, device, args.repeats, dtype, comp)
-            row["paper_v100_s"] = PAPER_V100_S[name]
+            if not args.skip_infer:
+                row["infer_s_per_1920x1080"] = bench_infer(name, device, args.repeats, dtype, comp)
+                row["paper_v100_s"] = PAPER_V100_S[name]
+            if len(row) == 3:
+                continue
             rows.append(row)
             tr = (f"train {row['train_steps_per_s']:.3f} it/s ({row['train_samples_per_s']:.1f} samples/s, "
                   f"{batch}x{patch}^2)  " if "train_steps_per_s" in row else "")
-            print(f"{name:<12} {mode:<14} {tr}infer {row['infer_s_per_1920x1080']:.3f} s/frame "
-                  f"(paper V100: {PAPER_V100_S[name]:.2f} s)")
-    if len(args.variants) == 2:
-        a, b = (next(r for r in rows if r["variant"] == v and r["mode"] == "fp32") for v in args.variants)
-        print(f"ratio {args.variants[0]}/{args.variants[1]} inference time (fp32): "
+            inf = (f"infer {row['infer_s_per_1920x1080']:.3f} s/frame (paper V100: {PAPER_V100_S[name]:.2f} s)"
+                   if "infer_s_per_1920x1080" in row else "")
+            print(f"{name:<12} {mode:<14} {tr}{inf}")
+    inf_rows = [r for r in rows if r["mode"] == "fp32" and "infer_s_per_1920x1080" in r]
+    if len(inf_rows) == 2:
+        a, b = inf_rows
+        print(f"ratio {a['variant']}/{b['variant']} inference time (fp32): "
               f"{a['infer_s_per_1920x1080'] / b['infer_s_per_1920x1080']:.2f} "
               f"(MAcc ratio {a['gmaccs_1920x1080'] / b['gmaccs_1920x1080']:.2f}; paper V100 time ratio "
-              f"{PAPER_V100_S[args.variants[0]] / PAPER_V100_S[args.variants[1]]:.2f})")
+              f"{PAPER_V100_S[a['variant']] / PAPER_V100_S[b['variant']]:.2f})")
     if args.out:
         from eapnet.runs import atomic_write_json, package_versions
 
-        atomic_write_json(args.out, {"device": where, "versions": package_versions(), "rows": rows})
+        atomic_write_json(args.out, {"device": where, "versions": package_versions(), "train_modes": train_rows,
+                                     "rows": rows, **extra})
+        print(f"wrote {args.out}")
     return 0
 
 

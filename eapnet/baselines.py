@@ -34,6 +34,7 @@ __all__ = [
     "debevec",
     "debevec_calibrated",
     "mertens",
+    "radiance_merge",
     "known_response",
     "BASELINES",
     "ALL_BASELINES",
@@ -158,10 +159,27 @@ def mertens(ldrs, evs) -> np.ndarray:
     return _finish(lin)
 
 
+def radiance_merge(ldrs, evs) -> np.ndarray:
+    """The base EAPNet adds its residual to (``eapnet.model.radiance_merge``: Debevec's log-domain weighted
+    mean with the known response, in float32 torch): what the network starts from, so the margin over it
+    is what the learned layers add (de-ghosting in moving regions above all)."""
+    import torch
+
+    from eapnet.model import radiance_merge as merge
+
+    ldrs, evs = _check(ldrs, evs)
+    x = torch.from_numpy(np.ascontiguousarray(ldrs.transpose(0, 3, 1, 2), dtype=np.float32))[None]
+    e = torch.from_numpy(np.asarray(evs, np.float32).reshape(1, 3))
+    with torch.no_grad():
+        y = merge(x, e)[0]
+    return np.ascontiguousarray(y.permute(1, 2, 0).numpy(), dtype=np.float32)
+
+
 BASELINES: dict[str, Baseline] = {
     "reference_frame": reference_frame,
     "debevec": debevec,
     "mertens": mertens,
+    "radiance_merge": radiance_merge,
 }
 """The reliable baselines, the evaluation default."""
 

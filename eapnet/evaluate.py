@@ -154,15 +154,13 @@ def write_outputs(folder: str | os.PathLike, name: str, hdr: np.ndarray,
 
 def heldout_synthetic(n: int, size: int) -> list[tuple[str, Any]]:
     """The held-out synthetic set: ``n`` lazy scenes ``size`` x ``size``, ids ``0000``...; scene ``i`` is
-    ``generate_scene(scene_seed(HELDOUT_SEED, i), size, size)`` (the seed training never uses)."""
-    import functools
-
-    from eapnet.data.synthetic import HELDOUT_SEED, generate_scene, scene_seed
+    ``generate_scene(scene_seed(HELDOUT_SEED, i), size, size)`` (the seed training never uses). Each source
+    also knows its motion mask (``SceneSource.motion_mask``), so :func:`evaluate` scores moving regions."""
+    from eapnet.data.synthetic import HELDOUT_SEED, SceneSource, scene_seed
 
     if n < 0 or size < 16:
         raise ValueError(f"need n >= 0 scenes of size >= 16, got n={n}, size={size}")
-    return [(f"{i:04d}", functools.partial(generate_scene, scene_seed(HELDOUT_SEED, i), size, size))
-            for i in range(n)]
+    return [(f"{i:04d}", SceneSource(scene_seed(HELDOUT_SEED, i), size, size)) for i in range(n)]
 
 
 def real_crops(folder: str | os.PathLike | None = None) -> list[tuple[str, Any]]:
@@ -219,12 +217,23 @@ def _file_stem(sid: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _score(gt: np.ndarray, hdr: np.ndarray, where: str) -> dict[str, float]:
-    from eapnet.metrics import psnr_l, psnr_mu
+def _score(gt: np.ndarray, hdr: np.ndarray, where: str, motion: np.ndarray | None = None) -> dict[str, float]:
+    """PSNR-μ and PSNR-l of one output; with a motion mask also ``psnr_mu_motion`` (PSNR-μ inside it)."""
+    from eapnet.metrics import psnr_l, psnr_mu, psnr_mu_masked
 
     if not np.all(np.isfinite(hdr)):
         raise ValueError(f"{where}: output contains NaN/inf")
-    return {"psnr_mu": psnr_mu(gt, hdr), "psnr_l": psnr_l(gt, hdr)}
+    out = {"psnr_mu": psnr_mu(gt, hdr), "psnr_l": psnr_l(gt, hdr)}
+    if motion is not None and motion.any():
+        out["psnr_mu_motion"] = psnr_mu_masked(gt, hdr, motion)
+    return out
+
+
+def _motion_mask(item: Sequence) -> np.ndarray | None:
+    """The motion mask of a lazy ``(id, source)`` scene whose source knows one (synthetic scenes)."""
+    if len(item) == 2 and hasattr(item[1], "motion_mask"):
+        return item[1].motion_mask()
+    return None
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -320,6 +329,7 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
         ids = []
         for item in scenes:
             sid, ldrs, evs, gt = _load(item, d)
+            motion = _motion_mask(item)
             if sid in ids or _file_stem(sid) in map(_file_stem, ids):
                 raise ValueError(f"{d}: scene id {sid!r} is not unique (as an output file name)")
             ids.append(sid)
@@ -333,7 +343,7 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
                     hdr = ALL_BASELINES[n](ldrs, evs)
                 dt = time.perf_counter() - t0
                 r = results[d][n]
-                r["per_scene"][sid] = _score(gt, hdr, f"{d}/{n}/{sid}")
+                r["per_scene"][sid] = _score(gt, hdr, f"{d}/{n}/{sid}", motion)
                 r["seconds_total"] += dt
                 if save_outputs and n in models:
                     write_outputs(out / d / n, _file_stem(sid), hdr, gt)
@@ -347,6 +357,9 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
             k = max(len(r["per_scene"]), 1)
             r.update(psnr_mu=_mean(s["psnr_mu"] for s in per), psnr_l=_mean(s["psnr_l"] for s in per),
                      seconds=r.pop("seconds_total") / k)
+            motion = [s["psnr_mu_motion"] for s in per if "psnr_mu_motion" in s]
+            if motion:  # mean over the scenes that have moving regions
+                r.update(psnr_mu_motion=_mean(motion), motion_scenes=len(motion))
             r["per_scene"] = r.pop("per_scene")  # keep the means first in report.json
 
     report = {"methods": methods, "datasets": info, "results": results, "settings": settings,
@@ -399,6 +412,35 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
     return "–" if x is None else format(x, spec)
 
 
+def motion_markdown(report: dict, base: str = "radiance_merge") -> list[str]:
+    """Lines of the moving-regions table: PSNR-μ inside the synthetic motion masks per method, and each
+    method's margin over ``base`` (the radiance merge every EAPNet adds its residual to). Empty when no
+    dataset has motion masks."""
+    ds = [d for d, res in report["results"].items() if any("psnr_mu_motion" in r for r in res.values())]
+    if not ds:
+        return []
+    out = ["", ("De-ghosting: PSNR-μ (dB) inside the moving regions of the synthetic scenes (the generator's "
+                "motion masks: where a moving object shows in some frame and the frames disagree; whole-image "
+                "tone map, MSE over the masked pixels), mean over the scenes that have such regions"
+                + (f"; margin over `{base}`, the base the model corrects" if base in report["methods"] else "")
+                + "."), ""]
+    head = "| method | " + " | ".join(f"{d} PSNR-μ (moving) | {d} whole frame" for d in ds) + " |"
+    out += [head, "|---|" + "---:|" * (2 * len(ds))]
+    for n in report["methods"]:
+        cells = []
+        for d in ds:
+            r, b = report["results"][d][n], report["results"][d].get(base)
+            mv = r.get("psnr_mu_motion")
+            delta = f" ({mv - b['psnr_mu_motion']:+.2f})" if b and mv is not None and n != base else ""
+            cells += [_fmt(mv) + delta, _fmt(r["psnr_mu"])]
+        out.append(f"| {n} | " + " | ".join(cells) + " |")
+    counts = {d: next((r.get("motion_scenes") for r in report["results"][d].values() if r.get("motion_scenes")), 0)
+              for d in ds}
+    out += ["", "Scenes with moving regions: " + ", ".join(f"{d} {c} of {report['datasets'][d]['scenes']}"
+                                                         for d, c in counts.items()) + "."]
+    return out
+
+
 def report_markdown(report: dict) -> str:
     """``report.md``: the PSNR table (rows = methods, PSNR-μ / PSNR-l per dataset), model cost, margins."""
     ds = list(report["results"])
@@ -428,6 +470,7 @@ def report_markdown(report: dict) -> str:
                            f"{_fmt(v['baseline_psnr_mu'])} | {_fmt(v['margin_db'], '+.2f')} | "
                            f"{v['scenes_won']}/{v['scenes']} | {v['worst_scene']['id']} "
                            f"({_fmt(v['worst_scene']['margin_db'], '+.2f')}) |")
+    out += motion_markdown(report)
     s = report["settings"]
     how = "whole frame" if s["tile"] is None else f"tiles of {s['tile']} px, overlap {s['overlap']} px"
     out += ["", f"Inference: {how}, amp {s['amp'] or 'off'}, {s['torch_threads']} torch threads."]

@@ -169,6 +169,7 @@ class FrameEncoder(nn.Module):
         super().__init__()
         c = cfg.enc_channels if cfg.multi_scale else cfg.feat_channels
         self.conv0 = nn.Conv2d(6, c, 3, padding=1)
+        self.act0 = nn.ReLU()  # a module, not F.relu: eapnet.diagnostics finds every ReLU by its hooks
         self.multi_scale = cfg.multi_scale
         if cfg.multi_scale:
             self.high = DSConv(c, c)
@@ -176,7 +177,7 @@ class FrameEncoder(nn.Module):
             self.low = nn.Sequential(DSConv(c, c, stride=2), DSConv(c, c))
 
     def forward(self, x):
-        f = F.relu(self.conv0(x))
+        f = self.act0(self.conv0(x))
         if not self.multi_scale:
             return f, None
         h = self.high(f)
@@ -303,10 +304,7 @@ class EAPNet(nn.Module):
         self.up = Up2(Fc, skip_c, cfg.upsample, project=cfg.multi_scale)
         self.tail = DSConv(skip_c, cfg.tail_channels)
         self.out = nn.Conv2d(cfg.tail_channels, 3, 3, padding=1)
-        # Zero-initialised output conv: a fresh model returns its base (the reference frame, or the classical
-        # radiance merge of the three frames), and training starts from there instead of from noise around it.
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        init_weights(self)
 
     def forward(self, ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -351,6 +349,39 @@ class EAPNet(nn.Module):
         y = self.gff(torch.cat(outs, 1))
         y = self.up(y) + ref[0]                        # long skip: reference features
         return self.out(self.tail(y))
+
+
+def init_weights(model: "EAPNet") -> None:
+    """He (Kaiming-normal, fan-in) weights with the gain of what follows each conv, zero biases, zero output conv.
+
+    Why not PyTorch's default: its ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` weights shrink the signal ~3x per
+    conv and its biases are as large as the weights, so after a few stacked depthwise-separable convs every
+    ReLU sees a bias-dominated, nearly constant input: measured on held-out scenes, 1,285 of the standard
+    model's 3,136 ReLU channels were zero everywhere at initialisation and the gradient reaching the PDUBs,
+    alignment and attention was 1e-7..1e-9 of their weights (below Adam's eps), so they never trained. With
+    this init: 23-28 dead channels and gradient ratios within an order of magnitude across module groups.
+
+    - a conv followed by ReLU gets gain sqrt(2), one followed by a linear op (the depthwise conv inside a
+      DSConv, the attention's sigmoid input, alignment, residual-branch ends, projections) gain 1;
+    - a stride-2, 2x2 transposed conv sees ``cin`` inputs per output pixel, so its fan-in is ``cin``;
+    - the output conv starts at zero: a fresh model returns its base (reference frame or radiance merge)
+      and training learns the correction from there.
+    """
+    relu_fed = {id(m.pw) for m in model.modules() if isinstance(m, DSConv) and isinstance(m.act, nn.ReLU)}
+    relu_fed |= {id(m.conv0) for m in model.modules() if isinstance(m, FrameEncoder)}
+    for m in model.modules():
+        if isinstance(m, nn.ConvTranspose2d):
+            fan = m.in_channels // m.groups * (m.kernel_size[0] // m.stride[0]) * (m.kernel_size[1] // m.stride[1])
+        elif isinstance(m, nn.Conv2d):
+            fan = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            continue
+        gain = math.sqrt(2.0) if id(m) in relu_fed else 1.0
+        nn.init.normal_(m.weight, 0.0, gain / math.sqrt(fan))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    nn.init.zeros_(model.out.weight)
+    nn.init.zeros_(model.out.bias)
 
 
 def pad_frames(ldrs: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import yaml
 
 from eapnet.checkpoint import (CheckpointError, WEIGHTS_DIR, model_from_checkpoint, read_checkpoint,
                                save_checkpoint)
+from eapnet.cpu import cpu_name
 from eapnet.macs import count_maccs, count_params
 from eapnet.runs import atomic_write_text
 
@@ -49,16 +49,6 @@ def _commands(run: Path) -> list[str]:
 def _run_commit(run: Path) -> str:
     rec = run / "run.json"
     return (json.loads(rec.read_text()).get("git_commit") or "unknown") if rec.is_file() else "unknown"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         datasets["real_crops"] = crops
     report = evaluate({args.name: model}, list(BASELINES), datasets, args.run / "ship_eval", save_outputs=False,
                       progress=True)
-    hw = args.hardware or f"{_cpu_name()}, {cfg.get('threads') or 'all'} thread(s), no GPU"
+    hw = args.hardware or f"{cpu_name()}, {cfg.get('threads') or 'all'} thread(s), no GPU"
     wall = wall_time_s(args.run / "log.csv")
     maccs, params = count_maccs(model), count_params(model)
     lines = [

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import math
 import os
 import shlex
 import sys
@@ -31,18 +32,22 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from eapnet import EAPNetConfig, build_model
+from eapnet import EAPNet, EAPNetConfig, build_model
 from eapnet.checkpoint import (CheckpointError, build_from_spec, model_from_checkpoint, model_spec, read_checkpoint,
                                save_checkpoint, set_rng_state, unwrap)
+from eapnet.diagnostics import health, probe_batches
 from eapnet.evaluate import heldout_synthetic, materialise, mean_scores, real_crops
 from eapnet.losses import EAPNetLoss
+from eapnet.cpu import keep_freed_memory, native_bf16, use_fast_depthwise
 from eapnet.runs import atomic_write_json, atomic_write_text, make_run_dir, record_run
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train.yaml"
 # Keys a resumed run may change: they do not alter what the uninterrupted run would have computed.
-RESUME_MUTABLE = {"steps", "val_every", "ckpt_every", "log_every", "num_workers", "threads", "device"}
+RESUME_MUTABLE = {"steps", "val_every", "ckpt_every", "log_every", "health_every", "num_workers", "threads",
+                  "device"}
 LOG_FIELDS = ["step", "loss", "lr", "seconds", "samples_per_s", "val_psnr_mu", "val_psnr_l",
               "real_psnr_mu", "real_psnr_l"]
+SCHEDULES = ("step", "cosine", "wsd")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -74,6 +79,16 @@ def validate_config(cfg: dict) -> dict:
 
     positive("steps", "batch_size", "patch", "stride", "lr", "ema_every", "ckpt_every", "log_every",
              "val_scenes", "val_size", "lr_decay_every")
+    if cfg["schedule"] not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {cfg['schedule']!r}")
+    if not 0 <= cfg["cooldown"] <= 1:
+        raise ValueError(f"cooldown (a share of the steps) must be in [0, 1], got {cfg['cooldown']}")
+    if not 0 <= cfg["min_lr"] <= 1:
+        raise ValueError(f"min_lr (a fraction of lr) must be in [0, 1], got {cfg['min_lr']}")
+    if not isinstance(cfg["health_every"], int) or cfg["health_every"] < 0:
+        raise ValueError(f"health_every must be a step count >= 0, got {cfg['health_every']!r}")
+    if cfg["fast_depthwise"] not in ("auto", "on", "off"):
+        raise ValueError(f"fast_depthwise must be auto, on or off, got {cfg['fast_depthwise']!r}")
     if not 0 <= cfg["ema_decay"] < 1:
         raise ValueError(f"ema_decay must be in [0, 1), got {cfg['ema_decay']}")
     if not 0 < cfg["lr_decay"] <= 1:
@@ -215,10 +230,32 @@ class StepSampler(Sampler):
 
 # ------------------------------------------------------------------------------------------- training
 
-def lr_factor(step: int, warmup: int, every: int, decay: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then x``decay`` every ``every`` steps (paper Sec. 4.2)."""
+def lr_factor(step: int, warmup: int, every: int, decay: float, schedule: str = "step", total: int = 0,
+              min_lr: float = 0.0, cooldown: float = 0.2) -> float:
+    """Multiplier of the peak lr at ``step``: linear warm-up over ``warmup`` steps, then
+
+    - ``step`` (paper Sec. 4.2): x``decay`` every ``every`` steps;
+    - ``cosine``: half a cosine from 1 at the end of the warm-up down to ``min_lr`` at step ``total``;
+    - ``wsd`` (warm-up, stable, decay): 1 until the last ``cooldown`` share of ``total`` steps, then linearly
+      down to ``min_lr`` at ``total``. A run resumed with a larger ``--steps`` before its cool-down began
+      is the same run as one started with that length, so an open-ended CPU run can be extended.
+    """
     warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if schedule == "cosine":
+        t = min(1.0, max(0, step - warmup) / max(1, total - warmup))
+        return warm * (min_lr + (1 - min_lr) * 0.5 * (1 + math.cos(math.pi * t)))
+    if schedule == "wsd":
+        start = total - cooldown * total
+        t = min(1.0, max(0.0, step - start) / max(1.0, total - start))
+        return warm * (1 - (1 - min_lr) * t)
     return warm * decay ** (step // every)
+
+
+def ema_decay_at(n: int, decay: float, warmup: bool) -> float:
+    """Decay of the ``n``-th EMA update (0-based). With ``warmup`` it is ``min(decay, (1 + n) / (10 + n))``,
+    so the average forgets the random initialisation early and whatever the run length (a fixed 0.999
+    would still hold 55 % of the initial weights after 600 updates)."""
+    return min(decay, (1 + n) / (10 + n)) if warmup else decay
 
 
 @torch.no_grad()
@@ -256,12 +293,20 @@ def _setup_distributed(cfg: dict) -> tuple[int, int, int, torch.device]:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
         threads = cfg["threads"] or max(1, (os.cpu_count() or 1) // local_world)
         torch.set_num_threads(threads)
+        if cfg["keep_freed_memory"]:
+            keep_freed_memory()  # no per-step page faults on large activations (eapnet/cpu.py)
     return rank, world, local, device
 
 
 def _amp_dtype(cfg: dict, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or cfg["amp"] == "off":
+    """Autocast dtype: CUDA bf16 (fp16 where bf16 is missing); CPU bf16 only when asked for, or on auto
+    where the CPU has native bf16; else None (fp32)."""
+    if cfg["amp"] == "off":
         return None
+    if device.type != "cuda":
+        if cfg["amp"] == "fp16":
+            raise ValueError("--amp fp16 is for CUDA; on CPU use --amp bf16 or off")
+        return torch.bfloat16 if cfg["amp"] == "bf16" or native_bf16() else None
     if cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16
@@ -274,15 +319,26 @@ def _read_log(path: Path, upto: int) -> list[dict]:
         return [r for r in csv.DictReader(f) if int(r["step"]) <= upto]
 
 
-def _write_log(path: Path, rows: list[dict]) -> None:
+def _write_log(path: Path, rows: list[dict], fields: list[str] | None = None) -> None:
     import io
 
+    fields = fields or LOG_FIELDS
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+    w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     for r in rows:
-        w.writerow({k: r.get(k, "") for k in LOG_FIELDS})
+        w.writerow({k: r.get(k, "") for k in fields})
     atomic_write_text(path, buf.getvalue())
+
+
+def health_row(step: int, model: nn.Module, batches) -> dict:
+    """One ``health.csv`` row: per module group, the dead ReLU-channel share (``dead:<group>``, held-out
+    scenes) and ``|grad| / |w|`` of one backward (``grad:<group>``); see eapnet/diagnostics.py."""
+    h = health(unwrap(model), batches)
+    row = {"step": step}
+    row.update({f"dead:{g}": f"{v:.4f}" for g, v in h["dead"].items()})
+    row.update({f"grad:{g}": f"{v:.3e}" for g, v in h["grad"].items()})
+    return row
 
 
 def train(cfg: dict, run_dir: Path, resume: dict | None = None) -> dict:
@@ -314,7 +370,8 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, cfg["warmup_steps"], cfg["lr_decay_every"], cfg["lr_decay"]))
+        opt, lambda s: lr_factor(s, cfg["warmup_steps"], cfg["lr_decay_every"], cfg["lr_decay"], cfg["schedule"],
+                                 cfg["steps"], cfg["min_lr"], cfg["cooldown"]))
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     start = 0
@@ -333,9 +390,12 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         for k, v in state.items():
             if torch.is_tensor(v) and k != "step":
                 state[k] = v.to(device)
-    channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and device.type == "cuda")
+    # channels_last: faster on CUDA and on CPU (oneDNN's NHWC kernels; bench/bench_model.py measures it)
+    channels_last = cfg["channels_last"] in ("on", "auto")
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if cfg["fast_depthwise"] == "on" or (cfg["fast_depthwise"] == "auto" and device.type == "cpu"):
+        use_fast_depthwise(model)  # same parameters and state_dict; see eapnet/cpu.py
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -351,8 +411,12 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
                         persistent_workers=cfg["num_workers"] > 0)
     batches = iter(loader)
 
-    log_path = run_dir / "log.csv"
+    log_path, health_path = run_dir / "log.csv", run_dir / "health.csv"
     rows = _read_log(log_path, start) if main_rank else []
+    health_rows = _read_log(health_path, start) if main_rank else []
+    # Dead channels and gradient flow on 8 fixed held-out scenes of 128^2 (eapnet/diagnostics.py)
+    health_set = probe_batches(8, 128, device=device) if main_rank and cfg["health_every"] \
+        and isinstance(unwrap(model), EAPNet) else []
     # Held-out synthetic scenes (seed HELDOUT_SEED, never trained on) steer nothing but the log; the real
     # crops are reported beside them and never trained on.
     val_set = materialise(heldout_synthetic(cfg["val_scenes"], cfg["val_size"])) if main_rank else []
@@ -398,7 +462,7 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         sched.step()
         step += 1
         if step % cfg["ema_every"] == 0:
-            ema_update(ema, model, cfg["ema_decay"])
+            ema_update(ema, model, ema_decay_at(step // cfg["ema_every"] - 1, cfg["ema_decay"], cfg["ema_warmup"]))
         if step % cfg["log_every"] == 0 or step == cfg["steps"]:
             lv = loss.detach()
             if world > 1:
@@ -416,8 +480,12 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         if main_rank and cfg["val_every"] and step % cfg["val_every"] == 0 and step < cfg["steps"]:
             last_val = validate(step)
             rows.append({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in last_val.items()})
+        if health_set and (step % cfg["health_every"] == 0 or step == 1):
+            health_rows.append(health_row(step, model, health_set))
         if main_rank and (step % cfg["ckpt_every"] == 0):
             _write_log(log_path, rows)
+            if health_rows:
+                _write_log(health_path, health_rows, list(health_rows[-1]))
             checkpoint(step, last_val)
         bar.update(1)
     bar.close()
@@ -433,6 +501,9 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         final = validate(step)
         rows.append({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in final.items()})
         _write_log(log_path, rows)
+        if health_set:
+            health_rows.append(health_row(step, model, health_set))
+            _write_log(health_path, health_rows, list(health_rows[-1]))
         checkpoint(step, final)
         save_checkpoint(run_dir / "model.pt", ema, step=step, train_config=cfg, metrics=final, with_rng=False)
         summary = {"steps": step, "world_size": world, "device": str(device),
@@ -459,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --resume cannot change {changed}: the run would no longer be the same run "
                   f"(changeable: {sorted(RESUME_MUTABLE)})", file=sys.stderr)
             return 2
-        cfg = {**resume["train_config"], **{k: cfg[k] for k in explicit & RESUME_MUTABLE}}
+        # keys added to the recipe after the run started take their defaults
+        cfg = {**load_config(None), **resume["train_config"], **{k: cfg[k] for k in explicit & RESUME_MUTABLE}}
         if cfg["steps"] <= resume["step"]:
             print(f"error: the checkpoint is already at step {resume['step']} of {cfg['steps']}; "
                   "pass a larger --steps to extend it", file=sys.stderr)

@@ -49,8 +49,18 @@ def test_output_contract(name, scene):
 
 
 def test_registry():
-    assert list(BASELINES) == ["reference_frame", "debevec", "mertens"]
+    assert list(BASELINES) == ["reference_frame", "debevec", "mertens", "radiance_merge"]
     assert set(ALL_BASELINES) == set(BASELINES) | {"debevec_calibrated"}
+
+
+def test_radiance_merge_is_the_models_base_and_close_to_debevec(scene):
+    from eapnet.baselines import debevec, radiance_merge
+    from eapnet.metrics import psnr_mu
+
+    ldrs, evs, gt = scene
+    base = radiance_merge(ldrs, evs)
+    assert base.shape == ldrs[1].shape and base.dtype == np.float32 and base.min() > 0
+    assert abs(psnr_mu(gt, base) - psnr_mu(gt, debevec(ldrs, evs))) < 0.3
 
 
 def test_reference_frame_is_the_medium_frame(scene):

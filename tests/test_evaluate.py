@@ -42,7 +42,7 @@ def ckpt(tmp_path_factory):
     model = eapnet.build_model(TINY).eval()
     # The output conv starts at zero (the model returns the reference frame); randomise it so that the
     # output depends on the network, as a trained model's does.
-    torch.nn.init.normal_(model.out.weight, std=0.2)
+    torch.nn.init.normal_(model.out.weight, std=0.05)
     save_checkpoint(path, model, with_rng=False)
     return path
 
@@ -106,7 +106,7 @@ def test_report_lists_every_method_and_dataset(run, ckpt):
     out, report = run
     datasets = {"heldout_synthetic"} | ({"real_crops"} if HAVE_CROPS else set())
     assert set(report["datasets"]) == datasets
-    assert list(report["methods"]) == ["tiny", "reference_frame", "debevec", "mertens"]
+    assert list(report["methods"]) == ["tiny", "reference_frame", "debevec", "mertens", "radiance_merge"]
     tiny = report["methods"]["tiny"]
     assert tiny["kind"] == "model" and tiny["params"] == eapnet.count_params(eapnet.build_model(TINY))
     assert tiny["maccs"] == eapnet.count_maccs(eapnet.build_model(TINY))
@@ -117,7 +117,12 @@ def test_report_lists_every_method_and_dataset(run, ckpt):
             assert r["psnr_l"] == pytest.approx(np.mean([s["psnr_l"] for s in r["per_scene"].values()]))
     assert report["datasets"]["heldout_synthetic"]["ids"] == ["0000", "0001"]
     assert set(report["margins"]["tiny"]) == datasets
+    # de-ghosting: PSNR-mu inside the synthetic scenes' motion masks, for every method
+    syn = report["results"]["heldout_synthetic"]
+    assert all("psnr_mu_motion" in r for r in syn.values())
+    assert "real_crops" not in report["results"] or "psnr_mu_motion" not in report["results"]["real_crops"]["tiny"]
     md = (out / "report.md").read_text()
+    assert "PSNR-μ (moving)" in md
     for name in ("| tiny |", "| debevec (baseline) |", "| mertens (baseline) |", "heldout_synthetic PSNR-μ"):
         assert name in md
     args = json.loads((out / "run.json").read_text())["args"]
@@ -196,11 +201,12 @@ def test_tiled_inference_matches_whole_frame_within_the_stated_tolerance(ckpt):
     # a tile covering the frame is the whole-frame path: identical
     np.testing.assert_array_equal(predict(model, ldrs, evs, tile=128, overlap=32), full)
     # real tiles: seams differ by the receptive field cut at tile borders. Measured with this tiny random
-    # model on this scene (outputs 0-0.99): overlap 16 -> max 0.0083, mean 1.0e-4; overlap 0 -> max 0.20.
-    # (Other seeds/scenes: overlap 16 max 0.006-0.010.) A trained model's receptive field is wider.
+    # model on this scene (outputs 0-1.15): overlap 16 -> max 0.015, mean 4.7e-4; overlap 0 -> max 0.15.
+    # (Seeds 0-2, scenes 5-6: overlap 16 max 0.006-0.026, mean 1e-4..1.1e-3.) A trained model's receptive
+    # field is wider.
     d16 = np.abs(predict(model, ldrs, evs, tile=64, overlap=16) - full)
     d0 = np.abs(predict(model, ldrs, evs, tile=64, overlap=0) - full)
-    assert d16.max() < 0.03 and d16.mean() < 1e-3
+    assert d16.max() < 0.04 and d16.mean() < 2e-3
     assert d0.max() > 2 * d16.max()  # the overlap is what keeps seams small
 
 

@@ -372,3 +372,21 @@ def test_percentile_beyond_torch_quantile_size_limit():
     got = percentile_per_image_torch(x, 99.0)
     expected = np.percentile(x.numpy(), 99.0)
     assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_psnr_mu_masked_is_psnr_mu_on_a_full_mask_and_local_otherwise():
+    from eapnet.metrics import psnr_mu_masked
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0, 2, (16, 16, 3))
+    res = ref.copy()
+    res[:4] += 0.3  # error only in the top rows
+    full = np.ones((16, 16), bool)
+    assert psnr_mu_masked(ref, res, full) == pytest.approx(psnr_mu(ref, res))
+    top, bottom = full.copy(), full.copy()
+    top[4:], bottom[:4] = False, False
+    assert psnr_mu_masked(ref, res, top) < psnr_mu(ref, res)
+    assert psnr_mu_masked(ref, res, bottom) == float("inf")
+    assert psnr_mu_masked(ref, res, np.zeros((16, 16), bool)) is None
+    with pytest.raises(ValueError, match="mask shape"):
+        psnr_mu_masked(ref, res, np.ones((8, 8), bool))

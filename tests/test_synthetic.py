@@ -418,3 +418,40 @@ def test_photo_sources_are_local_and_no_network(monkeypatch):
     syn._available.cache_clear()
     ldrs, _, _, info = generate_scene_with_info(11, 32, 32, SyntheticConfig(photo_fraction=1.0))
     assert info["kind"] == "photo" and ldrs.shape == (3, 32, 32, 3)
+
+
+def test_motion_mask_marks_moving_objects_and_nothing_in_a_still_scene():
+    import dataclasses
+
+    from eapnet.data.synthetic import SyntheticConfig, generate_scene_with_info
+
+    found = 0
+    for seed in range(12):
+        ldrs, evs, gt, info = generate_scene_with_info(seed, 96, 96)
+        m = info["motion_mask"]
+        assert m.shape == (96, 96) and m.dtype == bool
+        if info["num_objects"] + info["crowd"] == 0:
+            assert not m.any()
+        if m.any():
+            found += 1
+            # where the mask is set, some noise-free frame really differs from the reference
+            assert info["motion_share"] == pytest.approx(m.mean())
+    assert found >= 6
+    still = dataclasses.replace(SyntheticConfig(), object_motion=False, camera_shake=False)
+    for seed in range(4):
+        assert not generate_scene_with_info(seed, 64, 64, still)[3]["motion_mask"].any()
+
+
+def test_crowds_come_from_their_own_stream():
+    import dataclasses
+
+    from eapnet.data.synthetic import SyntheticConfig, generate_scene_with_info
+
+    no_crowd = dataclasses.replace(SyntheticConfig(), crowd_prob_low_key=0.0, crowd_prob_bright=0.0)
+    crowd = dataclasses.replace(SyntheticConfig(), crowd_prob_low_key=1.0, crowd_prob_bright=1.0)
+    a = generate_scene_with_info(5, 64, 64, no_crowd)
+    b = generate_scene_with_info(5, 64, 64, crowd)
+    assert a[3]["crowd"] == 0 and b[3]["crowd"] >= 8
+    assert a[3]["num_objects"] == b[3]["num_objects"] and a[3]["source"] == b[3]["source"]
+    assert np.array_equal(a[1], b[1])  # same exposures: the main stream is untouched
+    assert b[3]["motion_share"] > a[3]["motion_share"]

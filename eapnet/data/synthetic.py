@@ -220,6 +220,24 @@ class SyntheticConfig:
     object_rotation_deg: float = 6.0
     object_scale_change: float = 0.04
 
+    # --- crowds: many small movers (hands, heads, dancers), like the challenge's stage frames ---
+    crowd_prob_low_key: float = 0.5
+    """Probability that a low-key scene holds a crowd (drawn from the scene's own crowd stream, so
+    the rest of the scene is the same with or without it)."""
+    crowd_prob_bright: float = 0.15
+    crowd_count_range: tuple[int, int] = (8, 40)
+    crowd_size_range: tuple[float, float] = (0.03, 0.1)
+    """Mover extent, fraction of the short side."""
+    crowd_motion_range: tuple[float, float] = (0.15, 0.8)
+    """Displacement between consecutive frames, as a fraction of the mover's own size: hands and
+    heads move by much of their size between exposures."""
+
+    # --- motion mask (exported in the scene info, used to score de-ghosting) ---
+    motion_threshold: float = 0.03
+    """A pixel moved when a noise-free short or long frame, brought to the medium exposure, differs
+    from the medium frame by more than this in the gamma-encoded ground-truth domain (any channel)."""
+    motion_dilate_px: int = 2
+
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
             raise ValueError(f"frame size must be >= 16x16, got {self.height}x{self.width}")
@@ -234,6 +252,11 @@ class SyntheticConfig:
                      "short_clipped_fraction", "low_key_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        for name in ("crowd_prob_low_key", "crowd_prob_bright"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.crowd_count_range[0] < 0 or self.motion_threshold <= 0 or self.motion_dilate_px < 0:
+            raise ValueError("crowd_count_range must be >= 0, motion_threshold > 0, motion_dilate_px >= 0")
         if not 0.0 <= self.low_key_dark_range[0] <= self.low_key_dark_range[1] < 1.0:
             raise ValueError(f"low_key_dark_range must lie in [0, 1), got {self.low_key_dark_range}")
         if self.num_objects_range[0] < 0:
@@ -755,6 +778,7 @@ _GEL_P = np.array([0.22, 0.16, 0.16, 0.07, 0.14, 0.08, 0.08, 0.03, 0.06])
 _LOW_KEY_DARK = 0.05**GAMMA
 """Linear signal of 8-bit 0.05 (~13/255): the low-key meter's 'nearly black' level."""
 _LOW_KEY_STREAM = 0x10CE
+_CROWD_STREAM = 0xC70D
 """Second seed word of the generator that decides whether a scene is low-key (the scene's main
 stream, and so every bright scene, is the same as without low-key scenes)."""
 
@@ -901,8 +925,9 @@ class _Sprite:
     poses: list[np.ndarray]  # 3x3 sprite -> medium-frame coords, per frame
 
 
-def _make_sprite(rng: np.random.Generator, s: int, cfg: SyntheticConfig, photos, textures) -> tuple[np.ndarray, np.ndarray]:
-    size = s * rng.uniform(*cfg.object_size_range)
+def _make_sprite(rng: np.random.Generator, s: int, cfg: SyntheticConfig, photos, textures,
+                 size_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    size = s * rng.uniform(*(size_range or cfg.object_size_range))
     sw = max(6, int(size * rng.uniform(0.7, 1.4)))
     sh = max(6, int(size * rng.uniform(0.7, 1.4)))
     shape = rng.choice(["blob", "ellipse", "poly", "rounded", "silhouette"], p=[0.3, 0.22, 0.22, 0.16, 0.1])
@@ -975,8 +1000,9 @@ def _shake_margin(cfg: SyntheticConfig, h: int, w: int) -> int:
     return int(math.ceil(m)) + 4
 
 
-def _composite(out: np.ndarray, sp: _Sprite, M: np.ndarray) -> None:
-    """Warp a premultiplied sprite by homography ``M`` and composite it over ``out`` in place."""
+def _composite(out: np.ndarray, sp: _Sprite, M: np.ndarray, coverage: np.ndarray | None = None) -> None:
+    """Warp a premultiplied sprite by homography ``M`` and composite it over ``out`` in place; raise
+    ``coverage`` (``(H, W)``, optional) to the sprite's warped alpha."""
     h, w = out.shape[:2]
     sh, sw = sp.alpha.shape
     corners = np.array([[0, 0, 1], [sw, 0, 1], [sw, sh, 1], [0, sh, 1]], np.float64).T
@@ -993,11 +1019,14 @@ def _composite(out: np.ndarray, sp: _Sprite, M: np.ndarray) -> None:
     sub = out[y0:y1, x0:x1]
     sub *= (1.0 - a)[..., None]
     sub += p
+    if coverage is not None:
+        np.maximum(coverage[y0:y1, x0:x1], a, out=coverage[y0:y1, x0:x1])
 
 
 def _render(canvas: np.ndarray, margin: int, h: int, w: int, cam: np.ndarray, sprites: list[_Sprite],
-            frame: int) -> np.ndarray:
-    """Linear radiance of one frame: background and objects seen through camera pose ``cam``."""
+            frame: int, coverage: np.ndarray | None = None) -> np.ndarray:
+    """Linear radiance of one frame: background and objects seen through camera pose ``cam``
+    (``coverage``: optional ``(H, W)`` map raised to the objects' alpha in this frame)."""
     if np.array_equal(cam, np.eye(3)):
         out = canvas[margin: margin + h, margin: margin + w].copy()
     else:
@@ -1005,7 +1034,7 @@ def _render(canvas: np.ndarray, margin: int, h: int, w: int, cam: np.ndarray, sp
         out = cv2.warpPerspective(canvas, cam @ to_medium, (w, h), flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REFLECT_101)
     for sp in sprites:
-        _composite(out, sp, cam @ sp.poses[frame])
+        _composite(out, sp, cam @ sp.poses[frame], coverage)
     return out
 
 
@@ -1078,6 +1107,54 @@ def _expose(radiance: np.ndarray, t: np.float32, rng: np.random.Generator, shot:
 # ------------------------------------------------------------------------------------------
 # public API
 # ------------------------------------------------------------------------------------------
+
+
+def _add_crowd(sprites: list, rng: np.random.Generator, cfg: SyntheticConfig, h: int, w: int, low_key: bool,
+               photos, textures, lighting) -> int:
+    """Append a crowd of small movers (own random stream); returns how many. ``lighting`` is
+    ``(illum, fy, fx, margin)`` of a low-key scene (movers take the stage light where they stand)."""
+    if rng.random() >= (cfg.crowd_prob_low_key if low_key else cfg.crowd_prob_bright) or not cfg.object_motion:
+        return 0
+    s = min(h, w)
+    n = int(rng.integers(cfg.crowd_count_range[0], cfg.crowd_count_range[1] + 1))
+    # a crowd gathers: centre and spread of the group, movers placed around it
+    gx, gy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.3, 0.8) * h
+    sx, sy = rng.uniform(0.15, 0.4) * w, rng.uniform(0.1, 0.3) * h
+    for _ in range(n):
+        premult, alpha = _make_sprite(rng, s, cfg, photos, textures, cfg.crowd_size_range)
+        sh, sw = alpha.shape
+        cx = float(np.clip(rng.normal(gx, sx), 0, w - 1))
+        cy = float(np.clip(rng.normal(gy, sy), 0, h - 1))
+        if lighting is not None:
+            illum, fy, fx, margin = lighting
+            iy = min(illum.shape[0] - 1, max(0, int((cy + margin) * fy)))
+            ix = min(illum.shape[1] - 1, max(0, int((cx + margin) * fx)))
+            premult = premult * illum[iy, ix]
+        d = rng.uniform(*cfg.crowd_motion_range) * max(sh, sw)
+        # each mover takes its own path: short and long poses on either side, not on one line
+        offs = [rng.normal(0, 1, 2) * d, np.zeros(2), rng.normal(0, 1, 2) * d]
+        ang = rng.uniform(-0.5, 0.5)
+        turn = [math.radians(rng.uniform(-20, 20)), 0.0, math.radians(rng.uniform(-20, 20))]
+        poses = [_affine(cx + o[0], cy + o[1], ang + t, 1.0, sw / 2, sh / 2) for o, t in zip(offs, turn)]
+        sprites.append(_Sprite(premult, alpha, poses))
+    return n
+
+
+def _motion_mask(radiance: list[np.ndarray], gt: np.ndarray, coverage: np.ndarray,
+                 cfg: SyntheticConfig) -> np.ndarray:
+    """``(H, W)`` bool, the regions a merge can ghost in: where some frame shows a moving object
+    (``coverage`` > 0.05) and a noise-free short or long frame (medium exposure, gamma-encoded) differs
+    from the ground truth by more than ``cfg.motion_threshold``, dilated by ``cfg.motion_dilate_px``.
+    Camera shake alone (a few pixels of misregistration, everywhere) does not count."""
+    moved = np.zeros(gt.shape[:2], bool)
+    for i in (0, 2):
+        other = cv2.pow(np.maximum(radiance[i], np.float32(0.0)), 1.0 / GAMMA)
+        moved |= (np.abs(other - gt) > cfg.motion_threshold).any(axis=2)
+    moved &= coverage > 0.05
+    if cfg.motion_dilate_px and moved.any():
+        k = 2 * cfg.motion_dilate_px + 1
+        moved = cv2.dilate(moved.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+    return moved
 
 
 def scene_seed(seed: int, index: int) -> int:
@@ -1174,9 +1251,12 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
             off = step * v + jitter[0 if step < 0 else 1]
             poses.append(_affine(cx + off[0], cy + off[1], ang + step * dang, 1.0 + step * dsc, sw / 2, sh / 2))
         sprites.append(_Sprite(premult, alpha, poses))
+    n_crowd = _add_crowd(sprites, np.random.default_rng([int(seed), _CROWD_STREAM]), cfg, h, w, low_key,
+                         others or photos, textures, (illum, fy, fx, margin) if low_key else None)
 
     # --- render, veiling glare, auto-expose, white balance ---
-    radiance = [_render(canvas, margin, h, w, cams[i], sprites, i) for i in range(3)]
+    coverage = np.zeros((h, w), np.float32)  # where any frame shows a moving object (motion mask)
+    radiance = [_render(canvas, margin, h, w, cams[i], sprites, i, coverage) for i in range(3)]
     glare = np.float32(_loguniform(rng, *cfg.veiling_glare_range) * float(_lum(radiance[1][::4, ::4]).mean()))
     if low_key:  # glare is scattered scene light: under coloured light it has the light's colour
         glare = (glare * radiance[1][::4, ::4].reshape(-1, 3).mean(axis=0)
@@ -1220,6 +1300,7 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
     for i in range(3):
         _expose(radiance[i], np.float32(2.0 ** float(evs[i])), rng, shot, read, black, corr, out=ldrs[i])
     gt = cv2.pow(np.maximum(radiance[1], np.float32(0.0)), 1.0 / GAMMA)
+    moved = _motion_mask(radiance, gt, coverage, cfg)
 
     lin = _chmax(radiance[1][::st, ::st])
     lo, hi = np.quantile(lin, [0.001, 0.999])
@@ -1227,7 +1308,8 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
         kind="photo" if is_photo else "procedural", source=source, seed=int(seed), evs=evs.tolist(),
         iso=iso, shot_noise=shot, read_noise=read, black_level=black, exposure_scale=k,
         exposure_bias=bias, tone_gamma=tone_gamma, wb=wb.tolist(), camera_shake=bool(shaking),
-        num_objects=n_obj, dynamic_range=float(hi / max(lo, 1e-9)), low_key=low_key,
+        num_objects=n_obj, crowd=n_crowd, dynamic_range=float(hi / max(lo, 1e-9)), low_key=low_key,
+        motion_mask=moved, motion_share=float(moved.mean()),
     )
     if low_key:
         info["dark_target"] = dark
@@ -1248,6 +1330,26 @@ def generate_scene(seed: int, height: int = 256, width: int = 256,
     """
     ldrs, evs, gt, _ = generate_scene_with_info(seed, height, width, config)
     return ldrs, evs, gt
+
+
+class SceneSource:
+    """A lazy synthetic scene: ``source()`` gives ``(ldrs, evs, gt)`` of :func:`generate_scene`;
+    :meth:`motion_mask` gives its ``(H, W)`` bool motion mask (from the same generation when the scene
+    was already loaded)."""
+
+    def __init__(self, seed: int, height: int, width: int, config: SyntheticConfig | None = None):
+        self.seed, self.height, self.width, self.config = int(seed), int(height), int(width), config
+        self._mask: np.ndarray | None = None
+
+    def __call__(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ldrs, evs, gt, info = generate_scene_with_info(self.seed, self.height, self.width, self.config)
+        self._mask = info["motion_mask"]
+        return ldrs, evs, gt
+
+    def motion_mask(self) -> np.ndarray:
+        if self._mask is None:
+            self()
+        return self._mask
 
 
 try:  # torch is optional for the NumPy generator
