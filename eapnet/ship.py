@@ -4,10 +4,12 @@
     python -m eapnet.ship --run runs/cpu-lightweight --name lightweight --heldout 16 --size 256
 
 Reads the run's ``model.pt`` (or, for a run stopped early, ``last.pt``), keeps only the EMA weights, config,
-step and training config (no optimizer: a few MB), writes ``eapnet/weights/<name>.pt`` and evaluates the
-shipped model against the classical baselines on the held-out synthetic set and the real crops. The card
-``eapnet/weights/<name>.md`` records data, steps, hardware, wall time, the metrics table and the exact
-commands that produced the run.
+step and training config (no optimizer: a few MB), writes ``eapnet/weights/<name>.pt`` and measures the
+shipped model. The card ``eapnet/weights/<name>.md`` records data, steps, samples seen, hardware, wall time,
+the recipe, the training curve (held-out PSNR-μ against samples seen, from ``log.csv``), the evaluation
+against the classical baselines (whole frame and inside moving regions), the block ablation table
+(:mod:`eapnet.ablate`), the dead-channel share (:mod:`eapnet.diagnostics`), the preview of the real
+full-size frame (``docs/fullres_<name>.png``, :mod:`eapnet.preview`) and the exact commands.
 """
 from __future__ import annotations
 
@@ -51,6 +53,32 @@ def _run_commit(run: Path) -> str:
     return (json.loads(rec.read_text()).get("git_commit") or "unknown") if rec.is_file() else "unknown"
 
 
+def recipe_text(cfg: dict) -> str:
+    """One sentence describing the learning-rate schedule and EMA of a training config."""
+    sched = cfg.get("schedule", "step")
+    if sched == "wsd":
+        lr = (f"flat after a {cfg['warmup_steps']}-step warm-up, then a linear cool-down over the last "
+              f"{cfg.get('cooldown', 0.2):.0%} of the steps to {cfg.get('min_lr', 0.0):g} x lr")
+    elif sched == "cosine":
+        lr = f"{cfg['warmup_steps']}-step warm-up, then cosine to {cfg.get('min_lr', 0.0):g} x lr"
+    else:
+        lr = f"warm-up {cfg['warmup_steps']}, x{cfg['lr_decay']} every {cfg['lr_decay_every']:,} steps"
+    ema = (f"EMA every {cfg['ema_every']} step(s), decay {cfg['ema_decay']}"
+           + (" with warm-up min(decay, (1+n)/(10+n))" if cfg.get("ema_warmup") else ""))
+    return f"Adam, lr {cfg['lr']} ({lr}); {ema}; loss {cfg['loss_alpha']} μ-law L1 + {cfg['loss_beta']} Tan-L1"
+
+
+def training_curve(log_csv: Path, batch: int) -> list[tuple[int, float, float | None]]:
+    """``(step, held-out PSNR-μ, real-crop PSNR-μ or None)`` of every validation row of ``log.csv``."""
+    rows = []
+    with open(log_csv, newline="") as f:
+        for r in csv.DictReader(f):
+            if r.get("val_psnr_mu"):
+                rows.append((int(r["step"]), float(r["val_psnr_mu"]),
+                             float(r["real_psnr_mu"]) if r.get("real_psnr_mu") else None))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, required=True, help="training run folder (eapnet.train --out)")
@@ -60,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hardware", default=None, help="training hardware for the card (default: this machine's CPU)")
     p.add_argument("--note", default="", help="extra remarks for the card (e.g. how the data differed)")
     p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR, help="where to write (default: %(default)s)")
+    p.add_argument("--preview-dir", type=Path, default=WEIGHTS_DIR.parents[1] / "docs",
+                   help="where the full-size frame's preview goes (default: %(default)s)")
     args = p.parse_args(argv)
     src = args.run / "model.pt" if (args.run / "model.pt").is_file() else args.run / "last.pt"
     try:
@@ -74,11 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{src} holds a {getattr(getattr(model, 'config', None), 'name', type(model).__name__)!r} model, "
                 f"not {args.name!r}")
     out_pt = args.weights_dir / f"{args.name}.pt"
-    save_checkpoint(out_pt, model, step=ckpt["step"], train_config=cfg,
-                    metrics={"source": str(src), **ckpt.get("metrics", {})}, with_rng=False)
+    if not args.weights_dir.is_dir():
+        p.error(f"--weights-dir {args.weights_dir}: no such folder")
 
+    from eapnet.ablate import ablation_datasets, ablation_table, table_markdown
     from eapnet.baselines import BASELINES
-    from eapnet.evaluate import evaluate, heldout_synthetic, real_crops
+    from eapnet.data import SHARED_SAMPLES
+    from eapnet.diagnostics import dead_channels, probe_batches
+    from eapnet.evaluate import evaluate, heldout_synthetic, motion_markdown, real_crops
+    from eapnet.preview import render
 
     datasets = {"heldout_synthetic": heldout_synthetic(args.heldout, args.size)}
     crops = real_crops()
@@ -86,29 +120,40 @@ def main(argv: list[str] | None = None) -> int:
         datasets["real_crops"] = crops
     report = evaluate({args.name: model}, list(BASELINES), datasets, args.run / "ship_eval", save_outputs=False,
                       progress=True)
-    hw = args.hardware or f"{cpu_name()}, {cfg.get('threads') or 'all'} thread(s), no GPU"
+    ablation = ablation_table(model, ablation_datasets(args.heldout, args.size))
+    preview = None
+    if (SHARED_SAMPLES / "fullres_no_gt").is_dir() and args.preview_dir is not None:
+        preview = render(model, args.preview_dir / f"fullres_{args.name}.png", label=args.name)
+    hw = args.hardware or f"{cpu_name()}, {cfg.get('threads') or 'all'} thread(s)"
     wall = wall_time_s(args.run / "log.csv")
     maccs, params = count_maccs(model), count_params(model)
+    samples = ckpt["step"] * cfg["batch_size"]
     lines = [
         f"# EAPNet {args.name}: shipped EMA weights", "",
         f"- File: `eapnet/weights/{args.name}.pt` (load with `eapnet.load_model({args.name!r})`).",
         f"- Model: {maccs / 1e9:.2f} GMAccs at 1900x1060 (NTIRE convention), {params / 1e3:.2f} k params.",
         f"- Data: synthetic bracketed triplets from `eapnet.data.synthetic` (seed {cfg['seed']}, a fresh scene "
-        f"per sample), {cfg['patch']}x{cfg['patch']} patches, batch {cfg['batch_size']}; "
-        f"{ckpt['step'] * cfg['batch_size']:,} samples seen. Never trained on the held-out seed or the real crops.",
-        f"- Steps: {ckpt['step']:,} of the paper's 10,000,000 (lr {cfg['lr']}, warm-up {cfg['warmup_steps']}, "
-        f"x{cfg['lr_decay']} every {cfg['lr_decay_every']:,}; EMA every {cfg['ema_every']} steps, decay "
-        f"{cfg['ema_decay']}).",
+        f"per sample), {cfg['patch']}x{cfg['patch']} patches, batch {cfg['batch_size']}; {samples:,} samples "
+        f"seen ({samples * cfg['patch'] ** 2 / 1e9:.2f} G pixels). Never trained on the held-out seed or the "
+        "real crops.",
+        f"- Steps: {ckpt['step']:,} (the paper trains 10,000,000 steps of 32 x 256^2 on 4 GPUs).",
+        f"- Recipe: {recipe_text(cfg)}.",
         f"- Hardware: {hw}. Wall time: {wall / 3600:.2f} h.",
         f"- Source checkpoint: `{src}` at step {ckpt['step']}; code at commit {_run_commit(args.run)}.", "",
-        "This is a short CPU run (no GPU was lent to the issue that trained it): the weights are far from "
-        "converged and far below the paper's numbers; retrain with the command below on a GPU.", "",
         *([args.note, ""] if args.note else []),
-        "## Commands", "", "```bash", *_commands(args.run),
-        f"python -m eapnet.ship --run {args.run} --name {args.name} --heldout {args.heldout} --size {args.size}",
-        "```", "", "Resolved training config (every key of `eapnet/configs/train.yaml`):", "", "```yaml",
-        yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```", "", "## Metrics (official PSNR-μ / PSNR-l, dB)", "",
     ]
+    curve = training_curve(args.run / "log.csv", cfg["batch_size"])
+    if curve:
+        lines += ["## Training curve", "",
+                  "Validation of the EMA weights during training (PSNR-μ in dB; the held-out set of the run's "
+                  f"`val_scenes` = {cfg['val_scenes']} scenes of {cfg['val_size']}^2):", "",
+                  "| step | samples seen | held-out PSNR-μ | real crops PSNR-μ |", "|---:|---:|---:|---:|"]
+        for step, v, r in curve:
+            lines.append(f"| {step:,} | {step * cfg['batch_size']:,} | {v:.2f} | {'–' if r is None else f'{r:.2f}'} |")
+        lines.append("")
+    lines += ["## Evaluation (official PSNR-μ / PSNR-l, dB)", "",
+              f"`python -m eapnet.evaluate --models {args.name}` on {args.heldout} held-out synthetic scenes of "
+              f"{args.size}^2 and the real crops:", ""]
     ds = list(report["results"])
     lines.append("| method | " + " | ".join(f"{d} PSNR-μ | {d} PSNR-l" for d in ds) + " |")
     lines.append("|---|" + "---:|" * (2 * len(ds)))
@@ -120,6 +165,31 @@ def main(argv: list[str] | None = None) -> int:
     for d, m in report["margins"][args.name].items():
         lines.append(f"- {d}: {m['margin_db']:+.2f} dB over {m['best_baseline']} "
                      f"({m['scenes_won']}/{m['scenes']} scenes won against every baseline)")
+    lines += motion_markdown(report)
+    lines += ["", "## What each part adds (block ablation)", "",
+              f"`python -m eapnet.ablate --model {args.name}`: each part turned off without retraining (PSNR-μ, "
+              "dB; change against the full model):", "", *table_markdown(ablation), ""]
+    dead = dead_channels(model, ((x, e) for x, e, _ in probe_batches(8, 128)))
+    worst = max(dead, key=lambda k: dead[k][0] / dead[k][1])
+    total = sum(d for d, _ in dead.values()), sum(n for _, n in dead.values())
+    lines += ["## Live units", "",
+              f"`python -m eapnet.diagnostics --model {args.name}`: {total[0]} of {total[1]} ReLU channels "
+              f"({100 * total[0] / total[1]:.1f} %) are zero on more than 99.9 % of the pixels of 8 held-out "
+              f"scenes of 128^2; the worst module is `{worst}` with {dead[worst][0]} of {dead[worst][1]}.", ""]
+    if preview is not None:
+        lines += ["## The real full-size frame", "",
+                  f"![medium / base / {args.name} on the real 1900x1060 challenge frame](../../docs/{preview.name})",
+                  "", "`python -m eapnet.preview --model {0} --out docs/{1}`: medium frame, radiance-merge base "
+                  "and the model on the challenge's full-size example (no ground truth), one tone map; bottom "
+                  "row a 1:1 crop of the crowd, where people moved between the exposures.".format(args.name,
+                                                                                                 preview.name), ""]
+    lines += ["## Commands", "", "```bash", *_commands(args.run),
+              f"python -m eapnet.ship --run {args.run} --name {args.name} --heldout {args.heldout} --size {args.size}",
+              "```", "", "Resolved training config (every key of `eapnet/configs/train.yaml`):", "", "```yaml",
+              yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```"]
+    # weights and card are written together, after every measurement succeeded
+    save_checkpoint(out_pt, model, step=ckpt["step"], train_config=cfg,
+                    metrics={"source": str(src), **ckpt.get("metrics", {})}, with_rng=False)
     card = args.weights_dir / f"{args.name}.md"
     atomic_write_text(card, "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -87,6 +87,8 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"min_lr (a fraction of lr) must be in [0, 1], got {cfg['min_lr']}")
     if not isinstance(cfg["health_every"], int) or cfg["health_every"] < 0:
         raise ValueError(f"health_every must be a step count >= 0, got {cfg['health_every']!r}")
+    if cfg["init"] not in ("he", "pytorch"):
+        raise ValueError(f"init must be he (the model's own) or pytorch (PyTorch's default), got {cfg['init']!r}")
     if cfg["fast_depthwise"] not in ("auto", "on", "off"):
         raise ValueError(f"fast_depthwise must be auto, on or off, got {cfg['fast_depthwise']!r}")
     if not 0 <= cfg["ema_decay"] < 1:
@@ -251,6 +253,15 @@ def lr_factor(step: int, warmup: int, every: int, decay: float, schedule: str = 
     return warm * decay ** (step // every)
 
 
+def pytorch_default_init(model: nn.Module) -> None:
+    """PyTorch's default conv init (``reset_parameters``) for every conv but the zero output conv: what
+    EAPNet used before :func:`eapnet.model.init_weights`; kept as a training option for ablations."""
+    out = getattr(unwrap(model), "out", None)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m is not out:
+            m.reset_parameters()
+
+
 def ema_decay_at(n: int, decay: float, warmup: bool) -> float:
     """Decay of the ``n``-th EMA update (0-based). With ``warmup`` it is ``min(decay, (1 + n) / (10 + n))``,
     so the average forgets the random initialisation early and whatever the run length (a fixed 0.999
@@ -366,6 +377,8 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
                              f"but --model is {cfg['model']!r}")
     else:
         model = model_from_arg(cfg["model"])
+        if cfg["init"] == "pytorch":
+            pytorch_default_init(model)
     ema = build_from_spec(model_spec(model))
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]))

@@ -20,12 +20,16 @@ def test_ship_a_short_lightweight_run(tmp_path):
                        "--val-scenes", "1", "--val-size", "32", "--val-every", "0", "--threads", "1",
                        "--out", str(run)]) == 0
     weights = tmp_path / "weights"
+    weights.mkdir()
     assert main(["--run", str(run), "--name", "lightweight", "--heldout", "2", "--size", "32",
-                 "--weights-dir", str(weights)]) == 0
+                 "--weights-dir", str(weights), "--preview-dir", str(tmp_path)]) == 0
     ck = read_checkpoint(weights / "lightweight.pt")
     assert ck["optimizer"] is None and ck["step"] == 2
     card = (weights / "lightweight.md").read_text()
     assert "python -m eapnet.train" in card and "reference_frame" in card and "Margin" in card
+    for section in ("## Training curve", "## What each part adds", "all PDUBs -> identity", "## Live units",
+                    "PSNR-μ (moving)", "samples seen"):
+        assert section in card, section
     model = eapnet.load_model(weights / "lightweight.pt")
     assert model.config.name == "lightweight"
 
@@ -39,5 +43,5 @@ def test_ship_refuses_a_mismatched_name(tmp_path, tiny_config):
     train_main(["--model", str(cfg), "--steps", "1", "--batch-size", "1", "--patch", "32", "--val-scenes", "1",
                 "--val-size", "32", "--val-every", "0", "--threads", "1", "--out", str(run)])
     with pytest.raises(SystemExit):
-        main(["--run", str(run), "--name", "standard", "--weights-dir", str(tmp_path / "w")])
-    assert not (tmp_path / "w" / "standard.pt").exists()
+        main(["--run", str(run), "--name", "standard", "--weights-dir", str(tmp_path)])
+    assert not (tmp_path / "standard.pt").exists()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from eapnet.checkpoint import read_checkpoint
-from eapnet.train import lr_factor, main, parse_args
+from eapnet.train import ema_decay_at, lr_factor, main, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--batch-size", "2", "--patch", "32", "--val-scenes", "1", "--val-size", "32", "--val-every", "0",
@@ -43,6 +43,24 @@ def test_paper_schedule():
     assert lr_factor(999, 1000, 100_000, 0.75) == 1.0
     assert lr_factor(100_000, 1000, 100_000, 0.75) == 0.75
     assert lr_factor(250_000, 1000, 100_000, 0.75) == pytest.approx(0.75 ** 2)
+
+
+def test_wsd_and_cosine_schedules():
+    # wsd: flat after the warm-up, linear to min_lr over the last cooldown share
+    f = [lr_factor(s, 10, 0, 1.0, "wsd", 100, 0.0, 0.2) for s in range(101)]
+    assert f[0] == pytest.approx(0.1) and f[9:80] == [1.0] * 71
+    assert f[90] == pytest.approx(0.5) and f[100] == 0.0
+    assert all(a >= b for a, b in zip(f[80:], f[81:]))
+    # extending a wsd run before its cool-down starts changes no past step
+    g = [lr_factor(s, 10, 0, 1.0, "wsd", 200, 0.0, 0.2) for s in range(80)]
+    assert g == f[:80]
+    c = [lr_factor(s, 10, 0, 1.0, "cosine", 110, 0.1) for s in (10, 60, 110)]
+    assert c == pytest.approx([1.0, 0.55, 0.1])
+
+
+def test_ema_warmup_forgets_the_init():
+    assert [ema_decay_at(n, 0.999, True) for n in (0, 90, 10**6)] == pytest.approx([0.1, 0.91, 0.999])
+    assert ema_decay_at(0, 0.5, False) == 0.5
 
 
 def test_defaults_are_the_paper_recipe():
@@ -127,9 +145,14 @@ def test_resume_refuses_changing_the_run(tmp_path, tiny_json, capsys):
     assert main(["--resume", str(tmp_path / "nope")]) == 2
 
 
-def test_killed_run_resumes_exactly(tmp_path, tiny_json):
+CPU_RECIPE = ["--config", str(ROOT / "eapnet/configs/cpu.yaml"), *FAST, "--ema-every", "1"]
+
+
+@pytest.mark.parametrize("recipe", ["paper", "cpu"])
+def test_killed_run_resumes_exactly(tmp_path, tiny_json, recipe):
     steps = 300
-    args = ["--model", tiny_json, "--steps", str(steps), "--ckpt-every", "10", *FAST]
+    args = ["--model", tiny_json, "--steps", str(steps), "--ckpt-every", "10",
+            *(CPU_RECIPE if recipe == "cpu" else FAST)]
     ref = tmp_path / "ref"
     subprocess.run([sys.executable, "-m", "eapnet.train", *args, "--out", str(ref)], env=_env(), check=True,
                    capture_output=True)
