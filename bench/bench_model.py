@@ -169,6 +169,53 @@ def bench_cpu_modes(variant: str, steps: int, warmup: int, batch: int, patch: in
     return rows
 
 
+def profile_step(variant: str, batch: int, patch: int, fast: bool = True) -> list[tuple[str, float]]:
+    """Where one training step's CPU time goes (torch.profiler, self time): ``[(category, seconds)]`` over
+    dense convs (incl. 1x1 and transposed) and depthwise convs, forward and backward, then the other ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from eapnet.cpu import keep_freed_memory, use_fast_depthwise
+
+    torch.manual_seed(0)
+    model = build_model(variant)
+    torch.nn.init.normal_(model.out.weight, 0, 1e-2)  # as after the first step: every layer gets gradient
+    if fast:
+        keep_freed_memory()
+        model.to(memory_format=torch.channels_last)
+        use_fast_depthwise(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    crit = EAPNetLoss()
+    x, e = torch.rand(batch, 3, 3, patch, patch), torch.tensor([[-2.0, 0.0, 2.0]] * batch)
+    gt = torch.rand(batch, 3, patch, patch)
+
+    def step():
+        loss = crit(model(x, e), gt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()
+    cats: dict[str, float] = {}
+    for ev in prof.key_averages(group_by_input_shape=True):
+        name = ev.key.removeprefix("aten::")
+        if name in ("convolution_backward", "mkldnn_convolution", "convolution", "_convolution"):
+            if name in ("convolution", "_convolution"):
+                continue  # dispatch wrappers: their self time is tiny, their children are counted
+            shapes = ev.input_shapes
+            w = shapes[2] if name == "convolution_backward" else shapes[1]
+            kind = "depthwise conv" if len(w) == 4 and w[1] == 1 else "dense conv"
+            name = f"{kind} {'backward' if name == 'convolution_backward' else 'forward'}"
+        elif ev.key.startswith("autograd::") or ev.key.startswith("Optimizer"):
+            name = "autograd engine / optimizer"
+        cats[name] = cats.get(name, 0.0) + ev.self_cpu_time_total / 1e6
+    top = sorted(cats.items(), key=lambda kv: -kv[1])
+    head, rest = top[:10], sum(v for _, v in top[10:])
+    return head + [("everything else", rest)]
+
+
 def loss_check(variant: str, steps: int, batch: int, patch: int, threads: int) -> dict:
     """Train ``steps`` steps from the same seed in the "before" mode and the fast mode; compare their losses."""
     fast = CPU_MODES[3][1]
@@ -178,11 +225,25 @@ def loss_check(variant: str, steps: int, batch: int, patch: int, threads: int) -
             log = run_trainer(variant, flags, 1, steps, batch, patch, threads, Path(tmp) / name, log_every=10,
                               timeout=24 * 3600)
             out[name] = [(int(r["step"]), float(r["loss"])) for r in _loss_rows(log)]
-    a, b = dict(out["before"]), dict(out["fast"])
-    common = sorted(set(a) & set(b))
-    rel = [abs(a[k] - b[k]) / max(a[k], 1e-12) for k in common]
-    return {"steps": steps, "before": out["before"], "fast": out["fast"], "max_rel_loss_diff": max(rel),
-            "mean_rel_loss_diff": sum(rel) / len(rel)}
+    return {"steps": steps, "before": out["before"], "fast": out["fast"], **compare_losses(out["before"], out["fast"])}
+
+
+def compare_losses(a: list[tuple[int, float]], b: list[tuple[int, float]], window: int = 50) -> dict:
+    """Mean loss per ``window`` steps of two runs and their relative differences. Per-step losses of the
+    two modes part after a few steps (float rounding changes the trajectory, not its statistics), so the
+    comparison is of window means."""
+    da, db = dict(a), dict(b)
+    common = sorted(set(da) & set(db))
+    wins = []
+    for lo in range(0, common[-1], window):
+        ks = [k for k in common if lo < k <= lo + window]
+        if ks:
+            ma, mb = sum(da[k] for k in ks) / len(ks), sum(db[k] for k in ks) / len(ks)
+            wins.append({"steps": f"{lo + 1}-{lo + window}", "before": ma, "fast": mb, "rel_diff": (mb - ma) / ma})
+    first = min(common)
+    return {"windows": wins, "first_logged_step": first,
+            "first_step_rel_diff": abs(db[first] - da[first]) / max(da[first], 1e-12),
+            "max_window_rel_diff": max(abs(w["rel_diff"]) for w in wins)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,8 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads in all (default: all)")
     p.add_argument("--loss-check", type=int, default=0, metavar="STEPS",
                    help="CPU: also train STEPS steps in the before and fast modes from one seed and compare losses")
+    p.add_argument("--profile", action="store_true",
+                   help="CPU: also profile one training step of the fast mode in this process (time per op kind)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per inference figure (median reported)")
     p.add_argument("--skip-train", action="store_true", help="only time inference")
+    p.add_argument("--skip-modes", action="store_true", help="CPU: skip the trainer-mode table (e.g. only --profile)")
     p.add_argument("--skip-infer", action="store_true", help="only time training")
     p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
@@ -227,13 +291,24 @@ def main(argv: list[str] | None = None) -> int:
     extra: dict = {}
     if device.type == "cpu" and not args.skip_train:
         print(f"# training: {batch} x {patch}^2 patches per step, data generation included")
-        for name in args.variants:
+        for name in ([] if args.skip_modes else args.variants):
             train_rows += bench_cpu_modes(name, args.train_steps, args.train_warmup, batch, patch, args.threads)
+        if args.profile:
+            prof = profile_step(args.variants[0], batch, patch)
+            total = sum(v for _, v in prof)
+            extra["profile"] = [{"op": k, "seconds": v, "share": v / total} for k, v in prof]
+            print(f"# profile of one fast-mode step ({args.variants[0]}, {args.threads} threads, in-process, "
+                  f"{total:.2f} s of CPU self time):")
+            for k, v in prof:
+                print(f"#   {k:<34} {v:6.3f} s  {100 * v / total:5.1f} %")
         if args.loss_check:
             chk = loss_check(args.variants[0], args.loss_check, batch, patch, args.threads)
             extra["loss_check"] = chk
-            print(f"# loss check over {chk['steps']} steps, same seed: relative loss difference fast vs before "
-                  f"mean {chk['mean_rel_loss_diff']:.2e}, max {chk['max_rel_loss_diff']:.2e}")
+            print(f"# loss check over {chk['steps']} steps from one seed: first logged step (step "
+                  f"{chk['first_logged_step']}) differs by {chk['first_step_rel_diff']:.1e}; mean loss per window:")
+            for w in chk["windows"]:
+                print(f"#   steps {w['steps']:>9}: before {w['before']:.5f}  fast {w['fast']:.5f}  "
+                      f"({100 * w['rel_diff']:+.1f} %)")
     for name in args.variants:
         gmaccs = count_maccs(build_model(name), 1080, 1920) / 1e9
         for mode, dtype, comp in modes:

@@ -1,9 +1,10 @@
 """Render ``docs/synthetic_examples.png``: example synthetic scenes from ``eapnet.data.synthetic``.
 
 Rows: 5 scenes of the training stream (``TRAIN_SEED``): 3 photo-based and 1 procedural bright
-scene, then 1 low-key (night / stage) scene;
-columns: short, medium, long LDR frames and the gt tone-mapped with the challenge's mu-law
-(``linear = gt**2.24``, normalised by its 99th percentile, ``log(1 + 5000 tanh(x)) / log(5001)``).
+scene, then 1 low-key (night / stage) scene with a crowd of small movers;
+columns: short, medium, long LDR frames, the gt tone-mapped with the challenge's mu-law
+(``linear = gt**2.24``, normalised by its 99th percentile, ``log(1 + 5000 tanh(x)) / log(5001)``) and
+the scene's motion mask (red) over the gt.
 
     python scripts/make_synthetic_figure.py [--out docs/synthetic_examples.png] [--size 160x240]
 
@@ -40,7 +41,7 @@ def pick_scenes(height: int, width: int, n_photo: int = 3, n_proc: int = 1, n_lo
     """First scenes of the training stream: ``n_photo`` bright photo scenes with distinct source
     photos, ``n_proc`` bright procedural ones and ``n_low_key`` low-key photo scenes lit like the
     real concert crops: magenta / violet / blue lead gel, 25..45 % of the medium frame's values
-    below 0.05 (the crops: ~33 %); at least one object each, so motion is shown."""
+    below 0.05 (the crops: ~33 %), and a crowd; at least one object each, so motion is shown."""
     photo, proc, low, seen = [], [], [], set()
     for i in range(max_tries):
         ldrs, evs, gt, info = generate_scene_with_info(scene_seed(TRAIN_SEED, i), height, width)
@@ -48,7 +49,7 @@ def pick_scenes(height: int, width: int, n_photo: int = 3, n_proc: int = 1, n_lo
             continue
         if info["low_key"]:
             if (len(low) < n_low_key and info["kind"] == "photo" and info["gels"][0] in ("magenta", "violet", "blue")
-                    and 0.25 <= (ldrs[1] < 0.05).mean() <= 0.45):
+                    and 0.25 <= (ldrs[1] < 0.05).mean() <= 0.45 and info["crowd"] > 0):
                 low.append((i, ldrs, evs, gt, info))
         elif info["kind"] == "photo" and len(photo) < n_photo and info["source"] not in seen:
             seen.add(info["source"])
@@ -75,27 +76,33 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     scenes = pick_scenes(h, w)
-    cols = ["short", "medium", "long", "gt (mu-law tone-mapped)"]
+    cols = ["short", "medium", "long", "gt (mu-law tone-mapped)", "motion mask"]
     dpi = 100
-    fig, axes = plt.subplots(len(scenes), 4, figsize=(4 * w / dpi * 1.02, len(scenes) * h / dpi * 1.16), dpi=dpi)
+    fig, axes = plt.subplots(len(scenes), 5, figsize=(5 * w / dpi * 1.02, len(scenes) * h / dpi * 1.16), dpi=dpi)
     for r, (i, ldrs, evs, gt, info) in enumerate(scenes):
         sat = [(ldrs[k].max(axis=-1) >= 1.0).mean() for k in range(3)]
-        for c in range(4):
+        for c in range(5):
             ax = axes[r, c]
             img = ldrs[c] if c < 3 else mu_tonemap(gt)
+            if c == 4:
+                img = 0.5 * img
+                img[info["motion_mask"]] = 0.5 * img[info["motion_mask"]] + np.array([0.5, 0.0, 0.0])
             ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if c < 3:
                 dark = f"  <0.05 {100 * (ldrs[c] < 0.05).mean():.0f}%" if info["low_key"] else ""
                 ax.set_title(f"{cols[c]}  EV {evs[c]:+g}  sat {100 * sat[c]:.1f}%{dark}", fontsize=8, pad=2)
-            else:
+            elif c == 3:
                 ax.set_title(f"gt mu-law, DR 10^{np.log10(info['dynamic_range']):.1f}, max {gt.max():.1f}",
                              fontsize=8, pad=2)
+            else:
+                ax.set_title(f"motion mask ({100 * info['motion_share']:.0f}% of pixels)", fontsize=8, pad=2)
         src = info["source"].rsplit(".", 1)[0]
         if info["low_key"]:
             src = f"low-key {info['gels'][0]}: {src}"
-        axes[r, 0].set_ylabel(f"#{i} {src}\nISO {info['iso']:.0f}, {info['num_objects']} obj"
+        crowd = f", crowd of {info['crowd']}" if info["crowd"] else ""
+        axes[r, 0].set_ylabel(f"#{i} {src}\nISO {info['iso']:.0f}, {info['num_objects']} obj{crowd}"
                               f"{', shake' if info['camera_shake'] else ''}", fontsize=8)
     fig.subplots_adjust(left=0.04, right=0.995, top=0.97, bottom=0.005, wspace=0.02, hspace=0.14)
 
