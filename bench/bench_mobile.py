@@ -3,180 +3,18 @@
     python bench/bench_mobile.py                                     # standard + lightweight, 1060x1900 and 512x512
     python bench/bench_mobile.py --models runs/c/compressed.pt --sizes 1060x1900 --runs 3 --out reports/bench-mobile
 
-For every model and size: seconds per forward (median of ``--runs`` after one warm-up) of
-
-- ``eager fp32``: the PyTorch model (``torch.inference_mode``, ``--threads`` intra-op threads);
-- ``pte fp32`` and ``pte int8``: the XNNPACK ``.pte`` in ExecuTorch's runtime (``--threads`` XNNPACK threads).
-  A float model's int8 program is post-training quantized on ``calib_data`` (``mobile_export``); a
-  ``compress/qat.py`` run folder's ``int8.pt2`` is used when given with ``--int8``.
-
-Each measurement runs in a fresh subprocess, so its peak resident memory (``VmHWM``) is its own; the
-subprocess's peak before loading the model (Python, torch and the inputs) is reported beside it. Ratios (eager / pte) are of figures
-measured in one invocation; the machine is shared, so single numbers are noisy. ``.pte`` files are exported
-into ``--artifacts`` once and reused while their source's sha256 matches. ``--out DIR`` writes ``bench.json``,
-``bench.md`` and ``run.json``.
+The measurement is mobile_export/latency.py (each runtime in its own process; peak resident memory from
+``VmHWM``). Ratios (eager / pte) are of figures measured in one invocation; the machine is shared, so single
+numbers are noisy. ``--out DIR`` writes ``bench.json``, ``bench.md`` and ``run.json``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-GOAL_INT8_SPEEDUP = 3.0
-"""Issue 5's goal: the int8 ``.pte`` at least this many times faster than eager fp32."""
-RUNTIMES = ("eager fp32", "pte fp32", "pte int8")
-
-
-def _rss_mb() -> float:
-    """Peak resident memory of this process so far, MB. Linux: ``VmHWM`` of this process image; not
-    ``ru_maxrss``, which keeps the high-water mark of the forked parent across ``exec`` (a worker started by a
-    6 GB sweep reported 6 GB whatever it ran)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0                 # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 / (1024.0 if sys.platform == "darwin" else 1)
-
-
-def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int) -> dict:
-    """One measurement in this process: ``kind`` "eager" (``path`` = model spec) or "pte" (``path`` = file)."""
-    import torch
-
-    from bench.bench_model import _time
-    from mobile_export.common import example_inputs
-
-    torch.set_num_threads(threads)
-    ldrs, evs = example_inputs(size)
-    before = _rss_mb()
-    if kind == "eager":
-        from eapnet.checkpoint import load_model
-
-        model = load_model(path).float().eval()
-
-        def fn():
-            with torch.inference_mode():
-                model(ldrs, evs)
-    else:
-        from mobile_export.executorch_export import load_pte
-
-        run = load_pte(path, threads=threads)
-
-        def fn():
-            run(ldrs, evs)
-    times = []
-
-    def timed():
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-
-    median = _time(timed, torch.device("cpu"), runs)
-    return {"median_s": median, "runs_s": times[1:], "warmup_s": times[0], "rss_before_mb": before,
-            "peak_rss_mb": _rss_mb()}
-
-
-def _measure(kind: str, path: str, size, runs: int, threads: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, str(path), f"{size[0]}x{size[1]}",
-           str(runs), str(threads)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if p.returncode != 0:
-        raise RuntimeError(f"benchmark worker failed ({kind} {path} {size}):\n{p.stderr[-2000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def _runtime_error(stderr: str) -> str:
-    """The runtime's own explanation in a worker's stderr (ExecuTorch logs it before the Python error)."""
-    lines = [ln for ln in stderr.splitlines() if "Attempted" in ln or "failed" in ln.lower()]
-    return lines[0].strip() if lines else stderr.strip().splitlines()[-1]
-
-
-def _artifact(spec: str, precision: str, size, folder: Path, int8: str | None, log) -> Path:
-    """The ``.pte`` of ``spec`` at ``size``: reused from ``folder`` when its source sha256 matches, else exported."""
-    from mobile_export.common import artifact_name, load_source
-    from mobile_export.executorch_export import BACKEND, export_pte
-
-    src = load_source(int8 if (precision == "int8" and int8) else spec)
-    path = folder / artifact_name(src.variant, BACKEND, precision, size, "pte")
-    side = path.with_suffix(".json")
-    if path.is_file() and side.is_file() and json.loads(side.read_text()).get("source_sha256") == src.sha256:
-        return path
-    t = time.time()
-    path = export_pte(src, folder, size=size, precision=precision)
-    log(f"exported {path.name} in {time.time() - t:.0f} s")
-    return path
-
-
-def bench(models, sizes, *, runs: int, threads: int, artifacts: Path, int8: str | None = None,
-          log=print) -> list[dict]:
-    from mobile_export.common import load_source
-
-    rows = []
-    for spec in models:
-        src = load_source(spec)
-        for size in sizes:
-            files = {"pte fp32": _artifact(spec, "fp32", size, artifacts, None, log),
-                     "pte int8": _artifact(spec, "int8", size, artifacts, int8, log)}
-            row = {"model": src.variant, "source": str(spec), "gmaccs_1060x1900": (src.maccs or 0) / 1e9,
-                   "size": list(size), "threads": threads}
-            for rt in RUNTIMES:
-                kind, path = ("eager", spec) if rt == "eager fp32" else ("pte", files[rt])
-                try:
-                    row[rt] = _measure(kind, str(path), size, runs, threads)
-                except RuntimeError as e:   # a program that does not run is a result to report, not a crash
-                    row[rt] = {"error": str(e).splitlines()[0], "log": _runtime_error(str(e))}
-                    log(f"{src.variant} {size[0]}x{size[1]} {rt}: FAILED: {row[rt]['log']}")
-                    continue
-                if rt != "eager fp32":
-                    row[rt]["file_mb"] = Path(path).stat().st_size / 1e6
-                log(f"{src.variant} {size[0]}x{size[1]} {rt}: {row[rt]['median_s']:.3f} s, "
-                    f"peak {row[rt]['peak_rss_mb']:.0f} MB")
-            for rt, key in (("pte fp32", "speedup_pte_fp32"), ("pte int8", "speedup_pte_int8")):
-                if "median_s" in row["eager fp32"] and "median_s" in row[rt]:
-                    row[key] = row["eager fp32"]["median_s"] / row[rt]["median_s"]
-            rows.append(row)
-    return rows
-
-
-def table_markdown(rows: list[dict]) -> str:
-    L = ["| model | size | eager fp32 s | pte fp32 s | pte int8 s | eager / pte fp32 | eager / pte int8 | "
-         "peak MB eager / fp32 / int8 | pte MB fp32 / int8 |",
-         "|---|---|---:|---:|---:|---:|---:|---|---|"]
-
-    def v(r, rt, key, spec):
-        return format(r[rt][key], spec) if key in r[rt] else ("failed" if "error" in r[rt] else "–")
-
-    for r in rows:
-        ratio = [f"{r[k]:.2f}x" if k in r else "–" for k in ("speedup_pte_fp32", "speedup_pte_int8")]
-        L.append(f"| {r['model']} | {r['size'][1]}x{r['size'][0]} | "
-                 + " | ".join(v(r, rt, "median_s", ".3f") for rt in RUNTIMES) + f" | {ratio[0]} | {ratio[1]} | "
-                 + " / ".join(v(r, rt, "peak_rss_mb", ".0f") for rt in RUNTIMES) + " | "
-                 + " / ".join(v(r, rt, "file_mb", ".2f") for rt in RUNTIMES[1:]) + " |")
-    fails = [f"- {r['model']} {r['size'][1]}x{r['size'][0]} {rt}: {r[rt]['log']}"
-             for r in rows for rt in RUNTIMES if "error" in r[rt]]
-    return "\n".join(L) + "\n" + ("\nFailed to run:\n\n" + "\n".join(fails) + "\n" if fails else "")
-
-
-def report_markdown(rows: list[dict], runs: int, threads: int) -> str:
-    met = [r for r in rows if r.get("speedup_pte_int8", 0) >= GOAL_INT8_SPEEDUP]
-    return "\n".join([
-        "# Eager PyTorch vs ExecuTorch (XNNPACK) on this CPU", "",
-        f"Seconds per forward, median of {runs} runs after a warm-up, {threads} thread(s); peak resident memory "
-        f"of the measuring process (its memory before loading the model is in `bench.json`).", "",
-        table_markdown(rows),
-        f"Goal: int8 `.pte` at least {GOAL_INT8_SPEEDUP:g}x faster than eager fp32: met in {len(met)} of "
-        f"{len(rows)} rows.", ""])
+from mobile_export.latency import RUNTIMES, bench, report_markdown
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -195,13 +33,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--worker"]:
-        from eapnet.cli import parse_size
-
-        kind, path, size, runs, threads = argv[1:6]
-        print(json.dumps(worker(kind, path, parse_size(size), int(runs), int(threads))))
-        return 0
     p = get_args_parser()
     args = p.parse_args(argv)
     if args.int8 and len(args.models) != 1:

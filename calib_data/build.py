@@ -19,7 +19,7 @@ Two sources:
 Run from the repository root::
 
     python -m calib_data.build                                   # the shipped set, calib_data/default
-    python -m calib_data.build --out /tmp/calib --source ../shared/data/ntire_samples/crops256 --n 8 --size 128
+    python -m calib_data.build --out /tmp/calib --data ../shared/data/ntire_samples/crops256 --n 8 --size 128
 
 The output is built in a temporary folder next to ``--out`` and renamed into place; an existing
 non-empty ``--out`` is replaced only with ``--force``, and only when it is itself a calibration set.
@@ -169,7 +169,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m calib_data.build", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "calib_data" / "default",
                    help="output folder (default: the shipped set, calib_data/default)")
-    p.add_argument("--source", default="synthetic",
+    p.add_argument("--data", "--source", dest="source", default="synthetic",
                    help="'synthetic' (default) or a folder in the NTIRE or Kalantari layout to crop")
     p.add_argument("--n", type=int, default=32, help="number of scenes / crops (default 32)")
     p.add_argument("--size", type=int, default=128, help="frame side in pixels, a multiple of 8 (default 128)")
@@ -193,13 +193,13 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     else:
         src = Path(args.source)
         if not src.is_dir():
-            p.error(f"--source {src}: no such folder (give 'synthetic' or an NTIRE / Kalantari folder)")
+            p.error(f"--data {src}: no such folder (give 'synthetic' or an NTIRE / Kalantari folder)")
         try:
             scene_sources_from_folder(src)
         except DataError as exc:
             p.error(str(exc))  # names the folder and what is missing
         if args.out.resolve() == src.resolve():
-            p.error(f"--out {args.out} is the --source folder")
+            p.error(f"--out {args.out} is the --data folder")
     out = args.out
     if out.exists() and not out.is_dir():
         p.error(f"--out {out} exists and is not a folder")
@@ -212,7 +212,7 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 def _command(args: argparse.Namespace) -> str:
     source = args.source if args.source == "synthetic" else _shown(Path(args.source))
-    return shlex.join(["python", "-m", "calib_data.build", "--out", _shown(args.out), "--source", source,
+    return shlex.join(["python", "-m", "calib_data.build", "--out", _shown(args.out), "--data", source,
                        "--n", str(args.n), "--size", str(args.size), "--seed", str(args.seed), "--force"])
 
 

@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+
+from eapnet.inference import example_inputs
 from torch import nn
 from torch.export import Dim
 
@@ -45,12 +47,6 @@ QUANT_MULTIPLE = 8          # graphs are exported for H, W = 8 * k; Padded pads 
 _MAX_SIDE = 4096            # largest exported H or W (NTIRE frames are 1060 x 1900)
 _MAX_BATCH = 64
 _META_NAME = "eapnet_quant.json"   # the extra file in the .pt2 that holds save_quantized's ``meta``
-
-
-def example_inputs(batch: int = 2, height: int = 64, width: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed example ``(ldrs (B, 3, 3, H, W) in [0, 1], evs (B, 3) = [-2, 0, 2] stops)`` for tracing."""
-    g = torch.Generator().manual_seed(0)
-    return torch.rand(batch, 3, 3, height, width, generator=g), torch.tensor([[-2.0, 0.0, 2.0]] * batch)
 
 
 def _dynamic_shapes(batch_dynamic: bool) -> tuple[dict, dict]:
@@ -66,7 +62,7 @@ def _dynamic_shapes(batch_dynamic: bool) -> tuple[dict, dict]:
 
 def _trace_example(example, batch_dynamic: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``example`` (default :func:`example_inputs`) checked and shaped for tracing dynamic dims."""
-    ldrs, evs = example if example is not None else example_inputs()
+    ldrs, evs = example if example is not None else example_inputs((64, 64), batch=2)
     if (ldrs.dim() != 5 or ldrs.shape[-2] % QUANT_MULTIPLE or ldrs.shape[-1] % QUANT_MULTIPLE
             or min(ldrs.shape[-2:]) < 2 * QUANT_MULTIPLE):
         raise ValueError(f"example ldrs must be (B, 3, 3, H, W) with H, W multiples of {QUANT_MULTIPLE} and at "
@@ -82,7 +78,7 @@ def export_for_quant(model: nn.Module, example=None, *, batch_dynamic: bool = Tr
 
     Batch (if ``batch_dynamic``) and H, W are dynamic, H and W restricted to multiples of 8 (up to 4096), so
     one prepared model serves 96², 128², 256² inputs. ``example``: ``(ldrs, evs)`` with H, W multiples of 8
-    and >= 16, default :func:`example_inputs` (2, 3, 3, 64, 64). Other sizes go through :class:`Padded`.
+    and >= 16, default :func:`eapnet.inference.example_inputs` (2, 3, 3, 64, 64). Other sizes go through :class:`Padded`.
     The model is copied first: an exported module shares its parameters, and QAT must not train the caller's
     float model in place.
     """
@@ -281,7 +277,7 @@ def save_quantized(path: str | os.PathLike, gm: nn.Module, example=None, meta: d
     example = _trace_example(example, batch_dynamic=True)
     meta_json = json.dumps(meta or {})   # fails here, before anything is written, if not JSON-serialisable
     ep = torch.export.export(gm, example, dynamic_shapes=_dynamic_shapes(batch_dynamic=True))
-    check = example_inputs(1, 32, 32)   # small: the reference Q/DQ ops are slow (~2 s for 2 x 64² on CPU)
+    check = example_inputs((32, 32))   # small: the reference Q/DQ ops are slow (~2 s for 2 x 64² on CPU)
     with torch.no_grad():
         want, got = gm(*check), ep.module()(*check)
     if not torch.equal(want, got):

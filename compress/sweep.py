@@ -2,9 +2,10 @@
 
     python compress/sweep.py --budgets 150G 120G 100G 80G          # -> runs/sweep-<time>/
 
-Each budget is one full ``compress/qat.py`` run (in ``<out>/<budget>/``, with its own report, phone
-artifacts and parity check), then ``bench/bench_mobile.py`` times its eager model and ``.pte`` files at the
-export size (``--bench-runs``, 0 = skip). The sweep writes:
+Each budget is one run of the main job (:func:`mobile_export.pipeline.compress_and_ship`, in
+``<out>/<budget>/``, with its own report, phone artifacts and parity check), then
+:func:`mobile_export.latency.bench` times its eager model and ``.pte`` files at the export size
+(``--bench-runs``, 0 = skip). The sweep writes:
 
 - ``sweep.md``: one row per budget: GMAccs, k params, PDUBs, PSNR-μ of the float model, the int8 eager model,
   the int8 ``.pte`` and the W8A8 ``.mlpackage`` (real crops; held-out synthetic), latency of eager fp32,
@@ -14,7 +15,8 @@ export size (``--bench-runs``, 0 = skip). The sweep writes:
   the two are different test sets, so they share the MAcc axis only;
 - ``sweep.json`` and ``sweep.csv`` (the same rows).
 
-Arguments after ``--`` go to every ``compress/qat.py`` run (e.g. ``-- --steps 100 50``).
+Every compression flag of ``compress/qat.py`` (e.g. ``--steps 100 50``, ``--model lightweight``) applies to
+every budget.
 """
 from __future__ import annotations
 
@@ -26,22 +28,23 @@ import os
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def build_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import int_at_least, maccs_arg
+    from compress.pipeline import add_config_args
+    from eapnet.cli import int_at_least, maccs_arg, size_arg
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budgets", type=maccs_arg, nargs="+", help="MAcc budgets, e.g. 150G 100G 80G")
+    add_config_args(p, target=False)
+    p.add_argument("--export-size", type=size_arg, default=None, help="HxW of the phone artifacts (default: --size)")
+    p.add_argument("--parity-scenes", type=int_at_least(1), default=4, help="scenes per dataset in each parity check")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--retabulate", default=None, metavar="SWEEP_DIR",
                    help="rebuild the tables and plot of a finished sweep folder from its runs (report.json, "
                         "bench/bench.json); runs nothing")
     p.add_argument("--out", default=None, help="output folder (default runs/sweep-<time>)")
     p.add_argument("--bench-runs", type=int_at_least(0), default=3,
                    help="timed runs per latency figure (median); 0 = no latency columns")
-    p.add_argument("qat_args", nargs=argparse.REMAINDER, help="after --: arguments for every compress/qat.py run")
     return p
 
 
@@ -246,24 +249,31 @@ def main(argv=None) -> int:
         return 0
     if not args.budgets:
         p.error("--budgets is required (or --retabulate a finished sweep)")
-    from compress import qat
+    from compress.pipeline import config_from_args
+    from compress.search import BudgetError
+    from mobile_export.pipeline import compress_and_ship
 
-    extra = [a for a in args.qat_args if a != "--"]
-    for flag in ("--target-maccs", "--out"):
-        if any(a == flag or a.startswith(flag + "=") for a in extra):
-            raise SystemExit(f"error: {flag} is set by the sweep itself; do not pass it after --")
+    cfgs = {b: config_from_args(p, args, target_maccs=b) for b in sorted(set(args.budgets), reverse=True)}
     out = make_run_dir(args.out, "sweep")
-    record_run(out, {"budgets": args.budgets, "qat_args": extra, "bench_runs": args.bench_runs})
-    for budget in sorted(set(args.budgets), reverse=True):
+    record_run(out, {"budgets": args.budgets, "compress": next(iter(cfgs.values())).to_dict(),
+                     "export_size": args.export_size, "parity_scenes": args.parity_scenes,
+                     "bench_runs": args.bench_runs})
+    for budget, cfg in cfgs.items():
         run = out / f"{budget / 1e9:g}G"
-        rc = qat.main(["--target-maccs", str(budget), "--out", str(run), *extra])
-        if rc != 0:      # unreachable budget (no report), or a parity failure (the report says which artifact)
-            state["failed"][budget / 1e9] = rc
+        run.mkdir(parents=True, exist_ok=True)
+        try:
+            rep = compress_and_ship(cfg, run, export_size=args.export_size, parity_scenes=args.parity_scenes,
+                                    progress=not args.quiet)
+            if rep["export"] is not None and not rep["export"]["passed"]:
+                state["failed"][budget / 1e9] = 1     # a parity failure: the report says which artifact
+        except BudgetError as e:
+            print(f"{budget / 1e9:g}G: {e}", file=sys.stderr)
+            state["failed"][budget / 1e9] = 2
         if not (run / "report.json").is_file():
             continue
         rep = json.loads((run / "report.json").read_text())
         if args.bench_runs and rep.get("export"):
-            from bench.bench_mobile import bench
+            from mobile_export.latency import bench
 
             threads = os.cpu_count() or 1
             (bench_row,) = bench([run / "compressed.pt"], [tuple(rep["export"]["size"])], runs=args.bench_runs,

@@ -92,13 +92,13 @@ def ablations(model: EAPNet) -> dict[str, Callable[[], EAPNet]]:
 
 
 def ablation_table(model: EAPNet, datasets: dict[str, Sequence], progress: bool = False) -> dict:
-    """Score every ablation on ``datasets`` (``{name: [(id, ldrs, evs, gt[, mask])]}``, materialised).
+    """Score every ablation on ``datasets`` (``{name: [eapnet.evalsets.Scene]}``, materialised).
 
     Returns ``{"rows": [{"ablation", "<dataset>": {"psnr_mu", "psnr_mu_motion"?}}], "datasets": [...]}``;
     PSNR-μ in dB, means over scenes (``psnr_mu_motion`` over the scenes that have moving regions)."""
     from tqdm import tqdm
 
-    from eapnet.evaluate import _score
+    from eapnet.evalsets import score_output
     from eapnet.inference import predict
 
     rows = []
@@ -109,9 +109,9 @@ def ablation_table(model: EAPNet, datasets: dict[str, Sequence], progress: bool 
         row: dict = {"ablation": label}
         for d, scenes in datasets.items():
             scores = []
-            for sid, ldrs, evs, gt, *mask in scenes:
-                hdr = np.maximum(predict(m, ldrs, evs), 0.0)
-                scores.append(_score(gt, hdr, f"{d}/{sid}/{label}", mask[0] if mask else None))
+            for s in scenes:
+                hdr = np.maximum(predict(m, s.ldrs, s.evs), 0.0)
+                scores.append(score_output(s.gt, hdr, f"{d}/{s.id}/{label}", s.motion))
                 bar.update(1)
             row[d] = {"psnr_mu": float(np.mean([s["psnr_mu"] for s in scores]))}
             motion = [s["psnr_mu_motion"] for s in scores if "psnr_mu_motion" in s]
@@ -146,18 +146,6 @@ def table_markdown(result: dict) -> list[str]:
     return lines
 
 
-def ablation_datasets(heldout: int, size: int, real: bool = True) -> dict[str, list]:
-    """The held-out synthetic set (with motion masks) and the real crops, materialised for repeated scoring."""
-    from eapnet.evaluate import _load, heldout_synthetic, real_crops
-
-    sets = {"heldout_synthetic": [(*_load(item, "heldout_synthetic"), item[1].motion_mask())
-                                  for item in heldout_synthetic(heldout, size)]}
-    crops = real_crops() if real else []
-    if crops:
-        sets["real_crops"] = [_load(item, "real_crops") for item in crops]
-    return {k: v for k, v in sets.items() if v}
-
-
 def main(argv: list[str] | None = None) -> int:
     from eapnet.cli import int_at_least
 
@@ -171,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from eapnet import load_model
     from eapnet.checkpoint import CheckpointError
+    from eapnet.evalsets import standard_sets
     from eapnet.runs import atomic_write_json, atomic_write_text, make_run_dir, record_run
 
     if args.out is not None and args.out.exists() and any(args.out.iterdir()):
@@ -181,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--model: {e}")
     if not isinstance(model, EAPNet):
         p.error(f"--model {args.model}: ablations apply to EAPNet models, not {type(model).__name__}")
-    torch.set_grad_enabled(False)
-    result = ablation_table(model, ablation_datasets(args.heldout, args.size, args.real), progress=not args.quiet)
+    with torch.no_grad():  # scoped: main() may run inside a test process
+        result = ablation_table(model, standard_sets(args.heldout, args.size, args.real), progress=not args.quiet)
     lines = table_markdown(result)
     print("\n".join(lines))
     if args.out is not None:

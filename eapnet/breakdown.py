@@ -1,7 +1,7 @@
 """Per-module MAcc breakdown of a model in the NTIRE 2022 convention (see eapnet/macs.py).
 
-    python -m eapnet.breakdown --variant standard
-    python -m eapnet.breakdown --variant lightweight --height 512 --width 512 --depth 1
+    python -m eapnet.breakdown --model standard
+    python -m eapnet.breakdown --model lightweight --size 512x512 --depth 1
 """
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ import argparse
 import sys
 
 from eapnet import MODEL_NAMES, build_model
+from eapnet.cli import size_arg
 from eapnet.macs import NTIRE_HEIGHT, NTIRE_WIDTH, count_params, macc_breakdown
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", default="standard", choices=list(MODEL_NAMES),
+    p.add_argument("--model", "--variant", dest="variant", default="standard", choices=list(MODEL_NAMES),
                    help="model to count (default: standard)")
-    p.add_argument("--height", type=int, default=NTIRE_HEIGHT, help="scene height in pixels (default 1060)")
-    p.add_argument("--width", type=int, default=NTIRE_WIDTH, help="scene width in pixels (default 1900)")
+    p.add_argument("--size", type=size_arg, default=(NTIRE_HEIGHT, NTIRE_WIDTH), metavar="HxW",
+                   help=f"scene size in pixels (default {NTIRE_HEIGHT}x{NTIRE_WIDTH})")
     p.add_argument("--depth", type=int, default=2, help="module nesting depth of the breakdown (default 2)")
     args = p.parse_args(argv)
-    if args.height < 1 or args.width < 1:
-        p.error(f"--height/--width must be positive, got {args.height}x{args.width}")
+    args.height, args.width = args.size
     if args.depth < 1:
         p.error("--depth must be at least 1")
     model = build_model(args.variant)

@@ -1,4 +1,4 @@
-"""Argument types shared by every command line: sizes, integer ranges, MAcc budgets.
+"""Argument types shared by every command line (sizes, integer ranges, MAcc budgets) and YAML configs.
 
 Each raises ``argparse.ArgumentTypeError`` with a message naming the bad text, so argparse prints
 ``error: argument --size: size must be HxW ...`` and exits 2.
@@ -6,6 +6,7 @@ Each raises ``argparse.ArgumentTypeError`` with a message naming the bad text, s
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -48,3 +49,26 @@ def maccs_arg(text: str) -> int:
         return parse_maccs(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def yaml_config(defaults: str | Path, path: str | Path | None, what: str) -> dict:
+    """The YAML mapping ``defaults`` updated by the YAML file ``path`` (safe-loaded); ValueError naming
+    ``--config PATH`` for a missing file, a non-mapping or a key ``defaults`` does not have. ``what`` names
+    the keys in messages (e.g. ``"training"``)."""
+    import yaml
+
+    with open(defaults) as f:
+        cfg = yaml.safe_load(f)
+    if path is None:
+        return cfg
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config {path}: no such file")
+    with open(path) as f:
+        user = yaml.safe_load(f) or {}
+    if not isinstance(user, dict):
+        raise ValueError(f"--config {path}: expected a YAML mapping of {what} keys, got {type(user).__name__}")
+    unknown = sorted(set(user) - set(cfg))
+    if unknown:
+        raise ValueError(f"--config {path}: unknown keys {unknown}; known: {sorted(cfg)}")
+    return {**cfg, **user}

@@ -32,179 +32,34 @@ The ``.exr``/``.hdr`` files hold *linear* radiance because that is what every HD
 of those formats; only the NTIRE PNG keeps the challenge's gamma-encoded domain. Outputs are written for
 models only (baselines are cheap to recompute) and can be switched off with ``--no-save-outputs``.
 
-OpenEXR: OpenCV ships its EXR codec disabled unless ``OPENCV_IO_ENABLE_OPENEXR`` is set when the codec is
-first used (it caches the answer then). This module sets it with ``os.environ.setdefault`` before
-importing cv2; :func:`require_exr` raises a clear error if EXR writing is still unavailable.
+Output files are written by :mod:`eapnet.outputs`; datasets and scoring are :mod:`eapnet.evalsets`.
 """
 from __future__ import annotations
 
 import os
-
-os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # before cv2 is used for EXR anywhere (see docstring)
-
 import argparse
 import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 __all__ = [
-    "GAMMA",
-    "tonemap_preview",
-    "require_exr",
-    "write_outputs",
-    "heldout_synthetic",
-    "real_crops",
-    "folder_scenes",
     "evaluate",
     "compare_margins",
     "report_markdown",
     "main",
 ]
 
-from eapnet.metrics import DEFAULT_GAMMA as GAMMA  # noqa: E402  (one definition)
-"""The challenge's gamma: linear radiance = gt-domain value ** GAMMA."""
+from eapnet.evalsets import folder_scenes, heldout_synthetic, real_crops
+from eapnet.outputs import require_exr, write_outputs
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_exr_ok: bool | None = None
-
-
-# --------------------------------------------------------------------------------------------
-# output files
-# --------------------------------------------------------------------------------------------
-
-
-def tonemap_preview(hdr: np.ndarray, norm_ref: np.ndarray | None = None) -> np.ndarray:
-    """8-bit RGB preview ``(H, W, 3)`` uint8 with the challenge's tone map: linearise (``** 2.24``),
-    ``tanh(lin / p99)``, μ-law (μ = 5000). ``hdr`` is in the GT domain (negative values are clipped).
-    ``p99`` is the 99th percentile of ``norm_ref ** 2.24`` (pass the ground truth so that every method's
-    preview of a scene shares one exposure, exactly as PSNR-μ sees them) or of ``hdr`` itself."""
-    from eapnet.metrics import tanh_norm_mu_tonemap
-
-    lin = np.clip(hdr, 0, None).astype(np.float64) ** GAMMA
-    ref = lin if norm_ref is None else np.clip(norm_ref, 0, None).astype(np.float64) ** GAMMA
-    norm = max(float(np.percentile(ref, 99)), 1e-8)
-    return np.round(np.clip(tanh_norm_mu_tonemap(lin, norm), 0, 1) * 255).astype(np.uint8)
-
-
-def require_exr() -> None:
-    """Raise ``RuntimeError`` unless OpenCV can write OpenEXR files (probed once, then cached)."""
-    global _exr_ok
-    if _exr_ok is None:
-        try:
-            ok, _ = cv2.imencode(".exr", np.zeros((1, 1, 3), np.float32))
-        except cv2.error:
-            ok = False
-        _exr_ok = bool(ok)
-    if not _exr_ok:
-        raise RuntimeError(
-            "OpenCV cannot write OpenEXR files: its EXR codec is disabled. Set OPENCV_IO_ENABLE_OPENEXR=1 "
-            f"(now {os.environ.get('OPENCV_IO_ENABLE_OPENEXR')!r}) before anything in the process first uses "
-            "an EXR file (OpenCV caches the setting then), or evaluate with --no-save-outputs.")
-
-
-def _encode(path: Path, img: np.ndarray, params: Sequence[int] = ()) -> None:
-    from eapnet.runs import atomic_write_bytes
-
-    ok, buf = cv2.imencode(path.suffix, img, list(params))
-    if not ok:
-        raise RuntimeError(f"{path}: OpenCV could not encode the image as {path.suffix}")
-    atomic_write_bytes(path, buf.tobytes())
-
-
-def write_outputs(folder: str | os.PathLike, name: str, hdr: np.ndarray,
-                  gt: np.ndarray | None = None) -> dict[str, Path]:
-    """Write one result in every format (see the module docstring); returns ``{kind: path}``.
-
-    ``hdr``: ``(H, W, 3)`` RGB, GT domain (gamma-encoded, >= 0). ``gt`` (optional, same domain) sets the
-    preview's normaliser. Kinds: ``exr``, ``hdr`` (linear ``hdr ** 2.24``), ``ntire_png``,
-    ``alignratio`` and ``preview``; an all-zero ``hdr`` has no align ratio, so no NTIRE files."""
-    from eapnet.data import DataError, write_ntire_hdr
-
-    require_exr()
-    folder = Path(folder)
-    hdr = np.asarray(hdr, dtype=np.float32)
-    lin_bgr = np.ascontiguousarray((hdr.astype(np.float64) ** GAMMA).astype(np.float32)[..., ::-1])
-    paths = {"exr": folder / f"{name}.exr", "hdr": folder / f"{name}.hdr",
-             "preview": folder / f"{name}_preview.png"}
-    _encode(paths["exr"], lin_bgr, [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT])
-    _encode(paths["hdr"], lin_bgr)
-    try:
-        paths["ntire_png"] = write_ntire_hdr(folder, name, hdr)
-        paths["alignratio"] = folder / f"{name}_alignratio.npy"
-    except DataError:
-        if float(np.max(hdr)) > 0:
-            raise
-    _encode(paths["preview"], np.ascontiguousarray(tonemap_preview(hdr, gt)[..., ::-1]))
-    return paths
-
-
-# --------------------------------------------------------------------------------------------
-# datasets: lists of (id, scene) with scene = (ldrs, evs, gt) or a scene source (eapnet.data.patches)
-# --------------------------------------------------------------------------------------------
-
-
-def heldout_synthetic(n: int, size: int) -> list[tuple[str, Any]]:
-    """The held-out synthetic set: ``n`` lazy scenes ``size`` x ``size``, ids ``0000``...; scene ``i`` is
-    ``generate_scene(scene_seed(HELDOUT_SEED, i), size, size)`` (the seed training never uses). Each source
-    also knows its motion mask (``SceneSource.motion_mask``), so :func:`evaluate` scores moving regions."""
-    from eapnet.data.synthetic import HELDOUT_SEED, SceneSource, scene_seed
-
-    if n < 0 or size < 16:
-        raise ValueError(f"need n >= 0 scenes of size >= 16, got n={n}, size={size}")
-    return [(f"{i:04d}", SceneSource(scene_seed(HELDOUT_SEED, i), size, size)) for i in range(n)]
-
-
-def real_crops(folder: str | os.PathLike | None = None) -> list[tuple[str, Any]]:
-    """The real NTIRE crops with ground truth (default ``SHARED_SAMPLES/crops256``), lazily; ``[]`` when the
-    folder is absent."""
-    from eapnet.data import SHARED_SAMPLES
-
-    folder = Path(folder) if folder is not None else SHARED_SAMPLES / "crops256"
-    return folder_scenes(folder)[0] if folder.is_dir() else []
-
-
-def folder_scenes(folder: str | os.PathLike) -> tuple[list[tuple[str, Any]], list[str]]:
-    """``(scenes_with_gt, ids_without_gt)`` of an NTIRE or Kalantari folder; scenes are lazy readers.
-
-    Raises ``DataError``/``MissingFileError`` (``eapnet.data``) for a missing folder or unknown layout."""
-    from eapnet.data import read_ntire, scene_sources_from_folder
-    from eapnet.data.ntire import ntire_paths
-    from eapnet.data.patches import _source_name
-
-    scenes, no_gt = [], []
-    for i, src in enumerate(scene_sources_from_folder(folder)):
-        sid = _source_name(src, i)
-        # NTIRE scenes may lack ID_gt.png; Kalantari scenes always carry HDRImg.hdr (their reader needs it)
-        if getattr(src, "func", None) is read_ntire and not ntire_paths(*src.args)["gt"].is_file():
-            no_gt.append(sid)
-        else:
-            scenes.append((sid, src))
-    return scenes, no_gt
-
-
-def _load(item: Sequence, dataset: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
-    from eapnet.data import load_scene
-
-    if len(item) == 4:
-        sid, scene = item[0], tuple(item[1:])
-    elif len(item) == 2:
-        sid, scene = item
-    else:
-        raise ValueError(f"{dataset}: scenes must be (id, ldrs, evs, gt) or (id, source), got {len(item)} items")
-    sid = str(sid)
-    ldrs, evs, gt = load_scene(scene, f"{dataset}/{sid}")
-    if gt is None:
-        raise ValueError(f"{dataset}/{sid}: scene has no ground truth, it cannot be scored")
-    return sid, ldrs, evs, gt
 
 
 def _file_stem(sid: str) -> str:
@@ -217,47 +72,9 @@ def _file_stem(sid: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _score(gt: np.ndarray, hdr: np.ndarray, where: str, motion: np.ndarray | None = None) -> dict[str, float]:
-    """PSNR-μ and PSNR-l of one output; with a motion mask also ``psnr_mu_motion`` (PSNR-μ inside it)."""
-    from eapnet.metrics import psnr_l, psnr_mu, psnr_mu_masked
-
-    if not np.all(np.isfinite(hdr)):
-        raise ValueError(f"{where}: output contains NaN/inf")
-    out = {"psnr_mu": psnr_mu(gt, hdr), "psnr_l": psnr_l(gt, hdr)}
-    if motion is not None and motion.any():
-        out["psnr_mu_motion"] = psnr_mu_masked(gt, hdr, motion)
-    return out
-
-
-def _motion_mask(item: Sequence) -> np.ndarray | None:
-    """The motion mask of a lazy ``(id, source)`` scene whose source knows one (synthetic scenes)."""
-    if len(item) == 2 and hasattr(item[1], "motion_mask"):
-        return item[1].motion_mask()
-    return None
-
-
 def _mean(values: Iterable[float]) -> float | None:
     values = list(values)
     return float(np.mean(values)) if values else None
-
-
-def materialise(scenes: Sequence) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """Load lazy ``(id, source)`` scenes once, as ``(id, ldrs, evs, gt)`` (for repeated scoring)."""
-    return [_load(item, "scenes") for item in scenes]
-
-
-def mean_scores(model: nn.Module, scenes: Sequence, *, amp: str | None = None,
-                tile: int | None = None) -> dict[str, float]:
-    """Mean PSNR-mu / PSNR-l (official formulas, dB) of one model over scenes; writes nothing.
-
-    Used for validation during training; :func:`evaluate` is the full report with outputs and baselines."""
-    from eapnet.inference import predict
-
-    scores = []
-    for item in scenes:
-        sid, ldrs, evs, gt = _load(item, "scenes")
-        scores.append(_score(gt, predict(model, ldrs, evs, tile=tile, amp=amp), sid))
-    return {k: float(np.mean([s[k] for s in scores])) for k in ("psnr_mu", "psnr_l")}
 
 
 def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
@@ -287,6 +104,7 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
     """
     from eapnet import count_maccs, count_params
     from eapnet.baselines import ALL_BASELINES
+    from eapnet.evalsets import load, score_output
     from eapnet.inference import predict
     from eapnet.runs import atomic_write_json, atomic_write_text, make_run_dir, record_run
 
@@ -328,8 +146,9 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
     for d, scenes in datasets.items():
         ids = []
         for item in scenes:
-            sid, ldrs, evs, gt = _load(item, d)
-            motion = _motion_mask(item)
+            sid, ldrs, evs, gt, motion = load(item, d)
+            if gt is None:
+                raise ValueError(f"{d}/{sid}: scene has no ground truth, it cannot be scored")
             if sid in ids or _file_stem(sid) in map(_file_stem, ids):
                 raise ValueError(f"{d}: scene id {sid!r} is not unique (as an output file name)")
             ids.append(sid)
@@ -343,7 +162,7 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
                     hdr = ALL_BASELINES[n](ldrs, evs)
                 dt = time.perf_counter() - t0
                 r = results[d][n]
-                r["per_scene"][sid] = _score(gt, hdr, f"{d}/{n}/{sid}", motion)
+                r["per_scene"][sid] = score_output(gt, hdr, f"{d}/{n}/{sid}", motion)
                 r["seconds_total"] += dt
                 if save_outputs and n in models:
                     write_outputs(out / d / n, _file_stem(sid), hdr, gt)

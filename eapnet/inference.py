@@ -20,6 +20,15 @@ import torch
 from torch import nn
 
 
+def example_inputs(size: tuple[int, int] = (64, 64), batch: int = 1, seed: int = 0,
+                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic model inputs for tracing and export: ``ldrs`` ``(batch, 3, 3, H, W)`` uniform in [0, 1]
+    (own generator: the global RNG is untouched) and ``evs`` ``(batch, 3)`` = the challenge's [-2, 0, 2]."""
+    g = torch.Generator().manual_seed(seed)
+    ldrs = torch.rand(batch, 3, 3, *size, generator=g)
+    return ldrs.to(device), torch.tensor([[-2.0, 0.0, 2.0]] * batch, device=device)
+
+
 def to_batch(ldrs: np.ndarray, evs: np.ndarray, device: str | torch.device = "cpu"):
     """NumPy scene -> model inputs ``(1, 3, 3, H, W)`` and ``(1, 3)`` float32 tensors on ``device``."""
     ldrs = np.asarray(ldrs)

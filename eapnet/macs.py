@@ -19,6 +19,8 @@ from torch import nn
 
 NTIRE_HEIGHT = 1060
 NTIRE_WIDTH = 1900
+FRAME_SIZE = (NTIRE_HEIGHT, NTIRE_WIDTH)
+"""(H, W) of one NTIRE frame: MAccs are counted, and phone programs exported, at this size by default."""
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*(?:MACC?S?)?\s*$", re.I)

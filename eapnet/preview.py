@@ -37,7 +37,7 @@ def parse_crop(text: str) -> tuple[int, int, int, int]:
 def preview_panels(model, ldrs: np.ndarray, evs: np.ndarray) -> dict[str, np.ndarray]:
     """``{"medium", "base", "model"}`` 8-bit RGB ``(H, W, 3)`` images of one scene, sharing one tone map."""
     from eapnet.baselines import radiance_merge
-    from eapnet.evaluate import tonemap_preview
+    from eapnet.outputs import tonemap_preview
     from eapnet.inference import predict
 
     base = radiance_merge(ldrs, evs)

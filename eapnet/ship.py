@@ -107,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.weights_dir.is_dir():
         p.error(f"--weights-dir {args.weights_dir}: no such folder")
 
-    from eapnet.ablate import ablation_datasets, ablation_table, table_markdown
+    from eapnet.ablate import ablation_table, table_markdown
     from eapnet.baselines import BASELINES
     from eapnet.data import SHARED_SAMPLES
     from eapnet.diagnostics import dead_channels, probe_batches
-    from eapnet.evaluate import evaluate, heldout_synthetic, motion_markdown, real_crops
+    from eapnet.evalsets import heldout_synthetic, real_crops, standard_sets
+    from eapnet.evaluate import evaluate, motion_markdown
     from eapnet.preview import render
 
     datasets = {"heldout_synthetic": heldout_synthetic(args.heldout, args.size)}
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         datasets["real_crops"] = crops
     report = evaluate({args.name: model}, list(BASELINES), datasets, args.run / "ship_eval", save_outputs=False,
                       progress=True)
-    ablation = ablation_table(model, ablation_datasets(args.heldout, args.size))
+    ablation = ablation_table(model, standard_sets(args.heldout, args.size))
     preview = None
     if (SHARED_SAMPLES / "fullres_no_gt").is_dir() and args.preview_dir is not None:
         preview = render(model, args.preview_dir / f"fullres_{args.name}.png", label=args.name)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from eapnet import build_model, count_maccs, count_params, load_model
 from eapnet.checkpoint import read_checkpoint, shipped_path
 from eapnet.data import SHARED_SAMPLES
-from eapnet.evaluate import tonemap_preview  # the one preview writer
+from eapnet.outputs import tonemap_preview  # the one preview writer
 from eapnet.inference import predict
 from eapnet.variants import ROWS
 

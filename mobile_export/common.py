@@ -22,12 +22,14 @@ import torch
 from torch import nn
 
 from eapnet.cli import parse_size  # noqa: F401  (re-exported: the exporters' size type)
+from eapnet.inference import example_inputs
+from eapnet.macs import FRAME_SIZE
 from eapnet.runs import file_sha256
 
 __all__ = ["DEFAULT_SIZE", "Source", "load_source", "example_inputs", "export_fixed", "artifact_name",
            "file_sha256", "parse_size"]
 
-DEFAULT_SIZE = (1060, 1900)
+DEFAULT_SIZE = FRAME_SIZE
 """(H, W) of exported programs unless ``--size`` says otherwise: one NTIRE frame."""
 
 
@@ -63,12 +65,6 @@ def load_source(spec: str | os.PathLike) -> Source:
     cfg = model.config.to_dict() if hasattr(model, "config") else {}
     return Source(model, "fp32", cfg.get("name", Path(path).stem), str(path), file_sha256(path), cfg,
                   count_maccs(model), count_params(model))
-
-
-def example_inputs(size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic ``(ldrs (1, 3, 3, H, W), evs (1, 3))`` for tracing at ``size``."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(1, 3, 3, *size, generator=g), torch.tensor([[-2.0, 0.0, 2.0]])
 
 
 def export_fixed(module: nn.Module, size: tuple[int, int] = DEFAULT_SIZE) -> torch.export.ExportedProgram:

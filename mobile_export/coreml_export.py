@@ -1,8 +1,8 @@
 """Core ML export: EAPNet -> ``.mlpackage`` (ML Program, iOS 17+), at a fixed input size.
 
-    python -m mobile_export.coreml_export --source standard                      # fp16, 1060x1900
-    python -m mobile_export.coreml_export --source lightweight --precision int8w --size 128x192 --out runs/cm
-    python -m mobile_export.coreml_export --source runs/x/int8-coreml.pt2        # w8a8 from a Core ML int8 program
+    python -m mobile_export.coreml_export --model standard                      # fp16, 1060x1900
+    python -m mobile_export.coreml_export --model lightweight --precision int8w --size 128x192 --out runs/cm
+    python -m mobile_export.coreml_export --model runs/x/int8-coreml.pt2        # w8a8 from a Core ML int8 program
 
 The shared step (``mobile_export.common``: load -> eval -> ``torch.export`` at a fixed size) hands this module
 an ``ExportedProgram``; ``run_decompositions({})`` brings it to the ATen op set coremltools 9.0 reads, and
@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eapnet.evalsets import CALIBRATION_SCENES, as_batches, calibration
+
 from mobile_export.common import (
     DEFAULT_SIZE,
     Source,
@@ -55,7 +57,6 @@ from mobile_export.common import (
 )
 
 __all__ = [
-    "CALIB_SCENES",
     "PRECISIONS",
     "export_mlpackage",
     "main",
@@ -65,7 +66,6 @@ __all__ = [
 ]
 
 PRECISIONS = ("fp16", "int8w", "w8a8", "fp32")
-CALIB_SCENES = 16
 """Calibration scenes (of ``calib_data``'s 32) for w8a8 post-training quantization of a float model."""
 MACCS_AT = "1060x1900"   # the resolution of Source.maccs (NTIRE 2022 convention)
 PARITY_PENDING = "pending"
@@ -113,15 +113,13 @@ def _int8_weights(mlmodel):
 
 
 def _calibration_batches(calib) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``calib``: None (``CALIB_SCENES`` scenes of ``calib_data``), a scene count, or ``(ldrs, evs)`` batches."""
+    """``calib``: None (``CALIBRATION_SCENES`` scenes of ``calib_data``), a scene count, or ``(ldrs, evs)``
+    batches."""
     if calib is None or isinstance(calib, int):
-        from calib_data import load_calibration
-
-        n = CALIB_SCENES if calib is None else calib
+        n = CALIBRATION_SCENES if calib is None else calib
         if n < 1:
             raise ValueError(f"need at least one calibration scene, got {n}")
-        return [(torch.from_numpy(ldrs).permute(0, 3, 1, 2)[None].contiguous(), torch.from_numpy(evs)[None])
-                for _, ldrs, evs, _ in load_calibration(limit=n)]
+        return [(ldrs, evs) for ldrs, evs, _ in as_batches(calibration(limit=n))]
     batches = list(calib)
     if not batches:
         raise ValueError("calib holds no batches")
@@ -198,7 +196,7 @@ def export_mlpackage(source: Source | str | os.PathLike, out_dir: str | os.PathL
     ``source``: a :class:`~mobile_export.common.Source`, or anything ``load_source`` takes ("standard",
     "lightweight", a ``.pt`` checkpoint, a ``.pt2`` int8 program). ``precision``: one of ``PRECISIONS`` (an int8
     source converts to ``w8a8`` only, and only if made with the Core ML quantizer). ``size``: (H, W) or "HxW".
-    ``calib`` (w8a8 from a float source): None for ``CALIB_SCENES`` scenes of ``calib_data``, a scene count,
+    ``calib`` (w8a8 from a float source): None for ``CALIBRATION_SCENES`` scenes of ``calib_data``, a scene count,
     or a list of ``(ldrs (B, 3, 3, H, W), evs (B, 3))`` batches.
 
     Atomic: the package is built in a temporary folder beside the target and renamed over it; a failure leaves
@@ -287,13 +285,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m mobile_export.coreml_export",
                                 description="Export EAPNet to a Core ML .mlpackage (ML Program, iOS 17+).")
-    p.add_argument("--source", required=True,
+    p.add_argument("--model", "--source", dest="source", required=True,
                    help="'standard', 'lightweight', a .pt checkpoint or a .pt2 int8 program (compress/qat.py)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="fp16, int8w (int8 weights), w8a8 or fp32 (reference); default fp16, w8a8 for a .pt2")
     p.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, metavar="HxW",
                    help=f"fixed input size in pixels (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
-    p.add_argument("--calib-scenes", type=int_at_least(1), default=CALIB_SCENES,
+    p.add_argument("--calib-scenes", type=int_at_least(1), default=CALIBRATION_SCENES,
                    help="calib_data scenes for w8a8 post-training quantization of a float source")
     p.add_argument("--out", default=None, help="output folder (default runs/coreml-<time>)")
     return p
@@ -306,15 +304,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eapnet.runs import make_run_dir, record_run
 
     if args.source not in SHIPPED and not Path(args.source).is_file():
-        parser.error(f"--source {args.source!r}: neither one of {list(SHIPPED)} nor an existing file")
+        parser.error(f"--model {args.source!r}: neither one of {list(SHIPPED)} nor an existing file")
     int8_source = args.source.endswith(".pt2")
     precision = args.precision or ("w8a8" if int8_source else "fp16")
     if int8_source and precision != "w8a8":
-        parser.error(f"--source {args.source} is an int8 program: only --precision w8a8 applies, not {precision}")
+        parser.error(f"--model {args.source} is an int8 program: only --precision w8a8 applies, not {precision}")
     try:
         src = load_source(args.source)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
-        parser.error(f"--source {args.source}: {e}")
+        parser.error(f"--model {args.source}: {e}")
     run_dir = make_run_dir(args.out, "coreml")
     record_run(run_dir, {**vars(args), "precision": precision, "size": list(args.size)})
     t = time.time()

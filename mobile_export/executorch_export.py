@@ -1,8 +1,8 @@
 """ExecuTorch export: EAPNet -> ``.pte`` for the XNNPACK backend (phone CPUs), fp32 or int8, fully delegated.
 
-    python -m mobile_export.executorch_export --source standard                    # fp32, 1060x1900
-    python -m mobile_export.executorch_export --source standard --precision int8   # PTQ on calib_data
-    python -m mobile_export.executorch_export --source runs/compress-100G-x/int8.pt2 --size 512x768
+    python -m mobile_export.executorch_export --model standard                    # fp32, 1060x1900
+    python -m mobile_export.executorch_export --model standard --precision int8   # PTQ on calib_data
+    python -m mobile_export.executorch_export --model runs/compress-100G-x/int8.pt2 --size 512x768
 
 A straight line: load + ``torch.export`` at a fixed size (``mobile_export.common``) -> int8 PTQ if asked
 (``compress.quantize``, XNNPACK quantizer) -> :func:`make_delegable` -> ``to_edge_transform_and_lower`` with
@@ -53,6 +53,8 @@ from pathlib import Path
 
 import torch
 
+from eapnet.evalsets import CALIBRATION_SCENES, as_batches, calibration
+
 from mobile_export.common import (
     DEFAULT_SIZE,
     Source,
@@ -62,12 +64,11 @@ from mobile_export.common import (
     load_source,
 )
 
-__all__ = ["DEFAULT_CALIB_SCENES", "DelegationError", "delegation_report", "export_pte", "load_pte", "lower", "main",
+__all__ = ["DelegationError", "delegation_report", "export_pte", "load_pte", "lower", "main",
            "make_delegable", "ptq_source", "run_pte"]
 
 BACKEND = "xnnpack"
 PRECISIONS = ("fp32", "int8")
-DEFAULT_CALIB_SCENES = 16
 """Scenes of the shipped calibration set (``calib_data/default``, 128x128 each) used for int8 PTQ."""
 
 aten = torch.ops.aten
@@ -328,17 +329,15 @@ def _op_name(target) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _default_calib(scenes: int = DEFAULT_CALIB_SCENES) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from compress.qat import calibration_batches
-
-    return [(ldrs, evs) for ldrs, evs, _ in calibration_batches(None, scenes)]
+def _default_calib(scenes: int = CALIBRATION_SCENES) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(ldrs, evs) for ldrs, evs, _ in as_batches(calibration(limit=scenes))]
 
 
 def ptq_source(source: Source, calib: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Source:
     """Int8 ``Source`` of a float ``source`` by post-training quantization with the XNNPACK quantizer.
 
     ``calib``: ``(ldrs (B, 3, 3, H, W) in [0, 1], evs (B, 3) stops)`` batches; default the first
-    ``DEFAULT_CALIB_SCENES`` scenes of the shipped calibration set. Its module is the Q/DQ reference model
+    ``eapnet.evalsets.CALIBRATION_SCENES`` scenes of the shipped calibration set. Its module is the Q/DQ reference model
     (``compress.quantize.Padded``: any H, W), the program the int8 ``.pte`` must reproduce.
     """
     from compress.quantize import Padded, convert, prepare_ptq
@@ -446,13 +445,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mobile_export.executorch_export",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--source", required=True,
+    p.add_argument("--model", "--source", dest="source", required=True,
                    help="'standard', 'lightweight', a float checkpoint (.pt) or a compress/qat.py int8 program (.pt2)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="default: the source's own (fp32 for a float model, int8 for a .pt2); int8 with a float "
                         "source runs PTQ on the shipped calibration set")
     p.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, help="HxW of the program's fixed input, pixels")
-    p.add_argument("--calib-scenes", type=int_at_least(1), default=DEFAULT_CALIB_SCENES,
+    p.add_argument("--calib-scenes", type=int_at_least(1), default=CALIBRATION_SCENES,
                    help="calibration scenes for int8 PTQ of a float source")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="XNNPACK threads for the runtime check (default: ExecuTorch's, one per core)")
@@ -470,9 +469,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     if src not in SHIPPED:
         if not src.endswith((".pt", ".pt2")):
-            p.error(f"--source must be one of {SHIPPED} or a .pt / .pt2 file, got {src!r}")
+            p.error(f"--model must be one of {SHIPPED} or a .pt / .pt2 file, got {src!r}")
         if not Path(src).is_file():
-            p.error(f"--source {src}: no such file")
+            p.error(f"--model {src}: no such file")
     if a.out is not None and Path(a.out).exists() and not Path(a.out).is_dir():
         p.error(f"--out {a.out} exists and is not a folder")
     return a

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mobile_export.common import DEFAULT_SIZE
 
-__all__ = ["ARTIFACTS", "export_variant"]
+__all__ = ["ARTIFACTS", "export_variant", "export_and_check", "compress_and_ship"]
 
 ARTIFACTS = ("pte-fp32", "pte-int8", "coreml-fp16", "coreml-w8a8")
 
@@ -64,3 +64,65 @@ def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLik
         seconds[key] = round(time.time() - t, 1)
         log(f"exported {paths[key].name} in {seconds[key]:.0f} s")
     return paths, seconds
+
+
+def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE, parity_scenes: int = 4,
+                     prefix: str = "", progress: bool = True, log=print) -> tuple[dict, dict[str, float]]:
+    """The four artifacts of the compressed variant in ``run_dir`` (``<prefix>compressed.pt`` and
+    ``<prefix>int8.pt2``, as ``compress.pipeline.compress`` writes them) into ``run_dir/export``, then the parity
+    harness on them (``run_dir/parity/parity.{json,md}``). Returns ``(summary, wall seconds)``: the summary holds
+    per artifact its file, size, executor, verdict and PSNR-μ figures, and ``passed`` / ``failed``."""
+    from eapnet.runs import atomic_write_json, atomic_write_text
+    from mobile_export.parity import report_markdown as parity_markdown
+    from mobile_export.parity import run_parity
+
+    run_dir = Path(run_dir)
+    wall = {}
+    t = time.time()
+    paths, seconds = export_variant(run_dir / f"{prefix}compressed.pt", run_dir / f"{prefix}int8.pt2",
+                                    run_dir / "export", size=size, log=log)
+    wall["export"] = time.time() - t
+    t = time.time()
+    rep = run_parity(list(paths.values()), limit=parity_scenes, progress=progress)
+    atomic_write_json(run_dir / "parity" / "parity.json", rep)
+    atomic_write_text(run_dir / "parity" / "parity.md", parity_markdown(rep))
+    wall["parity"] = time.time() - t
+    rows = {}
+    for key, r in zip(paths, rep["artifacts"], strict=True):
+        s = r.get("summary", {})
+        path = paths[key]
+        nbytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() \
+            else path.stat().st_size
+        rows[key] = {"file": f"export/{path.name}", "bytes": nbytes, "export_s": seconds[key],
+                     "executor": r.get("executor"), "passed": r["passed"], "failures": r["failures"],
+                     "psnr_mu_vs_float_min": min((d["psnr_mu_vs_float_min"] for d in s.values() if d["scenes"]),
+                                                 default=None),
+                     "psnr_mu": {d: v["psnr_mu"] for d, v in s.items() if "psnr_mu" in v},
+                     "float_psnr_mu": {d: v["float_psnr_mu"] for d, v in s.items() if "float_psnr_mu" in v}}
+    summary = {"size": list(size), "artifacts": rows, "passed": rep["passed"],
+               "failed": [k for k, v in rows.items() if not v["passed"]], "parity_report": "parity/parity.md"}
+    return summary, wall
+
+
+def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int, int] | None = None,
+                      parity_scenes: int = 4, export: bool = True, command: str | None = None,
+                      progress: bool = True, log=print) -> dict:
+    """The main job for one budget: :func:`compress.pipeline.compress` (``cfg`` a ``CompressConfig``) into
+    ``run_dir``, then :func:`export_and_check` at ``export_size`` (default: ``cfg.size``) unless ``export`` is
+    False; writes ``report.json`` and ``report.md`` and returns the report. Raises
+    ``compress.search.BudgetError`` for an unreachable budget before any slow step."""
+    from compress.pipeline import compress, report_markdown
+    from eapnet.runs import atomic_write_json, atomic_write_text
+
+    run_dir = Path(run_dir)
+    t0 = time.time()
+    result = compress(cfg, run_dir, log=log, progress=progress)
+    report = {"command": command, **result.report, "export": None}
+    if export:
+        report["export"], wall = export_and_check(run_dir, size=export_size or cfg.size,
+                                                  parity_scenes=parity_scenes, progress=progress, log=log)
+        report["wall_s"].update(wall)
+    report["wall_s"]["total"] = time.time() - t0
+    atomic_write_json(run_dir / "report.json", report)
+    atomic_write_text(run_dir / "report.md", report_markdown(report))
+    return report

@@ -21,10 +21,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from eapnet.runs import atomic_path  # noqa: E402
-from eapnet.data.synthetic import GAMMA, TRAIN_SEED, generate_scene_with_info, scene_seed  # noqa: E402
+from eapnet.data.synthetic import GAMMA, TRAIN_SEED, generate_scene_with_info, scene_seed
+from eapnet.runs import atomic_path
 
 MU = 5000.0
 

@@ -24,7 +24,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def load_run(run: Path) -> dict:
-    from eapnet.train import load_config
+    from eapnet.training import load_config
 
     # keys added to the recipe after a run started take their defaults, as a resume would
     args = {**load_config(None), **json.loads((run / "run.json").read_text())["args"]}

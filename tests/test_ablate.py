@@ -1,7 +1,6 @@
 """The block ablation tool: each ablation equals the model with that part removed by other means."""
 import copy
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -73,11 +72,12 @@ def test_bypass_refuses_a_model_without_alignment(tiny_config):
 
 def test_table_scores_every_ablation(model):
     from eapnet.data.synthetic import generate_scene_with_info
+    from eapnet.evalsets import Scene
 
     scenes = []
     for i in range(2):
         ldrs, evs, gt, info = generate_scene_with_info(100 + i, 32, 32)
-        scenes.append((f"{i:04d}", ldrs, evs, gt, info["motion_mask"]))
+        scenes.append(Scene(f"{i:04d}", ldrs, evs, gt, info["motion_mask"]))
     res = ablation_table(model, {"synthetic": scenes})
     labels = [r["ablation"] for r in res["rows"]]
     assert labels == list(ablations(model))

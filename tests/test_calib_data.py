@@ -28,7 +28,7 @@ def rebuilt3(tmp_path_factory) -> Path:
     args = shlex.split(manifest(DEFAULT)["command"])[3:]
     parsed = get_args_parser().parse_args(args)
     assert main(["--out", str(out), "--n", "3", "--size", str(parsed.size), "--seed", str(parsed.seed),
-                 "--source", parsed.source, "--quiet"]) == 0
+                 "--data", parsed.source, "--quiet"]) == 0
     return out
 
 
@@ -52,7 +52,7 @@ def test_shipped_set_verifies_and_is_small():
     assert cats == [CATEGORY_CYCLE[j % 8] for j in range(32)]
     assert cats.count("photo") == 8 and cats.count("low_key") == 12
     assert all(s["kind"] == "photo" for s in m["scenes"] if s["category"] == "photo")
-    assert m["command"] == ("python -m calib_data.build --out calib_data/default --source synthetic --n 32 "
+    assert m["command"] == ("python -m calib_data.build --out calib_data/default --data synthetic --n 32 "
                             f"--size 128 --seed {CALIB_SEED} --force")
 
 
@@ -100,7 +100,7 @@ def test_build_from_ntire_folder(tmp_path):
         write_ntire(src, sid, ldrs, evs - 1, gt=gt)  # absolute EVs, as the challenge stores them
     write_ntire(src, "c", *scenes["a"][:2])  # no ground truth: skipped
     out = tmp_path / "out"
-    assert main(["--out", str(out), "--source", str(src), "--n", "5", "--size", "16", "--seed", "7", "--quiet"]) == 0
+    assert main(["--out", str(out), "--data", str(src), "--n", "5", "--size", "16", "--seed", "7", "--quiet"]) == 0
     m = manifest(out)
     assert [s["source_scene"] for s in m["scenes"]] == ["a", "a", "a", "b", "b"]
     for rec in m["scenes"]:
@@ -117,8 +117,8 @@ def test_build_from_ntire_folder(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--size", "20"], "--size must be >= 16 and a multiple of 8, got 20"),
     (["--n", "0"], "--n must be >= 1"),
-    (["--source", "MISSING"], "no such folder"),
-    (["--source", "EMPTY"], "unrecognised layout"),
+    (["--data", "MISSING"], "no such folder"),
+    (["--data", "EMPTY"], "unrecognised layout"),
     (["--seed", str(HELDOUT_SEED)], "held-out seed"),
     (["--out", "EXISTING"], "exists and is not empty; pass --force"),
     (["--out", "NOT_A_SET", "--force"], "is not a calibration set"),

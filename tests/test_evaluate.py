@@ -14,7 +14,8 @@ import eapnet
 from eapnet.checkpoint import load_model, save_checkpoint
 from eapnet.data import SHARED_SAMPLES, DataError, write_ntire_hdr
 from eapnet.data.synthetic import HELDOUT_SEED, generate_scene, scene_seed
-from eapnet.evaluate import compare_margins, evaluate, main, require_exr, tonemap_preview
+from eapnet.evaluate import compare_margins, evaluate, main
+from eapnet.outputs import require_exr, tonemap_preview
 from eapnet.inference import predict
 from eapnet.metrics import psnr_l, psnr_mu
 
@@ -281,7 +282,7 @@ def test_cli_names_the_missing_shipped_weights(tmp_path, monkeypatch, capsys):
 
 
 def test_exr_codec_is_enabled_here_and_a_clear_error_otherwise(ckpt, tmp_path):
-    require_exr()  # this process: enabled by importing eapnet.evaluate
+    require_exr()  # this process: enabled by importing eapnet.outputs
     env = {**os.environ, "OPENCV_IO_ENABLE_OPENEXR": "0"}  # an explicit "off" is respected...
     r = subprocess.run([sys.executable, "-m", "eapnet.evaluate", "--models", str(ckpt), "--heldout", "1",
                         "--size", "16", "--no-real-crops", "--out", str(tmp_path / "o")], cwd=ROOT, env=env,

@@ -16,6 +16,7 @@ from torch import nn
 from compress.quantize import Padded, convert, prepare_ptq, save_quantized
 from eapnet.checkpoint import save_checkpoint
 from eapnet.model import EAPNet, with_blocks
+from eapnet.training import pytorch_default_init
 from mobile_export import executorch_export as ee
 from mobile_export.common import Source, example_inputs, export_fixed, load_source
 
@@ -29,9 +30,13 @@ SIZE = (36, 52)
 QDQ = torch.ops.quantized_decomposed
 
 
-def _model(cfg=CFG) -> EAPNet:
+def _model(cfg=CFG, default_init: bool = True) -> EAPNet:
     torch.manual_seed(0)
     m = EAPNet(cfg).eval()
+    # Int8 thresholds here are measured with PyTorch's default conv init: an untrained tiny net with He init
+    # amplifies random features and its int8 error with them. Trained models are held to the parity harness.
+    if default_init:
+        pytorch_default_init(m)
     # The output conv is zero-initialised (the output would be the radiance merge alone): small random
     # weights so that every comparison sees the network.
     nn.init.normal_(m.out.weight, std=0.05)
@@ -69,7 +74,7 @@ def ckpt(tmp_path_factory, model):
 def fp32_run(tmp_path_factory, ckpt):
     """The CLI on the tiny checkpoint: fp32 .pte at 36x52."""
     out = tmp_path_factory.mktemp("fp32")
-    assert ee.main(["--source", str(ckpt), "--size", "36x52", "--out", str(out), "--threads", "1"]) == 0
+    assert ee.main(["--model", str(ckpt), "--size", "36x52", "--out", str(out), "--threads", "1"]) == 0
     return out
 
 
@@ -260,11 +265,11 @@ def test_precision_mismatches_are_rejected(model):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--source", "missing.pt"], "missing.pt: no such file"),
-    (["--source", "model.onnx"], "must be one of"),
-    (["--source", "standard", "--size", "1060"], "size must be HxW"),
-    (["--source", "standard", "--size", "8x8"], "at least 16x16"),
-    (["--source", "standard", "--precision", "fp16"], "invalid choice"),
+    (["--model", "missing.pt"], "missing.pt: no such file"),
+    (["--model", "model.onnx"], "must be one of"),
+    (["--model", "standard", "--size", "1060"], "size must be HxW"),
+    (["--model", "standard", "--size", "8x8"], "at least 16x16"),
+    (["--model", "standard", "--precision", "fp16"], "invalid choice"),
 ])
 def test_cli_rejects_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -281,7 +286,7 @@ def test_cli_rejects_bad_arguments(argv, message, capsys):
     "fails once the bug is gone."))
 def test_int8_multiscale_full_alignment_runs(tmp_path):
     cfg = TINY.replace(align="full", multi_scale=True)
-    m = _model(cfg)
+    m = _model(cfg, default_init=False)   # the weights the failure was recorded with
     q = Padded(convert(prepare_ptq(m, "xnnpack", _calib()))).eval()
     src = Source(q, "int8", "tiny-full-align", "x", "0", {}, None, None, "xnnpack")
     path = ee.export_pte(src, tmp_path, size=(40, 56))

@@ -106,8 +106,8 @@ def test_format_maccs():
 def test_breakdown_cli(capsys):
     from eapnet.breakdown import main
 
-    assert main(["--variant", "lightweight", "--height", "64", "--width", "96", "--depth", "1"]) == 0
+    assert main(["--model", "lightweight", "--size", "64x96", "--depth", "1"]) == 0
     out = capsys.readouterr().out
     assert "blocks" in out and "total" in out
     with pytest.raises(SystemExit):
-        main(["--variant", "nope"])
+        main(["--model", "nope"])

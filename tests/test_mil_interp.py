@@ -14,6 +14,7 @@ from conftest import TINY
 
 from eapnet.checkpoint import save_checkpoint
 from eapnet.model import EAPNet
+from eapnet.training import pytorch_default_init
 from mobile_export.common import load_source
 from mobile_export.coreml_export import _int8_weights, to_mlmodel
 from mobile_export.mil_interp import (
@@ -47,6 +48,9 @@ def tiny(tmp_path_factory):
     """(float model, Source, folder): a standard-shaped tiny EAPNet with a non-zero output conv."""
     torch.manual_seed(0)
     model = EAPNet(TINY_STD).eval()
+    # Int8 thresholds here are measured with PyTorch's default conv init: an untrained tiny net with He init
+    # amplifies random features and its int8 error with them. Trained models are held to the parity harness.
+    pytorch_default_init(model)
     torch.nn.init.normal_(model.out.weight, std=0.05)   # zero-initialised: the network would add nothing
     torch.nn.init.normal_(model.out.bias, std=0.02)
     d = tmp_path_factory.mktemp("interp")

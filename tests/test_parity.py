@@ -126,11 +126,11 @@ def test_localise_names_the_first_jumps():
 
 
 def test_layer_errors_match_every_conv_of_an_int8_model():
-    from compress.quantize import example_inputs
+    from eapnet.inference import example_inputs
 
     model = _model()
-    q = convert(prepare_ptq(model, "xnnpack", [example_inputs(2, 32, 32)]))
-    x, e = example_inputs(1, 32, 32)
+    q = convert(prepare_ptq(model, "xnnpack", [example_inputs((32, 32), batch=2)]))
+    x, e = example_inputs((32, 32))
     rows = parity.layer_errors(model, q, x, e)
     convs = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     assert sorted(r["layer"] for r in rows) == sorted(convs)
@@ -156,7 +156,7 @@ def test_true_artifacts_pass_and_record_parity(exported, tmp_path):
     shutil.copytree(exported["mlpackage"], pkg)
     shutil.copy(exported["ckpt"], tmp_path / "tiny.pt")    # found beside the artifacts, sha256 checked
     out = tmp_path / "report"
-    rc = parity.main([str(pte), str(pkg), "--data", *DATA, "--scenes", "2", "--report", str(out), "--quiet"])
+    rc = parity.main([str(pte), str(pkg), "--data", *DATA, "--scenes", "2", "--out", str(out), "--quiet"])
     assert rc == 0
     rep = json.loads((out / "parity.json").read_text())
     assert [r["passed"] for r in rep["artifacts"]] == [True, True]
@@ -197,8 +197,8 @@ def test_corrupted_pte_fails_and_is_diagnosed(exported, tmp_path, capsys):
     shutil.copy(exported["pte"].with_suffix(".json"), pte.with_suffix(".json"))
     _corrupt(pte, _model())
     out = tmp_path / "report"
-    rc = parity.main([str(pte), "--float", str(exported["ckpt"]), "--data", "calib", "--scenes", "2",
-                      "--report", str(out), "--quiet", "--no-write-back"])
+    rc = parity.main([str(pte), "--model", str(exported["ckpt"]), "--data", "calib", "--scenes", "2",
+                      "--out", str(out), "--quiet", "--no-write-back"])
     assert rc == 1
     assert "parity failed" in capsys.readouterr().err
     (r,) = json.loads((out / "parity.json").read_text())["artifacts"]
@@ -213,7 +213,7 @@ def test_corrupted_mlpackage_fails(exported, tmp_path):
     shutil.copytree(exported["mlpackage"], pkg)
     (blob,) = pkg.rglob("weight.bin")
     _corrupt(blob, _model())
-    rc = parity.main([str(pkg), "--float", str(exported["ckpt"]), "--data", "calib", "--scenes", "1", "--quiet",
+    rc = parity.main([str(pkg), "--model", str(exported["ckpt"]), "--data", "calib", "--scenes", "1", "--quiet",
                       "--no-write-back"])
     assert rc == 1
 
@@ -232,7 +232,7 @@ def test_unreadable_or_unresolvable_artifacts_fail_clearly(exported, tmp_path, c
     fails = [r["failures"][0] for r in rep["artifacts"]]
     assert not rep["passed"]
     assert "not a loadable ExecuTorch program" in fails[0]
-    assert "pass --float" in fails[1]
+    assert "pass --model" in fails[1]
     assert "no artifact at" in fails[2]
     assert "want .pte or .mlpackage" in fails[3]
 

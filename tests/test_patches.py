@@ -18,16 +18,19 @@ from eapnet.data.errors import DataError, MissingFileError
 from eapnet.data.kalantari import read_kalantari
 from eapnet.data.ntire import read_ntire, write_ntire
 from eapnet.data.patches import (
-    KalantariFolderDataset,
-    NtireFolderDataset,
     PatchDataset,
     augment,
-    augment_inverse,
     patch_grid,
     scene_sources_from_folder,
 )
 
 SAMPLES = SHARED_SAMPLES
+
+
+def augment_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Undo ``augment`` transform ``k`` (rotate back, then un-mirror) on one tensor."""
+    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
 CROPS = SAMPLES / "crops256"
 needs_crops = pytest.mark.skipif(not CROPS.is_dir(), reason=f"real NTIRE crops not found at {CROPS}")
 
@@ -246,32 +249,6 @@ def test_patch_dataset_on_real_crops():
 # ------------------------------------------------------------------------------------------
 # folder datasets and layout detection
 # ------------------------------------------------------------------------------------------
-
-
-@needs_crops
-def test_ntire_folder_dataset_real():
-    ds = NtireFolderDataset(CROPS)
-    assert len(ds) == 4
-    item = ds[2]
-    assert item["id"] == "0002"
-    assert item["ldrs"].shape == (3, 3, 256, 256) and item["gt"].shape == (3, 256, 256)
-    np.testing.assert_array_equal(item["evs"].numpy(), [-2, 0, 2])
-
-
-def test_ntire_folder_dataset_without_gt(tmp_path):
-    ldrs, _, _ = scene(8, 9)
-    write_ntire(tmp_path, "x", ldrs, [-3, -1, 1])
-    item = NtireFolderDataset(tmp_path)[0]
-    assert "gt" not in item and item["ldrs"].shape == (3, 3, 8, 9) and item["id"] == "x"
-
-
-def test_kalantari_folder_dataset(tmp_path):
-    kalantari_scene(tmp_path / "002")
-    kalantari_scene(tmp_path / "001")
-    ds = KalantariFolderDataset(tmp_path)
-    assert ds.ids == ["001", "002"]
-    item = ds[1]
-    assert item["id"] == "002" and item["ldrs"].shape == (3, 3, 10, 12) and item["gt"].shape == (3, 10, 12)
 
 
 def test_scene_sources_detect_layout(tmp_path):

@@ -17,7 +17,6 @@ from eapnet.data.synthetic import (
     HELDOUT_SEED,
     TRAIN_SEED,
     SyntheticConfig,
-    SyntheticDataset,
     generate_scene,
     generate_scene_with_info,
     scene_seed,
@@ -354,29 +353,6 @@ def test_config_validation():
         SyntheticConfig().height = 3  # type: ignore[misc]
     with pytest.raises(ValueError):
         generate_scene(0, 8, 8)
-
-
-def test_torch_dataset():
-    import torch
-
-    ds = SyntheticDataset(3, seed=5, height=48, width=64)
-    assert len(ds) == 3 and SyntheticDataset(1).seed == TRAIN_SEED
-    item = ds[1]
-    assert set(item) == {"ldrs", "evs", "gt", "id"}
-    assert item["id"] == "syn5_00001"
-    assert item["ldrs"].shape == (3, 3, 48, 64) and item["ldrs"].dtype == torch.float32
-    assert item["evs"].shape == (3,) and item["evs"].dtype == torch.float32
-    assert item["gt"].shape == (3, 48, 64) and item["gt"].dtype == torch.float32
-    ldrs, evs, gt = generate_scene(scene_seed(5, 1), 48, 64)
-    assert torch.equal(item["ldrs"], torch.from_numpy(ldrs).permute(0, 3, 1, 2))
-    assert torch.equal(item["gt"], torch.from_numpy(gt).permute(2, 0, 1))
-    assert torch.equal(item["evs"], torch.from_numpy(evs))
-    assert not torch.equal(ds[0]["ldrs"], item["ldrs"])
-    assert ds[-1]["id"] == "syn5_00002"
-    with pytest.raises(IndexError):
-        ds[3]
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
-    assert batch["ldrs"].shape == (2, 3, 3, 48, 64) and batch["id"] == ["syn5_00000", "syn5_00001"]
 
 
 def test_cli_writes_ntire_files(tmp_path):

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from eapnet.checkpoint import read_checkpoint
-from eapnet.train import ema_decay_at, lr_factor, main, parse_args
+from eapnet.train import main, parse_args
+from eapnet.training import ema_decay_at, lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--batch-size", "2", "--patch", "32", "--val-scenes", "1", "--val-size", "32", "--val-every", "0",

@@ -34,7 +34,7 @@ def test_fresh_model_has_almost_no_dead_relu_channels(variant, scenes):
 
 def test_pytorch_default_init_would_fail_the_dead_channel_check(scenes):
     # the check can fail: PyTorch's default init (what the model used before) leaves ~40 % dead
-    from eapnet.train import pytorch_default_init
+    from eapnet.training import pytorch_default_init
 
     torch.manual_seed(0)
     model = build_model("standard")

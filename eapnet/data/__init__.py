@@ -1,5 +1,6 @@
 """Datasets: NTIRE / Kalantari readers and writers, the synthetic generator, training patches, augmentation."""
 
+import os
 from pathlib import Path
 
 from .errors import DataError, MissingFileError
@@ -15,20 +16,30 @@ from .ntire import (
     write_ntire_hdr,
 )
 from .patches import (
-    KalantariFolderDataset,
-    NtireFolderDataset,
     PatchDataset,
     augment,
-    augment_inverse,
     load_scene,
     patch_grid,
     scene_sources_from_folder,
     scene_to_tensors,
 )
-from .synthetic import HELDOUT_SEED, TRAIN_SEED, SyntheticConfig, SyntheticDataset, generate_scene
+from .synthetic import HELDOUT_SEED, TRAIN_SEED, SyntheticConfig, generate_scene
 
-# Where the real challenge samples live: ../shared/data/ntire_samples beside the checkout (read, never copied).
-SHARED_SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ntire_samples"
+
+def _shared_samples() -> Path:
+    """Where the real challenge samples live (read, never copied): ``$EAPNET_SAMPLES`` when set, else
+    ``../shared/data/ntire_samples`` beside the source checkout, else beside the current directory (an
+    installed package has no checkout around it)."""
+    if os.environ.get("EAPNET_SAMPLES"):
+        return Path(os.environ["EAPNET_SAMPLES"]).expanduser()
+    rel = Path("shared") / "data" / "ntire_samples"
+    for root in (Path(__file__).resolve().parents[2].parent, Path.cwd().resolve().parent):
+        if (root / rel).is_dir():
+            return root / rel
+    return Path.cwd().resolve().parent / rel
+
+
+SHARED_SAMPLES = _shared_samples()
 
 __all__ = [
     "SHARED_SAMPLES",
@@ -46,15 +57,11 @@ __all__ = [
     "list_kalantari_scenes",
     "patch_grid",
     "augment",
-    "augment_inverse",
     "load_scene",
     "scene_to_tensors",
     "PatchDataset",
-    "NtireFolderDataset",
-    "KalantariFolderDataset",
     "scene_sources_from_folder",
     "SyntheticConfig",
-    "SyntheticDataset",
     "generate_scene",
     "TRAIN_SEED",
     "HELDOUT_SEED",

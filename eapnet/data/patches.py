@@ -36,13 +36,10 @@ from .ntire import _read_image, list_ntire_ids, ntire_frame_size, read_ntire
 __all__ = [
     "patch_grid",
     "augment",
-    "augment_inverse",
     "NUM_AUGMENTATIONS",
     "scene_to_tensors",
     "load_scene",
     "PatchDataset",
-    "NtireFolderDataset",
-    "KalantariFolderDataset",
     "scene_sources_from_folder",
 ]
 
@@ -113,14 +110,6 @@ def augment(
     ``None``. Non-square inputs swap h and w for odd rotations.
     """
     return _forward(ldrs, k), (None if gt is None else _forward(gt, k))
-
-
-def augment_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Undo :func:`augment` transform ``k`` on one tensor (e.g. a prediction, for self-ensembles)."""
-    rot, flip = _check_k(k)
-    if rot:
-        x = torch.rot90(x, -rot, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if flip else x
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,47 +315,6 @@ class PatchDataset(Dataset):
             # contiguous so that default_collate / pinned memory see plain layouts
             sample["ldrs"], sample["gt"] = (t.contiguous() for t in augment(sample["ldrs"], sample["gt"], k))
         return sample
-
-
-class NtireFolderDataset(Dataset):
-    """Full scenes of an NTIRE-layout folder (ids from :func:`list_ntire_ids`) as torch samples.
-
-    Samples carry ``"id"``; ``"gt"`` is present only for samples with ``ID_gt.png``.
-    """
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        self.ids = list_ntire_ids(self.folder)
-        if not self.ids:
-            raise DataError(f"{self.folder}: no NTIRE samples (ID_short/medium/long.png + ID_exposures.npy)", self.folder)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sid = self.ids[index]
-        return scene_to_tensors(*read_ntire(self.folder, sid), sample_id=sid)
-
-
-class KalantariFolderDataset(Dataset):
-    """Full scenes of a Kalantari root (scene sub-folders, :func:`list_kalantari_scenes`).
-
-    Samples carry ``"id"`` = scene folder name; ``"gt"`` only when ``HDRImg.hdr`` exists.
-    """
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        self.scenes = list_kalantari_scenes(self.root)
-        if not self.scenes:
-            raise DataError(f"{self.root}: no Kalantari scene folders (sub-folders with exposure.txt)", self.root)
-        self.ids = [p.name for p in self.scenes]
-
-    def __len__(self) -> int:
-        return len(self.scenes)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        scene = self.scenes[index]
-        return scene_to_tensors(*read_kalantari(scene), sample_id=scene.name)
 
 
 def scene_sources_from_folder(path: str | os.PathLike) -> list[Callable[[], Scene]]:

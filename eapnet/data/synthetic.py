@@ -79,7 +79,6 @@ __all__ = [
     "generate_scene",
     "generate_scene_with_info",
     "scene_seed",
-    "SyntheticDataset",
     "main",
 ]
 
@@ -125,7 +124,7 @@ class SyntheticConfig:
     the linear sensor signal normalised to full scale 1.
 
     ``height`` / ``width`` are only the default frame size of the CLI; :func:`generate_scene`
-    and :class:`SyntheticDataset` take the size explicitly.
+    takes the size explicitly.
     """
 
     height: int = 256
@@ -1352,52 +1351,6 @@ class SceneSource:
         return self._mask
 
 
-try:  # torch is optional for the NumPy generator
-    from torch.utils.data import Dataset as _TorchDataset
-except ImportError:  # pragma: no cover
-    _TorchDataset = object  # type: ignore[assignment,misc]
-
-
-class SyntheticDataset(_TorchDataset):  # type: ignore[misc,valid-type]
-    """``num_scenes`` synthetic scenes; scene ``i`` uses :func:`scene_seed` ``(seed, i)``.
-
-    Items: ``{"ldrs": FloatTensor (3, 3, H, W) [frame, channel, h, w] in [0, 1],
-    "evs": FloatTensor (3,) stops relative to medium, "gt": FloatTensor (3, H, W) gamma-encoded
-    HDR, "id": "syn{seed}_{i:05d}"}``. Scenes are generated on the fly (no caching), so worker
-    processes of a DataLoader produce identical data.
-    """
-
-    def __init__(self, num_scenes: int, seed: int = TRAIN_SEED, height: int = 256, width: int = 256,
-                 config: SyntheticConfig | None = None):
-        if num_scenes < 0:
-            raise ValueError(f"num_scenes must be >= 0, got {num_scenes}")
-        self.num_scenes = int(num_scenes)
-        self.seed = int(seed)
-        self.height, self.width = int(height), int(width)
-        self.config = config or _DEFAULT_CONFIG
-
-    def __len__(self) -> int:
-        return self.num_scenes
-
-    def scene_id(self, index: int) -> str:
-        return f"syn{self.seed}_{index:05d}"
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        import torch
-
-        if index < 0:
-            index += self.num_scenes
-        if not 0 <= index < self.num_scenes:
-            raise IndexError(f"scene index {index} out of range for {self.num_scenes} scenes")
-        ldrs, evs, gt = generate_scene(scene_seed(self.seed, index), self.height, self.width, self.config)
-        return {
-            "ldrs": torch.from_numpy(np.ascontiguousarray(ldrs.transpose(0, 3, 1, 2))),
-            "evs": torch.from_numpy(evs),
-            "gt": torch.from_numpy(np.ascontiguousarray(gt.transpose(2, 0, 1))),
-            "id": self.scene_id(index),
-        }
-
-
 # ------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------
@@ -1421,11 +1374,10 @@ def main(argv: list[str] | None = None) -> int:
     from eapnet.data.ntire import write_ntire  # lazy: the NumPy generator does not need it
 
     h, w = args.size or (_DEFAULT_CONFIG.height, _DEFAULT_CONFIG.width)
-    ds = SyntheticDataset(args.start + args.num, args.seed, h, w)
     t0 = time.perf_counter()
     for i in range(args.start, args.start + args.num):
-        ldrs, evs, gt = generate_scene(scene_seed(args.seed, i), h, w, ds.config)
-        write_ntire(args.out, ds.scene_id(i), ldrs, evs, gt=gt)
+        ldrs, evs, gt = generate_scene(scene_seed(args.seed, i), h, w)
+        write_ntire(args.out, f"syn{args.seed}_{i:05d}", ldrs, evs, gt=gt)
     print(f"wrote {args.num} scenes {h}x{w} to {args.out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
 

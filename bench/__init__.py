@@ -1,0 +1,2 @@
+"""Benchmarks that print figures: training throughput and inference time (bench_model), eager vs ExecuTorch
+latency and peak memory (bench_mobile). Each is a command line; ratios are measured in one run."""

@@ -1,0 +1,58 @@
+"""Distilled fine-tuning of a compressed student from its float teacher (also the QAT loop).
+
+The loss is ``weight`` * EAPNet loss(student, teacher output) + (1 - ``weight``) * EAPNet loss(student, ground
+truth), Adam with a cosine-decayed lr, on a deterministic stream of training patches. Each step is
+:func:`eapnet.training.train_step`, the step the float training uses.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def patch_stream(data: str, seed: int, patch: int):
+    """The fine-tune's sample stream: synthetic scenes (seed offset by 1000, so the fine-tune never replays the
+    teacher's training samples in lockstep) or a folder's patches."""
+    from eapnet.training import FolderStream, SyntheticStream
+
+    return SyntheticStream(seed + 1000, patch) if data == "synthetic" else FolderStream(data, seed, patch, patch)
+
+
+def _batches(stream, batch: int, steps: int, start: int = 0):
+    from torch.utils.data import DataLoader, Subset
+
+    idx = range(start * batch, (start + steps) * batch)
+    return DataLoader(Subset(stream, idx), batch_size=batch, shuffle=False, num_workers=0)
+
+
+def distill(student, teacher: nn.Module, stream, *, steps: int, batch: int, lr: float, weight: float,
+            device: torch.device, desc: str, progress: bool = True, start: int = 0) -> list[float]:
+    """Train ``student`` (an nn.Module or a PT2E GraphModule) for ``steps`` steps from sample ``start * batch``
+    of ``stream``; returns the losses."""
+    from tqdm import tqdm
+
+    from eapnet.losses import eapnet_loss
+    from eapnet.training import train_step
+
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
+    teacher.eval()
+
+    def loss_fn(pred, b):
+        ldrs, evs, gt = b
+        with torch.no_grad():
+            target = teacher(ldrs, evs)
+        return weight * eapnet_loss(pred, target) + (1 - weight) * eapnet_loss(pred, gt)
+
+    losses = []
+    bar = tqdm(_batches(stream, batch, steps, start), total=steps, desc=desc, disable=not progress, unit="step")
+    for b in bar:
+        batch_t = tuple(b[k].to(device) for k in ("ldrs", "evs", "gt"))
+        losses.append(train_step(student, batch_t, loss_fn, opt, params=params).item())
+        sched.step()
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.5f}")
+    return losses

@@ -1,0 +1,390 @@
+"""Compression to a MAcc budget as one library call: search, prune, distilled fine-tune, int8 QAT, evaluate.
+
+    from compress.pipeline import CompressConfig, compress
+    cfg = CompressConfig.load(target_maccs=100e9)            # compress/configs/compress.yaml + overrides
+    result = compress(cfg, Path("runs/c"))                   # writes compressed.pt and int8.pt2 there
+    result.student, result.report["models"]
+
+Stages (the wall time of each goes into the report):
+
+1. **search**: per-knob sensitivity on the calibration set, then a greedy choice of PDUB count and per-layer
+   widths that meets the budget with the least predicted damage (:mod:`compress.search`); the uniform
+   width-scaling config at the same budget is reported beside it.
+2. **prune**: drop the chosen blocks, slice channels with torch-pruning (:mod:`compress.prune`): a new config
+   plus sliced weights.
+3. **finetune**: distillation from the float teacher (:mod:`compress.distill`).
+4. **qat**: PT2E int8 quantization-aware training (:mod:`compress.quantize`) with the same loss, observers
+   started from the calibration set, then ``convert_pt2e``.
+5. **evaluate**: PSNR-μ / PSNR-l of teacher, pruned float and int8 on the held-out synthetic set and the real
+   crops (:func:`eapnet.evalsets.score`).
+
+MAccs are the NTIRE 2022 count (:func:`eapnet.count_maccs`) at ``size``. A budget at or above the input model
+skips pruning and fine-tuning. The phone artifacts and their parity check are a later layer
+(``mobile_export.pipeline.export_and_check``); ``compress/qat.py`` runs both.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+DEFAULTS = Path(__file__).resolve().parent / "configs" / "compress.yaml"
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """One compression run (see compress/configs/compress.yaml for each key's meaning and default)."""
+
+    target_maccs: int
+    model: str
+    data: str
+    calib: str
+    calib_scenes: int
+    steps: tuple[int, int]
+    batch_size: int
+    patch: int
+    lr: float
+    distill_weight: float
+    importance: str
+    backend: str
+    size: tuple[int, int]
+    heldout: int
+    compare_uniform: bool
+    device: str
+    seed: int
+    threads: int
+
+    def __post_init__(self):
+        from compress.prune import IMPORTANCE
+        from eapnet.cli import parse_size
+
+        size = parse_size(self.size) if isinstance(self.size, str) else tuple(int(v) for v in self.size)
+        object.__setattr__(self, "size", size)
+        steps = tuple(int(v) for v in (self.steps if isinstance(self.steps, (list, tuple)) else [self.steps]))
+        object.__setattr__(self, "steps", steps * 2 if len(steps) == 1 else steps)
+
+        def bad(key, why):
+            raise ValueError(f"{key}: {why}, got {getattr(self, key)!r}")
+
+        if not (isinstance(self.target_maccs, (int, float)) and self.target_maccs > 0):
+            bad("target_maccs", "must be a positive MAcc count")
+        if len(self.steps) != 2 or min(self.steps) < 0:
+            bad("steps", "takes one or two step counts >= 0 (fine-tune, QAT)")
+        if self.patch < 16 or self.patch % 8:
+            bad("patch", "must be a multiple of 8 and >= 16")
+        if self.batch_size < 1:
+            bad("batch_size", "must be >= 1")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            bad("distill_weight", "must be in [0, 1]")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            bad("lr", "must be positive")
+        if self.calib_scenes < 1:
+            bad("calib_scenes", "must be >= 1")
+        if self.heldout < 0:
+            bad("heldout", "must be >= 0")
+        if self.importance not in IMPORTANCE:
+            bad("importance", f"must be one of {IMPORTANCE}")
+        if self.backend not in ("xnnpack", "coreml"):
+            bad("backend", "must be xnnpack or coreml")
+        if self.data != "synthetic" and not Path(self.data).is_dir():
+            bad("data", "no such folder (use 'synthetic' or an NTIRE/Kalantari folder)")
+        if self.calib and not Path(self.calib).is_dir():
+            bad("calib", "no such folder")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            bad("device", "must be auto, cpu, cuda or cuda:N")
+
+    @staticmethod
+    def defaults(path: str | Path | None = None) -> dict:
+        """The YAML defaults (``compress/configs/compress.yaml``), updated by the YAML file ``path``."""
+        from eapnet.cli import yaml_config
+
+        return yaml_config(DEFAULTS, path, "compression")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides) -> "CompressConfig":
+        return cls(**{**cls.defaults(path), **overrides})
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["size"], d["steps"] = list(self.size), list(self.steps)
+        return d
+
+
+def add_config_args(p, target: bool = True) -> None:
+    """Add ``--target-maccs`` (unless ``target`` is False), ``--config`` and one flag per key of
+    compress/configs/compress.yaml to the argparse parser ``p`` (values default to None: unset flags keep the
+    YAML's value)."""
+    import argparse
+
+    from eapnet.cli import int_at_least, maccs_arg, size_arg
+
+    if target:
+        p.add_argument("--target-maccs", type=maccs_arg, required=True,
+                       help="MAcc budget (NTIRE 2022 count), e.g. 100G, 1.5e11, 150000M")
+    p.add_argument("--config", type=Path, default=None, help="YAML of compression keys (safe-loaded)")
+    for key, value in CompressConfig.defaults().items():
+        flag = "--" + key.replace("_", "-")
+        if key == "steps":
+            p.add_argument(flag, type=int_at_least(0), nargs="+", default=None, metavar="N",
+                           help=f"fine-tune steps and QAT steps (one value sets both; default {value})")
+        elif key == "size":
+            p.add_argument(flag, type=size_arg, default=None, help=f"HxW at which MAccs are counted (default {value})")
+        elif isinstance(value, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {value})")
+        else:
+            p.add_argument(flag, type=type(value), default=None, help=f"(default {value!r})")
+
+
+def config_from_args(p, args, target_maccs: int | None = None) -> CompressConfig:
+    """The :class:`CompressConfig` of parsed ``args`` (YAML defaults, then ``--config``, then flags); a bad value
+    exits through ``p.error`` naming its flag."""
+    try:
+        defaults = CompressConfig.defaults(args.config)
+    except (OSError, ValueError) as e:
+        p.error(f"--config: {e}")
+    given = {k: getattr(args, k) for k in defaults if getattr(args, k, None) is not None}
+    if "steps" in given and len(given["steps"]) > 2:
+        p.error(f"--steps takes one or two values (fine-tune, QAT), got {len(given['steps'])}")
+    try:
+        return CompressConfig(**{**defaults, **given, "target_maccs": target_maccs or args.target_maccs})
+    except ValueError as e:
+        key = str(e).split(":")[0]
+        p.error(f"--{key.replace('_', '-')}{str(e)[len(key):]}")
+
+
+@dataclass
+class CompressResult:
+    """What :func:`compress` produced: the compressed float ``student`` and the ``report`` dict (teacher, models
+    with MAccs / params / scores, search, uniform baseline, config, layer widths, losses, wall times, files)."""
+
+    student: nn.Module
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda*`` without CUDA is a ``ValueError``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] = print,
+             progress: bool = True) -> CompressResult:
+    """Run stages 1-5 (module docstring); writes ``compressed.pt`` and ``int8.pt2`` (``uniform-*`` too with
+    ``compare_uniform``) into ``out_dir``. Raises :class:`compress.search.BudgetError` for a budget below the
+    smallest reachable network (before any slow step)."""
+    from eapnet.checkpoint import load_model
+    from eapnet.evalsets import calibration, standard_sets
+    from eapnet.macs import count_maccs, count_params, format_maccs
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    out_dir = Path(out_dir)
+    h, w = cfg.size
+    wall, t0 = {}, time.time()
+    teacher = load_model(cfg.model).float().eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    t_maccs, t_params = count_maccs(teacher, h, w), count_params(teacher)
+    log(f"teacher {cfg.model}: {format_maccs(t_maccs)} MAccs, {t_params / 1e3:.2f} k params; "
+        f"target {format_maccs(cfg.target_maccs)}")
+    calib = calibration(cfg.calib or None, cfg.calib_scenes)
+
+    t = time.time()
+    stage = search_and_prune(teacher, cfg, calib, log=log, progress=progress)
+    wall["search+prune"] = time.time() - t
+    from compress.distill import patch_stream
+
+    stream = patch_stream(cfg.data, cfg.seed, cfg.patch)
+    sets = standard_sets(cfg.heldout)
+    models = {"teacher (float)": {"maccs": t_maccs, "params": t_params, "scores": _score(teacher, sets)}}
+    runs = [("compressed", stage["model"], "")]
+    if cfg.compare_uniform and not stage["skipped"]:
+        from compress.prune import prune_to
+        from eapnet.evalsets import as_batches
+
+        runs.append(("uniform", prune_to(teacher, stage["uniform_config"], cfg.importance, as_batches(calib)),
+                     "uniform-"))
+    losses = {}
+    student = None
+    for label, model, prefix in runs:
+        if not stage["skipped"]:
+            models[f"{label}, before fine-tune (float)"] = {
+                "maccs": count_maccs(model, h, w), "params": count_params(model),
+                "scores": _score(model, sets, teacher)}
+        trained, entries, losses[label], times = finetune_and_quantize(
+            model, teacher, stream, cfg, calib, out_dir, prefix, device, skipped=stage["skipped"], sets=sets,
+            progress=progress)
+        if label == "compressed":
+            student = trained
+        models.update({f"{label} {k}": v for k, v in entries.items()})
+        wall.update({f"{prefix}{k}": v for k, v in times.items()})
+    wall["compress"] = time.time() - t0
+    report = {
+        "target_maccs": cfg.target_maccs, "resolution": [h, w], "device": str(device), "teacher": str(cfg.model),
+        "skipped_pruning": stage["skipped"], "datasets": list(sets), "models": models,
+        "config": student.config.to_dict(), "layer_widths": layer_widths(student),
+        "pdub_count": student.config.num_blocks, "search": stage["search"], "uniform": stage["uniform"],
+        "losses_last20": losses, "wall_s": wall, "files": {"compressed": "compressed.pt", "int8": "int8.pt2"},
+    }
+    return CompressResult(student, report)
+
+
+def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, log=print, progress=True) -> dict:
+    """Stages 1-2. Returns ``{"model", "search", "uniform", "uniform_config", "skipped"}``."""
+    from compress.prune import drop_blocks, prune_to
+    from compress.search import (check_reachable, config_maccs, damage_fn, greedy_search, sensitivity,
+                                 uniform_config)
+    from eapnet.evalsets import as_batches
+    from eapnet.macs import count_maccs, format_maccs
+
+    h, w = cfg.size
+    target = cfg.target_maccs
+    t_maccs = count_maccs(teacher, h, w)
+    if t_maccs <= target:
+        log(f"input model {format_maccs(t_maccs)} <= target {format_maccs(target)}: no pruning, quantize only")
+        return {"model": teacher, "search": None, "uniform": None, "skipped": True, "uniform_config": None}
+    check_reachable(teacher.config, target, height=h, width=w)  # before the slow probe
+    batches = as_batches(calib)
+    sens = sensitivity(teacher, [(l, e) for l, e, _ in batches], importance=cfg.importance, calib_gt=batches,
+                       progress=progress)
+    res = greedy_search(sens, target, height=h, width=w)
+    kept = drop_blocks(teacher, res.kept_blocks) if teacher.config.block == "pdub" else teacher
+    student = prune_to(kept, res.config.replace(name=f"{teacher.config.name}-{target / 1e9:g}G"), cfg.importance,
+                       batches)
+    maccs = count_maccs(student, h, w)
+    if maccs > target:  # the search counts with the same counter; this guards the slicing
+        raise RuntimeError(f"pruned model has {format_maccs(maccs)} MAccs > target {format_maccs(target)}")
+    damage = damage_fn(teacher, [(l, e) for l, e, _ in batches])
+    uni_cfg, s = uniform_config(teacher.config, target, height=h, width=w)
+    uniform = {"config": uni_cfg.to_dict(), "scale": s, "maccs": config_maccs(uni_cfg, h, w),
+               "zero_shot_damage": damage(prune_to(teacher, uni_cfg, cfg.importance, batches))}
+    search = {"kept_blocks": res.kept_blocks, "steps": res.steps, "predicted_damage": res.predicted_damage,
+              "zero_shot_damage": damage(student), "sensitivity": sens.to_dict()}
+    return {"model": student, "search": search, "uniform": uniform, "skipped": False, "uniform_config": uni_cfg}
+
+
+def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: CompressConfig, calib: list,
+                          out_dir: Path, prefix: str, device: torch.device, *, skipped: bool, sets: dict,
+                          progress: bool):
+    """Stages 3-5 for one pruned model: distilled fine-tune, save ``<prefix>compressed.pt``, QAT, convert, save
+    ``<prefix>int8.pt2``, score float and int8. Returns ``(student, report rows, last-20 losses, wall times)``."""
+    from compress import quantize
+    from compress.distill import distill
+    from eapnet.checkpoint import save_checkpoint
+    from eapnet.evalsets import as_batches
+    from eapnet.macs import count_maccs, count_params
+
+    h, w = cfg.size
+    ft_steps, qat_steps = cfg.steps
+    teacher = teacher.to(device)
+    student = copy.deepcopy(model).to(device).train()
+    for p in student.parameters():
+        p.requires_grad_(True)
+    times, losses = {}, {}
+    t = time.time()
+    if not skipped and ft_steps:
+        ft = distill(student, teacher, stream, steps=ft_steps, batch=cfg.batch_size, lr=cfg.lr,
+                     weight=cfg.distill_weight, device=device, desc=f"{prefix}finetune", progress=progress)
+        losses["finetune"] = float(np.mean(ft[-20:]))
+    times["finetune"] = time.time() - t
+    student = student.eval().cpu()
+    maccs, params = count_maccs(student, h, w), count_params(student)
+    save_checkpoint(out_dir / f"{prefix}compressed.pt", student, step=0 if skipped else ft_steps,
+                    extra={"teacher": str(cfg.model), "target_maccs": cfg.target_maccs, "maccs": maccs,
+                           "resolution": [h, w]})
+    t = time.time()
+    prepared = quantize.prepare_qat(copy.deepcopy(student).to(device), backend=cfg.backend,
+                                    example=_example(cfg.patch, device))
+    # Start the observers from the calibration set's ranges (as PTQ would), not from the first training
+    # batch: short QAT runs otherwise keep ranges of a few random patches.
+    with torch.no_grad():
+        for ldrs, evs, _ in as_batches(calib):
+            prepared(ldrs.to(device), evs.to(device))
+    if qat_steps:
+        q = distill(prepared, teacher, stream, steps=qat_steps, batch=cfg.batch_size, lr=cfg.lr / 10,
+                    weight=cfg.distill_weight, device=device, desc=f"{prefix}qat", progress=progress,
+                    start=ft_steps)
+        losses["qat"] = float(np.mean(q[-20:]))
+    int8 = quantize.convert(prepared)
+    meta = {"config": student.config.to_dict(), "backend": cfg.backend, "maccs": maccs, "params": params,
+            "teacher": str(cfg.model), "resolution": [h, w], "float": f"{prefix}compressed.pt"}
+    quantize.save_quantized(out_dir / f"{prefix}int8.pt2", int8, _example(64, "cpu"), meta)
+    int8_model, _ = quantize.load_quantized(out_dir / f"{prefix}int8.pt2")
+    times["qat"] = time.time() - t
+    t = time.time()
+    cpu_teacher = teacher.cpu()
+    rows = {"(float)": {"maccs": maccs, "params": params, "scores": _score(student, sets, cpu_teacher)},
+            f"(int8, {cfg.backend})": {"maccs": maccs, "params": params,
+                                       "scores": _score(int8_model, sets, cpu_teacher)}}
+    times["evaluate"] = time.time() - t
+    return student, rows, losses, times
+
+
+def _score(model: nn.Module, sets: dict, teacher: nn.Module | None = None) -> dict:
+    from eapnet.evalsets import score
+
+    return {name: score(model, scenes, teacher=teacher, dataset=name) for name, scenes in sets.items()}
+
+
+def layer_widths(model: nn.Module) -> dict:
+    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))}
+
+
+def _example(size: int, device):
+    from eapnet.inference import example_inputs
+
+    return example_inputs((size, size), batch=2, device=device)
+
+
+def report_markdown(rep: dict) -> str:
+    """``report.md`` of a compression run (and of its phone artifacts, when ``rep["export"]`` is present)."""
+    from eapnet.macs import format_maccs
+
+    L = [f"# Compression to {format_maccs(rep['target_maccs'])} MAccs", ""]
+    if rep.get("command"):
+        L.append(f"Command: `{rep['command']}`  ")
+    L.append(f"MAccs counted at {rep['resolution'][1]}x{rep['resolution'][0]} (NTIRE 2022 convention). "
+             f"Device: {rep['device']}. Total wall time: {rep['wall_s'].get('total', rep['wall_s']['compress']):.0f} s.")
+    L += ["", "| model | GMAccs | k params | " + " | ".join(f"{d} PSNR-μ | {d} PSNR-l" for d in rep["datasets"]) + " |",
+          "|---|---:|---:|" + "---:|---:|" * len(rep["datasets"])]
+    for name, row in rep["models"].items():
+        cells = []
+        for d in rep["datasets"]:
+            s = (row.get("scores") or {}).get(d)
+            cells += [f"{s['psnr_mu']:.2f}", f"{s['psnr_l']:.2f}"] if s else ["–", "–"]
+        maccs = f"{row['maccs'] / 1e9:.2f}" if row.get("maccs") else "–"
+        params = f"{row['params'] / 1e3:.2f}" if row.get("params") else "–"
+        L.append(f"| {name} | {maccs} | {params} | " + " | ".join(cells) + " |")
+    s = rep.get("search")
+    if s:
+        L += ["", (f"Kept PDUBs: {s['kept_blocks']} of the teacher's. Zero-shot damage (μ-law MSE vs teacher, "
+                   f"calibration set, before fine-tuning): searched {s['zero_shot_damage']:.3g}, uniform "
+                   f"{rep['uniform']['zero_shot_damage']:.3g} (width scale {rep['uniform']['scale']:.3f}).")]
+        L += ["", "Search moves: " + "; ".join(st["move"] for st in s["steps"])]
+    ex = rep.get("export")
+    if ex:
+        L += ["", f"## Phone artifacts ({ex['size'][1]}x{ex['size'][0]}) and parity", "",
+              "PSNR-μ (dB) of each artifact against the compressed float model (worst scene) and against ground "
+              "truth (artifact / float, per dataset); full report: `parity/parity.md`.", "",
+              "| artifact | MB | executed by | vs float | vs GT | parity |", "|---|---:|---|---:|---|---|"]
+        for key, a in ex["artifacts"].items():
+            gt = ", ".join(f"{d} {v:.2f} / {a['float_psnr_mu'][d]:.2f}" for d, v in a["psnr_mu"].items())
+            vs = "–" if a["psnr_mu_vs_float_min"] is None else f"{a['psnr_mu_vs_float_min']:.2f}"
+            L.append(f"| `{a['file']}` | {a['bytes'] / 1e6:.2f} | {a['executor'] or '–'} | {vs} | {gt or '–'} | "
+                     f"{'pass' if a['passed'] else '**FAIL**'} |")
+    L += ["", "Per-layer output widths of the compressed model: see `report.json` (`layer_widths`).", "",
+          "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in rep["wall_s"].items()), ""]
+    return "\n".join(L)
