@@ -268,10 +268,11 @@ def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["args"]["target_maccs"] == target and "torch" in run["versions"]
     assert "PSNR-μ" in (out / "report.md").read_text()
-    # The same seeds give the same figures: pinned (measured on an AMD EPYC with the code before the
-    # compression pipeline became a library); another CPU's float rounding moves them by far less than 0.01 dB.
+    # The same seeds give the same figures: pinned on an AMD EPYC (teacher and float rows identical to the
+    # code before the compression pipeline became a library); another CPU's float rounding moves them by far
+    # less than 0.01 dB. Two QAT steps keep the int8 program of this random-weight model within parity.
     pinned = {"teacher (float)": (82348032, 9.4051, 11.9007), "compressed (float)": (45060096, 10.2458, 14.0304),
-              "compressed (int8, xnnpack)": (45060096, 10.3522, 14.1129)}
+              "compressed (int8, xnnpack)": (45060096, 10.3223, 14.0840)}
     for name, (maccs, heldout, real) in pinned.items():
         m = rep["models"][name]
         assert m["maccs"] == maccs
