@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from eapnet.inference import resolve_device
+
 DEFAULTS = Path(__file__).resolve().parent / "configs" / "compress.yaml"
 
 
@@ -98,8 +100,10 @@ class CompressConfig:
             bad("data", "no such folder (use 'synthetic' or an NTIRE/Kalantari folder)")
         if self.calib and not Path(self.calib).is_dir():
             bad("calib", "no such folder")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            bad("device", "must be auto, cpu, cuda or cuda:N")
+        try:
+            resolve_device(self.device)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
 
     @staticmethod
     def defaults(path: str | Path | None = None) -> dict:
@@ -167,15 +171,6 @@ class CompressResult:
 
     student: nn.Module
     report: dict[str, Any] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda*`` without CUDA is a ``ValueError``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] = print,

@@ -24,7 +24,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -98,25 +97,18 @@ def ablation_table(model: EAPNet, datasets: dict[str, Sequence], progress: bool 
     PSNR-μ in dB, means over scenes (``psnr_mu_motion`` over the scenes that have moving regions)."""
     from tqdm import tqdm
 
-    from eapnet.evalsets import score_output
-    from eapnet.inference import predict
+    from eapnet.evalsets import score
 
     rows = []
     todo = ablations(model)
-    bar = tqdm(total=len(todo) * sum(len(v) for v in datasets.values()), desc="ablate", disable=not progress)
+    bar = tqdm(total=len(todo) * len(datasets), desc="ablate", disable=not progress)
     for label, build in todo.items():
         m = build().eval()
         row: dict = {"ablation": label}
         for d, scenes in datasets.items():
-            scores = []
-            for s in scenes:
-                hdr = np.maximum(predict(m, s.ldrs, s.evs), 0.0)
-                scores.append(score_output(s.gt, hdr, f"{d}/{s.id}/{label}", s.motion))
-                bar.update(1)
-            row[d] = {"psnr_mu": float(np.mean([s["psnr_mu"] for s in scores]))}
-            motion = [s["psnr_mu_motion"] for s in scores if "psnr_mu_motion" in s]
-            if motion:
-                row[d]["psnr_mu_motion"] = float(np.mean(motion))
+            means = score(m, scenes, dataset=f"{d}/{label}")
+            row[d] = {k: means[k] for k in ("psnr_mu", "psnr_mu_motion") if k in means}
+            bar.update(1)
         rows.append(row)
     bar.close()
     return {"rows": rows, "datasets": list(datasets)}

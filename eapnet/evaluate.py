@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 from eapnet.evalsets import folder_scenes, heldout_synthetic, real_crops
+from eapnet.inference import resolve_device
 from eapnet.outputs import require_exr, write_outputs
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -380,13 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--overlap {args.overlap} must be < tile/2 = {args.tile // 2}")
     if not args.models and not args.baselines:
         p.error("nothing to evaluate: give --models and/or --baselines")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
-        device = torch.device(device)
-    except RuntimeError as e:
-        p.error(f"--device {args.device}: {e}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available")
+        device = resolve_device(args.device)
+    except ValueError as e:
+        p.error(f"--device: {e}")
     if args.models and args.save_outputs:
         try:
             require_exr()

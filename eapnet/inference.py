@@ -20,6 +20,18 @@ import torch
 from torch import nn
 
 
+def resolve_device(name: str) -> torch.device:
+    """The one reading of a ``--device`` value: ``auto`` -> CUDA when available, else CPU; ``cpu``, ``cuda`` or
+    ``cuda:N``. ValueError naming the value for anything else, or for CUDA on a machine without it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise ValueError(f"device {name!r}: must be auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
 def example_inputs(size: tuple[int, int] = (64, 64), batch: int = 1, seed: int = 0,
                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic model inputs for tracing and export: ``ldrs`` ``(batch, 3, 3, H, W)`` uniform in [0, 1]

@@ -52,6 +52,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from eapnet.inference import resolve_device
+
 __all__ = ["DATASETS", "PSNR_CAP", "THRESHOLDS", "Artifact", "Threshold", "check", "layer_errors", "localise",
            "load_scenes", "main", "open_artifact", "pack", "resolve_float", "run_parity"]
 
@@ -527,8 +529,7 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
                progress: bool = True, log=print) -> dict:
     """Check every artifact (see the module docstring); returns the report dict (``passed`` per artifact
     and overall). Float outputs are computed once per (float model, canvas size) and shared."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     scenes, skipped = load_scenes(datasets, limit)
     if not scenes:
         raise ValueError(f"no scenes to compare on (datasets {list(datasets)}: {skipped})")
@@ -684,11 +685,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
-        print(f"error: --device must be auto, cpu or cuda[:N], got {args.device!r}", file=sys.stderr)
-        return 2
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda but no CUDA device is available", file=sys.stderr)
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        print(f"error: --device: {e}", file=sys.stderr)
         return 2
     try:
         rep = run_parity(args.artifacts, float_spec=args.float_spec, datasets=args.data, limit=args.scenes,

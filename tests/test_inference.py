@@ -55,3 +55,16 @@ def test_bad_tiles_and_inputs(scene, tiny_config):
         to_batch(ldrs[0], evs)
     with pytest.raises(ValueError, match="evs must"):
         to_batch(ldrs, evs[:2])
+
+
+def test_resolve_device_reads_every_device_flag_one_way():
+    from eapnet.inference import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "cudax", "cuda:", "gpu"):
+        with pytest.raises(ValueError, match="must be auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0")

@@ -239,7 +239,7 @@ def test_unreadable_or_unresolvable_artifacts_fail_clearly(exported, tmp_path, c
 
 def test_cli_rejects_an_unknown_device(capsys):
     assert parity.main(["x.pte", "--device", "tpu"]) == 2
-    assert "--device must be" in capsys.readouterr().err
+    assert "--device: device 'tpu': must be" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
