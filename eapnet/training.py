@@ -32,18 +32,19 @@ from tqdm import tqdm
 from eapnet import EAPNet, EAPNetConfig, build_model
 from eapnet.checkpoint import (build_from_spec, model_from_checkpoint, model_spec, read_checkpoint, save_checkpoint,
                                set_rng_state, unwrap)
+from eapnet.cpu import keep_freed_memory, native_bf16, use_fast_depthwise
 from eapnet.diagnostics import health, probe_batches
 from eapnet.evalsets import heldout_synthetic, materialise, real_crops, score
-from eapnet.cpu import keep_freed_memory, native_bf16, use_fast_depthwise
 from eapnet.losses import EAPNetLoss
+from eapnet.recycle import find_dead, recycle
 from eapnet.runs import atomic_write_json, atomic_write_text
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train.yaml"
 # Keys a resumed run may change: they do not alter what the uninterrupted run would have computed.
 RESUME_MUTABLE = {"steps", "val_every", "ckpt_every", "log_every", "health_every", "num_workers", "threads",
-                  "device"}
+                  "device", "recycle_every"}
 LOG_FIELDS = ["step", "loss", "lr", "seconds", "samples_per_s", "val_psnr_mu", "val_psnr_l",
-              "real_psnr_mu", "real_psnr_l"]
+              "real_psnr_mu", "real_psnr_l", "recycled"]
 SCHEDULES = ("step", "cosine", "wsd")
 
 
@@ -70,8 +71,9 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"cooldown (a share of the steps) must be in [0, 1], got {cfg['cooldown']}")
     if not 0 <= cfg["min_lr"] <= 1:
         raise ValueError(f"min_lr (a fraction of lr) must be in [0, 1], got {cfg['min_lr']}")
-    if not isinstance(cfg["health_every"], int) or cfg["health_every"] < 0:
-        raise ValueError(f"health_every must be a step count >= 0, got {cfg['health_every']!r}")
+    for k in ("health_every", "recycle_every"):
+        if not isinstance(cfg[k], int) or cfg[k] < 0:
+            raise ValueError(f"{k} must be a step count >= 0, got {cfg[k]!r}")
     if cfg["init"] not in ("he", "pytorch"):
         raise ValueError(f"init must be he (the model's own) or pytorch (PyTorch's default), got {cfg['init']!r}")
     if cfg["fast_depthwise"] not in ("auto", "on", "off"):
@@ -332,6 +334,17 @@ def health_row(step: int, model: nn.Module, batches) -> dict:
     return row
 
 
+def _recycle(step: int, model: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer, probe, seed: int,
+             world: int) -> int:
+    """Recycle the dead ReLU channels found on the probe scenes (:mod:`eapnet.recycle`); the main rank
+    finds them, every rank applies the same draw. Returns the number of channels recycled."""
+    dead = [find_dead(unwrap(model), ((x, e) for x, e, _ in probe)) if probe else {}]
+    if world > 1:
+        dist.broadcast_object_list(dead, src=0)
+    return recycle(unwrap(model), dead[0], ema=ema, optimizer=opt,
+                   generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
+
+
 def train(cfg: dict, run_dir: Path, resume: dict | None = None) -> dict:
     """Run (or continue) a training run in ``run_dir``; returns the summary (also written to summary.json)."""
     rank, world, local, device = _setup_distributed(cfg)
@@ -408,8 +421,9 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
     rows = _read_log(log_path, start) if main_rank else []
     health_rows = _read_log(health_path, start) if main_rank else []
     # Dead channels and gradient flow on 8 fixed held-out scenes of 128^2 (eapnet/diagnostics.py)
-    health_set = probe_batches(8, 128, device=device) if main_rank and cfg["health_every"] \
-        and isinstance(unwrap(model), EAPNet) else []
+    # ... the same scenes find the channels to recycle (eapnet/recycle.py)
+    health_set = probe_batches(8, 128, device=device) if main_rank and isinstance(unwrap(model), EAPNet) \
+        and (cfg["health_every"] or cfg["recycle_every"]) else []
     # Held-out synthetic scenes (seed HELDOUT_SEED, never trained on) steer nothing but the log; the real
     # crops are reported beside them and never trained on.
     val_set = materialise(heldout_synthetic(cfg["val_scenes"], cfg["val_size"])) if main_rank else []
@@ -464,8 +478,12 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         if main_rank and cfg["val_every"] and step % cfg["val_every"] == 0 and step < cfg["steps"]:
             last_val = validate(step)
             rows.append({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in last_val.items()})
-        if health_set and (step % cfg["health_every"] == 0 or step == 1):
+        if health_set and cfg["health_every"] and (step % cfg["health_every"] == 0 or step == 1):
             health_rows.append(health_row(step, model, health_set))
+        if cfg["recycle_every"] and step % cfg["recycle_every"] == 0 and step <= cfg["steps"] * (1 - cfg["cooldown"]):
+            n = _recycle(step, model, ema, opt, health_set, cfg["seed"], world)
+            if main_rank:
+                rows.append({"step": step, "recycled": n})
         if main_rank and (step % cfg["ckpt_every"] == 0):
             _write_log(log_path, rows)
             if health_rows:
@@ -485,7 +503,7 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         final = validate(step)
         rows.append({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in final.items()})
         _write_log(log_path, rows)
-        if health_set:
+        if health_set and cfg["health_every"]:
             health_rows.append(health_row(step, model, health_set))
             _write_log(health_path, health_rows, list(health_rows[-1]))
         checkpoint(step, final)
