@@ -1,4 +1,5 @@
-"""A small reference interpreter for the MIL programs our Core ML exporter writes, in NumPy.
+"""A small reference interpreter for the MIL programs our Core ML exporter writes, in NumPy (convolutions
+through ``torch.nn.functional`` in float32).
 
 Core ML prediction exists only on macOS; this module executes an ``.mlpackage``'s ML Program on any machine,
 so exports can be checked on Linux CI. Results are **reference-executed**: they show what the program
@@ -29,6 +30,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 __all__ = ["SUPPORTED_OPS", "MILProgram", "UnsupportedOpError", "load_program", "program_ops", "run_mlpackage"]
 
@@ -70,15 +73,24 @@ class _Blobs:
         path = str(self.weights_dir / file_name.split("/")[-1])   # "@model_path/weights/weight.bin"
         reader = self._readers.get(path)
         if reader is None:
-            reader = self._readers[path] = _BlobStorageReader(path)
+            if not Path(path).is_file():
+                raise ValueError(f"{path}: the program's weight file is missing; the package is incomplete")
+            try:
+                reader = self._readers[path] = _BlobStorageReader(path)
+            except Exception as e:
+                raise ValueError(f"{path}: not a readable weight file ({type(e).__name__}: {e})") from e
         read = {np.float32: reader.read_float_data, np.float16: reader.read_fp16_data,
                 np.int8: reader.read_int8_data, np.uint8: reader.read_uint8_data,
                 np.int16: reader.read_int16_data, np.uint16: reader.read_uint16_data,
                 np.int32: reader.read_int32_data, np.uint32: reader.read_uint32_data}.get(dtype)
         if read is None:
             raise UnsupportedOpError(f"weight blob of dtype {np.dtype(dtype).name} is not supported")
-        raw = np.asarray(read(offset))
-        return np.frombuffer(raw.tobytes(), dtype).reshape(shape).copy()
+        try:
+            raw = np.asarray(read(offset))
+            return np.frombuffer(raw.tobytes(), dtype).reshape(shape).copy()
+        except Exception as e:   # the blob reader says only "index out of bounds" for a cut-off file
+            raise ValueError(f"{path}: cannot read the {np.dtype(dtype).name} weights {shape} at byte {offset} "
+                             f"({type(e).__name__}: {e}); the package is damaged or truncated") from e
 
 
 def _shape(tensor_type, where: str) -> tuple[int, ...]:
@@ -538,35 +550,17 @@ def _conv(op, args):
     t, b, l, r = _window_pads(op, args, x.shape[2:], (kh, kw), strides, dil)
     if min(t, b, l, r) < 0:
         _unsupported(op, "negative padding")
-    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r))) if (t or b or l or r) else x
-    N, Cin, Hp, Wp = xp.shape
-    Ho = (Hp - (kh - 1) * dil[0] - 1) // strides[0] + 1
-    Wo = (Wp - (kw - 1) * dil[1] - 1) // strides[1] + 1
-    Cout = w.shape[0]
-    out = np.zeros((N, Cout, Ho, Wo), np.float32)
-    cin_g, cout_g = Cin // groups, Cout // groups
-
-    def tap(n, i, j):  # (Cin, Ho, Wo) input window for kernel tap (i, j)
-        y0, x0 = i * dil[0], j * dil[1]
-        return xp[n, :, y0:y0 + strides[0] * (Ho - 1) + 1:strides[0], x0:x0 + strides[1] * (Wo - 1) + 1:strides[1]]
-
-    depthwise = groups == Cin == Cout and w.shape[1] == 1
-    for n in range(N):
-        for i in range(kh):
-            for j in range(kw):
-                patch = tap(n, i, j)
-                if depthwise:
-                    out[n] += w[:, 0, i, j][:, None, None] * patch
-                elif groups == 1:
-                    out[n] += (w[:, :, i, j] @ patch.reshape(Cin, -1)).reshape(Cout, Ho, Wo)
-                else:
-                    for g in range(groups):
-                        pg = patch[g * cin_g:(g + 1) * cin_g].reshape(cin_g, -1)
-                        out[n, g * cout_g:(g + 1) * cout_g] += (
-                            w[g * cout_g:(g + 1) * cout_g, :, i, j] @ pg).reshape(cout_g, Ho, Wo)
-    if "bias" in args:
-        out += _f32(_one(args, "bias"))[None, :, None, None]
-    return out
+    if x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+        _unsupported(op, f"weight {w.shape} for {x.shape[1]} input channels in {groups} groups")
+    # float32 through torch: the same sums as a direct loop over taps, in milliseconds instead of minutes
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    if t or b or l or r:
+        xt = F.pad(xt, (l, r, t, b))
+    bias = torch.from_numpy(_f32(_one(args, "bias"))) if "bias" in args else None
+    with torch.no_grad():
+        out = F.conv2d(xt, torch.from_numpy(np.ascontiguousarray(w)), bias, stride=strides, dilation=dil,
+                       groups=groups)
+    return out.numpy()
 
 
 @_op("conv_transpose")
@@ -585,17 +579,12 @@ def _conv_transpose(op, args):
         t, b, l, r = _ints(_one(args, "pad"))
     else:
         _unsupported(op, f"pad_type {pad_type!r}")
-    N, Cin, H, W = x.shape
-    _, Cout, kh, kw = w.shape
-    Hf, Wf = (H - 1) * s[0] + (kh - 1) * d[0] + 1, (W - 1) * s[1] + (kw - 1) * d[1] + 1
-    full = np.zeros((N, Cout, Hf, Wf), np.float32)
-    for n in range(N):
-        xf = x[n].reshape(Cin, -1)
-        for i in range(kh):
-            for j in range(kw):
-                y0, x0 = i * d[0], j * d[1]
-                full[n, :, y0:y0 + s[0] * (H - 1) + 1:s[0], x0:x0 + s[1] * (W - 1) + 1:s[1]] += (
-                    w[:, :, i, j].T @ xf).reshape(Cout, H, W)
+    if min(t, b, l, r) < 0:
+        _unsupported(op, "negative padding")
+    with torch.no_grad():   # the full (uncropped) transposed conv, then MIL's (possibly asymmetric) crop
+        full = F.conv_transpose2d(torch.from_numpy(np.ascontiguousarray(x)),
+                                  torch.from_numpy(np.ascontiguousarray(w)), stride=s, dilation=d).numpy()
+    Hf, Wf = full.shape[2:]
     out = full[:, :, t:Hf - b, l:Wf - r]
     if "output_shape" in args:
         want = _ints(_one(args, "output_shape"))

@@ -47,3 +47,16 @@ def test_bench_rejects_int8_without_a_single_model(capsys):
     with pytest.raises(SystemExit):
         bench_mobile.main(["--int8", "x.pt2"])
     assert "exactly one --models" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_mil_times_the_interpreter_against_eager(tmp_path, capsys):
+    from bench.bench_mil import main
+
+    out = tmp_path / "mil"
+    assert main(["--model", "lightweight", "--size", "32x48", "--runs", "1", "--precisions", "fp16",
+                 "--out", str(out)]) == 0
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [r["runtime"] for r in rows] == ["eager fp32 (PyTorch)", "MIL interpreter fp16"]
+    assert all(r["median_s"] > 0 for r in rows) and rows[1]["ratio"] == rows[1]["median_s"] / rows[0]["median_s"]
+    assert "x eager fp32" in (out / "bench.md").read_text()
