@@ -16,11 +16,13 @@ from pathlib import Path
 
 from mobile_export.latency import RUNTIMES, bench, report_markdown
 
+from eapnet.cli import Parser, command
+
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import int_at_least, size_arg
+    from eapnet.cli import add_overwrite, int_at_least, size_arg
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["standard", "lightweight"],
                    help="shipped names or float .pt checkpoints")
     p.add_argument("--int8", default=None, help="an int8 .pt2 (compress/qat.py) for the single --models entry")
@@ -29,24 +31,27 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int_at_least(1), default=os.cpu_count() or 1)
     p.add_argument("--artifacts", default="runs/bench-artifacts", help="folder of exported .pte files (reused)")
     p.add_argument("--out", default=None, help="folder for bench.json, bench.md and run.json")
+    add_overwrite(p)
     return p
 
 
+@command
 def main(argv=None) -> int:
+    from eapnet.cli import out_dir
+
     p = get_args_parser()
     args = p.parse_args(argv)
     if args.int8 and len(args.models) != 1:
         p.error("--int8 belongs to one float model: give exactly one --models entry")
+    out = out_dir(p, args, "bench") if args.out else None   # before the timing: a bad --out fails now
     rows = bench(args.models, args.sizes, runs=args.runs, threads=args.threads, artifacts=Path(args.artifacts),
                  int8=args.int8)
     md = report_markdown(rows, args.runs, args.threads)
     print(md)
     failed = any("error" in r[rt] for r in rows for rt in RUNTIMES)
-    if args.out:
+    if out is not None:
         from eapnet.runs import atomic_write_json, atomic_write_text, record_run
 
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         record_run(out, vars(args))
         atomic_write_json(out / "bench.json", {"runs": args.runs, "threads": args.threads, "rows": rows})
         atomic_write_text(out / "bench.md", md)

@@ -17,7 +17,6 @@ also writes the rows as JSON (atomically).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import statistics
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from eapnet.cli import Parser, command
 from eapnet import build_model, count_maccs
 from eapnet.cpu import cpu_name, native_bf16
 from eapnet.losses import EAPNetLoss
@@ -246,8 +246,9 @@ def compare_losses(a: list[tuple[int, float]], b: list[tuple[int, float]], windo
             "max_window_rel_diff": max(abs(w["rel_diff"]) for w in wins)}
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", nargs="+", default=["standard", "lightweight"], choices=["standard", "lightweight"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--train-batch", type=int, default=None, help="default: 32 on CUDA, 8 on CPU")

@@ -42,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from calib_data import MANIFEST, file_sha256
+from eapnet.cli import Parser, command
 from eapnet.data import (
     DataError,
     read_kalantari,
@@ -166,7 +167,7 @@ def _shown(path: Path) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m calib_data.build", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m calib_data.build", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "calib_data" / "default",
                    help="output folder (default: the shipped set, calib_data/default)")
     p.add_argument("--data", "--source", dest="source", default="synthetic",
@@ -236,6 +237,7 @@ def _umask() -> int:
     return mask
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = get_args_parser()
     args = p.parse_args(argv)

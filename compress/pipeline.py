@@ -196,13 +196,13 @@ def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] =
     log(f"teacher {cfg.model}: {format_maccs(t_maccs)} MAccs, {t_params / 1e3:.2f} k params; "
         f"target {format_maccs(cfg.target_maccs)}")
     calib = calibration(cfg.calib or None, cfg.calib_scenes)
+    from compress.distill import patch_stream
+
+    stream = patch_stream(cfg.data, cfg.seed, cfg.patch)   # a bad --data folder fails here, before the search
 
     t = time.time()
     stage = search_and_prune(teacher, cfg, calib, log=log, progress=progress)
     wall["search+prune"] = time.time() - t
-    from compress.distill import patch_stream
-
-    stream = patch_stream(cfg.data, cfg.seed, cfg.patch)
     sets = standard_sets(cfg.heldout)
     models = {"teacher (float)": {"maccs": t_maccs, "params": t_params, "scores": _score(teacher, sets)}}
     runs = [("compressed", stage["model"], "")]

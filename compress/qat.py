@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 
 from compress.pipeline import add_config_args, config_from_args
-from eapnet.cli import int_at_least, size_arg
+from eapnet.cli import Parser, add_overwrite, command, int_at_least, size_arg
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--export-size", type=size_arg, default=None,
                    help="HxW of the exported .pte / .mlpackage programs (default: --size)")
@@ -35,6 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-scenes", type=int_at_least(1), default=4,
                    help="scenes per dataset in the parity check of the exported artifacts (default 4)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compress-<budget>-<time>)")
+    add_overwrite(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -46,14 +47,19 @@ def parse_args(argv=None):
     return args, config_from_args(p, args)
 
 
+@command
 def main(argv=None) -> int:
     from compress.pipeline import report_markdown
     from compress.search import BudgetError
-    from eapnet.runs import make_run_dir, record_run
+    from eapnet.runs import OutputExistsError, make_run_dir, record_run
     from mobile_export.pipeline import compress_and_ship
 
     args, cfg = parse_args(argv)
-    run_dir = make_run_dir(args.out, f"compress-{cfg.target_maccs / 1e9:g}G")
+    try:
+        run_dir = make_run_dir(args.out, f"compress-{cfg.target_maccs / 1e9:g}G", overwrite=args.overwrite)
+    except OutputExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     record_run(run_dir, {**cfg.to_dict(), "export_size": list(args.export_size or cfg.size),
                          "no_export": args.no_export, "parity_scenes": args.parity_scenes, "out": str(run_dir)})
     command = shlex.join(["python", "compress/qat.py", *(argv if argv is not None else sys.argv[1:])])

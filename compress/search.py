@@ -147,6 +147,9 @@ def damage_fn(teacher: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, to
     with torch.no_grad():
         for ldrs, evs in batches:
             y = teacher(ldrs, evs)
+            if not torch.isfinite(y).all():
+                raise ValueError("the teacher's output on the calibration scenes holds NaN/inf: the scenes (their "
+                                 "exposures, align ratios) or the weights are broken; nothing was searched")
             norm = torch.quantile((y.clamp_min(0) ** 2.24).flatten(1), 0.99, dim=1).clamp_min(1e-6)
             refs.append((ldrs, evs, norm[:, None, None, None], _mu(y, norm[:, None, None, None])))
 
@@ -154,7 +157,11 @@ def damage_fn(teacher: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, to
         model.eval()
         with torch.no_grad():
             errs = [torch.mean((_mu(model(l, e), n) - r) ** 2).item() for l, e, n, r in refs]
-        return float(np.mean(errs))
+        err = float(np.mean(errs))
+        if not np.isfinite(err):
+            raise ValueError(f"a pruned candidate ({getattr(model, 'config', None)}) gives a non-finite score; "
+                             "refusing to search on it")
+        return err
 
     return f
 

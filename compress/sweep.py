@@ -28,12 +28,14 @@ import os
 import sys
 from pathlib import Path
 
+from eapnet.cli import Parser, command
+
 
 def build_parser() -> argparse.ArgumentParser:
     from compress.pipeline import add_config_args
-    from eapnet.cli import int_at_least, maccs_arg, size_arg
+    from eapnet.cli import add_overwrite, int_at_least, maccs_arg, size_arg
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budgets", type=maccs_arg, nargs="+", help="MAcc budgets, e.g. 150G 100G 80G")
     add_config_args(p, target=False)
     p.add_argument("--export-size", type=size_arg, default=None, help="HxW of the phone artifacts (default: --size)")
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rebuild the tables and plot of a finished sweep folder from its runs (report.json, "
                         "bench/bench.json); runs nothing")
     p.add_argument("--out", default=None, help="output folder (default runs/sweep-<time>)")
+    add_overwrite(p)
     p.add_argument("--bench-runs", type=int_at_least(0), default=3,
                    help="timed runs per latency figure (median); 0 = no latency columns")
     return p
@@ -231,10 +234,12 @@ def _tabulate_run(run: Path, budget: int, state: dict) -> None:
         state["size"] = rep["export"]["size"]
 
 
+@command
 def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    from eapnet.runs import atomic_write_json, make_run_dir, record_run
+    from eapnet.cli import out_dir
+    from eapnet.runs import atomic_write_json, record_run
 
     state = {"rows": [], "summary": [], "failed": {}, "shipped": {}, "size": None}
     if args.retabulate:
@@ -254,7 +259,7 @@ def main(argv=None) -> int:
     from mobile_export.pipeline import compress_and_ship
 
     cfgs = {b: config_from_args(p, args, target_maccs=b) for b in sorted(set(args.budgets), reverse=True)}
-    out = make_run_dir(args.out, "sweep")
+    out = out_dir(p, args, "sweep")
     record_run(out, {"budgets": args.budgets, "compress": next(iter(cfgs.values())).to_dict(),
                      "export_size": args.export_size, "parity_scenes": args.parity_scenes,
                      "bench_runs": args.bench_runs})

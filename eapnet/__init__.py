@@ -11,7 +11,11 @@ Public API::
 """
 from __future__ import annotations
 
-from torch import nn
+from eapnet import console as _console
+
+_console.install()   # before torch, torchao, coremltools and tqdm are imported: they log at import time
+
+from torch import nn  # noqa: E402
 
 from eapnet.macs import count_maccs, count_params, parse_maccs
 from eapnet.model import LIGHTWEIGHT, STANDARD, VARIANTS, EAPNet, EAPNetConfig

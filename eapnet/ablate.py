@@ -18,7 +18,6 @@ costs nothing is dead weight that compression will remove for free. The same tab
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from eapnet.cli import Parser, command
 from eapnet.model import EAPNet
 
 
@@ -138,24 +138,25 @@ def table_markdown(result: dict) -> list[str]:
     return lines
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    from eapnet.cli import int_at_least
+    from eapnet.cli import add_overwrite, int_at_least, out_dir
 
-    p = argparse.ArgumentParser(prog="python -m eapnet.ablate", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m eapnet.ablate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="standard", help="shipped name or checkpoint path (default: standard)")
     p.add_argument("--heldout", type=int_at_least(1), default=16, help="held-out synthetic scenes (default 16)")
     p.add_argument("--size", type=int_at_least(16), default=256, help="their side in pixels (default 256)")
     p.add_argument("--no-real-crops", dest="real", action="store_false", help="skip the real NTIRE crops")
     p.add_argument("--out", type=Path, default=None, help="also write ablation.md and ablation.json here")
+    add_overwrite(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     from eapnet import load_model
     from eapnet.checkpoint import CheckpointError
     from eapnet.evalsets import standard_sets
-    from eapnet.runs import atomic_write_json, atomic_write_text, make_run_dir, record_run
+    from eapnet.runs import atomic_write_json, atomic_write_text, record_run
 
-    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
-        p.error(f"--out {args.out} exists and is not empty: choose a new folder")
+    out_dir(p, args, "ablate", create=False)
     try:
         model = load_model(args.model)
     except CheckpointError as e:
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = table_markdown(result)
     print("\n".join(lines))
     if args.out is not None:
-        out = make_run_dir(args.out, "ablate")
+        out = out_dir(p, args, "ablate")
         record_run(out, vars(args))
         atomic_write_json(out / "ablation.json", {"model": args.model, **result})
         atomic_write_text(out / "ablation.md", "\n".join(lines) + "\n")

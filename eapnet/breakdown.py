@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from eapnet.cli import Parser, command, size_arg
 from eapnet import MODEL_NAMES, build_model
-from eapnet.cli import size_arg
 from eapnet.macs import NTIRE_HEIGHT, NTIRE_WIDTH, count_params, macc_breakdown
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", "--variant", dest="variant", default="standard", choices=list(MODEL_NAMES),
                    help="model to count (default: standard)")
     p.add_argument("--size", type=size_arg, default=(NTIRE_HEIGHT, NTIRE_WIDTH), metavar="HxW",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -123,14 +122,21 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, ema: nn.Module | None
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load and validate a checkpoint dict (``weights_only=True``). Raises :class:`CheckpointError`."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file (a run folder holds "
+                              "model.pt and last.pt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt, truncated, or holds "
-                              f"objects that weights_only loading refuses): {first}") from e
+    except pickle.UnpicklingError as e:
+        # torch's message goes on to suggest weights_only=False, i.e. running the file's code: never that
+        raise CheckpointError(f"{path} holds objects that safe loading (weights_only) refuses: not a checkpoint "
+                              "this project wrote, and not loaded") from e
+    except Exception as e:   # a text file, a truncated zip, ...: torch raises KeyError, EOFError, RuntimeError
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt, truncated or another kind of "
+                              f"file: {type(e).__name__}{': ' + first if first else ''})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an EAPNet checkpoint (no format={FORMAT!r} field): a foreign file")
     if ckpt.get("version") != VERSION:
@@ -145,6 +151,10 @@ def model_from_checkpoint(ckpt: dict, ema: bool = True) -> nn.Module:
     """Rebuild the model from the checkpoint's own spec and load its EMA (or raw) weights; eval mode."""
     model = build_from_spec(ckpt["model"])
     state = ckpt.get("ema_state_dict") if ema and ckpt.get("ema_state_dict") is not None else ckpt["state_dict"]
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint weights hold NaN/inf values in {len(bad)} tensor(s), first {bad[0]!r}: "
+                              "the run that wrote them diverged")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

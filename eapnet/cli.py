@@ -6,7 +6,64 @@ Each raises ``argparse.ArgumentTypeError`` with a message naming the bad text, s
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 from pathlib import Path
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line (``prog: error: <what is wrong>``) and exit 2:
+    the usage block argparse prints before them buries the message; ``--help`` shows it. Every command
+    also takes ``--debug`` (handled by :func:`command`)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        if kw.get("add_help", True):
+            self.add_argument("--debug", action="store_true", help="show the traceback of an error")
+            self.add_argument("--verbose", action="store_true",
+                              help="show the third-party messages hidden by default (eapnet/console.py)")
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        # "--target-maccs -5G": argparse takes "-5G" for an option and answers "expected one argument";
+        # joined as "--target-maccs=-5G" the value reaches its type, whose message names the problem
+        fixed: list[str] = []
+        for tok in list(sys.argv[1:] if args is None else args):
+            prev = fixed[-1] if fixed else ""
+            action = self._option_string_actions.get(prev)
+            if tok[:1] == "-" and tok[1:2].isdigit() and action is not None and action.nargs != 0:
+                fixed[-1] = f"{prev}={tok}"
+            else:
+                fixed.append(tok)
+        return super().parse_known_args(fixed, namespace)
+
+
+def command(main):
+    """Decorate a command's ``main(argv) -> exit code``: an error becomes one line on stderr, no traceback
+    unless ``--debug``. Exit 2 for bad input (``ValueError`` and its kinds: ``CheckpointError``,
+    ``DataError``, ``BudgetError``, ...; ``OSError``: missing or unwritable files), 1 for a failure of the
+    work itself, 130 for Ctrl-C. Usage errors of the parser exit 2 on their own (:class:`Parser`)."""
+    @functools.wraps(main)
+    def run(argv=None):
+        argv = list(sys.argv[1:] if argv is None else argv)
+        debug = "--debug" in argv
+        try:
+            return main(argv)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except Exception as e:
+            if debug:
+                raise
+            known = isinstance(e, (ValueError, OSError))
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            where = "" if known else f"{type(e).__name__}: "
+            print(f"error: {where}{text or type(e).__name__}" + ("" if known else " (--debug shows the traceback)"),
+                  file=sys.stderr)
+            return 2 if known else 1
+    return run
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -51,6 +108,29 @@ def maccs_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    """The ``--overwrite`` flag of every command with an output folder (see :func:`eapnet.runs.make_run_dir`)."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run folder given as --out (only one this tool wrote: it holds a run.json)")
+
+
+def out_dir(p: argparse.ArgumentParser, args: argparse.Namespace, prefix: str, create: bool = True, **kw):
+    """The command's output folder (:func:`eapnet.runs.make_run_dir` of ``args.out``, honouring
+    ``args.overwrite``); a folder that would lose work is the parser's error: one line, exit 2. With
+    ``create=False`` only check (:func:`eapnet.runs.check_run_dir`), before the first slow step."""
+    from eapnet.runs import OutputExistsError, check_run_dir, make_run_dir
+
+    try:
+        if not create:
+            check_run_dir(args.out, overwrite=args.overwrite, **kw)
+            return None
+        return make_run_dir(args.out, prefix, overwrite=args.overwrite, **kw)
+    except OutputExistsError as e:
+        p.error(str(e))
+    except OSError as e:  # e.g. a read-only place: say so now, not after the slow part
+        p.error(f"--out {args.out}: cannot create the folder: {e.strerror or e}")
+
+
 def yaml_config(defaults: str | Path, path: str | Path | None, what: str) -> dict:
     """The YAML mapping ``defaults`` updated by the YAML file ``path`` (safe-loaded); ValueError naming
     ``--config PATH`` for a missing file, a non-mapping or a key ``defaults`` does not have. ``what`` names
@@ -64,8 +144,16 @@ def yaml_config(defaults: str | Path, path: str | Path | None, what: str) -> dic
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--config {path}: no such file")
-    with open(path) as f:
-        user = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            user = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:   # syntax errors, and tags such as !!python/object that safe loading refuses
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ValueError(f"--config {path}: not a plain YAML mapping{at}: "
+                         f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {path}: not a text file") from None
     if not isinstance(user, dict):
         raise ValueError(f"--config {path}: expected a YAML mapping of {what} keys, got {type(user).__name__}")
     unknown = sorted(set(user) - set(cfg))

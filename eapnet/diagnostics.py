@@ -15,13 +15,13 @@ Training logs both (``health.csv`` of a run folder) and ``tests/test_diagnostics
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
+from eapnet.cli import Parser, command
 from eapnet.model import EAPNet
 
 DEAD_THRESHOLD = 0.999
@@ -158,8 +158,9 @@ def report_lines(model: nn.Module, batches) -> list[str]:
     return lines
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Dead ReLU channels and gradient flow of a model, on held-out "
+    p = Parser(description="Dead ReLU channels and gradient flow of a model, on held-out "
                                             "synthetic scenes.")
     p.add_argument("--model", default="standard",
                    help="shipped name (standard, lightweight), a checkpoint path, or fresh:<variant> for a "

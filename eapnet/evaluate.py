@@ -56,6 +56,7 @@ __all__ = [
     "main",
 ]
 
+from eapnet.cli import Parser, add_overwrite, command, out_dir
 from eapnet.evalsets import folder_scenes, heldout_synthetic, real_crops
 from eapnet.inference import resolve_device
 from eapnet.outputs import require_exr, write_outputs
@@ -82,7 +83,7 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
              datasets: Mapping[str, Sequence], out_dir: str | os.PathLike, *, tile: int | None = None,
              overlap: int = 64, save_outputs: bool = True, amp: str | None = None,
              sources: Mapping[str, str] | None = None, run_args: dict | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, overwrite: bool = False) -> dict:
     """Score every method on every scene; write outputs, ``run.json``, ``report.json`` and ``report.md``.
 
     Args:
@@ -126,7 +127,7 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
     if save_outputs and models:
         require_exr()
 
-    out = make_run_dir(out_dir, "eval")
+    out = make_run_dir(out_dir, "eval", overwrite=overwrite)
     settings = {"tile": tile, "overlap": overlap if tile is not None else None, "amp": amp,
                 "save_outputs": save_outputs, "torch_threads": torch.get_num_threads(),
                 "devices": {n: str(getattr(next(m.parameters(), None), "device", "cpu")) for n, m in models.items()}}
@@ -335,8 +336,8 @@ def _parser() -> argparse.ArgumentParser:
 
     from eapnet.baselines import ALL_BASELINES, BASELINES
 
-    p = argparse.ArgumentParser(prog="python -m eapnet.evaluate",
-                                description="Evaluate trained EAPNet models against classical HDR baselines.")
+    p = Parser(prog="python -m eapnet.evaluate",
+               description="Evaluate trained EAPNet models against classical HDR baselines.")
     p.add_argument("--models", nargs="*", default=["standard", "lightweight"], metavar="NAME_OR_CKPT",
                    help="shipped model names (standard, lightweight) or checkpoint paths; default: %(default)s")
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), metavar="NAME",
@@ -356,21 +357,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="autocast on CUDA")
     p.add_argument("--device", default="auto", help="torch device for the models (auto = cuda if available)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/eval-<time>)")
+    add_overwrite(p)
     p.add_argument("--no-save-outputs", dest="save_outputs", action="store_false",
                    help="only score; write no per-scene output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (see the module docstring); returns 0, exits 2 with a message on bad arguments."""
     from eapnet.baselines import ALL_BASELINES
     from eapnet.checkpoint import CheckpointError, load_model
     from eapnet.data import SHARED_SAMPLES, DataError
-    from eapnet.runs import make_run_dir
-
     p = _parser()
     args = p.parse_args(argv)
+    out_dir(p, args, "eval", create=False)
 
     bad = [b for b in args.baselines if b not in ALL_BASELINES]
     if bad:
@@ -424,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as e:
             p.error(f"--models {entry}: {e}")
 
-    out = make_run_dir(args.out, "eval")
+    out = out_dir(p, args, "eval")
     run_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     run_args["data"] = [str(d) for d in args.data]
     run_args["models"] = dict(named)

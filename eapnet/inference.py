@@ -41,14 +41,42 @@ def example_inputs(size: tuple[int, int] = (64, 64), batch: int = 1, seed: int =
     return ldrs.to(device), torch.tensor([[-2.0, 0.0, 2.0]] * batch, device=device)
 
 
+def check_scene(ldrs: np.ndarray, evs: np.ndarray) -> None:
+    """ValueError naming the problem where a scene is not what the model can use: ``ldrs`` not floats in
+    [0, 1] (8-bit values must be divided by 255 first), NaN/inf anywhere, exposures not strictly increasing
+    or a frame more than :data:`eapnet.data.ntire.EV_SPAN` stops from the medium one."""
+    from eapnet.data.ntire import EV_SPAN
+
+    if ldrs.dtype.kind != "f":
+        raise ValueError(f"ldrs must be floats in [0, 1], got dtype {ldrs.dtype}"
+                         + (" (8-bit codes: divide by 255)" if ldrs.dtype == np.uint8 else ""))
+    if not np.isfinite(ldrs).all():
+        raise ValueError("ldrs contain NaN/inf values")
+    lo, hi = float(ldrs.min()), float(ldrs.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"ldrs must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
+                         + (" (8-bit codes? divide by 255)" if hi > 2 else ""))
+    if not np.isfinite(evs).all():
+        raise ValueError(f"evs contain NaN/inf values: {evs.tolist()}")
+    if not (evs[0] < evs[1] < evs[2]):
+        raise ValueError(f"evs {evs.tolist()} must be strictly increasing (short < medium < long)")
+    if np.abs(evs - evs[1]).max() > EV_SPAN:
+        raise ValueError(f"evs {evs.tolist()} put a frame more than {EV_SPAN:g} stops from the medium one")
+
+
 def to_batch(ldrs: np.ndarray, evs: np.ndarray, device: str | torch.device = "cpu"):
-    """NumPy scene -> model inputs ``(1, 3, 3, H, W)`` and ``(1, 3)`` float32 tensors on ``device``."""
+    """NumPy scene -> model inputs ``(1, 3, 3, H, W)`` and ``(1, 3)`` float32 tensors on ``device``;
+    the scene is checked first (:func:`check_scene`)."""
+    if torch.is_tensor(ldrs) or torch.is_tensor(evs):
+        raise TypeError("to_batch takes NumPy arrays (3, H, W, 3) and (3,); call the model for tensors")
     ldrs = np.asarray(ldrs)
     if ldrs.ndim != 4 or ldrs.shape[0] != 3 or ldrs.shape[-1] != 3:
         raise ValueError(f"ldrs must be (3 frames, H, W, 3 channels), got {ldrs.shape}")
-    evs = np.asarray(evs, dtype=np.float32).reshape(-1)
+    evs = np.asarray(evs, dtype=np.float64).reshape(-1)
     if evs.shape != (3,):
         raise ValueError(f"evs must hold 3 exposure values, got shape {evs.shape}")
+    check_scene(ldrs, evs)
+    evs = evs.astype(np.float32)
     x = torch.from_numpy(np.ascontiguousarray(ldrs.transpose(0, 3, 1, 2), dtype=np.float32))[None]
     return x.to(device), torch.from_numpy(evs)[None].to(device)
 

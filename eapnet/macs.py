@@ -54,8 +54,12 @@ def parse_maccs(text: str | int | float) -> int:
 
 
 def format_maccs(maccs: int | float) -> str:
-    """``198380000000`` -> ``'198.38 G'`` (decimal giga, as the challenge reports)."""
-    return f"{maccs / 1e9:.2f} G"
+    """``198380000000`` -> ``'198.38 G'`` (decimal giga, as the challenge reports); below a giga the unit
+    follows the size (``'57.64 M'``, ``'1.00 K'``, ``'12'``) so that no count reads as ``0.00 G``."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(maccs) >= scale:
+            return f"{maccs / scale:.2f} {unit}"
+    return f"{maccs:.0f}"
 
 
 def ntire_inputs(height: int = NTIRE_HEIGHT, width: int = NTIRE_WIDTH) -> tuple[torch.Tensor, torch.Tensor]:

@@ -307,6 +307,7 @@ class EAPNet(nn.Module):
         init_weights(self)
 
     def forward(self, ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
+        check_input_types(ldrs, evs)
         cfg = self.config
         H, W = ldrs.shape[-2], ldrs.shape[-1]
         x = pad_frames(ldrs, cfg.pad_multiple)                       # (B, 3, 3, Hp, Wp)
@@ -382,6 +383,25 @@ def init_weights(model: "EAPNet") -> None:
             nn.init.zeros_(m.bias)
     nn.init.zeros_(model.out.weight)
     nn.init.zeros_(model.out.bias)
+
+
+def check_input_types(ldrs, evs) -> None:
+    """TypeError / ValueError naming what is wrong with the model's inputs' types and shapes, before a
+    deep layer fails on them. Only static properties (type, dtype, rank, frame count): ``forward`` stays
+    free of data-dependent branches (values are checked by ``eapnet.inference.check_scene``)."""
+    for name, t, rank in (("ldrs", ldrs, 5), ("evs", evs, 2)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__} (eapnet.inference.predict "
+                            "takes NumPy scenes)")
+        if not t.is_floating_point() or t.dtype == torch.float64:
+            raise TypeError(f"{name} must be float32 (or float16/bfloat16), got {t.dtype}"
+                            + ("; 8-bit frames: ldrs.float() / 255" if t.dtype == torch.uint8 else ""))
+        if t.dim() != rank:
+            raise ValueError(f"{name} must be a {rank}-D tensor, got shape {tuple(t.shape)}")
+    if ldrs.shape[1] != 3 or ldrs.shape[2] != 3:
+        raise ValueError(f"ldrs must be (B, 3 frames, 3 channels, H, W), got {tuple(ldrs.shape)}")
+    if tuple(evs.shape) != (ldrs.shape[0], 3):
+        raise ValueError(f"evs must be (B, 3) stops for ldrs of batch {ldrs.shape[0]}, got {tuple(evs.shape)}")
 
 
 def pad_frames(ldrs: torch.Tensor, multiple: int) -> torch.Tensor:

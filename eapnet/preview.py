@@ -12,11 +12,12 @@ the base's linear radiance, so brightness differences are real.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from eapnet.cli import Parser, command
 
 DEFAULT_CROP = (600, 900, 760, 1240)  # y0, y1, x0, x1 at 1900x1060: hands and heads below the stage
 
@@ -93,8 +94,9 @@ def render(model, out: Path, crop=DEFAULT_CROP, folder: Path | None = None, samp
     return out
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eapnet.preview", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m eapnet.preview", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="standard", help="shipped name or checkpoint path (default: standard)")
     p.add_argument("--data", type=Path, default=None,
                    help="NTIRE folder holding the frame (default: SHARED_SAMPLES/fullres_no_gt)")

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,14 +114,46 @@ def git_commit() -> str | None:
     return (sha + ("+dirty" if dirty else "")) if sha else None
 
 
-def make_run_dir(out: str | os.PathLike | None, prefix: str, root: str | os.PathLike = "runs") -> Path:
-    """``out`` if given, else ``runs/<prefix>-YYYYmmdd-HHMMSS``; created if missing."""
+class OutputExistsError(ValueError):
+    """An output folder already holds files and the user did not ask to replace them."""
+
+
+def check_run_dir(out: str | os.PathLike | None, *, overwrite: bool = False, resume_hint: str = "") -> bool:
+    """Raise :class:`OutputExistsError` where :func:`make_run_dir` would refuse ``out``; creates nothing.
+    Returns whether ``out`` holds files that ``overwrite`` will remove. Call it before any slow step."""
+    if out is None:
+        return False
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} exists and is not a folder")
+    if not (out.is_dir() and any(out.iterdir())):
+        return False
+    if not overwrite:
+        alt = f"pass {resume_hint}, " if resume_hint else "pass "
+        raise OutputExistsError(f"--out {out} already holds files (a finished or running job?); {alt}"
+                                "--overwrite to replace them, or choose another folder")
+    if not (out / "run.json").is_file():
+        raise OutputExistsError(f"--out {out} holds files but no run.json, so it is not a run folder of this "
+                                "tool; refusing to empty it, even with --overwrite")
+    return True
+
+
+def make_run_dir(out: str | os.PathLike | None, prefix: str, root: str | os.PathLike = "runs", *,
+                 overwrite: bool = False, resume_hint: str = "") -> Path:
+    """``out`` if given, else ``runs/<prefix>-YYYYmmdd-HHMMSS``; created if missing.
+
+    Nothing is lost: an existing non-empty ``out`` is refused (:class:`OutputExistsError`, naming the folder
+    and what to pass instead) unless ``overwrite``; then it must be a run folder of this tool (it holds a
+    ``run.json``) and its contents are removed first, so no file of the old run survives beside the new
+    ones. A folder of other files is never emptied. ``resume_hint`` (e.g. ``"--resume DIR to continue it"``)
+    is added to the refusal."""
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(root) / f"{prefix}-{stamp}"
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {out} exists and is not a folder")
+    if check_run_dir(out, overwrite=overwrite, resume_hint=resume_hint):
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
 

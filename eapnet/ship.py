@@ -13,7 +13,6 @@ full-size frame (``docs/fullres_<name>.png``, :mod:`eapnet.preview`) and the exa
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from eapnet.cli import Parser, command
 from eapnet.checkpoint import (CheckpointError, WEIGHTS_DIR, model_from_checkpoint, read_checkpoint,
                                save_checkpoint)
 from eapnet.cpu import cpu_name
@@ -79,8 +79,9 @@ def training_curve(log_csv: Path, batch: int) -> list[tuple[int, float, float | 
     return rows
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, required=True, help="training run folder (eapnet.train --out)")
     p.add_argument("--name", required=True, choices=["standard", "lightweight"], help="shipped model name")
     p.add_argument("--heldout", type=int, default=16, help="held-out synthetic scenes for the card (default 16)")
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if crops:
         datasets["real_crops"] = crops
     report = evaluate({args.name: model}, list(BASELINES), datasets, args.run / "ship_eval", save_outputs=False,
-                      progress=True)
+                      progress=True, overwrite=True)     # the previous ship's evaluation of this run
     ablation = ablation_table(model, standard_sets(args.heldout, args.size))
     preview = None
     if (SHARED_SAMPLES / "fullres_no_gt").is_dir() and args.preview_dir is not None:

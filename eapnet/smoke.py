@@ -9,7 +9,6 @@ shipped weights runs freshly initialised (seed fixed), and the report says which
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from eapnet.cli import Parser, add_overwrite, command, out_dir
 from eapnet import build_model, count_maccs, count_params, load_model
 from eapnet.checkpoint import read_checkpoint, shipped_path
 from eapnet.data import SHARED_SAMPLES
@@ -28,23 +28,26 @@ from eapnet.variants import ROWS
 DEFAULT_DATA = SHARED_SAMPLES
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Build both EAPNet variants, count MAccs, run them on real samples.")
+    p = Parser(description="Build both EAPNet variants, count MAccs, run them on real samples.")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA,
                    help="folder with crops256/ and fullres_no_gt/ (NTIRE layout); default: %(default)s")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/smoke-<time>)")
+    add_overwrite(p)
     p.add_argument("--variants", nargs="+", default=["standard", "lightweight"],
                    choices=["standard", "lightweight"], help="variants to run")
     p.add_argument("--no-full-res", dest="full_res", action="store_false",
                    help="skip the 1900x1060 inference (it takes tens of seconds per variant on 2 cores)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed of the untrained models")
     args = p.parse_args(argv)
+    out_dir(p, args, "smoke", create=False)
 
     import cv2
 
     from eapnet.data import list_ntire_ids, read_ntire
     from eapnet.metrics import psnr_l, psnr_mu
-    from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text, make_run_dir, record_run
+    from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text, record_run
 
     crops, full = args.data / "crops256", args.data / "fullres_no_gt"
     if crops.is_dir():
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         full_res = {"syn_full": lambda: generate_scene(scene_seed(HELDOUT_SEED, 100), 1060, 1900)}
     else:
         p.error(f"--data {args.data}: no crops256/ folder with real samples there")
-    run_dir = make_run_dir(args.out, "smoke")
+    run_dir = out_dir(p, args, "smoke")
     record_run(run_dir, {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
 
     rows = {r.key: r for r in ROWS}

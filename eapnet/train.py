@@ -18,17 +18,19 @@ import shlex
 import sys
 from pathlib import Path
 
+from eapnet.cli import Parser, add_overwrite, command
 from eapnet.checkpoint import CheckpointError, read_checkpoint
-from eapnet.runs import make_run_dir, record_run
+from eapnet.runs import OutputExistsError, make_run_dir, record_run
 from eapnet.training import RESUME_MUTABLE, load_config, train, validate_config
 
 
 def build_parser(defaults: dict) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = Parser(description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", type=Path, default=None, help="YAML file of training keys (safe-loaded)")
     p.add_argument("--resume", type=Path, default=None, help="run folder (or last.pt) to continue")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/train-<model>-<time>)")
+    add_overwrite(p)
     for key, value in defaults.items():
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
@@ -51,7 +53,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict, set[st
     explicit_parser = build_parser(defaults)
     for action in explicit_parser._actions:
         action.default = argparse.SUPPRESS
-    explicit = set(vars(explicit_parser.parse_args(argv))) - {"config", "resume", "out", "help"}
+    explicit = set(vars(explicit_parser.parse_args(argv))) - {"config", "resume", "out", "overwrite", "debug", "verbose",
+                                                              "help"}
     cfg = {k: getattr(args, k) for k in defaults}
     try:
         validate_config(cfg)
@@ -60,6 +63,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict, set[st
     return args, cfg, explicit
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args, cfg, explicit = parse_args(argv)
     resume = None
@@ -87,8 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     if run_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         print("error: under torchrun pass --out so that every rank agrees on the run folder", file=sys.stderr)
         return 2
+    if args.resume is not None and args.out is not None:
+        print("error: --resume continues the run in its own folder; drop --out", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
-        run_dir = make_run_dir(run_dir, f"train-{cfg['model']}")
+        if resume is None:
+            try:
+                run_dir = make_run_dir(run_dir, f"train-{cfg['model']}", overwrite=args.overwrite,
+                                       resume_hint=f"--resume {run_dir} to continue it")
+            except OutputExistsError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
         # A resumed run keeps the original run.json and records its own beside it.
         name = f"run-resume-{resume['step']}.json" if resume is not None else "run.json"
         given = list(sys.argv[1:] if argv is None else argv)

@@ -8,11 +8,11 @@ MAccs in the NTIRE 2022 convention at 1900x1060 (see eapnet/macs.py). Print the 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from eapnet.cli import Parser, command
 from eapnet.model import LIGHTWEIGHT, STANDARD, EAPNetConfig, with_blocks
 
 
@@ -79,8 +79,9 @@ def table_markdown() -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Print recorded MAccs/params beside the paper's figures.")
+    p = Parser(description="Print recorded MAccs/params beside the paper's figures.")
     p.add_argument("--measure", action="store_true", help="re-measure every row instead of printing the record")
     args = p.parse_args(argv)
     if args.measure:

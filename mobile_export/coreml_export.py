@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eapnet.cli import Parser, command
 from eapnet.evalsets import CALIBRATION_SCENES, as_batches, calibration
 
 from mobile_export.common import (
@@ -283,8 +284,8 @@ def set_metadata(path: str | os.PathLike, **kv) -> dict[str, str]:
 def get_args_parser() -> argparse.ArgumentParser:
     from eapnet.cli import int_at_least, size_arg
 
-    p = argparse.ArgumentParser(prog="python -m mobile_export.coreml_export",
-                                description="Export EAPNet to a Core ML .mlpackage (ML Program, iOS 17+).")
+    p = Parser(prog="python -m mobile_export.coreml_export",
+               description="Export EAPNet to a Core ML .mlpackage (ML Program, iOS 17+).")
     p.add_argument("--model", "--source", dest="source", required=True,
                    help="'standard', 'lightweight', a .pt checkpoint or a .pt2 int8 program (compress/qat.py)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -293,10 +294,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"fixed input size in pixels (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
     p.add_argument("--calib-scenes", type=int_at_least(1), default=CALIBRATION_SCENES,
                    help="calib_data scenes for w8a8 post-training quantization of a float source")
-    p.add_argument("--out", default=None, help="output folder (default runs/coreml-<time>)")
+    p.add_argument("--out", default=None, help="output folder, may hold other artifacts (default runs/coreml-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace this artifact if --out already holds it")
     return p
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
@@ -313,8 +316,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         src = load_source(args.source)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         parser.error(f"--model {args.source}: {e}")
-    run_dir = make_run_dir(args.out, "coreml")
-    record_run(run_dir, {**vars(args), "precision": precision, "size": list(args.size)})
+    # an artifact folder collects several exports: only this artifact must not exist yet
+    run_dir = make_run_dir(args.out, "coreml", overwrite=True) if args.out is None else Path(args.out)
+    target = run_dir / artifact_name(src.variant, "coreml", precision, args.size, "mlpackage")
+    if target.exists() and not args.overwrite:
+        parser.error(f"--out {run_dir} already holds {target.name}; pass --overwrite to replace it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_run(run_dir, {**vars(args), "precision": precision, "size": list(args.size)},
+               name=f"{target.stem}.run.json")
     t = time.time()
     try:
         path = export_mlpackage(src, run_dir, precision=precision, size=args.size,

@@ -46,6 +46,9 @@ import operator
 import os
 import re
 import shlex
+import signal
+import struct
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -53,6 +56,7 @@ from pathlib import Path
 
 import torch
 
+from eapnet.cli import Parser, command
 from eapnet.evalsets import CALIBRATION_SCENES, as_batches, calibration
 
 from mobile_export.common import (
@@ -396,6 +400,49 @@ def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, i
     return path
 
 
+def check_pte(path: str | os.PathLike) -> None:
+    """Check a ``.pte``'s header before the runtime sees it: ExecuTorch's loader aborts the whole process
+    (SIGABRT) on some damaged files instead of raising. Layout: a flatbuffer whose file identifier
+    ``ET<nn>`` sits at bytes 4-8, then an optional extended header (``eh00``, its length, the program's
+    size and the offset of the constant segments), both within the file. ``FileNotFoundError`` or a
+    ``ValueError`` naming the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no .pte at {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(32)
+    ident = head[4:8]
+    if len(head) < 8 or ident[:2] != b"ET" or not ident[2:].isdigit():
+        raise ValueError(f"{path} is not an ExecuTorch program (no ET<nn> flatbuffer identifier at byte 4)")
+    if head[8:12] == b"eh00":
+        if len(head) < 32:
+            raise ValueError(f"{path}: the ExecuTorch program's extended header is cut off")
+        program_size, segment_base = struct.unpack_from("<QQ", head, 16)
+        if program_size > size or segment_base > size:
+            raise ValueError(f"{path} is truncated: its header gives a program of {program_size} bytes and "
+                             f"data from byte {segment_base}, but the file has {size} bytes")
+
+
+def probe_in_child(path: str | os.PathLike, timeout: float = 300) -> None:
+    """Load the program in a child process first, so that a file the runtime cannot take costs one
+    ``ValueError`` (with the child's last message) instead of the caller's whole process."""
+    code = ("import sys\n"
+            "from executorch.runtime import Runtime\n"
+            "Runtime.get().load_program(sys.argv[1]).load_method('forward')\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"{path}: loading the program took longer than {timeout:.0f} s") from None
+    if done.returncode != 0:
+        lines = [ln for ln in (done.stderr or "").strip().splitlines() if ln.strip()]
+        why = lines[-1].strip() if lines else f"exit code {done.returncode}"
+        if done.returncode < 0:
+            why = f"the runtime aborted ({signal.Signals(-done.returncode).name}): {why}"
+        raise ValueError(f"{path} is not a loadable ExecuTorch program ({why})")
+
+
 def load_pte(path: str | os.PathLike, *, threads: int | None = None):
     """Load a ``.pte``'s ``forward`` once in ExecuTorch's runtime; returns ``run(ldrs, evs) -> hdr``.
 
@@ -406,8 +453,7 @@ def load_pte(path: str | os.PathLike, *, threads: int | None = None):
     from executorch.runtime import Runtime
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no .pte at {path}")
+    check_pte(path)
     if threads is not None:
         from executorch.extension.pybindings.portable_lib import (
             _unsafe_reset_threadpool,
@@ -442,9 +488,9 @@ def run_pte(path: str | os.PathLike, ldrs: torch.Tensor, evs: torch.Tensor, *,
 def get_args_parser() -> argparse.ArgumentParser:
     from eapnet.cli import int_at_least, size_arg
 
-    p = argparse.ArgumentParser(prog="python -m mobile_export.executorch_export",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="python -m mobile_export.executorch_export",
+               description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", "--source", dest="source", required=True,
                    help="'standard', 'lightweight', a float checkpoint (.pt) or a compress/qat.py int8 program (.pt2)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -457,7 +503,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="XNNPACK threads for the runtime check (default: ExecuTorch's, one per core)")
     p.add_argument("--allow-partial", action="store_true",
                    help="write the .pte even if some ops stay outside the XNNPACK delegate")
-    p.add_argument("--out", default=None, help="output folder (default runs/executorch-<time>)")
+    p.add_argument("--out", default=None, help="output folder, may hold other artifacts (default runs/executorch-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace this artifact if --out already holds it")
     return p
 
 
@@ -472,23 +519,29 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--model must be one of {SHIPPED} or a .pt / .pt2 file, got {src!r}")
         if not Path(src).is_file():
             p.error(f"--model {src}: no such file")
-    if a.out is not None and Path(a.out).exists() and not Path(a.out).is_dir():
-        p.error(f"--out {a.out} exists and is not a folder")
     return a
 
 
+@command
 def main(argv=None) -> int:
     args = parse_args(argv)
     from eapnet.runs import atomic_write_json, make_run_dir, record_run
 
-    out = make_run_dir(args.out, "executorch")
-    resolved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-    argv = sys.argv[1:] if argv is None else list(argv)
-    record_run(out, resolved, command=shlex.join(["python", "-m", "mobile_export.executorch_export", *argv]))
     t0 = time.time()
     try:
         source = load_source(args.source)
         precision = args.precision or source.precision
+        # an artifact folder collects several exports: only this artifact must not exist yet
+        out = make_run_dir(args.out, "executorch", overwrite=True) if args.out is None else Path(args.out)
+        target = out / artifact_name(source.variant, BACKEND, precision, args.size, "pte")
+        if target.exists() and not args.overwrite:
+            print(f"error: --out {out} already holds {target.name}; pass --overwrite to replace it", file=sys.stderr)
+            return 2
+        out.mkdir(parents=True, exist_ok=True)
+        resolved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+        argv = sys.argv[1:] if argv is None else list(argv)
+        record_run(out, resolved, name=f"{target.stem}.run.json",
+                   command=shlex.join(["python", "-m", "mobile_export.executorch_export", *argv]))
         reference = source
         if source.precision == "fp32" and precision == "int8":
             reference = ptq_source(source, _default_calib(args.calib_scenes))   # the Q/DQ program to match

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from eapnet.cli import Parser, command
 from eapnet.inference import resolve_device
 
 __all__ = ["DATASETS", "PSNR_CAP", "THRESHOLDS", "Artifact", "Threshold", "check", "layer_errors", "localise",
@@ -138,13 +139,18 @@ def open_artifact(path: str | os.PathLike, *, threads: int | None = None) -> Art
     if not path.exists():
         raise FileNotFoundError(f"no artifact at {path}")
     if path.suffix == ".pte":
-        from mobile_export.executorch_export import load_pte
+        from mobile_export.executorch_export import check_pte, load_pte, probe_in_child
 
         sidecar = path.with_suffix(".json")
         if not sidecar.is_file():
             raise ValueError(f"{path}: its sidecar {sidecar.name} (written by mobile_export.executorch_export) is "
                              f"missing; it names the source model and precision")
-        meta = json.loads(sidecar.read_text())
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{sidecar}: not valid JSON ({e})") from None
+        check_pte(path)
+        probe_in_child(path)     # a damaged program aborts its process: let that be a child, not the harness
         run = load_pte(path, threads=threads)
         return Artifact(path, "pte", meta.get("precision", "?"), tuple(run.size),
                         "ExecuTorch runtime (XNNPACK delegate)", meta, run)
@@ -533,7 +539,7 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
     scenes, skipped = load_scenes(datasets, limit)
     if not scenes:
         raise ValueError(f"no scenes to compare on (datasets {list(datasets)}: {skipped})")
-    results, float_cache = [], {}
+    results, float_cache, verdicts = [], {}, []
     for spec in artifacts:
         t0 = time.time()
         entry = {"artifact": Path(spec).name, "path": str(spec)}
@@ -581,7 +587,9 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
         results.append(entry)
         log(f"{'PASS' if not fails else 'FAIL'} {art.path.name} ({art.executor}): "
             + ("; ".join(fails) if fails else _one_line(entry["summary"])))
-        if write_back:
+        verdicts.append((art, entry))
+    if write_back:   # only once every artifact has its verdict: an aborted run marks none of them
+        for art, entry in verdicts:
             _write_back(art, entry)
     return {"passed": all(r["passed"] for r in results), "artifacts": results, "skipped_datasets": skipped,
             "datasets": list(datasets), "scenes_per_dataset": limit, "gutter": gutter,
@@ -665,10 +673,10 @@ def report_markdown(rep: dict) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import int_at_least
+    from eapnet.cli import add_overwrite, int_at_least
 
-    p = argparse.ArgumentParser(prog="python -m mobile_export.parity",
-                                description="Check exported .pte / .mlpackage files against their float model.")
+    p = Parser(prog="python -m mobile_export.parity",
+               description="Check exported .pte / .mlpackage files against their float model.")
     p.add_argument("artifacts", nargs="+", help=".pte and/or .mlpackage paths")
     p.add_argument("--model", "--float", dest="float_spec", default=None,
                    help="float reference (shipped name or .pt); default: the export's recorded source")
@@ -677,14 +685,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gutter", type=int_at_least(0), default=16, help="replicated-edge pixels around packed scenes")
     p.add_argument("--device", default="auto", help="device of the float model: auto (cuda if present), cpu, cuda")
     p.add_argument("--threads", type=int_at_least(1), default=None, help="XNNPACK threads for .pte files")
-    p.add_argument("--out", "--report", dest="report", default=None, help="folder for parity.json, parity.md and run.json")
+    p.add_argument("--out", "--report", dest="out", default=None, help="folder for parity.json, parity.md and run.json")
+    add_overwrite(p)
     p.add_argument("--no-write-back", action="store_true", help="do not record the result in the artifacts")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    from eapnet.cli import out_dir
+
+    p = get_args_parser()
+    args = p.parse_args(argv)
+    out = out_dir(p, args, "parity") if args.out else None   # before the comparison: a bad --out fails now
     try:
         resolve_device(args.device)
     except ValueError as e:
@@ -698,11 +712,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     md = report_markdown(rep)
-    if args.report:
+    if out is not None:
         from eapnet.runs import atomic_write_json, atomic_write_text, record_run
 
-        out = Path(args.report)
-        out.mkdir(parents=True, exist_ok=True)
         record_run(out, vars(args))
         atomic_write_json(out / "parity.json", rep)
         atomic_write_text(out / "parity.md", md)

@@ -116,13 +116,33 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
 
     run_dir = Path(run_dir)
     t0 = time.time()
-    result = compress(cfg, run_dir, log=log, progress=progress)
-    report = {"command": command, **result.report, "export": None}
-    if export:
-        report["export"], wall = export_and_check(run_dir, size=export_size or cfg.size,
-                                                  parity_scenes=parity_scenes, progress=progress, log=log)
-        report["wall_s"].update(wall)
+    before = set(run_dir.iterdir()) if run_dir.is_dir() else set()
+    try:
+        result = compress(cfg, run_dir, log=log, progress=progress)
+        report = {"command": command, **result.report, "export": None}
+        if export:
+            report["export"], wall = export_and_check(run_dir, size=export_size or cfg.size,
+                                                      parity_scenes=parity_scenes, progress=progress, log=log)
+            report["wall_s"].update(wall)
+    except BaseException as e:
+        _set_aside(run_dir, before, e)
+        raise
     report["wall_s"]["total"] = time.time() - t0
     atomic_write_json(run_dir / "report.json", report)
     atomic_write_text(run_dir / "report.md", report_markdown(report))
     return report
+
+
+def _set_aside(run_dir: Path, before: set[Path], error: BaseException) -> None:
+    """After a failure, move what the run wrote (``compressed.pt``, ``int8.pt2``, ``export/``, ...) into
+    ``run_dir/incomplete/`` beside ``ERROR.txt``, so no file under its final name looks like a finished
+    result without its report."""
+    made = [p for p in run_dir.iterdir() if p not in before and p.name != "incomplete"] if run_dir.is_dir() else []
+    if not made:
+        return
+    aside = run_dir / "incomplete"
+    aside.mkdir(exist_ok=True)
+    for p in made:
+        p.rename(aside / p.name)
+    (aside / "ERROR.txt").write_text(f"{type(error).__name__}: {error}\nThis run did not finish; the files here "
+                                     "are what it had written (no report.json).\n")

@@ -15,12 +15,12 @@ photos large, so the figure is stored with 6 bits per channel (``--bits``) to st
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
 
+from eapnet.cli import Parser
 from eapnet.data.synthetic import GAMMA, TRAIN_SEED, generate_scene_with_info, scene_seed
 from eapnet.runs import atomic_path
 
@@ -61,7 +61,7 @@ def pick_scenes(height: int, width: int, n_photo: int = 3, n_proc: int = 1, n_lo
 
 def main(argv: list[str] | None = None) -> int:
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = Parser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(root, "docs", "synthetic_examples.png"))
     ap.add_argument("--size", default="160x240", help="HxW of each generated scene")
     ap.add_argument("--bits", type=int, default=6, choices=range(4, 9), help="stored bits per channel")

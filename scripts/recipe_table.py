@@ -8,11 +8,12 @@ last 10 logged steps, and the largest dead-ReLU share of any module group at the
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
 from pathlib import Path
+
+from eapnet.cli import Parser
 
 IGNORED = {"out", "resume", "val_every", "ckpt_every", "log_every", "health_every", "threads", "num_workers",
            "device"}
@@ -59,7 +60,7 @@ def table(runs: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="training run folders")
     p.add_argument("--out", type=Path, default=None, help="also write the table to this Markdown file")
     args = p.parse_args(argv)

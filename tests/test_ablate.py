@@ -98,4 +98,4 @@ def test_cli_writes_its_table_and_refuses_a_used_folder(tmp_path, capsys):
     assert "all PDUBs -> identity" in md and "alignment bypassed" in md
     with pytest.raises(SystemExit):
         main(["--model", "lightweight", "--out", str(out)])
-    assert "not empty" in capsys.readouterr().err
+    assert "already holds files" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""calib_data: the shipped calibration set loads and verifies, rebuilds byte-identically, builds from an
+"""calib_data: the shipped calibration set loads and verifies, rebuilds to the same values, builds from an
 NTIRE folder, rejects bad arguments, and never shares a seed with training or held-out data."""
 
 from __future__ import annotations
@@ -56,11 +56,23 @@ def test_shipped_set_verifies_and_is_small():
                             f"--size 128 --seed {CALIB_SEED} --force")
 
 
-def test_rebuild_is_byte_identical(rebuilt3):
+def test_rebuild_matches_the_shipped_set(rebuilt3):
+    # The promise: the same scenes and files on every machine, pixels equal within a stated tolerance. Bytes
+    # are identical only on one machine (tests/test_synthetic.py checks that): floating point differs across
+    # CPUs (SIMD paths, libm), and a 16-bit GT PNG records a rounding step of that difference.
     shipped, new = manifest(DEFAULT), manifest(rebuilt3)
     assert new["scenes"] == shipped["scenes"][:3]
-    assert new["files"] == {k: v for k, v in shipped["files"].items() if k[:4] in {"0000", "0001", "0002"}}
+    assert set(new["files"]) == {k for k in shipped["files"] if k[:4] in {"0000", "0001", "0002"}}
     assert verify(rebuilt3) == 18
+    for sid in ("0000", "0001", "0002"):
+        (l0, e0, g0), (l1, e1, g1) = read_ntire(DEFAULT, sid), read_ntire(rebuilt3, sid)
+        assert np.array_equal(e0, e1)
+        # LDRs: 8-bit codes, at most one code apart on at most 0.1 % of the values
+        d = np.abs(l0.astype(np.float64) - l1)
+        assert d.max() <= 1.5 / 255 and (d > 0.5 / 255).mean() <= 1e-3, (sid, d.max())
+        # GT (linear HDR): within 1e-3 of the scene's peak everywhere, 1e-5 on average
+        dg = np.abs(g0.astype(np.float64) - g1) / g0.max()
+        assert dg.max() <= 1e-3 and dg.mean() <= 1e-5, (sid, dg.max(), dg.mean())
     assert not list(rebuilt3.parent.glob(".*"))  # no temporary folder left behind
 
 

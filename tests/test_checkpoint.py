@@ -6,7 +6,7 @@ import torch
 
 import eapnet
 from eapnet import build_model
-from eapnet.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from eapnet.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 
 
 def _same_weights(a, b):
@@ -73,6 +73,21 @@ def test_missing_corrupt_and_foreign_files_are_named(tmp_path, tiny_config):
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(CheckpointError, match="foreign file"):
         read_checkpoint(foreign)
+    text = tmp_path / "notes.pt"
+    text.write_text("e" * 200)      # a text file once gave a raw 'KeyError: 101'
+    with pytest.raises(CheckpointError, match="notes.pt is not a readable checkpoint"):
+        read_checkpoint(text)
+    with pytest.raises(CheckpointError, match="is a folder, not a checkpoint file"):
+        read_checkpoint(tmp_path)
+
+
+def test_nan_weights_are_refused_at_load(tmp_path, tiny_config):
+    model = build_model(tiny_config)
+    with torch.no_grad():
+        model.tail.pw.weight[0, 0] = float("nan")
+    path = save_checkpoint(tmp_path / "diverged.pt", model)
+    with pytest.raises(CheckpointError, match="NaN/inf values in 1 tensor.*'tail.pw.weight'"):
+        load_model(path)
 
 
 def test_pickled_code_is_refused(tmp_path):
@@ -82,8 +97,9 @@ def test_pickled_code_is_refused(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": "eapnet-checkpoint", "version": 1, "x": Evil()}, path)
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="weights_only") as e:
         read_checkpoint(path)
+    assert "weights_only=False" not in str(e.value)   # never advise running a file's code
 
 
 def test_weights_that_do_not_fit_the_spec(tmp_path, tiny_config):

@@ -21,6 +21,7 @@ from compress.search import (
     uniform_config,
 )
 from eapnet import EAPNetConfig, count_maccs
+from eapnet.macs import format_maccs
 from eapnet.checkpoint import load_model, save_checkpoint
 from eapnet.model import EAPNet
 
@@ -213,7 +214,7 @@ def test_an_unreachable_budget_names_the_minimum(sens):
     floor = config_maccs(minimum_config(SMALL), *RES)
     with pytest.raises(BudgetError, match="below the smallest network") as e:
         greedy_search(s, floor - 1, height=RES[0], width=RES[1])
-    assert f"{floor / 1e9:.2f} G" in str(e.value)
+    assert format_maccs(floor) in str(e.value)
     assert greedy_search(s, floor, height=RES[0], width=RES[1]).maccs <= floor
 
 
@@ -269,16 +270,18 @@ def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
     assert run["args"]["target_maccs"] == target and "torch" in run["versions"]
     assert "PSNR-μ" in (out / "report.md").read_text()
     # The same seeds give the same figures: pinned on an AMD EPYC (teacher and float rows identical to the
-    # code before the compression pipeline became a library); another CPU's float rounding moves them by far
-    # less than 0.01 dB. Two QAT steps keep the int8 program of this random-weight model within parity.
+    # code before the compression pipeline became a library); another CPU's float rounding moves the float
+    # rows by far less than 0.01 dB, and can flip a few int8 roundings: 0.05 dB for the int8 row. Two QAT
+    # steps keep the int8 program of this random-weight model within parity.
     pinned = {"teacher (float)": (82348032, 9.4051, 11.9007), "compressed (float)": (45060096, 10.2458, 14.0304),
               "compressed (int8, xnnpack)": (45060096, 10.3223, 14.0840)}
     for name, (maccs, heldout, real) in pinned.items():
         m = rep["models"][name]
         assert m["maccs"] == maccs
-        assert m["scores"]["heldout_synthetic"]["psnr_mu"] == pytest.approx(heldout, abs=0.01)
+        tol = 0.05 if "int8" in name else 0.01
+        assert m["scores"]["heldout_synthetic"]["psnr_mu"] == pytest.approx(heldout, abs=tol)
         if "real_crops" in m["scores"]:
-            assert m["scores"]["real_crops"]["psnr_mu"] == pytest.approx(real, abs=0.01)
+            assert m["scores"]["real_crops"]["psnr_mu"] == pytest.approx(real, abs=tol)
     assert rep["config"]["pdub_widths"] == [[24, 16, 24], [24, 8, 8], [24, 8, 16]]
     int8, meta = load_quantized(out / "int8.pt2")
     assert meta["maccs"] == rep["models"]["compressed (float)"]["maccs"]
@@ -294,7 +297,7 @@ def test_qat_cli_unreachable_budget_exits_with_the_minimum(tmp_path, capsys):
                "--calib-scenes", "1", "--out", str(tmp_path / "run"), "--quiet"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "below the smallest network" in err and "G at 96x64" in err
+    assert "below the smallest network" in err and "target 1.00 M MAccs" in err and "at 96x64: one PDUB" in err
 
 
 def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):

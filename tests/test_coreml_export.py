@@ -59,8 +59,9 @@ def _no_temp_dirs(folder):
 def test_cli_writes_named_package_and_run_record(cli_run):
     out, path = cli_run
     assert path.is_dir() and (path / "Manifest.json").is_file()
-    assert sorted(p.name for p in out.iterdir()) == ["run.json", path.name]   # no temporary folders left
-    run = json.loads((out / "run.json").read_text())
+    record = path.with_suffix(".run.json")        # one record per artifact: a folder collects several
+    assert sorted(p.name for p in out.iterdir()) == [path.name, record.name]   # no temporary folders left
+    run = json.loads(record.read_text())
     assert run["args"]["precision"] == "fp16" and run["args"]["size"] == [32, 48]
 
 

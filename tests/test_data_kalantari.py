@@ -179,7 +179,7 @@ def test_missing_exposure_txt(tmp_path):
         ("-2\nnan\n2\n", "NaN"),
         ("-2\n0\ninf\n", "non-finite"),
         ("", "malformed"),
-        ("2\n0\n-2\n", "ordered"),
+        ("2\n0\n-2\n", "strictly increasing"),
     ],
 )
 def test_malformed_exposure_txt(tmp_path, text, word):

@@ -247,7 +247,7 @@ def test_write_rejects_bad_gt_and_ratio(tmp_path):
         write_ntire(tmp_path, "s", ldrs, [-2, 0, 2], gt * 0)
     with expect_error(DataError, "size", sid_file="s_gt.png"):
         write_ntire(tmp_path, "s", ldrs, [-2, 0, 2], np.ones((4, 6, 3), np.float32))
-    with expect_error(DataError, "ordered"):
+    with expect_error(DataError, "strictly increasing"):
         write_ntire(tmp_path, "s", ldrs, [2, 0, -2])
 
 
@@ -360,7 +360,10 @@ def test_gt_size_differs(tmp_path):
         (np.array([-3.0, np.nan, 1.0]), "NaN"),
         (np.array([-3.0, -1.0, np.inf]), "non-finite"),
         (np.array(["a", "b", "c"]), "dtype"),
-        (np.array([1, -1, -3]), "ordered"),
+        (np.array([1, -1, -3]), "strictly increasing"),
+        (np.array([0, 0, 0]), "three different exposures"),
+        (np.array([-300.0, 0.0, 300.0]), "300 stops"),
+        (np.array([-2.0, 0.0, 10.5]), "at most 10"),
     ],
 )
 def test_bad_exposures(tmp_path, exposures, word):
@@ -382,6 +385,31 @@ def test_bad_align_ratio(tmp_path, ratio):
     make_sample(tmp_path)
     np.save(tmp_path / "0007_alignratio.npy", np.float64(ratio))
     with expect_error(DataError, "align ratio", "zero/negative/non-finite", sid_file="0007_alignratio.npy"):
+        read_ntire(tmp_path, "0007")
+
+
+@pytest.mark.parametrize("ratio", [1e-300, 1e-3, 1e11])
+def test_implausible_align_ratio(tmp_path, ratio):
+    # 1e-300 once passed every reader and made the ground truth inf (and NaN scores much later)
+    make_sample(tmp_path)
+    np.save(tmp_path / "0007_alignratio.npy", np.float64(ratio))
+    with expect_error(DataError, "align ratio", "outside", "peak", sid_file="0007_alignratio.npy"):
+        read_ntire(tmp_path, "0007")
+
+
+def test_jpeg_named_png_is_refused(tmp_path):
+    make_sample(tmp_path)
+    ok, buf = cv2.imencode(".jpg", np.full((16, 20, 3), 128, np.uint8))
+    (tmp_path / "0007_medium.png").write_bytes(buf.tobytes())
+    with expect_error(DataError, "not a PNG file", sid_file="0007_medium.png"):
+        read_ntire(tmp_path, "0007")
+
+
+def test_identical_frames_are_not_a_bracket(tmp_path):
+    make_sample(tmp_path)
+    for name in ("short", "long"):
+        (tmp_path / f"0007_{name}.png").write_bytes((tmp_path / "0007_medium.png").read_bytes())
+    with expect_error(DataError, "identical", "not an exposure bracket", sid_file="0007_short.png"):
         read_ntire(tmp_path, "0007")
 
 

@@ -97,7 +97,7 @@ def test_fp32_pte_fully_delegated_and_matches_eager(fp32_run, model):
     assert d["non_delegated_nodes"] == 0 and d["non_delegated"] == []
     assert d["delegated_subgraphs"] >= 1 and d["delegated_nodes"] > 100
     assert info["max_abs_diff"]["vs_source"] < 1e-4          # the CLI's own check on its input
-    assert (fp32_run / "run.json").is_file() and not _no_temp_files(fp32_run)
+    assert pte.with_suffix(".run.json").is_file() and not _no_temp_files(fp32_run)   # one record per artifact
     ldrs, evs = _inputs()
     got = ee.run_pte(pte, ldrs, evs)
     with torch.no_grad():

@@ -57,6 +57,30 @@ def test_bad_tiles_and_inputs(scene, tiny_config):
         to_batch(ldrs, evs[:2])
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda l, e: ((l * 255).astype(np.uint8), e), r"got dtype uint8 \(8-bit codes: divide by 255\)"),
+    (lambda l, e: (l * 255, e), r"must be in \[0, 1\].*8-bit codes\? divide by 255"),
+    (lambda l, e: (np.where(np.arange(l.size).reshape(l.shape) == 5, np.nan, l), e), "ldrs contain NaN/inf"),
+    (lambda l, e: (l, np.array([-2.0, np.nan, 2.0])), "evs contain NaN/inf"),
+    (lambda l, e: (l, np.array([0.0, 0.0, 0.0])), "strictly increasing"),
+    (lambda l, e: (l, np.array([-300.0, 0.0, 300.0])), "more than 10 stops"),
+])
+def test_the_inference_path_refuses_what_the_model_cannot_use(scene, tiny_config, change, message):
+    # each of these once gave an all-NaN image or an output 5000x too bright, without a word
+    ldrs, evs, _ = scene
+    m = build_model(tiny_config).eval()
+    bad_l, bad_e = change(ldrs, evs)
+    with pytest.raises(ValueError, match=message):
+        predict(m, bad_l, bad_e)
+
+
+def test_float64_and_lists_are_accepted_by_the_inference_path(scene, tiny_config):
+    ldrs, evs, _ = scene
+    m = build_model(tiny_config).eval()
+    ref = predict(m, ldrs, evs)
+    np.testing.assert_array_equal(predict(m, ldrs.astype(np.float64), list(map(float, evs))), ref)
+
+
 def test_resolve_device_reads_every_device_flag_one_way():
     from eapnet.inference import resolve_device
 

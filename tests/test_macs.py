@@ -101,6 +101,7 @@ def test_parse_maccs_rejects_clearly(text):
 
 def test_format_maccs():
     assert format_maccs(198_380_000_000) == "198.38 G"
+    assert format_maccs(57_643_600) == "57.64 M" and format_maccs(1000) == "1.00 K" and format_maccs(12) == "12"
 
 
 def test_breakdown_cli(capsys):

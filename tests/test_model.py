@@ -123,6 +123,16 @@ def test_bad_inputs_are_named():
         m(torch.rand(1, 9, 8, 8), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="evs must be"):
         m(torch.rand(1, 3, 3, 8, 8), torch.zeros(1, 2))
+    x, e = torch.rand(1, 3, 3, 16, 16), torch.tensor([[-2.0, 0.0, 2.0]])
+    # wrong types fail at the door with what to do, not deep inside a conv
+    with pytest.raises(TypeError, match=r"torch.uint8; 8-bit frames: ldrs.float\(\) / 255"):
+        m((x * 255).to(torch.uint8), e)
+    with pytest.raises(TypeError, match="float32.*got torch.float64"):
+        m(x.double(), e)
+    with pytest.raises(TypeError, match="must be a torch.Tensor, got ndarray"):
+        m(x.numpy(), e)
+    with pytest.raises(TypeError, match="evs must be float32"):
+        m(x, torch.tensor([[-2, 0, 2]]))
 
 
 def test_config_round_trip_and_validation():

@@ -231,10 +231,75 @@ def test_unreadable_or_unresolvable_artifacts_fail_clearly(exported, tmp_path, c
                             limit=1, progress=False, write_back=False, log=lambda *a: None)
     fails = [r["failures"][0] for r in rep["artifacts"]]
     assert not rep["passed"]
-    assert "not a loadable ExecuTorch program" in fails[0]
+    assert "not an ExecuTorch program (no ET<nn> flatbuffer identifier" in fails[0]
     assert "pass --model" in fails[1]
     assert "no artifact at" in fails[2]
     assert "want .pte or .mlpackage" in fails[3]
+
+
+def test_damaged_programs_fail_one_row_each_and_the_run_completes(exported, tmp_path, capsys):
+    # Random bytes once aborted the whole process inside ExecuTorch's loader (SIGABRT): now the header is
+    # checked first and the program is loaded in a child process before this one touches it.
+    good = tmp_path / exported["pte"].name
+    shutil.copy(exported["pte"], good)
+    shutil.copy(exported["pte"].with_suffix(".json"), good.with_suffix(".json"))
+    shutil.copy(exported["ckpt"], tmp_path / "tiny.pt")
+    meta = json.loads(exported["pte"].with_suffix(".json").read_text())
+    data = exported["pte"].read_bytes()
+    rng = np.random.default_rng(0)
+    damaged = {"random.pte": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+               "body.pte": data[:32] + rng.integers(0, 256, len(data) - 32, dtype=np.uint8).tobytes()}
+    for name, blob in damaged.items():
+        (tmp_path / name).write_bytes(blob)
+        (tmp_path / name).with_suffix(".json").write_text(json.dumps(meta))
+    (tmp_path / "badside.pte").write_bytes(data)
+    (tmp_path / "badside.json").write_text("{not json")
+    out = tmp_path / "report"
+    rc = parity.main([str(tmp_path / "random.pte"), str(good), str(tmp_path / "body.pte"),
+                      str(tmp_path / "badside.pte"), "--data", "calib", "--scenes", "1", "--out", str(out), "--quiet"])
+    assert rc == 1
+    rep = json.loads((out / "parity.json").read_text())
+    assert [r["passed"] for r in rep["artifacts"]] == [False, True, False, False]
+    fails = [r["failures"][0] for r in rep["artifacts"] if not r["passed"]]
+    assert "random.pte is not an ExecuTorch program" in fails[0]
+    assert "body.pte is not a loadable ExecuTorch program (RuntimeError" in fails[1]
+    assert "badside.json: not valid JSON" in fails[2]
+    assert json.loads(good.with_suffix(".json").read_text())["parity"]["passed"] is True
+    assert "parity" not in json.loads((tmp_path / "body.json").read_text())
+
+
+def test_an_aborted_run_marks_no_artifact(exported, tmp_path, monkeypatch):
+    # the verdicts are written back only when every artifact has one
+    good = tmp_path / exported["pte"].name
+    shutil.copy(exported["pte"], good)
+    shutil.copy(exported["pte"].with_suffix(".json"), good.with_suffix(".json"))
+    shutil.copy(exported["ckpt"], tmp_path / "tiny.pt")
+    second = tmp_path / "second.pte"
+    shutil.copy(good, second)
+    shutil.copy(good.with_suffix(".json"), second.with_suffix(".json"))
+    real_open, calls = parity.open_artifact, []
+
+    def open_or_stop(path, **kw):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_open(path, **kw)
+
+    monkeypatch.setattr(parity, "open_artifact", open_or_stop)
+    with pytest.raises(KeyboardInterrupt):
+        parity.run_parity([good, second], datasets=["calib"], limit=1, progress=False, log=lambda *a: None)
+    assert "parity" not in json.loads(good.with_suffix(".json").read_text())
+
+
+def test_a_truncated_mlpackage_weight_file_is_named(exported, tmp_path):
+    from mobile_export.mil_interp import load_program
+
+    pkg = tmp_path / exported["mlpackage"].name
+    shutil.copytree(exported["mlpackage"], pkg)
+    (weights,) = list(pkg.rglob("weight.bin"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    with pytest.raises(ValueError, match="weight.bin: cannot read .* damaged or truncated"):
+        load_program(pkg)
 
 
 def test_cli_rejects_an_unknown_device(capsys):

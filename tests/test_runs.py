@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text, make_run_dir, record_run
+from eapnet.runs import OutputExistsError, atomic_path, atomic_write_json, atomic_write_text, make_run_dir, record_run
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
@@ -55,3 +55,93 @@ def test_make_run_dir_default_name_and_file_clash(tmp_path):
     f.write_text("")
     with pytest.raises(ValueError, match="not a folder"):
         make_run_dir(f, "x")
+
+
+def _finished_run(folder):
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text('{"args": {}}')
+    (folder / "model.pt").write_bytes(b"weights of a finished run")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "x.txt").write_text("x")
+    return folder
+
+
+def test_make_run_dir_refuses_a_folder_with_files_unless_overwrite(tmp_path):
+    run = _finished_run(tmp_path / "run")
+    with pytest.raises(OutputExistsError, match=r"--out .*run already holds files.*--overwrite"):
+        make_run_dir(run, "x")
+    with pytest.raises(OutputExistsError, match="--resume R to continue it"):
+        make_run_dir(run, "x", resume_hint="--resume R to continue it")
+    assert (run / "model.pt").read_bytes() == b"weights of a finished run"   # nothing touched
+    assert make_run_dir(run, "x", overwrite=True) == run
+    assert list(run.iterdir()) == []                                          # no file of the old run survives
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert make_run_dir(empty, "x") == empty                                  # an empty folder is fine
+
+
+def test_overwrite_never_empties_a_folder_this_tool_did_not_write(tmp_path):
+    home = tmp_path / "photos"
+    home.mkdir()
+    (home / "holiday.jpg").write_bytes(b"jpeg")
+    with pytest.raises(OutputExistsError, match="no run.json.*refusing to empty it, even with --overwrite"):
+        make_run_dir(home, "x", overwrite=True)
+    assert (home / "holiday.jpg").read_bytes() == b"jpeg"
+
+
+# Every command with an output folder refuses a finished run's folder before any slow step: exit 2, one
+# line naming --out and --overwrite, no traceback, the old files untouched.
+CLIS = {
+    "eapnet.train": ["--model", "standard", "--steps", "1"],
+    "compress.qat": ["--target-maccs", "100G"],
+    "compress.sweep": ["--budgets", "100G"],
+    "eapnet.evaluate": ["--models", "standard"],
+    "eapnet.ablate": [],
+    "eapnet.smoke": [],
+    "mobile_export.parity": ["missing.pte"],
+    "bench.bench_mobile": [],
+}
+
+
+@pytest.mark.parametrize("module", list(CLIS))
+def test_every_cli_refuses_to_overwrite_a_finished_run(module, tmp_path, capsys):
+    import importlib
+    import time
+
+    run = _finished_run(tmp_path / "run")
+    main = importlib.import_module(module).main
+    t = time.perf_counter()
+    try:
+        rc = main([*CLIS[module], "--out", str(run)])
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"--out {run} already holds files" in err and "--overwrite" in err, err
+    if module == "eapnet.train":
+        assert f"--resume {run} to continue it" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err   # one line: the error
+    assert (run / "model.pt").read_bytes() == b"weights of a finished run"
+    assert sorted(p.name for p in run.iterdir()) == ["model.pt", "run.json", "sub"]
+    assert time.perf_counter() - t < 60   # refused before any slow step (generous: loaded machines)
+
+
+@pytest.mark.parametrize("module, name", [
+    ("mobile_export.executorch_export", "standard_xnnpack_fp32_32x32.pte"),
+    ("mobile_export.coreml_export", "standard_coreml_fp16_32x32.mlpackage"),
+])
+def test_exporters_share_a_folder_but_never_replace_an_artifact(module, name, tmp_path, capsys):
+    # an artifact folder collects several exports; only the same artifact again is refused
+    import importlib
+
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "other_artifact.pte").write_bytes(b"kept")
+    (out / name).mkdir() if name.endswith(".mlpackage") else (out / name).write_bytes(b"an earlier export")
+    try:
+        rc = importlib.import_module(module).main(["--model", "standard", "--size", "32x32", "--out", str(out)])
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and f"already holds {name}; pass --overwrite" in err and "Traceback" not in err, err
+    assert (out / "other_artifact.pte").read_bytes() == b"kept"

@@ -92,6 +92,19 @@ def test_bad_config_is_rejected_clearly(argv, msg, capsys):
     assert msg in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text, msg", [
+    ("lr: !!python/object/apply:os.system ['echo hacked']\n", "not a plain YAML mapping at line 1"),
+    ("lr: [0.1\n", "not a plain YAML mapping"),
+])
+def test_a_bad_yaml_config_is_one_line(tmp_path, capsys, text, msg):
+    y = tmp_path / "c.yaml"
+    y.write_text(text)
+    assert main(["--config", str(y), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --config {y}: {msg}" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_unknown_yaml_key(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("learning_rate: 1\n")

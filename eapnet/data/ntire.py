@@ -81,6 +81,9 @@ def _read_image(path: Path, expect_dtype: np.dtype | None, what: str) -> np.ndar
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise DataError(f"{path}: unreadable or corrupt image ({what})", path)
+    if path.suffix.lower() == ".png" and data[:8].tobytes() != _PNG_SIGNATURE:
+        # OpenCV decodes by content: a JPEG named .png would pass here and fail elsewhere (PNG headers)
+        raise DataError(f"{path}: {what} is not a PNG file (named .png, but its bytes are another format)", path)
     if expect_dtype is not None and img.dtype != np.dtype(expect_dtype):
         raise DataError(
             f"{path}: {what} is {_depth_name(img.dtype)}, expected {_depth_name(expect_dtype)}",
@@ -106,8 +109,19 @@ def _check_sizes(images: dict[Path, np.ndarray]) -> tuple[int, int]:
     return ref.shape[0], ref.shape[1]
 
 
+EV_SPAN = 10.0
+"""Largest offset in stops of the short or long frame from the medium one that a reader accepts. Phone and
+challenge brackets span 2-3 stops per side; 10 already means a 1000x exposure ratio. Beyond it, values
+come from a broken file (e.g. +-300 EV, whose 2**EV scaling overflows float32 to inf)."""
+ALIGN_RATIO_RANGE = (1e-2, 1e10)
+"""Accepted align ratios (``gt = png / ratio``): a GT peak between 65535 / 1e10 and 6.6e6 in the
+gamma-encoded domain. The real challenge crops have 6806 (peak 9.6)."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _check_exposures(exposures: np.ndarray, source: str) -> np.ndarray:
-    """3 finite real values ordered short <= medium <= long (in stops)."""
+    """3 finite real values (stops), strictly increasing short < medium < long, offsets from the medium
+    frame within ``EV_SPAN``."""
     exposures = np.asarray(exposures)
     if exposures.dtype.kind not in "iuf":
         raise DataError(
@@ -120,10 +134,17 @@ def _check_exposures(exposures: np.ndarray, source: str) -> np.ndarray:
         )
     if not np.all(np.isfinite(exposures)):
         raise DataError(f"{source}: exposures contain NaN/Inf (non-finite): {exposures.tolist()}", source)
-    if not (exposures[0] <= exposures[1] <= exposures[2]):
-        # Frame names say short/medium/long: unordered EVs mean mislabelled frames.
+    if not (exposures[0] < exposures[1] < exposures[2]):
+        # Frame names say short/medium/long: unordered EVs mean mislabelled frames, equal ones no bracket.
         raise DataError(
-            f"{source}: exposures {exposures.tolist()} are not ordered short <= medium <= long", source
+            f"{source}: exposures {exposures.tolist()} are not strictly increasing short < medium < long "
+            "(an exposure bracket needs three different exposures)", source
+        )
+    span = np.abs(exposures.astype(np.float64) - float(exposures[1])).max()
+    if span > EV_SPAN:
+        raise DataError(
+            f"{source}: exposures {exposures.tolist()} put a frame {span:g} stops from the medium one; "
+            f"at most {EV_SPAN:g} is physically plausible", source
         )
     return exposures
 
@@ -388,6 +409,10 @@ def load_ntire_sample(folder: str | os.PathLike, sample_id: str) -> NtireSample:
     paths = ntire_paths(folder, sample_id)
     frames = {paths[n]: _read_image(paths[n], np.uint8, f"{n} LDR frame") for n in FRAME_NAMES}
     _check_sizes(frames)
+    first, *rest = frames.values()
+    if all(np.array_equal(first, f) for f in rest):
+        raise DataError(f"{paths['short']}: the short, medium and long frames are identical: not an exposure "
+                        "bracket (the same file three times?)", paths["short"])
     exposures = _load_npy(paths["exposures"], "exposures")
     _check_exposures(exposures, str(paths["exposures"]))
 
@@ -410,6 +435,12 @@ def load_ntire_sample(folder: str | os.PathLike, sample_id: str) -> NtireSample:
         if not np.isfinite(value) or value <= 0:
             raise DataError(
                 f"{paths['alignratio']}: align ratio {value!r} is zero/negative/non-finite", paths["alignratio"]
+            )
+        lo, hi = ALIGN_RATIO_RANGE
+        if not lo <= value <= hi:
+            raise DataError(
+                f"{paths['alignratio']}: align ratio {value:g} is outside [{lo:g}, {hi:g}] (it would put the "
+                f"ground truth's peak at {65535 / value:.3g})", paths["alignratio"]
             )
     return NtireSample(str(sample_id), tuple(frames.values()), exposures, gt_png, ratio)
 
@@ -506,11 +537,8 @@ def write_ntire_hdr(folder: str | os.PathLike, name: str, hdr: np.ndarray) -> Pa
 _ID_RE = re.compile(r"^(?P<id>[^.].*)_(?P<kind>short|medium|long|exposures)\.(?P<ext>png|npy)$")
 
 
-def list_ntire_ids(folder: str | os.PathLike) -> list[str]:
-    """Sorted ids in ``folder`` with a complete LDR triplet and an exposures file.
-
-    Only file names are checked (no decoding); hidden files (e.g. temporaries) are ignored.
-    """
+def _scan_ids(folder: str | os.PathLike) -> dict[str, set[str]]:
+    """``{id: kinds present}`` for every NTIRE-named file in ``folder`` (names only; hidden files ignored)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingFileError(f"{folder}: missing NTIRE folder (not a directory)", folder)
@@ -522,8 +550,25 @@ def list_ntire_ids(folder: str | os.PathLike) -> list[str]:
         if (m["kind"] == "exposures") != (m["ext"] == "npy"):
             continue
         found.setdefault(m["id"], set()).add(m["kind"])
+    return found
+
+
+def list_ntire_ids(folder: str | os.PathLike) -> list[str]:
+    """Sorted ids in ``folder`` with a complete LDR triplet and an exposures file.
+
+    Only file names are checked (no decoding); hidden files (e.g. temporaries) are ignored. Samples with
+    some but not all of these files are left out here: :func:`incomplete_ntire_ids` names them.
+    """
     need = {*FRAME_NAMES, "exposures"}
-    return sorted(i for i, kinds in found.items() if kinds >= need)
+    return sorted(i for i, kinds in _scan_ids(folder).items() if kinds >= need)
+
+
+def incomplete_ntire_ids(folder: str | os.PathLike) -> dict[str, list[str]]:
+    """``{id: [missing file names]}`` for samples in ``folder`` with some but not all of the three frames and
+    the exposures file (a copy interrupted half-way, a deleted frame)."""
+    need = (*FRAME_NAMES, "exposures")
+    return {i: [f"{i}_{k}.{'npy' if k == 'exposures' else 'png'}" for k in need if k not in kinds]
+            for i, kinds in sorted(_scan_ids(folder).items()) if not kinds >= set(need)}
 
 
 def _png_header(path: Path) -> tuple[int, int, int, int]:

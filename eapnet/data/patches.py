@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from .errors import DataError, MissingFileError
 from .kalantari import kalantari_tif_paths, list_kalantari_scenes, read_kalantari
-from .ntire import _read_image, list_ntire_ids, ntire_frame_size, read_ntire
+from .ntire import _read_image, incomplete_ntire_ids, list_ntire_ids, ntire_frame_size, read_ntire
 
 __all__ = [
     "patch_grid",
@@ -331,6 +331,12 @@ def scene_sources_from_folder(path: str | os.PathLike) -> list[Callable[[], Scen
     if not path.is_dir():
         raise MissingFileError(f"{path}: missing dataset folder (not a directory)", path)
     ntire_ids = list_ntire_ids(path)
+    broken = incomplete_ntire_ids(path)
+    if broken:
+        sid, missing = next(iter(broken.items()))
+        more = f" (and {len(broken) - 1} more incomplete sample(s))" if len(broken) > 1 else ""
+        raise MissingFileError(f"{path / sid}: incomplete NTIRE sample, missing {', '.join(missing)}{more}; "
+                               "complete it or remove its files", path / missing[0])
     if (path / "exposure.txt").is_file():
         kalantari = [path]
     else:

@@ -58,7 +58,6 @@ CLI::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import math
@@ -82,6 +81,7 @@ __all__ = [
     "main",
 ]
 
+from eapnet.cli import Parser, command
 from eapnet.metrics import DEFAULT_GAMMA as GAMMA  # noqa: E402  (one definition)
 """Camera response / gt encoding exponent of the challenge: ``encoded = linear ** (1/GAMMA)``."""
 
@@ -1357,11 +1357,12 @@ class SceneSource:
 
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """Write ``--num`` scenes in the NTIRE layout (``syn{seed}_{i:05d}_short.png`` ...)."""
     from eapnet.cli import size_arg
 
-    p = argparse.ArgumentParser(prog="python -m eapnet.data.synthetic", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m eapnet.data.synthetic", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--num", type=int, required=True, help="number of scenes")
     p.add_argument("--seed", type=int, default=TRAIN_SEED, help=f"base seed (held-out: {HELDOUT_SEED})")
