@@ -210,7 +210,22 @@ def test_coreml_quantizer_is_w8a8():
     assert (cfg.weight_dtype, cfg.activation_dtype, cfg.weight_per_channel) == (torch.qint8, torch.quint8, True)
 
 
-@pytest.mark.slow  # the Core ML quantizer traces ~400 pattern graphs: ~1 min per prepare on 2 cores
+@pytest.mark.slow  # the untrimmed Core ML quantizer traces 417 pattern graphs: minutes on 2 cores
+def test_trimming_coreml_patterns_to_the_graph_changes_no_annotation(float_model, monkeypatch):
+    import compress.quantize as cq
+
+    ldrs, evs = example_inputs((32, 40), batch=2)
+    outs = {}
+    for trim in (True, False):
+        monkeypatch.setattr(cq, "TRIM_COREML_PATTERNS", trim)
+        prepared = prepare_ptq(float_model, "coreml", [(ldrs, evs)])
+        observers = sorted(n.name for n in prepared.graph.nodes if "activation_post_process" in str(n.target))
+        with torch.no_grad():
+            outs[trim] = (observers, convert(prepared)(ldrs, evs))
+    assert outs[True][0] == outs[False][0] and len(outs[True][0]) > 10
+    assert torch.equal(outs[True][1], outs[False][1])
+
+
 def test_coreml_qat_converts_to_its_fake_quant_form(float_model):
     p = prepare_qat(float_model, "coreml")
     ldrs, evs = example_inputs((32, 40), batch=2)
