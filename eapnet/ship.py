@@ -65,7 +65,10 @@ def recipe_text(cfg: dict) -> str:
         lr = f"warm-up {cfg['warmup_steps']}, x{cfg['lr_decay']} every {cfg['lr_decay_every']:,} steps"
     ema = (f"EMA every {cfg['ema_every']} step(s), decay {cfg['ema_decay']}"
            + (" with warm-up min(decay, (1+n)/(10+n))" if cfg.get("ema_warmup") else ""))
-    return f"Adam, lr {cfg['lr']} ({lr}); {ema}; loss {cfg['loss_alpha']} μ-law L1 + {cfg['loss_beta']} Tan-L1"
+    recycle = (f"; dead ReLU channels recycled every {cfg['recycle_every']} steps before the cool-down "
+               "(eapnet/recycle.py)" if cfg.get("recycle_every") else "")
+    return (f"Adam, lr {cfg['lr']} ({lr}); {ema}; loss {cfg['loss_alpha']} μ-law L1 + {cfg['loss_beta']} Tan-L1"
+            + recycle)
 
 
 def training_curve(log_csv: Path, batch: int) -> list[tuple[int, float, float | None]]:
@@ -77,6 +80,38 @@ def training_curve(log_csv: Path, batch: int) -> list[tuple[int, float, float | 
                 rows.append((int(r["step"]), float(r["val_psnr_mu"]),
                              float(r["real_psnr_mu"]) if r.get("real_psnr_mu") else None))
     return rows
+
+
+def lineage(cfg: dict, run: Path) -> list[dict]:
+    """The runs behind a checkpoint, oldest first: this run and every ``init_from`` before it. Each entry:
+    ``run`` folder, ``steps``, ``batch_size``, ``samples``, ``wall_s`` (None where the folder is gone),
+    ``recipe`` (:func:`recipe_text`), ``commands``."""
+    chain, seen = [], set()
+    while True:
+        chain.append({"run": run, "cfg": cfg})
+        parent = cfg.get("init_from")
+        if not parent or Path(parent).resolve() in seen:
+            break
+        seen.add(Path(parent).resolve())
+        try:
+            ck = read_checkpoint(parent)
+        except CheckpointError:
+            chain.append({"run": Path(parent).parent, "cfg": None, "missing": parent})
+            break
+        cfg, run = ck["train_config"], Path(parent).parent
+        chain[-1]["steps_of_parent"] = int(ck["step"])
+    out = []
+    for i, entry in enumerate(reversed(chain)):
+        c = entry["cfg"]
+        if c is None:
+            out.append({"run": entry["run"], "missing": entry["missing"]})
+            continue
+        steps = chain[len(chain) - 1 - i - 1]["steps_of_parent"] if i < len(chain) - 1 else None
+        log = entry["run"] / "log.csv"
+        out.append({"run": entry["run"], "steps": steps, "batch_size": c["batch_size"], "recipe": recipe_text(c),
+                    "wall_s": wall_time_s(log) if log.is_file() else None, "commands": _commands(entry["run"]),
+                    "seed": c["seed"], "patch": c["patch"]})
+    return out
 
 
 @command
@@ -127,9 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     if (SHARED_SAMPLES / "fullres_no_gt").is_dir() and args.preview_dir is not None:
         preview = render(model, args.preview_dir / f"fullres_{args.name}.png", label=args.name)
     hw = args.hardware or f"{cpu_name()}, {cfg.get('threads') or 'all'} thread(s)"
-    wall = wall_time_s(args.run / "log.csv")
+    chain = lineage(cfg, args.run)
+    chain[-1]["steps"] = int(ckpt["step"])
+    before = [c for c in chain[:-1] if "missing" not in c]
+    wall = wall_time_s(args.run / "log.csv") + sum(c["wall_s"] or 0.0 for c in before)
     maccs, params = count_maccs(model), count_params(model)
-    samples = ckpt["step"] * cfg["batch_size"]
+    samples = sum(c["steps"] * c["batch_size"] for c in chain if "missing" not in c)
+    all_steps = sum(c["steps"] for c in chain if "missing" not in c)
+    history = "".join(f" Continues `{c['run']}` ({c['steps']:,} steps of {c['batch_size']}, seed {c['seed']}; "
+                      f"{c['recipe']})." for c in before)
     lines = [
         f"# EAPNet {args.name}: shipped EMA weights", "",
         f"- File: `eapnet/weights/{args.name}.pt` (load with `eapnet.load_model({args.name!r})`).",
@@ -138,20 +179,29 @@ def main(argv: list[str] | None = None) -> int:
         f"per sample), {cfg['patch']}x{cfg['patch']} patches, batch {cfg['batch_size']}; {samples:,} samples "
         f"seen ({samples * cfg['patch'] ** 2 / 1e9:.2f} G pixels). Never trained on the held-out seed or the "
         "real crops.",
-        f"- Steps: {ckpt['step']:,} (the paper trains 10,000,000 steps of 32 x 256^2 on 4 GPUs).",
-        f"- Recipe: {recipe_text(cfg)}.",
+        f"- Steps: {all_steps:,} in all"
+        + (f" ({ckpt['step']:,} in this run)" if before else "")
+        + " (the paper trains 10,000,000 steps of 32 x 256^2 on 4 GPUs).",
+        f"- Recipe: {recipe_text(cfg)}." + history,
         f"- Hardware: {hw}. Wall time: {wall / 3600:.2f} h.",
         f"- Source checkpoint: `{src}` at step {ckpt['step']}; code at commit {_run_commit(args.run)}.", "",
         *([args.note, ""] if args.note else []),
     ]
-    curve = training_curve(args.run / "log.csv", cfg["batch_size"])
+    curve, offset = [], 0
+    for c in chain:
+        log = c["run"] / "log.csv"
+        if "missing" in c or not log.is_file():
+            continue
+        curve += [(str(c["run"]), step, offset + step * c["batch_size"], v, r)
+                  for step, v, r in training_curve(log, c["batch_size"]) if step <= c["steps"]]
+        offset += c["steps"] * c["batch_size"]
     if curve:
         lines += ["## Training curve", "",
                   "Validation of the EMA weights during training (PSNR-μ in dB; the held-out set of the run's "
                   f"`val_scenes` = {cfg['val_scenes']} scenes of {cfg['val_size']}^2):", "",
-                  "| step | samples seen | held-out PSNR-μ | real crops PSNR-μ |", "|---:|---:|---:|---:|"]
-        for step, v, r in curve:
-            lines.append(f"| {step:,} | {step * cfg['batch_size']:,} | {v:.2f} | {'–' if r is None else f'{r:.2f}'} |")
+                  "| run | step | samples seen in all | held-out PSNR-μ | real crops PSNR-μ |", "|---|---:|---:|---:|---:|"]
+        for run, step, seen_, v, r in curve:
+            lines.append(f"| `{run}` | {step:,} | {seen_:,} | {v:.2f} | {'–' if r is None else f'{r:.2f}'} |")
         lines.append("")
     lines += ["## Evaluation (official PSNR-μ / PSNR-l, dB)", "",
               f"`python -m eapnet.evaluate --models {args.name}` on {args.heldout} held-out synthetic scenes of "
@@ -185,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                   "and the model on the challenge's full-size example (no ground truth), one tone map; bottom "
                   "row a 1:1 crop of the crowd, where people moved between the exposures.".format(args.name,
                                                                                                  preview.name), ""]
-    lines += ["## Commands", "", "```bash", *_commands(args.run),
+    lines += ["## Commands", "", "```bash", *(cmd for c in before for cmd in c["commands"]), *_commands(args.run),
               f"python -m eapnet.ship --run {args.run} --name {args.name} --heldout {args.heldout} --size {args.size}",
               "```", "", "Resolved training config (every key of `eapnet/configs/train.yaml`):", "", "```yaml",
               yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```"]

@@ -32,6 +32,17 @@ def test_ship_a_short_lightweight_run(tmp_path):
         assert section in card, section
     model = eapnet.load_model(weights / "lightweight.pt")
     assert model.config.name == "lightweight"
+    # a run continued from another (--init-from) is shipped with the whole history: steps, samples, commands
+    more = tmp_path / "more"
+    assert train_main(["--model", "lightweight", "--init-from", str(run / "model.pt"), "--steps", "3",
+                       "--batch-size", "1", "--patch", "32", "--val-scenes", "1", "--val-size", "32",
+                       "--threads", "1", "--out", str(more)]) == 0
+    assert main(["--run", str(more), "--name", "lightweight", "--heldout", "2", "--size", "32",
+                 "--weights-dir", str(weights), "--preview-dir", str(tmp_path)]) == 0
+    card = (weights / "lightweight.md").read_text()
+    assert "Steps: 5 in all (3 in this run)" in card and f"Continues `{run}` (2 steps of 1, seed 0;" in card
+    assert "5 samples seen" in card and card.count("python -m eapnet.train") == 2
+    assert f"| `{more}` | 3 | 5 |" in card      # the curve counts samples from the first run on
 
 
 def test_ship_refuses_a_mismatched_name(tmp_path, tiny_config):
