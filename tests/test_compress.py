@@ -1,6 +1,9 @@
 """Compression: budget parsing, block dropping, channel pruning round trips, sensitivity and budget search."""
+from pathlib import Path
+
 import pytest
 import torch
+from torch import nn
 
 from compress.prune import (
     PruneError,
@@ -372,3 +375,56 @@ def test_qat_cli_on_the_shipped_standard_model(tmp_path):
     f, q = rep["models"]["compressed (float)"], rep["models"]["compressed (int8, xnnpack)"]
     assert count_maccs(load_model(out / "compressed.pt")) == f["maccs"] <= 100 * 10**9
     assert abs(f["scores"]["heldout_synthetic"]["psnr_mu"] - q["scores"]["heldout_synthetic"]["psnr_mu"]) < 1.0
+
+
+def test_qat_cli_refuses_bad_input_before_any_slow_step(tmp_path, capsys):
+    from compress.qat import main
+    from eapnet.data import write_ntire
+    from eapnet.data.synthetic import generate_scene
+
+    with pytest.raises(SystemExit) as e:       # a negative budget reaches its parser (not "expected one argument")
+        main(["--target-maccs", "-5G"])
+    assert e.value.code == 2 and "cannot parse MAcc budget '-5G'" in capsys.readouterr().err
+    # a data folder with an incomplete sample fails before the search, naming the sample and the file
+    data = tmp_path / "data"
+    ldrs, evs, gt = generate_scene(1, 32, 32)
+    write_ntire(data, "0000", ldrs, evs, gt)
+    write_ntire(data, "0001", ldrs, evs, gt)
+    (data / "0001_long.png").unlink()
+    out = tmp_path / "run"
+    rc = main(["--target-maccs", "1G", "--model", str(_small_checkpoint(tmp_path)), "--size", "64x96",
+               "--data", str(data), "--calib-scenes", "1", "--out", str(out), "--quiet"])
+    err = capsys.readouterr()
+    assert rc == 2 and "0001: incomplete NTIRE sample, missing 0001_long.png" in err.err
+    assert "sensitivity" not in err.out + err.err and not (out / "compressed.pt").exists()
+
+
+def test_a_failed_run_sets_its_files_aside(tmp_path, monkeypatch):
+    # a run that dies half-way leaves no compressed.pt that looks finished without its report
+    import compress.pipeline as cp
+    from compress.pipeline import CompressConfig
+    from mobile_export.pipeline import compress_and_ship
+
+    def dies_after_writing(cfg, out_dir, **kw):
+        (Path(out_dir) / "compressed.pt").write_bytes(b"weights")
+        (Path(out_dir) / "int8.pt2").write_bytes(b"program")
+        raise AssertionError("min nan should be less than max nan")
+
+    monkeypatch.setattr(cp, "compress", dies_after_writing)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    with pytest.raises(AssertionError):
+        compress_and_ship(CompressConfig.load(target_maccs=100e9), run)
+    assert sorted(p.name for p in run.iterdir()) == ["incomplete", "run.json"]
+    assert sorted(p.name for p in (run / "incomplete").iterdir()) == ["ERROR.txt", "compressed.pt", "int8.pt2"]
+    assert "min nan" in (run / "incomplete" / "ERROR.txt").read_text()
+
+
+def test_the_search_refuses_non_finite_scores():
+    class Broken(nn.Module):
+        def forward(self, ldrs, evs):
+            return torch.full_like(ldrs[:, 1], float("nan"))
+
+    with pytest.raises(ValueError, match="teacher's output on the calibration scenes holds NaN/inf"):
+        damage_fn(Broken(), [_inputs(1, 16, 16)])

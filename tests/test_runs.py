@@ -145,3 +145,17 @@ def test_exporters_share_a_folder_but_never_replace_an_artifact(module, name, tm
     err = capsys.readouterr().err
     assert rc == 2 and f"already holds {name}; pass --overwrite" in err and "Traceback" not in err, err
     assert (out / "other_artifact.pte").read_bytes() == b"kept"
+
+
+@pytest.mark.parametrize("module, args", [("mobile_export.parity", ["missing.pte"]), ("eapnet.evaluate",
+                                                                                     ["--models", "standard"])])
+def test_an_uncreatable_out_fails_before_the_work(module, args, tmp_path, capsys):
+    # once only found after the whole comparison, and then the report was lost
+    import importlib
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main([*args, "--out", str(blocker / "report")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--out {blocker / 'report'}: cannot create the folder" in err, err
