@@ -43,9 +43,9 @@ def example_inputs(size: tuple[int, int] = (64, 64), batch: int = 1, seed: int =
 
 def check_scene(ldrs: np.ndarray, evs: np.ndarray) -> None:
     """ValueError naming the problem where a scene is not what the model can use: ``ldrs`` not floats in
-    [0, 1] (8-bit values must be divided by 255 first), NaN/inf anywhere, exposures not strictly increasing
-    or a frame more than :data:`eapnet.data.ntire.EV_SPAN` stops from the medium one."""
-    from eapnet.data.ntire import EV_SPAN
+    [0, 1] (8-bit values must be divided by 255 first), NaN/inf anywhere, or exposures the readers would
+    refuse (``eapnet.data.ntire.check_exposures``: strictly increasing, within ``EV_SPAN`` stops)."""
+    from eapnet.data.ntire import check_exposures
 
     if ldrs.dtype.kind != "f":
         raise ValueError(f"ldrs must be floats in [0, 1], got dtype {ldrs.dtype}"
@@ -56,12 +56,7 @@ def check_scene(ldrs: np.ndarray, evs: np.ndarray) -> None:
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(f"ldrs must be in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
                          + (" (8-bit codes? divide by 255)" if hi > 2 else ""))
-    if not np.isfinite(evs).all():
-        raise ValueError(f"evs contain NaN/inf values: {evs.tolist()}")
-    if not (evs[0] < evs[1] < evs[2]):
-        raise ValueError(f"evs {evs.tolist()} must be strictly increasing (short < medium < long)")
-    if np.abs(evs - evs[1]).max() > EV_SPAN:
-        raise ValueError(f"evs {evs.tolist()} put a frame more than {EV_SPAN:g} stops from the medium one")
+    check_exposures(evs, "evs")
 
 
 def to_batch(ldrs: np.ndarray, evs: np.ndarray, device: str | torch.device = "cpu"):

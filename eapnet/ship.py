@@ -82,36 +82,25 @@ def training_curve(log_csv: Path, batch: int) -> list[tuple[int, float, float | 
     return rows
 
 
-def lineage(cfg: dict, run: Path) -> list[dict]:
-    """The runs behind a checkpoint, oldest first: this run and every ``init_from`` before it. Each entry:
-    ``run`` folder, ``steps``, ``batch_size``, ``samples``, ``wall_s`` (None where the folder is gone),
-    ``recipe`` (:func:`recipe_text`), ``commands``."""
-    chain, seen = [], set()
-    while True:
-        chain.append({"run": run, "cfg": cfg})
-        parent = cfg.get("init_from")
-        if not parent or Path(parent).resolve() in seen:
+def lineage(cfg: dict, run: Path, steps: int) -> list[dict]:
+    """The runs behind a checkpoint of ``steps`` steps, oldest first: every ``init_from`` before ``run``, then
+    ``run``. Each entry: ``run`` folder, ``steps``, ``batch_size``, ``seed``, ``recipe`` (:func:`recipe_text`),
+    ``wall_s`` and ``commands`` (from the folder; 0 s and none where it is gone). A parent checkpoint that can
+    no longer be read ends the history."""
+    chain, seen = [(run, cfg, steps)], {Path(run).resolve()}
+    while chain[-1][1].get("init_from"):
+        parent = Path(chain[-1][1]["init_from"])
+        if parent.parent.resolve() in seen:
             break
-        seen.add(Path(parent).resolve())
         try:
             ck = read_checkpoint(parent)
         except CheckpointError:
-            chain.append({"run": Path(parent).parent, "cfg": None, "missing": parent})
             break
-        cfg, run = ck["train_config"], Path(parent).parent
-        chain[-1]["steps_of_parent"] = int(ck["step"])
-    out = []
-    for i, entry in enumerate(reversed(chain)):
-        c = entry["cfg"]
-        if c is None:
-            out.append({"run": entry["run"], "missing": entry["missing"]})
-            continue
-        steps = chain[len(chain) - 1 - i - 1]["steps_of_parent"] if i < len(chain) - 1 else None
-        log = entry["run"] / "log.csv"
-        out.append({"run": entry["run"], "steps": steps, "batch_size": c["batch_size"], "recipe": recipe_text(c),
-                    "wall_s": wall_time_s(log) if log.is_file() else None, "commands": _commands(entry["run"]),
-                    "seed": c["seed"], "patch": c["patch"]})
-    return out
+        seen.add(parent.parent.resolve())
+        chain.append((parent.parent, ck["train_config"], int(ck["step"])))
+    return [{"run": r, "steps": n, "batch_size": c["batch_size"], "seed": c["seed"], "recipe": recipe_text(c),
+             "wall_s": wall_time_s(r / "log.csv") if (r / "log.csv").is_file() else 0.0, "commands": _commands(r)}
+            for r, c, n in reversed(chain)]
 
 
 @command
@@ -162,13 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     if (SHARED_SAMPLES / "fullres_no_gt").is_dir() and args.preview_dir is not None:
         preview = render(model, args.preview_dir / f"fullres_{args.name}.png", label=args.name)
     hw = args.hardware or f"{cpu_name()}, {cfg.get('threads') or 'all'} thread(s)"
-    chain = lineage(cfg, args.run)
-    chain[-1]["steps"] = int(ckpt["step"])
-    before = [c for c in chain[:-1] if "missing" not in c]
-    wall = wall_time_s(args.run / "log.csv") + sum(c["wall_s"] or 0.0 for c in before)
+    chain = lineage(cfg, args.run, int(ckpt["step"]))
+    before = chain[:-1]
+    wall = sum(c["wall_s"] for c in chain)
     maccs, params = count_maccs(model), count_params(model)
-    samples = sum(c["steps"] * c["batch_size"] for c in chain if "missing" not in c)
-    all_steps = sum(c["steps"] for c in chain if "missing" not in c)
+    samples = sum(c["steps"] * c["batch_size"] for c in chain)
+    all_steps = sum(c["steps"] for c in chain)
     history = "".join(f" Continues `{c['run']}` ({c['steps']:,} steps of {c['batch_size']}, seed {c['seed']}; "
                       f"{c['recipe']})." for c in before)
     lines = [
@@ -190,10 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     curve, offset = [], 0
     for c in chain:
         log = c["run"] / "log.csv"
-        if "missing" in c or not log.is_file():
-            continue
-        curve += [(str(c["run"]), step, offset + step * c["batch_size"], v, r)
-                  for step, v, r in training_curve(log, c["batch_size"]) if step <= c["steps"]]
+        if log.is_file():
+            curve += [(str(c["run"]), step, offset + step * c["batch_size"], v, r)
+                      for step, v, r in training_curve(log, c["batch_size"]) if step <= c["steps"]]
         offset += c["steps"] * c["batch_size"]
     if curve:
         lines += ["## Training curve", "",
@@ -235,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                   "and the model on the challenge's full-size example (no ground truth), one tone map; bottom "
                   "row a 1:1 crop of the crowd, where people moved between the exposures.".format(args.name,
                                                                                                  preview.name), ""]
-    lines += ["## Commands", "", "```bash", *(cmd for c in before for cmd in c["commands"]), *_commands(args.run),
+    lines += ["## Commands", "", "```bash", *(cmd for c in chain for cmd in c["commands"]),
               f"python -m eapnet.ship --run {args.run} --name {args.name} --heldout {args.heldout} --size {args.size}",
               "```", "", "Resolved training config (every key of `eapnet/configs/train.yaml`):", "", "```yaml",
               yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```"]

@@ -61,9 +61,9 @@ def test_bad_tiles_and_inputs(scene, tiny_config):
     (lambda l, e: ((l * 255).astype(np.uint8), e), r"got dtype uint8 \(8-bit codes: divide by 255\)"),
     (lambda l, e: (l * 255, e), r"must be in \[0, 1\].*8-bit codes\? divide by 255"),
     (lambda l, e: (np.where(np.arange(l.size).reshape(l.shape) == 5, np.nan, l), e), "ldrs contain NaN/inf"),
-    (lambda l, e: (l, np.array([-2.0, np.nan, 2.0])), "evs contain NaN/inf"),
+    (lambda l, e: (l, np.array([-2.0, np.nan, 2.0])), "evs: exposures contain NaN/Inf"),
     (lambda l, e: (l, np.array([0.0, 0.0, 0.0])), "strictly increasing"),
-    (lambda l, e: (l, np.array([-300.0, 0.0, 300.0])), "more than 10 stops"),
+    (lambda l, e: (l, np.array([-300.0, 0.0, 300.0])), "300 stops from the medium one; at most 10"),
 ])
 def test_the_inference_path_refuses_what_the_model_cannot_use(scene, tiny_config, change, message):
     # each of these once gave an all-NaN image or an output 5000x too bright, without a word

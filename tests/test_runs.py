@@ -106,11 +106,9 @@ CLIS = {
 @pytest.mark.parametrize("module", list(CLIS))
 def test_every_cli_refuses_to_overwrite_a_finished_run(module, tmp_path, capsys):
     import importlib
-    import time
 
     run = _finished_run(tmp_path / "run")
     main = importlib.import_module(module).main
-    t = time.perf_counter()
     try:
         rc = main([*CLIS[module], "--out", str(run)])
     except SystemExit as e:
@@ -123,7 +121,6 @@ def test_every_cli_refuses_to_overwrite_a_finished_run(module, tmp_path, capsys)
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err   # one line: the error
     assert (run / "model.pt").read_bytes() == b"weights of a finished run"
     assert sorted(p.name for p in run.iterdir()) == ["model.pt", "run.json", "sub"]
-    assert time.perf_counter() - t < 60   # refused before any slow step (generous: loaded machines)
 
 
 @pytest.mark.parametrize("module, name", [

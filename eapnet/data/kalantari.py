@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, MissingFileError
-from .ntire import _check_exposures, _check_finite, _check_sizes, _read_image
+from .ntire import check_exposures, _check_finite, _check_sizes, _read_image
 
 __all__ = [
     "KALANTARI_LDR_GAMMA",
@@ -82,7 +82,7 @@ def _read_exposure_txt(path: Path) -> np.ndarray:
         raise DataError(f"{path}: malformed exposure file, expected 3 numbers (EV per line): {exc}", path) from exc
     if values.size != 3:
         raise DataError(f"{path}: malformed exposure file, expected 3 numbers, found {values.size}", path)
-    return _check_exposures(values, str(path))
+    return check_exposures(values, str(path))
 
 
 def read_kalantari(scene_folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -119,7 +119,7 @@ gamma-encoded domain. The real challenge crops have 6806 (peak 9.6)."""
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _check_exposures(exposures: np.ndarray, source: str) -> np.ndarray:
+def check_exposures(exposures: np.ndarray, source: str) -> np.ndarray:
     """3 finite real values (stops), strictly increasing short < medium < long, offsets from the medium
     frame within ``EV_SPAN``."""
     exposures = np.asarray(exposures)
@@ -243,7 +243,7 @@ class NtireSample:
             frames.append(_frozen(frame))
         _check_sizes({Path(n): f for n, f in zip(names, frames)})
         object.__setattr__(self, "frames", tuple(frames))
-        object.__setattr__(self, "exposures", _frozen(_check_exposures(self.exposures, f"{sid}_exposures.npy")))
+        object.__setattr__(self, "exposures", _frozen(check_exposures(self.exposures, f"{sid}_exposures.npy")))
 
         if (self.gt_png is None) != (self.align_ratio is None):
             missing = f"{sid}_alignratio.npy" if self.align_ratio is None else f"{sid}_gt.png"
@@ -414,7 +414,7 @@ def load_ntire_sample(folder: str | os.PathLike, sample_id: str) -> NtireSample:
         raise DataError(f"{paths['short']}: the short, medium and long frames are identical: not an exposure "
                         "bracket (the same file three times?)", paths["short"])
     exposures = _load_npy(paths["exposures"], "exposures")
-    _check_exposures(exposures, str(paths["exposures"]))
+    check_exposures(exposures, str(paths["exposures"]))
 
     gt_png = ratio = None
     has_gt, has_ratio = paths["gt"].is_file(), paths["alignratio"].is_file()
