@@ -23,6 +23,16 @@ from pathlib import Path
 
 from compress.pipeline import add_config_args, config_from_args
 from eapnet.cli import Parser, add_overwrite, command, int_at_least, size_arg
+from mobile_export.pipeline import ARTIFACTS
+
+
+def artifacts_arg(text: str) -> tuple[str, ...]:
+    """``pte-int8,coreml-w8a8`` -> the artifact keys in export order; unknown or empty names fail."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in ARTIFACTS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose one or more of {','.join(ARTIFACTS)}")
+    return tuple(a for a in ARTIFACTS if a in names)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -32,6 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-size", type=size_arg, default=None,
                    help="HxW of the exported .pte / .mlpackage programs (default: --size)")
     p.add_argument("--no-export", action="store_true", help="stop after evaluation: no phone artifacts, no parity")
+    p.add_argument("--artifacts", type=artifacts_arg, default=ARTIFACTS, metavar="LIST",
+                   help=f"comma-separated phone artifacts to export and check (default: all of {','.join(ARTIFACTS)})")
     p.add_argument("--parity-scenes", type=int_at_least(1), default=4,
                    help="scenes per dataset in the parity check of the exported artifacts (default 4)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compress-<budget>-<time>)")
@@ -61,11 +73,13 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     record_run(run_dir, {**cfg.to_dict(), "export_size": list(args.export_size or cfg.size),
-                         "no_export": args.no_export, "parity_scenes": args.parity_scenes, "out": str(run_dir)})
+                         "no_export": args.no_export, "artifacts": list(args.artifacts),
+                         "parity_scenes": args.parity_scenes, "out": str(run_dir)})
     command = shlex.join(["python", "compress/qat.py", *(argv if argv is not None else sys.argv[1:])])
     try:
         report = compress_and_ship(cfg, run_dir, export_size=args.export_size, parity_scenes=args.parity_scenes,
-                                   export=not args.no_export, command=command, progress=not args.quiet)
+                                   export=not args.no_export, artifacts=args.artifacts, command=command,
+                                   progress=not args.quiet)
     except BudgetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,9 +21,9 @@ residual stream through the PDUBs, the attention gate) cannot be isolated by zer
 small incoming weights (``SMALL_SCALE`` of He) and keeps its outgoing ones, which bounds the change of the
 output instead. The same values go into the EMA model so the two stay consistent.
 
-Measured from the shipped standard model (208 dead channels recycled, 150 steps at lr 8e-4,
-``runs/dec2-probe``): small incoming weights with outgoing kept let 86 channels die again, ReDo's
-full-scale revival with zero outgoing weights 31.
+Measured from the shipped standard model (208 dead channels recycled, then 150 steps at lr 8e-4;
+``scripts/recycle_probe.py``, table in ``reports/recipe/recipe.md``): small incoming weights with the outgoing
+ones kept let 86 channels die again, full-scale revival with zero outgoing weights 31.
 """
 from __future__ import annotations
 

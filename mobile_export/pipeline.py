@@ -67,10 +67,12 @@ def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLik
 
 
 def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE, parity_scenes: int = 4,
-                     prefix: str = "", progress: bool = True, log=print) -> tuple[dict, dict[str, float]]:
-    """The four artifacts of the compressed variant in ``run_dir`` (``<prefix>compressed.pt`` and
-    ``<prefix>int8.pt2``, as ``compress.pipeline.compress`` writes them) into ``run_dir/export``, then the parity
-    harness on them (``run_dir/parity/parity.{json,md}``). Returns ``(summary, wall seconds)``: the summary holds
+                     prefix: str = "", which: tuple[str, ...] = ARTIFACTS, progress: bool = True,
+                     log=print) -> tuple[dict, dict[str, float]]:
+    """The artifacts ``which`` (default: all four) of the compressed variant in ``run_dir``
+    (``<prefix>compressed.pt`` and ``<prefix>int8.pt2``, as ``compress.pipeline.compress`` writes them) into
+    ``run_dir/export``, then the parity harness on them (``run_dir/parity/parity.{json,md}``). Returns
+    ``(summary, wall seconds)``: the summary holds
     per artifact its file, size, executor, verdict and PSNR-μ figures, and ``passed`` / ``failed``."""
     from eapnet.runs import atomic_write_json, atomic_write_text
     from mobile_export.parity import report_markdown as parity_markdown
@@ -80,7 +82,7 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
     wall = {}
     t = time.time()
     paths, seconds = export_variant(run_dir / f"{prefix}compressed.pt", run_dir / f"{prefix}int8.pt2",
-                                    run_dir / "export", size=size, log=log)
+                                    run_dir / "export", size=size, which=which, log=log)
     wall["export"] = time.time() - t
     t = time.time()
     rep = run_parity(list(paths.values()), limit=parity_scenes, progress=progress)
@@ -105,11 +107,11 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
 
 
 def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int, int] | None = None,
-                      parity_scenes: int = 4, export: bool = True, command: str | None = None,
-                      progress: bool = True, log=print) -> dict:
+                      parity_scenes: int = 4, export: bool = True, artifacts: tuple[str, ...] = ARTIFACTS,
+                      command: str | None = None, progress: bool = True, log=print) -> dict:
     """The main job for one budget: :func:`compress.pipeline.compress` (``cfg`` a ``CompressConfig``) into
-    ``run_dir``, then :func:`export_and_check` at ``export_size`` (default: ``cfg.size``) unless ``export`` is
-    False; writes ``report.json`` and ``report.md`` and returns the report. Raises
+    ``run_dir``, then :func:`export_and_check` of ``artifacts`` at ``export_size`` (default: ``cfg.size``)
+    unless ``export`` is False; writes ``report.json`` and ``report.md`` and returns the report. Raises
     ``compress.search.BudgetError`` for an unreachable budget before any slow step."""
     from compress.pipeline import compress, report_markdown
     from eapnet.runs import atomic_write_json, atomic_write_text
@@ -122,7 +124,8 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
         report = {"command": command, **result.report, "export": None}
         if export:
             report["export"], wall = export_and_check(run_dir, size=export_size or cfg.size,
-                                                      parity_scenes=parity_scenes, progress=progress, log=log)
+                                                      parity_scenes=parity_scenes, which=artifacts,
+                                                      progress=progress, log=log)
             report["wall_s"].update(wall)
     except BaseException as e:
         _set_aside(run_dir, before, e)

@@ -236,31 +236,38 @@ def _small_checkpoint(tmp_path):
     return path
 
 
+def _qat_run(tmp_path, *extra):
+    from compress.qat import main
+
+    out = tmp_path / "run"
+    target = int(config_maccs(SMALL, *RES) * 0.7)
+    rc = main(["--target-maccs", str(target), "--model", str(_small_checkpoint(tmp_path)), "--size",
+               f"{RES[0]}x{RES[1]}", "--steps", "2", "2", "--calib-scenes", "2", "--heldout", "2", "--patch", "32",
+               "--batch-size", "2", "--export-size", "48x64", "--parity-scenes", "1", "--out", str(out), "--quiet",
+               *extra])
+    return rc, out
+
+
 def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
+    """The whole main job on a small model, with the int8 .pte (the artifact phones run) exported and
+    checked; all four artifacts: test_qat_cli_exports_and_checks_all_four_artifacts (slow)."""
     import json
 
-    from mobile_export.pipeline import ARTIFACTS
-
-    from compress.qat import main
     from compress.quantize import load_quantized
 
-    ckpt = _small_checkpoint(tmp_path)
-    full = config_maccs(SMALL, *RES)
-    target = int(full * 0.7)
-    out = tmp_path / "run"
-    rc = main(["--target-maccs", str(target), "--model", str(ckpt), "--size", f"{RES[0]}x{RES[1]}",
-               "--steps", "2", "2", "--calib-scenes", "2", "--heldout", "2", "--patch", "32",
-               "--batch-size", "2", "--export-size", "48x64", "--parity-scenes", "1", "--out", str(out), "--quiet"])
+    target = int(config_maccs(SMALL, *RES) * 0.7)
+    rc, out = _qat_run(tmp_path, "--artifacts", "pte-int8")
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
-    # it ends with the four phone artifacts, each verified by the parity harness
+    # it ends with the int8 phone artifact, verified by the parity harness against the compressed float model
     ex = rep["export"]
-    assert ex["passed"] and ex["size"] == [48, 64] and list(ex["artifacts"]) == list(ARTIFACTS)
-    for a in ex["artifacts"].values():
-        assert (out / a["file"]).exists() and a["bytes"] > 0 and a["passed"]
+    assert ex["passed"] and ex["size"] == [48, 64] and list(ex["artifacts"]) == ["pte-int8"]
+    a = ex["artifacts"]["pte-int8"]
+    assert (out / a["file"]).exists() and a["bytes"] > 0 and a["passed"]
     parity_rep = json.loads((out / "parity" / "parity.json").read_text())
-    assert [r["precision"] for r in parity_rep["artifacts"]] == ["fp32", "int8", "fp16", "w8a8"]
-    assert all(r["float"]["path"].endswith("compressed.pt") for r in parity_rep["artifacts"])
+    assert [r["precision"] for r in parity_rep["artifacts"]] == ["int8"]
+    assert parity_rep["artifacts"][0]["float"]["path"].endswith("compressed.pt")
+    assert sorted(p.suffix for p in (out / "export").iterdir() if p.suffix in (".pte", ".mlpackage")) == [".pte"]
     assert "## Phone artifacts" in (out / "report.md").read_text()
     # the report's MAccs are the one counter's, at the requested resolution, and within the budget
     student = load_model(out / "compressed.pt")
@@ -291,6 +298,34 @@ def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
     ldrs, evs = _inputs(1, 24, 40)
     with torch.no_grad():
         assert int8(ldrs, evs).shape == (1, 3, 24, 40)
+
+
+@pytest.mark.slow
+def test_qat_cli_exports_and_checks_all_four_artifacts(tmp_path):
+    import json
+
+    from mobile_export.pipeline import ARTIFACTS
+
+    rc, out = _qat_run(tmp_path)
+    assert rc == 0
+    ex = json.loads((out / "report.json").read_text())["export"]
+    assert ex["passed"] and list(ex["artifacts"]) == list(ARTIFACTS)
+    for a in ex["artifacts"].values():
+        assert (out / a["file"]).exists() and a["bytes"] > 0 and a["passed"]
+    parity_rep = json.loads((out / "parity" / "parity.json").read_text())
+    assert [r["precision"] for r in parity_rep["artifacts"]] == ["fp32", "int8", "fp16", "w8a8"]
+    assert all(r["float"]["path"].endswith("compressed.pt") for r in parity_rep["artifacts"])
+
+
+def test_qat_cli_refuses_an_unknown_artifact(tmp_path, capsys):
+    from compress.qat import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--target-maccs", "1G", "--artifacts", "pte-int8,onnx", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--artifacts" in err and "'pte-int8,onnx'" in err and "coreml-w8a8" in err
+    assert not (tmp_path / "x").exists()
 
 
 def test_qat_cli_unreachable_budget_exits_with_the_minimum(tmp_path, capsys):
