@@ -2,10 +2,13 @@
 
 The loss is ``weight`` * EAPNet loss(student, teacher output) + (1 - ``weight``) * EAPNet loss(student, ground
 truth), Adam with a cosine-decayed lr, on a deterministic stream of training patches. Each step is
-:func:`eapnet.training.train_step`, the step the float training uses.
+:func:`eapnet.training.train_step`, the step the float training uses; a float student on CPU trains in
+channels_last with the fast dilated depthwise convs, as the float training does, and so does the teacher's
+forward (:mod:`eapnet.cpu`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -34,7 +37,9 @@ def distill(student, teacher: nn.Module, stream, *, steps: int, batch: int, lr: 
     of ``stream``; returns the losses."""
     from tqdm import tqdm
 
+    from eapnet.cpu import fast_cpu_training
     from eapnet.losses import eapnet_loss
+    from eapnet.model import EAPNet
     from eapnet.training import train_step
 
     params = [p for p in student.parameters() if p.requires_grad]
@@ -50,9 +55,14 @@ def distill(student, teacher: nn.Module, stream, *, steps: int, batch: int, lr: 
 
     losses = []
     bar = tqdm(_batches(stream, batch, steps, start), total=steps, desc=desc, disable=not progress, unit="step")
-    for b in bar:
-        batch_t = tuple(b[k].to(device) for k in ("ldrs", "evs", "gt"))
-        losses.append(train_step(student, batch_t, loss_fn, opt, params=params).item())
-        sched.step()
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.5f}")
+    # on CPU, float EAPNets (a student, the teacher) run with the float trainer's fast paths (eapnet/cpu.py);
+    # a PT2E graph (the QAT student) as it is
+    float_nets = [m for m in (student, teacher) if isinstance(m, EAPNet)]
+    fast = fast_cpu_training(*float_nets) if device.type == "cpu" and float_nets else contextlib.nullcontext()
+    with fast:
+        for b in bar:
+            batch_t = tuple(b[k].to(device) for k in ("ldrs", "evs", "gt"))
+            losses.append(train_step(student, batch_t, loss_fn, opt, params=params).item())
+            sched.step()
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.5f}")
     return losses

@@ -29,6 +29,8 @@ autocast to bf16 is emulated and slower than fp32, so training uses it only wher
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,6 +100,30 @@ def use_fast_depthwise(model: nn.Module) -> int:
                 setattr(parent, name, FastDepthwiseConv2d.from_conv(child))
                 swapped += 1
     return swapped
+
+
+@contextlib.contextmanager
+def fast_cpu_training(*models: nn.Module):
+    """For the duration: ``models`` in channels_last and, in training mode, with fast dilated depthwise convs
+    (:func:`use_fast_depthwise`); afterwards the original conv modules and the contiguous layout are back, so
+    the models export and quantize as before. Parameters stay the same objects (an optimizer built before or
+    inside keeps working). For a loop that trains on CPU outside ``eapnet.train`` (the compression fine-tune)."""
+    swapped = []
+    for model in models:
+        model.to(memory_format=torch.channels_last)
+        if model.training:
+            for parent in list(model.modules()):
+                for name, child in list(parent.named_children()):
+                    if FastDepthwiseConv2d.eligible(child):
+                        setattr(parent, name, FastDepthwiseConv2d.from_conv(child))
+                        swapped.append((parent, name, child))
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+        for model in models:
+            model.to(memory_format=torch.contiguous_format)
 
 
 def keep_freed_memory() -> bool:

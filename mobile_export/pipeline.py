@@ -33,37 +33,74 @@ ARTIFACTS = ("pte-fp32", "pte-int8", "coreml-fp16", "coreml-w8a8")
 
 def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLike | None,
                    out_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE,
-                   which: tuple[str, ...] = ARTIFACTS, log=print) -> tuple[dict[str, Path], dict[str, float]]:
+                   which: tuple[str, ...] = ARTIFACTS, workers: int | None = None,
+                   log=print) -> tuple[dict[str, Path], dict[str, float]]:
     """Write the artifacts ``which`` (keys of :data:`ARTIFACTS`) of one variant into ``out_dir``.
 
     ``float_ckpt``: the variant's float ``.pt``; ``int8_program``: its ``.pt2`` from ``compress/qat.py`` (or
-    None: both int8 artifacts by PTQ). ``size``: (H, W) of the fixed input in pixels. Returns ``({key: path},
-    {key: seconds})``."""
+    None: both int8 artifacts by PTQ). ``size``: (H, W) of the fixed input in pixels. ``workers``: processes
+    exporting side by side (default: one per CPU core, at most one per artifact; 1 = in this process). Lowering
+    is single-threaded Python graph work, so two artifacts in two processes take about as long as the longer
+    one. Returns ``({key: path}, {key: seconds})`` in :data:`ARTIFACTS` order."""
+    unknown = sorted(set(which) - set(ARTIFACTS))
+    if unknown:
+        raise ValueError(f"unknown artifact(s) {unknown}; choose from {list(ARTIFACTS)}")
+    keys = [k for k in ARTIFACTS if k in which]
+    jobs = [(k, str(float_ckpt), None if int8_program is None else str(int8_program), str(out_dir), tuple(size))
+            for k in keys]
+    workers = min(len(keys), os.cpu_count() or 1) if workers is None else max(1, min(workers, len(keys)))
+    done: dict[str, tuple[Path, float]] = {}
+    if workers == 1:
+        for job in jobs:
+            done[job[0]] = _export_one(*job)
+            log(f"exported {done[job[0]][0].name} in {done[job[0]][1]:.0f} s")
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # longest first (int8 lowering, then Core ML W8A8), so the two processes finish close together
+        order = sorted(jobs, key=lambda j: _EXPECTED_ORDER.index(j[0]))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_quiet_worker) as pool:
+            futures = {pool.submit(_export_one, *job): job[0] for job in order}
+            for f in as_completed(futures):
+                done[futures[f]] = f.result()
+                log(f"exported {done[futures[f]][0].name} in {done[futures[f]][1]:.0f} s")
+    return {k: done[k][0] for k in keys}, {k: done[k][1] for k in keys}
+
+
+_EXPECTED_ORDER = ("pte-int8", "coreml-w8a8", "pte-fp32", "coreml-fp16")
+"""Artifacts by their usual export time, longest first."""
+
+
+def _quiet_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # two exports share the cores; their numeric parts are small
+
+
+def _export_one(key: str, float_ckpt: str, int8_program: str | None, out_dir: str,
+                size: tuple[int, int]) -> tuple[Path, float]:
+    """Export one artifact (a job of :func:`export_variant`, also run in a worker process)."""
     from mobile_export.common import load_source
     from mobile_export.coreml_export import export_mlpackage
     from mobile_export.executorch_export import export_pte
 
-    unknown = sorted(set(which) - set(ARTIFACTS))
-    if unknown:
-        raise ValueError(f"unknown artifact(s) {unknown}; choose from {list(ARTIFACTS)}")
+    t = time.time()
     fp = load_source(float_ckpt)
     q = load_source(int8_program) if int8_program is not None else None
-    out_dir = Path(out_dir)
-    jobs = {
-        "pte-fp32": lambda: export_pte(fp, out_dir, size=size),
-        "pte-int8": lambda: (export_pte(q, out_dir, size=size) if q is not None and q.quant_backend == "xnnpack"
-                             else export_pte(fp, out_dir, size=size, precision="int8")),
-        "coreml-fp16": lambda: export_mlpackage(fp, out_dir, precision="fp16", size=size),
-        "coreml-w8a8": lambda: export_mlpackage(q if q is not None and q.quant_backend == "coreml" else fp,
-                                                out_dir, precision="w8a8", size=size),
-    }
-    paths, seconds = {}, {}
-    for key in (k for k in ARTIFACTS if k in which):
-        t = time.time()
-        paths[key] = jobs[key]()
-        seconds[key] = round(time.time() - t, 1)
-        log(f"exported {paths[key].name} in {seconds[key]:.0f} s")
-    return paths, seconds
+    out = Path(out_dir)
+    if key == "pte-fp32":
+        path = export_pte(fp, out, size=size)
+    elif key == "pte-int8":
+        path = export_pte(q, out, size=size) if q is not None and q.quant_backend == "xnnpack" \
+            else export_pte(fp, out, size=size, precision="int8")
+    elif key == "coreml-fp16":
+        path = export_mlpackage(fp, out, precision="fp16", size=size)
+    else:
+        path = export_mlpackage(q if q is not None and q.quant_backend == "coreml" else fp, out, precision="w8a8",
+                                size=size)
+    return path, round(time.time() - t, 1)
 
 
 def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE, parity_scenes: int = 4,

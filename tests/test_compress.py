@@ -317,6 +317,18 @@ def test_qat_cli_exports_and_checks_all_four_artifacts(tmp_path):
     assert all(r["float"]["path"].endswith("compressed.pt") for r in parity_rep["artifacts"])
 
 
+def test_export_workers_report_a_failure_in_the_parent(tmp_path):
+    """Exports in worker processes: one that fails raises its own error here, and no file is left."""
+    from mobile_export.pipeline import export_variant
+
+    from eapnet.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="nothing.pt does not exist"):
+        export_variant(tmp_path / "nothing.pt", None, tmp_path / "export", size=(32, 32),
+                       which=("pte-fp32", "coreml-fp16"), workers=2, log=lambda _m: None)
+    assert not (tmp_path / "export").exists() or not any((tmp_path / "export").iterdir())
+
+
 def test_qat_cli_refuses_an_unknown_artifact(tmp_path, capsys):
     from compress.qat import main
 

@@ -7,6 +7,7 @@ Tiny configs at 36x52 (not a multiple of 8: the program pads and crops). The XNN
 take ~80 s of CPU in all, the slow ones (``-m slow``: .pt2 round trip, shipped standard model) ~200 s."""
 import copy
 import json
+import pickle
 
 import pytest
 import torch
@@ -249,6 +250,9 @@ def test_undelegated_ops_raise_unless_partial_allowed(tmp_path):
         ee.export_pte(src, tmp_path, size=(16, 16))
     assert e.value.report["non_delegated_nodes"] >= 1
     assert list(tmp_path.iterdir()) == []
+    # raised in an export worker process, it reaches the parent whole
+    again = pickle.loads(pickle.dumps(e.value))
+    assert type(again) is ee.DelegationError and str(again) == str(e.value) and again.report == e.value.report
     pte = ee.export_pte(src, tmp_path, size=(16, 16), allow_partial=True)
     ldrs, evs = example_inputs((16, 16))
     assert torch.allclose(ee.run_pte(pte, ldrs, evs), _Cumsum()(ldrs, evs), atol=1e-5)

@@ -129,7 +129,8 @@ def test_recycling_touches_only_the_dead_rows_their_readers_and_their_adam_state
     assert torch.equal(conv.weight[keep], old["blocks.1.enc2.pw.weight"][keep])
     assert torch.all(conv.bias[idx] == 0)
     w3 = model.blocks[1].dec3.pw.out_channels
-    assert torch.all(model.blocks[1].enc3.dw.weight[idx] == 0) and torch.all(model.blocks[1].dec2.dw.weight[idx + w3] == 0)
+    assert torch.all(model.blocks[1].enc3.dw.weight[idx] == 0)
+    assert torch.all(model.blocks[1].dec2.dw.weight[idx + w3] == 0)
     for p in (conv.weight, model.blocks[1].dec2.dw.weight):
         state = opt.state[p]
         at = idx if p is conv.weight else idx + w3

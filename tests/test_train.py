@@ -164,9 +164,11 @@ CPU_RECIPE = ["--config", str(ROOT / "eapnet/configs/cpu.yaml"), *FAST, "--ema-e
 
 @pytest.mark.parametrize("recipe", ["paper", "cpu"])
 def test_killed_run_resumes_exactly(tmp_path, tiny_json, recipe):
-    steps = 300
+    # killed at its first checkpoint (step 10), resumed through the warm-up's end, the cpu recipe's dead-channel
+    # recycling (steps 20 and 40) and its cool-down (from step 48)
+    steps = 60
     args = ["--model", tiny_json, "--steps", str(steps), "--ckpt-every", "10",
-            *(CPU_RECIPE if recipe == "cpu" else FAST)]
+            *(CPU_RECIPE + ["--recycle-every", "20"] if recipe == "cpu" else FAST)]
     ref = tmp_path / "ref"
     subprocess.run([sys.executable, "-m", "eapnet.train", *args, "--out", str(ref)], env=_env(), check=True,
                    capture_output=True)
@@ -188,6 +190,9 @@ def test_killed_run_resumes_exactly(tmp_path, tiny_json, recipe):
     a, b = read_checkpoint(run / "model.pt"), read_checkpoint(ref / "model.pt")
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in b["state_dict"])
     assert (run / f"run-resume-{killed_at}.json").is_file() and (run / "run.json").is_file()
+    if recipe == "cpu":
+        with open(run / "log.csv") as f:
+            assert [int(r["step"]) for r in csv.DictReader(f) if r["recycled"]] == [20, 40]
 
 
 def test_ddp_two_gloo_processes_end_identical(tmp_path, tiny_json):
