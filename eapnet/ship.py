@@ -49,8 +49,16 @@ def _commands(run: Path) -> list[str]:
 
 
 def _run_commit(run: Path) -> str:
+    """The commit the run started at, then each resume's (``run-resume-<step>.json``) where it differs."""
     rec = run / "run.json"
-    return (json.loads(rec.read_text()).get("git_commit") or "unknown") if rec.is_file() else "unknown"
+    first = (json.loads(rec.read_text()).get("git_commit") or "unknown") if rec.is_file() else "unknown"
+    out, last = [first], first
+    for r in sorted(run.glob("run-resume-*.json"), key=lambda p: int(p.stem.split("-")[-1])):
+        commit = json.loads(r.read_text()).get("git_commit") or "unknown"
+        if commit != last:
+            out.append(f"{commit} from step {r.stem.split('-')[-1]}")
+            last = commit
+    return "; resumed with code at commit ".join(out)
 
 
 def recipe_text(cfg: dict) -> str:

@@ -3,7 +3,7 @@ import pytest
 
 import eapnet
 from eapnet.checkpoint import read_checkpoint
-from eapnet.ship import main, wall_time_s
+from eapnet.ship import _run_commit, main, wall_time_s
 from eapnet.train import main as train_main
 
 
@@ -11,6 +11,16 @@ def test_wall_time_sums_resumed_segments(tmp_path):
     log = tmp_path / "log.csv"
     log.write_text("step,loss,seconds\n10,1,5.0\n20,1,10.0\n,,\n30,1,4.0\n40,1,8.5\n")
     assert wall_time_s(log) == pytest.approx(18.5)
+
+
+def test_the_card_names_the_commit_of_each_resume_that_changed_it(tmp_path):
+    import json
+
+    (tmp_path / "run.json").write_text(json.dumps({"git_commit": "aaa"}))
+    (tmp_path / "run-resume-900.json").write_text(json.dumps({"git_commit": "bbb"}))
+    (tmp_path / "run-resume-400.json").write_text(json.dumps({"git_commit": "aaa"}))
+    (tmp_path / "run-resume-1200.json").write_text(json.dumps({"git_commit": "bbb"}))
+    assert _run_commit(tmp_path) == "aaa; resumed with code at commit bbb from step 900"
 
 
 @pytest.mark.slow
