@@ -504,7 +504,8 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         rows.append({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in final.items()})
         _write_log(log_path, rows)
         if health_set and cfg["health_every"]:
-            health_rows.append(health_row(step, model, health_set))
+            if not health_rows or int(health_rows[-1]["step"]) != step:  # the loop may have logged this step
+                health_rows.append(health_row(step, model, health_set))
             _write_log(health_path, health_rows, list(health_rows[-1]))
         checkpoint(step, final)
         save_checkpoint(run_dir / "model.pt", ema, step=step, train_config=cfg, metrics=final, with_rng=False)

@@ -114,9 +114,12 @@ def test_unknown_yaml_key(tmp_path):
 
 def test_short_run_writes_everything(tmp_path, tiny_json):
     out = tmp_path / "run"
-    assert main(["--model", tiny_json, "--steps", "12", "--out", str(out), "--ckpt-every", "6", *FAST]) == 0
-    for name in ("run.json", "log.csv", "last.pt", "model.pt", "summary.json"):
+    assert main(["--model", tiny_json, "--steps", "12", "--out", str(out), "--ckpt-every", "6", *FAST,
+                 "--health-every", "6"]) == 0
+    for name in ("run.json", "log.csv", "health.csv", "last.pt", "model.pt", "summary.json"):
         assert (out / name).is_file(), name
+    with open(out / "health.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 6, 12]  # the last step once
     ck = read_checkpoint(out / "last.pt")
     assert ck["step"] == 12 and ck["optimizer"] and ck["scheduler"] and ck["rng"]
     assert ck["train_config"]["steps"] == 12
