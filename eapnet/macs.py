@@ -3,7 +3,9 @@
 The organisers counted multiply-accumulates with torchinfo's ``total_mult_adds`` on one scene of
 1900x1060: for every conv call, (weight elements + bias elements) x output pixels; a transposed conv is
 counted by its *output* pixels; activations, pooling, interpolation and element-wise ops count zero.
-We run torchinfo itself, on meta tensors, so counting a 3 TMAc model takes seconds.
+:func:`count_maccs` applies torchinfo's rule itself in forward hooks on meta tensors (about 30x faster than
+running torchinfo, which the budget search calls hundreds of times); :func:`macc_breakdown` runs torchinfo,
+and a test checks that the two agree on every variant.
 
 Per-module breakdown on the command line: ``python -m eapnet.breakdown --variant standard``.
 """
@@ -84,9 +86,35 @@ def count_maccs(model: nn.Module, height: int = NTIRE_HEIGHT, width: int = NTIRE
     """MAccs of one forward pass on one scene of ``height`` x ``width`` (NTIRE convention, see module doc).
 
     ``model`` follows the challenge interface ``model(ldrs, evs)``. The model is copied to the meta device,
-    so nothing is computed and the caller's model is untouched.
+    so nothing is computed and the caller's model is untouched. torchinfo's rule, per call of a module without
+    children: a conv (any class whose name holds "Conv") counts its weight and bias elements times the batch
+    times its output's spatial size; another module with parameters counts them times the batch.
     """
-    return int(_summary(model, height, width).total_mult_adds)
+    meta_model = model if _on_meta(model) else copy.deepcopy(model).to("meta")
+    was_training = meta_model.training
+    meta_model.eval()
+    total = 0
+
+    def hook(module, _inputs, out):
+        nonlocal total
+        n = sum(p.numel() for name, p in module.named_parameters(recurse=False) if name in ("weight", "bias"))
+        total += n * (math.prod([out.shape[0], *out.shape[2:]]) if "Conv" in type(module).__name__ else out.shape[0])
+
+    handles = [m.register_forward_hook(hook) for m in meta_model.modules()
+               if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))]
+    try:
+        with torch.no_grad():
+            meta_model(*ntire_inputs(height, width))
+    finally:
+        for h in handles:
+            h.remove()
+        meta_model.train(was_training)
+    return int(total)
+
+
+def _on_meta(model: nn.Module) -> bool:
+    params = list(model.parameters())
+    return bool(params) and all(p.is_meta for p in params) and all(b.is_meta for b in model.buffers())
 
 
 def count_params(model: nn.Module) -> int:

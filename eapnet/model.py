@@ -377,12 +377,15 @@ def init_weights(model: "EAPNet") -> None:
             fan = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
         else:
             continue
+        if m.weight.is_meta:  # shapes only (MAcc counting): nothing to draw, and drawing on meta is slow
+            continue
         gain = math.sqrt(2.0) if id(m) in relu_fed else 1.0
         nn.init.normal_(m.weight, 0.0, gain / math.sqrt(fan))
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-    nn.init.zeros_(model.out.weight)
-    nn.init.zeros_(model.out.bias)
+    if not model.out.weight.is_meta:
+        nn.init.zeros_(model.out.weight)
+        nn.init.zeros_(model.out.bias)
 
 
 def check_input_types(ldrs, evs) -> None:

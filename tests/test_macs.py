@@ -112,3 +112,19 @@ def test_breakdown_cli(capsys):
     assert "blocks" in out and "total" in out
     with pytest.raises(SystemExit):
         main(["--model", "nope"])
+
+
+def test_the_fast_counter_is_torchinfos_count():
+    """count_maccs applies torchinfo's rule in hooks; torchinfo itself (macc_breakdown's engine) must agree
+    on every table variant, a pruned-looking config, AHDR and the organisers' toy, at two sizes."""
+    from eapnet.macs import _summary
+    from eapnet.model import EAPNet
+    from eapnet.model import STANDARD
+    from eapnet.variants import ROWS
+
+    models = [build_model("ahdr"), OrganisersToy()] + [EAPNet(row.config()) for row in ROWS]
+    models.append(EAPNet(STANDARD.replace(pdub_widths=((96, 8, 16), (40, 24, 8), (160, 72, 160), (8, 8, 8)),
+                                          tail_channels=16, share_weights=True)))
+    for m in models:
+        for h, w in ((1060, 1900), (37, 53)):
+            assert count_maccs(m, h, w) == int(_summary(m, h, w).total_mult_adds), (type(m).__name__, h, w)
