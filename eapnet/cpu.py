@@ -93,12 +93,17 @@ def use_fast_depthwise(model: nn.Module) -> int:
     """Swap every eligible dilated depthwise conv of ``model`` for :class:`FastDepthwiseConv2d` in place
     (parameters shared); returns how many were swapped. For training on CPU; call before building the
     optimizer or after, either way (the parameters are the same objects)."""
-    swapped = 0
+    return len(_swap_fast_depthwise(model))
+
+
+def _swap_fast_depthwise(model: nn.Module) -> list[tuple[nn.Module, str, nn.Conv2d]]:
+    """The swap of :func:`use_fast_depthwise`; returns ``(parent, attribute, original conv)`` per swap."""
+    swapped = []
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if FastDepthwiseConv2d.eligible(child):
                 setattr(parent, name, FastDepthwiseConv2d.from_conv(child))
-                swapped += 1
+                swapped.append((parent, name, child))
     return swapped
 
 
@@ -112,11 +117,7 @@ def fast_cpu_training(*models: nn.Module):
     for model in models:
         model.to(memory_format=torch.channels_last)
         if model.training:
-            for parent in list(model.modules()):
-                for name, child in list(parent.named_children()):
-                    if FastDepthwiseConv2d.eligible(child):
-                        setattr(parent, name, FastDepthwiseConv2d.from_conv(child))
-                        swapped.append((parent, name, child))
+            swapped += _swap_fast_depthwise(model)
     try:
         yield
     finally:

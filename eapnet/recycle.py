@@ -23,7 +23,8 @@ output instead. The same values go into the EMA model so the two stay consistent
 
 Measured from the shipped standard model (208 dead channels recycled, then 150 steps at lr 8e-4;
 ``scripts/recycle_probe.py``, table in ``reports/recipe/recipe.md``): small incoming weights with the outgoing
-ones kept let 86 channels die again, full-scale revival with zero outgoing weights 31.
+ones kept let 86 channels die again, full-scale revival with zero outgoing weights 31 (measured with only the
+``dec2`` channels' outgoing weights zeroed; this module zeroes them for every channel it can isolate).
 """
 from __future__ import annotations
 
@@ -94,11 +95,10 @@ def outgoing(model: nn.Module, relu_names: Iterable[str]) -> dict[str, list[tupl
                 direct.add(id(tgt))
                 continue
             idx = [int(getattr(i, "idx", i)) for i in item.idxs]
-            depthwise = isinstance(tgt, nn.Conv2d) and tgt.groups == tgt.in_channels > 1
-            if item.dep.handler.__name__.endswith("in_channels") and not depthwise:
-                readers.append((names[tgt], 0 if isinstance(tgt, nn.ConvTranspose2d) else 1, idx))
-            elif depthwise:
+            if isinstance(tgt, nn.Conv2d) and tgt.groups == tgt.in_channels > 1:  # depthwise: a filter per channel
                 readers.append((names[tgt], 0, idx))
+            elif item.dep.handler.__name__.endswith("in_channels"):
+                readers.append((names[tgt], 0 if isinstance(tgt, nn.ConvTranspose2d) else 1, idx))
             else:  # another conv's output is added to or multiplied with this channel
                 readers = None
                 break
