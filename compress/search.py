@@ -143,8 +143,10 @@ def damage_fn(teacher: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, to
               ) -> Callable[[torch.nn.Module], float]:
     """``f(model)`` = mean μ-law MSE between ``model`` and ``teacher`` on ``batches`` of ``(ldrs, evs)``
     (the official tone map, normalised by the teacher output's 99th percentile per image)."""
+    from eapnet.cpu import fast_cpu_inference
+
     refs = []
-    with torch.no_grad():
+    with torch.no_grad(), fast_cpu_inference(teacher):
         for ldrs, evs in batches:
             y = teacher(ldrs, evs)
             if not torch.isfinite(y).all():
@@ -155,7 +157,7 @@ def damage_fn(teacher: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, to
 
     def f(model: torch.nn.Module) -> float:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), fast_cpu_inference(model):
             errs = [torch.mean((_mu(model(l, e), n) - r) ** 2).item() for l, e, n, r in refs]
         err = float(np.mean(errs))
         if not np.isfinite(err):

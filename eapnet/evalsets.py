@@ -170,23 +170,43 @@ def mean_scores(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-@torch.no_grad()
-def score(model: nn.Module, scenes: Iterable, *, teacher: nn.Module | None = None, amp: str | None = None,
-          tile: int | None = None, overlap: int = 64, dataset: str = "scenes") -> dict[str, float]:
-    """Mean scores of ``model`` over ``scenes`` (lazy or materialised), through the one inference path; outputs
-    are clipped at 0 first, as a 16-bit submission would be. With ``teacher``: also ``psnr_mu_vs_teacher``
-    (PSNR-μ of the output against the teacher's output)."""
-    from eapnet.inference import predict
+class TeacherOutputs:
+    """A teacher's clipped whole-frame outputs per ``(dataset, scene id)``, computed on first use and kept, so
+    that scoring several students against one teacher runs the teacher once per scene."""
 
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._memo: dict[tuple[str, str], np.ndarray] = {}
+
+    def __call__(self, dataset: str, scene: Scene) -> np.ndarray:
+        from eapnet.inference import predict
+
+        key = (dataset, scene.id)
+        if key not in self._memo:
+            self._memo[key] = np.maximum(predict(self.model, scene.ldrs, scene.evs), 0.0)
+        return self._memo[key]
+
+
+@torch.no_grad()
+def score(model: nn.Module, scenes: Iterable, *, teacher: nn.Module | TeacherOutputs | None = None,
+          amp: str | None = None, tile: int | None = None, overlap: int = 64,
+          dataset: str = "scenes") -> dict[str, float]:
+    """Mean scores of ``model`` over ``scenes`` (lazy or materialised), through the one inference path; outputs
+    are clipped at 0 first, as a 16-bit submission would be. With ``teacher`` (a model, or the
+    :class:`TeacherOutputs` shared by several calls): also ``psnr_mu_vs_teacher`` (PSNR-μ of the output
+    against the teacher's output)."""
+    from eapnet.inference import predict
+    from eapnet.metrics import psnr_mu
+
+    if teacher is not None and not isinstance(teacher, TeacherOutputs):
+        teacher = TeacherOutputs(teacher)
     rows = []
     for item in scenes:
         s = load(item, dataset)
         hdr = np.maximum(predict(model, s.ldrs, s.evs, tile=tile, overlap=overlap, amp=amp), 0.0)
         row = score_output(s.gt, hdr, f"{dataset}/{s.id}", s.motion)
         if teacher is not None:
-            from eapnet.metrics import psnr_mu
-
-            row["psnr_mu_vs_teacher"] = psnr_mu(np.maximum(predict(teacher, s.ldrs, s.evs), 0.0), hdr)
+            row["psnr_mu_vs_teacher"] = psnr_mu(teacher(dataset, s), hdr)
         rows.append(row)
     if not rows:
         raise ValueError(f"{dataset}: no scenes to score")

@@ -290,3 +290,21 @@ def test_exr_codec_is_enabled_here_and_a_clear_error_otherwise(ckpt, tmp_path):
     # ... and reported before any work, naming the fix
     assert r.returncode == 2 and "OPENCV_IO_ENABLE_OPENEXR=1" in r.stderr and "--no-save-outputs" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_teacher_outputs_run_the_teacher_once_per_scene():
+    from eapnet.evalsets import TeacherOutputs, heldout_synthetic, materialise, score
+
+    torch.manual_seed(0)
+    teacher, student = eapnet.build_model("lightweight").eval(), eapnet.build_model("lightweight").eval()
+    torch.nn.init.normal_(student.out.weight, std=0.005)
+    calls = []
+    teacher.register_forward_hook(lambda *a: calls.append(1))
+    scenes = materialise(heldout_synthetic(2, 64))
+    ref = TeacherOutputs(teacher)
+    a = score(student, scenes, teacher=ref, dataset="h")
+    b = score(student, scenes, teacher=ref, dataset="h")
+    assert len(calls) == 2 and a == b
+    # the same figure as with the module itself, and a student equal to its teacher scores inf against it
+    assert score(student, scenes, teacher=teacher, dataset="h") == a and len(calls) == 4
+    assert score(teacher, scenes, teacher=ref, dataset="h")["psnr_mu_vs_teacher"] > 90

@@ -92,3 +92,34 @@ def test_resolve_device_reads_every_device_flag_one_way():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def test_cpu_inference_runs_channels_last_and_restores_the_model(scene):
+    """predict runs a float model on CPU in channels_last (faster kernels) and gives the weights back in their
+    layout; the output equals the contiguous model's to float rounding."""
+    from eapnet.cpu import fast_cpu_inference
+
+    ldrs, evs, _ = scene
+    torch.manual_seed(0)
+    m = build_model("lightweight").eval()
+    torch.nn.init.normal_(m.out.weight, std=0.005)
+    x, e = to_batch(ldrs, evs)
+    with torch.no_grad():
+        ref = m(x, e)[0].permute(1, 2, 0).numpy()
+    conv = m.out
+    seen = []
+    h = conv.register_forward_pre_hook(lambda mod, a: seen.append(mod.weight.is_contiguous(
+        memory_format=torch.channels_last) and not mod.weight.is_contiguous()))
+    out = predict(m, ldrs, evs)
+    h.remove()
+    assert seen == [True]   # the 3x3 output conv ran with channels_last weights
+    assert all(p.is_contiguous() for p in m.parameters())
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    # a model already in channels_last stays so; a model without nn.Conv2d modules is left alone
+    m.to(memory_format=torch.channels_last)
+    with fast_cpu_inference(m):
+        pass
+    assert not conv.weight.is_contiguous()
+    lin = torch.nn.Linear(3, 3)
+    with fast_cpu_inference(lin):
+        assert lin.weight.is_contiguous()
