@@ -9,7 +9,9 @@ Stages (the wall time of each goes into the report):
 
 1. **search**: per-knob sensitivity on the calibration set, then a greedy choice of PDUB count and per-layer
    widths that meets the budget with the least predicted damage (:mod:`compress.search`); the uniform
-   width-scaling config at the same budget is reported beside it.
+   width-scaling config at the same budget is reported beside it. The baselines replace this choice with
+   ``method``: ``uniform`` (one width scale, every PDUB) or ``blocks`` (the most PDUBs that fit, at full width:
+   those whose removal alone hurts most on the calibration set stay).
 2. **prune**: drop the chosen blocks, slice channels with torch-pruning (:mod:`compress.prune`): a new config
    plus sliced weights.
 3. **finetune**: distillation from the float teacher (:mod:`compress.distill`).
@@ -39,6 +41,10 @@ from torch import nn
 from eapnet.inference import resolve_device
 
 DEFAULTS = Path(__file__).resolve().parent / "configs" / "compress.yaml"
+METHODS = ("search", "uniform", "blocks")
+"""How a budget is met: ``search`` (the greedy choice of PDUB count and per-layer widths), ``uniform`` (every
+width scaled by one factor, all PDUBs kept: the NNCF-style baseline) or ``blocks`` (only PDUBs dropped, every
+width kept: the paper's own knob, its Table 2)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class CompressConfig:
     data: str
     calib: str
     calib_scenes: int
+    method: str
     steps: tuple[int, int]
     batch_size: int
     patch: int
@@ -92,6 +99,10 @@ class CompressConfig:
             bad("calib_scenes", "must be >= 1")
         if self.heldout < 0:
             bad("heldout", "must be >= 0")
+        if self.method not in METHODS:
+            bad("method", f"must be one of {METHODS}")
+        if self.compare_uniform and self.method != "search":
+            bad("compare_uniform", "compares the search with uniform scaling: needs method search")
         if self.importance not in IMPORTANCE:
             bad("importance", f"must be one of {IMPORTANCE}")
         if self.backend not in ("xnnpack", "coreml"):
@@ -122,10 +133,10 @@ class CompressConfig:
         return d
 
 
-def add_config_args(p, target: bool = True) -> None:
+def add_config_args(p, target: bool = True, skip: tuple[str, ...] = ()) -> None:
     """Add ``--target-maccs`` (unless ``target`` is False), ``--config`` and one flag per key of
-    compress/configs/compress.yaml to the argparse parser ``p`` (values default to None: unset flags keep the
-    YAML's value)."""
+    compress/configs/compress.yaml but those in ``skip`` to the argparse parser ``p`` (values default to None:
+    unset flags keep the YAML's value)."""
     import argparse
 
     from eapnet.cli import int_at_least, maccs_arg, size_arg
@@ -135,6 +146,8 @@ def add_config_args(p, target: bool = True) -> None:
                        help="MAcc budget (NTIRE 2022 count), e.g. 100G, 1.5e11, 150000M")
     p.add_argument("--config", type=Path, default=None, help="YAML of compression keys (safe-loaded)")
     for key, value in CompressConfig.defaults().items():
+        if key in skip:
+            continue
         flag = "--" + key.replace("_", "-")
         if key == "steps":
             p.add_argument(flag, type=int_at_least(0), nargs="+", default=None, metavar="N",
@@ -208,13 +221,15 @@ def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] =
     models = {"teacher (float)": {"maccs": t_maccs, "params": t_params, "scores": _score(teacher, sets)}}
     reference = TeacherOutputs(teacher)  # the teacher runs once per scene for every student's vs-teacher score
     runs = [("compressed", stage["model"], "")]
-    if cfg.compare_uniform and not stage["skipped"]:
+    if cfg.compare_uniform and not stage["skipped"] and stage["uniform_config"] is None:
+        log(f"uniform width scaling cannot reach {format_maccs(cfg.target_maccs)} MAccs: no uniform baseline")
+    elif cfg.compare_uniform and not stage["skipped"]:
         from compress.prune import prune_to
         from eapnet.evalsets import as_batches
 
         runs.append(("uniform", prune_to(teacher, stage["uniform_config"], cfg.importance, as_batches(calib)),
                      "uniform-"))
-    losses = {}
+    losses, curves = {}, {}
     student = None
     for label, model, prefix in runs:
         if not stage["skipped"]:
@@ -227,6 +242,7 @@ def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] =
             progress=progress, reference=reference)
         if label == "compressed":
             student = trained
+        curves[label] = losses[label].pop("curve", [])
         models.update({f"{label} {k}": v for k, v in entries.items()})
         wall["evaluate"] += times.pop("evaluate")  # one figure: the teacher, before and after fine-tune, int8
         wall.update({f"{prefix}{k}": v for k, v in times.items()})
@@ -237,16 +253,17 @@ def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] =
         "skipped_pruning": stage["skipped"], "datasets": list(sets), "models": models,
         "config": student.config.to_dict(), "layer_widths": layer_widths(student),
         "pdub_count": student.config.num_blocks, "search": stage["search"], "uniform": stage["uniform"],
-        "losses_last20": losses, "wall_s": wall, "files": {"compressed": "compressed.pt", "int8": "int8.pt2"},
+        "losses_last20": losses, "finetune_curve": curves, "wall_s": wall, "files": {"compressed": "compressed.pt", "int8": "int8.pt2"},
     }
     return CompressResult(student, report)
 
 
 def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, log=print, progress=True) -> dict:
-    """Stages 1-2. Returns ``{"model", "search", "uniform", "uniform_config", "skipped"}``."""
+    """Stages 1-2 for ``cfg.method`` (:data:`METHODS`). Returns ``{"model", "search", "uniform", "uniform_config",
+    "skipped"}``; ``search`` describes how the model was chosen (``method``, kept PDUBs, zero-shot damage)."""
     from compress.prune import drop_blocks, prune_to
-    from compress.search import (check_reachable, config_maccs, damage_fn, greedy_search, sensitivity,
-                                 uniform_config)
+    from compress.search import (BudgetError, blocks_config, check_reachable, config_maccs, damage_fn, greedy_search,
+                                 sensitivity, uniform_config)
     from eapnet.evalsets import as_batches
     from eapnet.macs import count_maccs, format_maccs
 
@@ -256,23 +273,48 @@ def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, lo
     if t_maccs <= target:
         log(f"input model {format_maccs(t_maccs)} <= target {format_maccs(target)}: no pruning, quantize only")
         return {"model": teacher, "search": None, "uniform": None, "skipped": True, "uniform_config": None}
-    check_reachable(teacher.config, target, height=h, width=w)  # before the slow probe
+    base = teacher.config
+    # an unreachable budget fails here, before any slow step
+    if cfg.method == "search":
+        check_reachable(base, target, height=h, width=w)
+    kept_blocks = blocks_config(base, target, height=h, width=w) if cfg.method == "blocks" else None
+    try:   # the uniform baseline's config, reported beside the other methods where it reaches the budget
+        uni_cfg, s = uniform_config(base, target, height=h, width=w)
+    except BudgetError:
+        if cfg.method == "uniform":
+            raise
+        uni_cfg, s = None, None
     batches = as_batches(calib)
-    sens = sensitivity(teacher, [(l, e) for l, e, _ in batches], importance=cfg.importance, calib_gt=batches,
-                       progress=progress)
-    res = greedy_search(sens, target, height=h, width=w)
-    kept = drop_blocks(teacher, res.kept_blocks) if teacher.config.block == "pdub" else teacher
-    student = prune_to(kept, res.config.replace(name=f"{teacher.config.name}-{target / 1e9:g}G"), cfg.importance,
-                       batches)
+    calib_in = [(l, e) for l, e, _ in batches]
+    name = f"{base.name}-{target / 1e9:g}G"
+    search: dict = {"method": cfg.method}
+    if cfg.method == "search":
+        sens = sensitivity(teacher, calib_in, importance=cfg.importance, calib_gt=batches, progress=progress)
+        res = greedy_search(sens, target, height=h, width=w)
+        kept = drop_blocks(teacher, res.kept_blocks) if base.block == "pdub" else teacher
+        student = prune_to(kept, res.config.replace(name=name), cfg.importance, batches)
+        search.update(kept_blocks=res.kept_blocks, steps=res.steps, predicted_damage=res.predicted_damage,
+                      sensitivity=sens.to_dict())
+    elif cfg.method == "uniform":
+        student = prune_to(teacher, uni_cfg.replace(name=name), cfg.importance, batches)
+        search.update(kept_blocks=list(range(base.num_blocks)), width_scale=s)
+    else:
+        # which PDUBs stay: the ones whose removal alone hurts most on the calibration set
+        sens = sensitivity(teacher, calib_in, importance=cfg.importance, widths=False, progress=progress)
+        keep = sorted(sorted(sens.blocks, key=lambda j: -sens.blocks[j])[:kept_blocks]) if sens.blocks \
+            else list(range(base.num_blocks))
+        student = drop_blocks(teacher, keep)
+        student.config = student.config.replace(name=name)
+        search.update(kept_blocks=keep, block_damage={str(j): d for j, d in sens.blocks.items()})
     maccs = count_maccs(student, h, w)
-    if maccs > target:  # the search counts with the same counter; this guards the slicing
+    if maccs > target:  # the choice counts with the same counter; this guards the slicing
         raise RuntimeError(f"pruned model has {format_maccs(maccs)} MAccs > target {format_maccs(target)}")
-    damage = damage_fn(teacher, [(l, e) for l, e, _ in batches])
-    uni_cfg, s = uniform_config(teacher.config, target, height=h, width=w)
-    uniform = {"config": uni_cfg.to_dict(), "scale": s, "maccs": config_maccs(uni_cfg, h, w),
-               "zero_shot_damage": damage(prune_to(teacher, uni_cfg, cfg.importance, batches))}
-    search = {"kept_blocks": res.kept_blocks, "steps": res.steps, "predicted_damage": res.predicted_damage,
-              "zero_shot_damage": damage(student), "sensitivity": sens.to_dict()}
+    damage = damage_fn(teacher, calib_in)
+    search["zero_shot_damage"] = damage(student)
+    uniform = None if uni_cfg is None else {
+        "config": uni_cfg.to_dict(), "scale": s, "maccs": config_maccs(uni_cfg, h, w),
+        "zero_shot_damage": (search["zero_shot_damage"] if cfg.method == "uniform"
+                             else damage(prune_to(teacher, uni_cfg, cfg.importance, batches)))}
     return {"model": student, "search": search, "uniform": uniform, "skipped": False, "uniform_config": uni_cfg}
 
 
@@ -281,7 +323,8 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
                           progress: bool, reference=None):
     """Stages 3-5 for one pruned model: distilled fine-tune, save ``<prefix>compressed.pt``, QAT, convert, save
     ``<prefix>int8.pt2``, score float and int8 (against ``reference``, the teacher's
-    :class:`eapnet.evalsets.TeacherOutputs`, when given). Returns ``(student, report rows, last-20 losses, wall times)``."""
+    :class:`eapnet.evalsets.TeacherOutputs`, when given). Returns ``(student, report rows, losses, wall times)``: ``losses`` holds the mean of the last 20
+    losses of each loop and ``curve``, the held-out PSNR-μ at every third of the fine-tune."""
     from compress import quantize
     from compress.distill import distill
     from eapnet.checkpoint import save_checkpoint
@@ -296,10 +339,22 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
         p.requires_grad_(True)
     times, losses = {}, {}
     t = time.time()
+    curve = []
     if not skipped and ft_steps:
+        from eapnet.evalsets import score
+
+        def probe(step: int) -> None:   # held-out PSNR-μ along the fine-tune: did it have enough steps?
+            if sets.get("heldout_synthetic"):
+                student.eval()
+                curve.append({"step": step, "heldout_psnr_mu": score(student, sets["heldout_synthetic"],
+                                                                      dataset="heldout_synthetic")["psnr_mu"]})
+                student.train()
+
         ft = distill(student, teacher, stream, steps=ft_steps, batch=cfg.batch_size, lr=cfg.lr,
-                     weight=cfg.distill_weight, device=device, desc=f"{prefix}finetune", progress=progress)
+                     weight=cfg.distill_weight, device=device, desc=f"{prefix}finetune", progress=progress,
+                     probe=(max(ft_steps // 3, 1), probe))
         losses["finetune"] = float(np.mean(ft[-20:]))
+        losses["curve"] = curve
     times["finetune"] = time.time() - t
     student = student.eval().cpu()
     maccs, params = count_maccs(student, h, w), count_params(student)
@@ -374,10 +429,21 @@ def report_markdown(rep: dict) -> str:
         L.append(f"| {name} | {maccs} | {params} | " + " | ".join(cells) + " |")
     s = rep.get("search")
     if s:
-        L += ["", (f"Kept PDUBs: {s['kept_blocks']} of the teacher's. Zero-shot damage (μ-law MSE vs teacher, "
-                   f"calibration set, before fine-tuning): searched {s['zero_shot_damage']:.3g}, uniform "
-                   f"{rep['uniform']['zero_shot_damage']:.3g} (width scale {rep['uniform']['scale']:.3f}).")]
-        L += ["", "Search moves: " + "; ".join(st["move"] for st in s["steps"])]
+        method = s.get("method", "search")
+        how = {"search": "searched", "uniform": "uniform width scaling", "blocks": "PDUBs dropped"}[method]
+        uni = rep.get("uniform")
+        line = (f"Method: {method}. Kept PDUBs: {s['kept_blocks']} of the teacher's. Zero-shot damage (μ-law MSE "
+                f"vs teacher, calibration set, before fine-tuning): {how} {s['zero_shot_damage']:.3g}")
+        if uni and method != "uniform":
+            line += f", uniform {uni['zero_shot_damage']:.3g}"
+        line += f" (width scale {uni['scale']:.3f})." if uni else " (uniform width scaling cannot reach this budget)."
+        L += ["", line]
+        if s.get("steps"):
+            L += ["", "Search moves: " + "; ".join(st["move"] for st in s["steps"])]
+    for label, curve in (rep.get("finetune_curve") or {}).items():
+        if curve:
+            L += ["", f"Held-out PSNR-μ of the {label} model along its fine-tune (step: dB): "
+                  + ", ".join(f"{c['step']}: {c['heldout_psnr_mu']:.2f}" for c in curve)]
     ex = rep.get("export")
     if ex:
         L += ["", f"## Phone artifacts ({ex['size'][1]}x{ex['size'][0]}) and parity", "",

@@ -12,8 +12,8 @@ EAPNet's config knobs, with block dropping as one more kind of move:
 2. :func:`greedy_search` starts from the full config and repeatedly takes the move (one knob one step of
    :data:`LADDER` narrower, or one block dropped) with the least added damage per MAcc saved (damage of
    unmeasured widths interpolated), until the MAccs, counted by the project's one counter, fit the budget.
-3. :func:`uniform_config` is the baseline to beat: every width scaled by one factor (bisected, NNCF-like),
-   all blocks kept.
+3. Two baselines to beat: :func:`uniform_config`, every width scaled by one factor (bisected, NNCF-like),
+   all blocks kept; and :func:`blocks_config`, only whole PDUBs dropped (the paper's own knob).
 
 MAccs follow the NTIRE 2022 convention (``eapnet.count_maccs``) at the chosen resolution.
 """
@@ -41,6 +41,7 @@ __all__ = [
     "LADDER",
     "BudgetError",
     "Sensitivity",
+    "blocks_config",
     "check_reachable",
     "config_maccs",
     "greedy_search",
@@ -169,16 +170,17 @@ def damage_fn(teacher: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, to
 
 
 def sensitivity(model: EAPNet, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
-                importance: str = "magnitude", calib_gt=None, progress: bool = True) -> Sensitivity:
-    """Measure every single-knob pruning of ``model`` (widths at :data:`MEASURED` ratios, each block dropped
-    alone) on calibration ``batches`` of ``(ldrs, evs)``; see :class:`Sensitivity`."""
+                importance: str = "magnitude", calib_gt=None, widths: bool = True,
+                progress: bool = True) -> Sensitivity:
+    """Measure every single-knob pruning of ``model`` (widths at :data:`MEASURED` ratios unless ``widths`` is
+    False, each block dropped alone) on calibration ``batches`` of ``(ldrs, evs)``; see :class:`Sensitivity`."""
     from tqdm import tqdm
 
     cfg = model.config
     damage = damage_fn(model, batches)
     jobs = [(k, w) for k in width_knobs(cfg)
             for w in sorted({min(get_width(cfg, k), round_width(get_width(cfg, k) * r)) for r in MEASURED},
-                            reverse=True) if w < get_width(cfg, k)]
+                            reverse=True) if w < get_width(cfg, k)] if widths else []
     n_blocks = cfg.num_blocks if cfg.block == "pdub" and cfg.num_blocks > 1 else 0
     sens = Sensitivity(cfg, {k: {get_width(cfg, k): 0.0} for k in width_knobs(cfg)}, {})
     bar = tqdm(total=len(jobs) + n_blocks, desc="sensitivity", disable=not progress, unit="probe")
@@ -273,6 +275,20 @@ def greedy_search(sens: Sensitivity, target_maccs: int, *, height: int = NTIRE_H
         saved_at = {m: v for m, v in saved_at.items() if not m.startswith("drop ")}  # block set changed
         steps.append({"move": best, "maccs": cur_maccs, "predicted_damage": cur_damage})
     return SearchResult(cur_cfg, cur_maccs, list(blocks), cur_damage, steps)
+
+
+def blocks_config(base: EAPNetConfig, target_maccs: int, *, height: int = NTIRE_HEIGHT,
+                  width: int = NTIRE_WIDTH) -> int:
+    """Baseline: the most PDUBs of ``base`` (every width kept) whose MAccs fit ``target_maccs``; raises
+    :class:`BudgetError` (with the one-block minimum) when even one PDUB is over budget."""
+    if base.block != "pdub":
+        raise BudgetError(f"{base.name!r} has no PDUBs to drop (block type {base.block!r})")
+    for n in range(base.num_blocks, 0, -1):
+        cfg = base.replace(num_blocks=n, pdub_widths=base.pdub_widths[:n])
+        if config_maccs(cfg, height, width) <= target_maccs:
+            return n
+    raise BudgetError(f"dropping PDUBs cannot reach {format_maccs(target_maccs)} MAccs from {base.name!r} "
+                      f"(one PDUB at full width: {format_maccs(config_maccs(cfg, height, width))})")
 
 
 def uniform_config(base: EAPNetConfig, target_maccs: int, *, height: int = NTIRE_HEIGHT,

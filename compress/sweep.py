@@ -1,16 +1,22 @@
 """Accuracy against MAcc budgets: run ``compress/qat.py`` for several budgets and tabulate the results.
 
     python compress/sweep.py --budgets 150G 120G 100G 80G          # -> runs/sweep-<time>/
+    python compress/sweep.py --budgets 150G 100G 60G --methods search uniform blocks
+    python compress/sweep.py --resume runs/sweep-<time>             # continue after an interruption
 
 Each budget is one run of the main job (:func:`mobile_export.pipeline.compress_and_ship`, in
-``<out>/<budget>/``, with its own report, phone artifacts and parity check), then
+``<out>/<budget>G/``, with its own report, phone artifacts and parity check), then
 :func:`mobile_export.latency.bench` times its eager model and ``.pte`` files at the export size
-(``--bench-runs``, 0 = skip). The sweep writes:
+(``--bench-runs``, 0 = skip). ``--methods`` adds the baselines at the same budgets, fine-tuned and quantized the
+same way (``<out>/<budget>G-uniform/``, ``<out>/<budget>G-blocks/``; float and int8 eager models, no phone
+artifacts): ``uniform`` width scaling with every PDUB and ``blocks``, PDUBs dropped at full width (a budget
+below one full-width PDUB is unreachable for it and recorded as such). ``--resume`` continues a sweep folder
+with its recorded arguments: finished runs are kept, an interrupted one starts again. The sweep writes:
 
-- ``sweep.md``: one row per budget: GMAccs, k params, PDUBs, PSNR-μ of the float model, the int8 eager model,
+- ``sweep.md``: one row per budget and method: GMAccs, k params, PDUBs, PSNR-μ of the float model, the int8 eager model,
   the int8 ``.pte`` and the W8A8 ``.mlpackage`` (real crops; held-out synthetic), latency of eager fp32,
   ``.pte`` fp32 and ``.pte`` int8, and file sizes; then every model row of every report;
-- ``pareto.png``: PSNR-μ against GMAccs (log scale) of the sweep beside the shipped float models, and the
+- ``pareto.png``: PSNR-μ against GMAccs (log scale) of each method beside the shipped float model, and the
   paper's own points (its Tables 1, 2 and 6, NTIRE 2022 validation PSNR-μ, AHDR included) in a second panel:
   the two are different test sets, so they share the MAcc axis only;
 - ``sweep.json`` and ``sweep.csv`` (the same rows).
@@ -22,28 +28,36 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 from eapnet.cli import Parser, command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from compress.pipeline import add_config_args
+    from compress.pipeline import METHODS, add_config_args
     from eapnet.cli import add_overwrite, int_at_least, maccs_arg, size_arg
 
     p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budgets", type=maccs_arg, nargs="+", help="MAcc budgets, e.g. 150G 100G 80G")
-    add_config_args(p, target=False)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=["search"],
+                   help="how each budget is met: the search and/or the baselines uniform and blocks "
+                        "(default: search)")
+    add_config_args(p, target=False, skip=("method",))
     p.add_argument("--export-size", type=size_arg, default=None, help="HxW of the phone artifacts (default: --size)")
     p.add_argument("--parity-scenes", type=int_at_least(1), default=4, help="scenes per dataset in each parity check")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--retabulate", default=None, metavar="SWEEP_DIR",
                    help="rebuild the tables and plot of a finished sweep folder from its runs (report.json, "
                         "bench/bench.json); runs nothing")
+    p.add_argument("--resume", default=None, metavar="SWEEP_DIR",
+                   help="continue an interrupted sweep with its recorded arguments (finished runs are kept)")
     p.add_argument("--out", default=None, help="output folder (default runs/sweep-<time>)")
     add_overwrite(p)
     p.add_argument("--bench-runs", type=int_at_least(0), default=3,
@@ -51,11 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def method_of(rep: dict) -> str:
+    """The method (``compress.pipeline.METHODS``) a report's model was chosen by."""
+    return (rep.get("search") or {}).get("method", "search")
+
+
+def run_name(budget: int, method: str) -> str:
+    """A budget's run folder in the sweep: ``100G`` (search), ``100G-uniform``, ``100G-blocks``."""
+    return f"{budget / 1e9:g}G" + ("" if method == "search" else f"-{method}")
+
+
 def rows_from_report(budget: int, rep: dict) -> list[dict]:
     """One table row per model of a ``compress/qat.py`` report."""
     rows = []
     for name, m in rep["models"].items():
-        row = {"budget_g": budget / 1e9, "model": name, "gmaccs": m["maccs"] / 1e9, "k_params": m["params"] / 1e3,
+        row = {"budget_g": budget / 1e9, "method": method_of(rep), "model": name, "gmaccs": m["maccs"] / 1e9, "k_params": m["params"] / 1e3,
                "pdubs": rep["pdub_count"]}
         for d, s in (m.get("scores") or {}).items():
             if s:
@@ -83,8 +107,8 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
     m = rep["models"]
     flt = m.get("compressed (float)") or m["teacher (float)"]
     q = next((v for k, v in m.items() if k.startswith("compressed (int8")), None)
-    row = {"budget_g": budget / 1e9, "gmaccs": flt["maccs"] / 1e9, "k_params": flt["params"] / 1e3,
-           "pdubs": rep["pdub_count"]}
+    row = {"budget_g": budget / 1e9, "method": method_of(rep), "gmaccs": flt["maccs"] / 1e9,
+           "k_params": flt["params"] / 1e3, "pdubs": rep["pdub_count"]}
     for short, d in (("real", "real_crops"), ("heldout", "heldout_synthetic")):
         if d in (flt.get("scores") or {}):
             row[f"{short}_float"] = flt["scores"][d]["psnr_mu"]
@@ -112,7 +136,7 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
 
 def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
     at = f" at {size[1]}x{size[0]}" if size else ""
-    head = ["budget G", "GMAccs", "k params", "PDUBs", "PSNR-μ real crops: float / int8 eager",
+    head = ["budget G", "method", "GMAccs", "k params", "PDUBs", "PSNR-μ real crops: float / int8 eager",
             "PSNR-μ held-out: float / int8 eager", "parity scenes, real: float / .pte int8 / .mlpackage W8A8",
             "parity scenes, held-out: float / .pte int8 / .mlpackage W8A8",
             f"s/frame{at}: eager / .pte fp32 / .pte int8", "eager / .pte int8",
@@ -127,7 +151,7 @@ def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
         psnr += [" / ".join(f(r, f"{d}_{c}") for c in ("parity_float", "pte_int8", "mlpackage_w8a8"))
                  for d in ("real", "heldout")]
         L.append("| " + " | ".join([
-            f(r, "budget_g", "g"), f(r, "gmaccs"), f(r, "k_params"), str(r.get("pdubs", "–")), *psnr,
+            f(r, "budget_g", "g"), r.get("method", "search"), f(r, "gmaccs"), f(r, "k_params"), str(r.get("pdubs", "–")), *psnr,
             " / ".join(f(r, f"s_{k}", ".2f") for k in ("eager_fp32", "pte_fp32", "pte_int8")),
             f(r, "speedup_pte_int8") + ("x" if "speedup_pte_int8" in r else ""),
             " / ".join(f(r, k) for k in ("mb_pte_fp32", "mb_pte_int8", "mb_coreml_fp16", "mb_coreml_w8a8")),
@@ -136,8 +160,8 @@ def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
 
 
 def plot_pareto(rows: list[dict], path: Path, shipped: dict[str, dict] | None = None) -> Path:
-    """``pareto.png``: left, PSNR-μ vs GMAccs of the sweep (compressed float and int8, whole scenes) and the
-    shipped float teacher on our sets; right, the paper's reported points and AHDR (NTIRE 2022 validation set).
+    """``pareto.png``: left, PSNR-μ vs GMAccs of the sweep (each method's float model and the searched int8
+    model, whole scenes) and the shipped float teacher on our sets; right, the paper's reported points and AHDR (NTIRE 2022 validation set).
     The artifacts' PSNR-μ (a subset of scenes) is in the table, not the plot."""
     import matplotlib
 
@@ -148,9 +172,13 @@ def plot_pareto(rows: list[dict], path: Path, shipped: dict[str, dict] | None = 
     from eapnet.variants import AHDR_MACCS
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
+    curves = [("search", "float", "C0", "searched, float"), ("search", "int8_eager", "C1", "searched, int8"),
+              ("uniform", "float", "C2", "uniform width scaling, float"),
+              ("blocks", "float", "C3", "PDUBs dropped, float")]
     for d, marker in (("real", "o"), ("heldout", "s")):
-        for c, color, label in (("float", "C0", "compressed float"), ("int8_eager", "C1", "compressed int8")):
-            pts = sorted((r["gmaccs"], r[f"{d}_{c}"]) for r in rows if f"{d}_{c}" in r)
+        for method, c, color, label in curves:
+            pts = sorted((r["gmaccs"], r[f"{d}_{c}"]) for r in rows
+                         if f"{d}_{c}" in r and r.get("method", "search") == method)
             if pts:
                 ax.plot(*zip(*pts), marker=marker, color=color, ls="-" if d == "real" else "--",
                         label=f"{label}, {'real crops' if d == 'real' else 'held-out synthetic'}")
@@ -174,7 +202,8 @@ def plot_pareto(rows: list[dict], path: Path, shipped: dict[str, dict] | None = 
         bx.scatter([g], [v], marker="*", s=140, color="k")
         bx.annotate(name, (g, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
     for r in rows:
-        bx.axvline(r["gmaccs"], color="C1", alpha=0.3, lw=1)
+        if r.get("method", "search") == "search":
+            bx.axvline(r["gmaccs"], color="C1", alpha=0.3, lw=1)
     bx.set(xscale="log", xlabel="GMAccs at 1900x1060", ylabel="PSNR-μ (dB), NTIRE 2022 validation",
            title="The paper's reported points (vertical lines: this sweep's budgets)")
     bx.legend(fontsize=7)
@@ -208,7 +237,8 @@ def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: d
             ".mlpackage, so compare within a group only. Latency: median seconds per frame on this CPU "
             "(bench/bench_mobile.py; each run's bench/ folder). Plot: pareto.png.\n\n## Every model of every run\n\n"
           + table_markdown(rows)
-          + "".join(f"\nBudget {b:g} G: exit {rc}.\n" for b, rc in failed.items()))
+          + "".join(f"\n{name}: " + ("a parity failure (its report.md names the artifact).\n" if rc == 1 else
+                                     "budget unreachable for this method.\n") for name, rc in failed.items()))
     if summary:
         plot_pareto(summary, out / "pareto.png", shipped)
     atomic_write_json(out / "sweep.json", {"summary": summary, "rows": rows, "failed": failed})
@@ -237,6 +267,7 @@ def _tabulate_run(run: Path, budget: int, state: dict) -> None:
 @command
 def main(argv=None) -> int:
     p = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     from eapnet.cli import out_dir
     from eapnet.runs import atomic_write_json, record_run
@@ -244,53 +275,79 @@ def main(argv=None) -> int:
     state = {"rows": [], "summary": [], "failed": {}, "shipped": {}, "size": None}
     if args.retabulate:
         out = Path(args.retabulate)
-        runs = sorted((json.loads((d / "report.json").read_text())["target_maccs"], d)
-                      for d in out.iterdir() if (d / "report.json").is_file())
+        runs = []
+        for d in out.iterdir():
+            if (d / "report.json").is_file():
+                rep = json.loads((d / "report.json").read_text())
+                runs.append((-rep["target_maccs"], _METHOD_ORDER[method_of(rep)], d, rep["target_maccs"]))
         if not runs:
             p.error(f"--retabulate {out}: no budget folders with a report.json")
-        for budget, run in sorted(runs, reverse=True):
+        for *_, run, budget in sorted(runs):
             _tabulate_run(run, budget, state)
         print(_write_tables(out, **state))
         return 0
-    if not args.budgets:
-        p.error("--budgets is required (or --retabulate a finished sweep)")
+    resuming = args.resume is not None
+    if resuming:
+        out = Path(args.resume)
+        try:
+            recorded = json.loads((out / "run.json").read_text())["args"]["sweep_argv"]
+        except (OSError, ValueError, KeyError) as e:
+            p.error(f"--resume {out}: not a sweep folder of this tool ({type(e).__name__}: {e})")
+        args = p.parse_args(recorded)
+        record_run(out, {"resumed": str(out)}, name=f"run-resume-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    elif not args.budgets:
+        p.error("--budgets is required (or --retabulate or --resume a sweep folder)")
     from compress.pipeline import config_from_args
     from compress.search import BudgetError
     from mobile_export.pipeline import compress_and_ship
 
-    cfgs = {b: config_from_args(p, args, target_maccs=b) for b in sorted(set(args.budgets), reverse=True)}
-    out = out_dir(p, args, "sweep")
-    record_run(out, {"budgets": args.budgets, "compress": next(iter(cfgs.values())).to_dict(),
-                     "export_size": args.export_size, "parity_scenes": args.parity_scenes,
-                     "bench_runs": args.bench_runs})
-    for budget, cfg in cfgs.items():
-        run = out / f"{budget / 1e9:g}G"
-        run.mkdir(parents=True, exist_ok=True)
-        try:
-            rep = compress_and_ship(cfg, run, export_size=args.export_size, parity_scenes=args.parity_scenes,
-                                    progress=not args.quiet)
-            if rep["export"] is not None and not rep["export"]["passed"]:
-                state["failed"][budget / 1e9] = 1     # a parity failure: the report says which artifact
-        except BudgetError as e:
-            print(f"{budget / 1e9:g}G: {e}", file=sys.stderr)
-            state["failed"][budget / 1e9] = 2
+    methods = sorted(set(args.methods), key=_METHOD_ORDER.get)
+    cfgs = {}
+    for b in sorted(set(args.budgets), reverse=True):
+        base = config_from_args(p, args, target_maccs=b)
+        for m in methods:
+            cfgs[b, m] = dataclasses.replace(base, method=m, compare_uniform=base.compare_uniform and m == "search")
+    if not resuming:
+        out = out_dir(p, args, "sweep")
+        record_run(out, {"budgets": args.budgets, "methods": methods, "sweep_argv": argv,
+                         "compress": next(iter(cfgs.values())).to_dict(), "export_size": args.export_size,
+                         "parity_scenes": args.parity_scenes, "bench_runs": args.bench_runs})
+    for (budget, method), cfg in cfgs.items():
+        run = out / run_name(budget, method)
+        searched = method == "search"
         if not (run / "report.json").is_file():
-            continue
+            if run.exists():   # what an interrupted run left: it starts again
+                shutil.rmtree(run)
+            run.mkdir(parents=True)
+            try:
+                rep = compress_and_ship(cfg, run, export_size=args.export_size, parity_scenes=args.parity_scenes,
+                                        export=searched, progress=not args.quiet)
+                if rep["export"] is not None and not rep["export"]["passed"]:
+                    state["failed"][run.name] = 1     # a parity failure: the report says which artifact
+            except BudgetError as e:
+                print(f"{run.name}: {e}", file=sys.stderr)
+                state["failed"][run.name] = 2
+                continue
         rep = json.loads((run / "report.json").read_text())
-        if args.bench_runs and rep.get("export"):
+        if rep.get("export") and not rep["export"]["passed"]:
+            state["failed"][run.name] = 1
+        bench_file = run / "bench" / "bench.json"
+        if args.bench_runs and rep.get("export") and not bench_file.is_file():
             from mobile_export.latency import bench
 
             threads = os.cpu_count() or 1
             (bench_row,) = bench([run / "compressed.pt"], [tuple(rep["export"]["size"])], runs=args.bench_runs,
                                  threads=threads, artifacts=run / "export", int8=str(run / "int8.pt2"))
-            atomic_write_json(run / "bench" / "bench.json", {"runs": args.bench_runs, "threads": threads,
-                                                             "rows": [bench_row]})
+            atomic_write_json(bench_file, {"runs": args.bench_runs, "threads": threads, "rows": [bench_row]})
         _tabulate_run(run, budget, state)
-        _write_tables(out, **state)    # after every budget: nothing is lost
+        _write_tables(out, **state)    # after every run: nothing is lost
     md = _write_tables(out, **state)
     print(md)
     print(f"wrote {out}")
     return 1 if state["failed"] else 0
+
+
+_METHOD_ORDER = {"search": 0, "uniform": 1, "blocks": 2}
 
 
 if __name__ == "__main__":

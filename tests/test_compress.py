@@ -227,6 +227,51 @@ def test_a_budget_above_the_model_needs_no_moves(sens):
     assert res.config == SMALL and res.steps == []
 
 
+def _method_stage(method, target, **kw):
+    from compress.pipeline import CompressConfig, search_and_prune
+
+    from eapnet.data.synthetic import generate_scene
+    from eapnet.evalsets import Scene
+
+    m = _model()
+    cfg = CompressConfig.load(target_maccs=target, method=method, size=list(RES), calib_scenes=2, **kw)
+    calib = [Scene(f"{i}", *generate_scene(i, 32, 32)) for i in range(2)]
+    return m, search_and_prune(m, cfg, calib, progress=False)
+
+
+def test_the_baseline_methods_meet_the_budget_their_own_way():
+    full = config_maccs(SMALL, *RES)
+    # uniform: the bisected width scale, every PDUB kept, the magnitude-pruned weights
+    target = int(full * 0.6)
+    m, st = _method_stage("uniform", target)
+    uni, scale = uniform_config(SMALL, target, height=RES[0], width=RES[1])
+    assert st["model"].config.replace(name="x") == uni.replace(name="x") and st["model"].config.name == "small-" \
+        f"{target / 1e9:g}G"
+    assert st["search"]["method"] == "uniform" and st["search"]["width_scale"] == scale
+    assert count_maccs(st["model"], *RES) <= target
+    # blocks: every width kept, as many PDUBs as fit, and the ones whose removal hurts most stay
+    two = config_maccs(SMALL.replace(num_blocks=2, pdub_widths=SMALL.pdub_widths[:2]), *RES)
+    m, st = _method_stage("blocks", two)
+    s = st["search"]
+    assert st["model"].config.num_blocks == 2 and st["model"].config.feat_channels == SMALL.feat_channels
+    dropped = ({0, 1, 2} - set(s["kept_blocks"])).pop()
+    assert s["block_damage"][str(dropped)] == min(s["block_damage"].values())
+    ldrs, evs = _inputs(1, 24, 40)
+    with torch.no_grad():
+        assert torch.equal(st["model"](ldrs, evs), drop_blocks(m, s["kept_blocks"])(ldrs, evs))
+    with pytest.raises(BudgetError, match="one PDUB at full width"):
+        _method_stage("blocks", int(full * 0.3))
+
+
+def test_compare_uniform_needs_the_search():
+    from compress.pipeline import CompressConfig
+
+    with pytest.raises(ValueError, match="compare_uniform: .*needs method search"):
+        CompressConfig.load(target_maccs=1e9, method="uniform", compare_uniform=True)
+    with pytest.raises(ValueError, match="method: must be one of"):
+        CompressConfig.load(target_maccs=1e9, method="random")
+
+
 # ------------------------------------------------------------------------------------------ the CLI
 
 
@@ -276,6 +321,11 @@ def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
     for name in ("teacher (float)", "compressed (float)", "compressed (int8, xnnpack)"):
         assert rep["models"][name]["scores"]["heldout_synthetic"]["psnr_mu"] > 0
     assert set(rep["wall_s"]) >= {"search+prune", "finetune", "qat", "evaluate", "total"}
+    # the fine-tune's held-out curve ends on the fine-tuned model the report scores
+    curve = rep["finetune_curve"]["compressed"]
+    assert [c["step"] for c in curve] == [1, 2]
+    assert curve[-1]["heldout_psnr_mu"] == pytest.approx(
+        rep["models"]["compressed (float)"]["scores"]["heldout_synthetic"]["psnr_mu"], abs=1e-3)
     run = json.loads((out / "run.json").read_text())
     assert run["args"]["target_maccs"] == target and "torch" in run["versions"]
     assert "PSNR-μ" in (out / "report.md").read_text()
@@ -396,7 +446,7 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
     assert first["parity"] == "FAIL: coreml-w8a8" and first["mb_pte_int8"] == 2.0 and "parity" not in summary[1]
     md = (tmp_path / "sweep.md").read_text()
     assert "| 30.80 / 30.50 |" in md and "30.80 / 30.40 / 28.00" in md and "FAIL: coreml-w8a8" in md
-    assert "exit 2" in md
+    assert "budget unreachable for this method" in md
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "sweep.csv").read_text().count("\n") == 3
     # the tables can be rebuilt from the run folders alone (reports + bench.json), e.g. after a code change
@@ -405,6 +455,54 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
     assert "30.80 / 30.40 / 28.00" in (tmp_path / "sweep.md").read_text()
     with pytest.raises(SystemExit):
         sweep.main(["--budgets", "100", "--out", str(tmp_path / "x"), "--patch", "30"])
+
+
+def test_sweep_runs_each_method_and_resumes_after_an_interruption(tmp_path, monkeypatch):
+    import json
+
+    from compress import sweep
+    from compress.search import BudgetError
+    from mobile_export import pipeline
+
+    calls, interrupt = [], {"at": (100, "uniform")}
+
+    def fake_main_job(cfg, run, export=True, **kw):
+        budget = round(cfg.target_maccs / 1e9)
+        calls.append((budget, cfg.method, export, cfg.compare_uniform))
+        (run / "compressed.pt").write_text("partial")
+        if (budget, cfg.method) == interrupt["at"]:
+            raise KeyboardInterrupt
+        if cfg.method == "blocks" and budget < 150:
+            raise BudgetError("one PDUB at full width is over budget")
+        mu = {"search": 29.8, "uniform": 29.5, "blocks": 29.6}[cfg.method]
+        scores = {"heldout_synthetic": {"psnr_mu": mu, "psnr_l": 40.0}, "real_crops": {"psnr_mu": mu, "psnr_l": 40.}}
+        rep = {"pdub_count": 3, "teacher": "standard", "target_maccs": budget * 1e9, "search": {"method": cfg.method},
+               "export": None, "models": {"teacher (float)": {"maccs": 200e9, "params": 5000, "scores": scores},
+                                          "compressed (float)": {"maccs": (budget - 1) * 1e9, "params": 3000,
+                                                                 "scores": scores}}}
+        (run / "report.json").write_text(json.dumps(rep))
+        return rep
+
+    monkeypatch.setattr(pipeline, "compress_and_ship", fake_main_job)
+    argv = ["--budgets", "100G", "150G", "--methods", "blocks", "search", "uniform", "--out", str(tmp_path),
+            "--bench-runs", "0", "--compare-uniform"]
+    assert sweep.main(argv) == 130    # interrupted (Ctrl-C)
+    # budgets from the largest, the search first; only the search exports, and only it compares uniform itself
+    assert calls == [(150, "search", True, True), (150, "uniform", False, False), (150, "blocks", False, False),
+                     (100, "search", True, True), (100, "uniform", False, False)]
+    assert (tmp_path / "100G-uniform" / "compressed.pt").exists()
+    calls.clear()
+    interrupt["at"] = None
+    assert sweep.main(["--resume", str(tmp_path)]) == 1   # blocks cannot reach 100 G
+    assert calls == [(100, "uniform", False, False), (100, "blocks", False, False)]
+    out = json.loads((tmp_path / "sweep.json").read_text())
+    assert [(r["budget_g"], r["method"]) for r in out["summary"]] == [
+        (150, "search"), (150, "uniform"), (150, "blocks"), (100, "search"), (100, "uniform")]
+    assert out["failed"] == {"100G-blocks": 2}
+    assert "100G-blocks: budget unreachable for this method." in (tmp_path / "sweep.md").read_text()
+    assert list((tmp_path).glob("run-resume-*.json"))
+    with pytest.raises(SystemExit):
+        sweep.main(["--resume", str(tmp_path / "100G")])   # not a sweep folder
 
 
 @pytest.mark.slow
