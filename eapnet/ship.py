@@ -94,7 +94,8 @@ def lineage(cfg: dict, run: Path, steps: int) -> list[dict]:
     """The runs behind a checkpoint of ``steps`` steps, oldest first: every ``init_from`` before ``run``, then
     ``run``. Each entry: ``run`` folder, ``steps``, ``batch_size``, ``seed``, ``recipe`` (:func:`recipe_text`),
     ``wall_s`` and ``commands`` (from the folder; 0 s and none where it is gone). A parent checkpoint that can
-    no longer be read ends the history."""
+    no longer be read ends the history. A parent that is a shipped weights file stands for the run it was
+    shipped from (its ``metrics.source``), so continue a shipped model before shipping over it."""
     chain, seen = [(run, cfg, steps)], {Path(run).resolve()}
     while chain[-1][1].get("init_from"):
         parent = Path(chain[-1][1]["init_from"])
@@ -104,8 +105,13 @@ def lineage(cfg: dict, run: Path, steps: int) -> list[dict]:
             ck = read_checkpoint(parent)
         except CheckpointError:
             break
-        seen.add(parent.parent.resolve())
-        chain.append((parent.parent, ck["train_config"], int(ck["step"])))
+        # a shipped weights file names the run folder it came from (``metrics.source``)
+        source = (ck.get("metrics") or {}).get("source")
+        folder = Path(source).parent if source else parent.parent
+        if folder.resolve() in seen:
+            break
+        seen.add(folder.resolve())
+        chain.append((folder, ck["train_config"], int(ck["step"])))
     return [{"run": r, "steps": n, "batch_size": c["batch_size"], "seed": c["seed"], "recipe": recipe_text(c),
              "wall_s": wall_time_s(r / "log.csv") if (r / "log.csv").is_file() else 0.0, "commands": _commands(r)}
             for r, c, n in reversed(chain)]

@@ -1,4 +1,6 @@
 """Shipping a run's EMA weights with a model card."""
+from pathlib import Path
+
 import pytest
 
 import eapnet
@@ -66,3 +68,23 @@ def test_ship_refuses_a_mismatched_name(tmp_path, tiny_config):
     with pytest.raises(SystemExit):
         main(["--run", str(run), "--name", "standard", "--weights-dir", str(tmp_path)])
     assert not (tmp_path / "standard.pt").exists()
+
+
+def test_lineage_follows_a_shipped_file_to_the_run_it_came_from(tmp_path, tiny_config):
+    from eapnet.checkpoint import save_checkpoint
+    from eapnet.ship import lineage
+
+    model = eapnet.build_model(tiny_config)
+    first = tmp_path / "runs" / "first"
+    first.mkdir(parents=True)
+    (first / "log.csv").write_text("step,seconds\n10,30.0\n20,60.0\n")
+    from eapnet.training import load_config
+
+    base = {**load_config(Path(eapnet.__file__).parent / "configs" / "cpu.yaml"), "seed": 0}
+    shipped = tmp_path / "weights" / "tiny.pt"   # shipped from runs/first: its folder is not a run
+    shipped.parent.mkdir()
+    save_checkpoint(shipped, model, step=20, train_config=dict(base),
+                    metrics={"source": str(first / "model.pt")}, with_rng=False)
+    chain = lineage({**base, "seed": 1, "init_from": str(shipped)}, tmp_path / "runs" / "second", 5)
+    assert [(c["run"], c["steps"], c["seed"], c["wall_s"]) for c in chain] == [
+        (first, 20, 0, 60.0), (tmp_path / "runs" / "second", 5, 1, 0.0)]
