@@ -37,7 +37,7 @@ def distill(student, teacher: nn.Module, stream, *, steps: int, batch: int, lr: 
             probe: tuple[int, Callable[[int], None]] | None = None) -> list[float]:
     """Train ``student`` (an nn.Module or a PT2E GraphModule) for ``steps`` steps from sample ``start * batch``
     of ``stream``; returns the losses. ``probe = (every, fn)`` calls ``fn(step)`` after every ``every``-th step
-    and the last one (e.g. to score the student on held-out scenes; it must leave the student as it was)."""
+    (e.g. to score the student on held-out scenes; it must leave the student as it was)."""
     from tqdm import tqdm
 
     from eapnet.cpu import fast_cpu_training
@@ -67,7 +67,7 @@ def distill(student, teacher: nn.Module, stream, *, steps: int, batch: int, lr: 
             batch_t = tuple(b[k].to(device) for k in ("ldrs", "evs", "gt"))
             losses.append(train_step(student, batch_t, loss_fn, opt, params=params).item())
             sched.step()
-            if probe and (len(losses) % probe[0] == 0 or len(losses) == steps):
+            if probe and len(losses) % probe[0] == 0:
                 probe[1](len(losses))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.5f}")
     return losses

@@ -237,12 +237,11 @@ def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] =
                 "maccs": count_maccs(model, h, w), "params": count_params(model),
                 "scores": _score(model, sets, reference)}
         wall["evaluate"] = wall.get("evaluate", 0.0) + time.time() - t
-        trained, entries, losses[label], times = finetune_and_quantize(
+        trained, entries, losses[label], curves[label], times = finetune_and_quantize(
             model, teacher, stream, cfg, calib, out_dir, prefix, device, skipped=stage["skipped"], sets=sets,
             progress=progress, reference=reference)
         if label == "compressed":
             student = trained
-        curves[label] = losses[label].pop("curve", [])
         models.update({f"{label} {k}": v for k, v in entries.items()})
         wall["evaluate"] += times.pop("evaluate")  # one figure: the teacher, before and after fine-tune, int8
         wall.update({f"{prefix}{k}": v for k, v in times.items()})
@@ -253,7 +252,8 @@ def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] =
         "skipped_pruning": stage["skipped"], "datasets": list(sets), "models": models,
         "config": student.config.to_dict(), "layer_widths": layer_widths(student),
         "pdub_count": student.config.num_blocks, "search": stage["search"], "uniform": stage["uniform"],
-        "losses_last20": losses, "finetune_curve": curves, "wall_s": wall, "files": {"compressed": "compressed.pt", "int8": "int8.pt2"},
+        "losses_last20": losses, "finetune_curve": curves, "wall_s": wall,
+        "files": {"compressed": "compressed.pt", "int8": "int8.pt2"},
     }
     return CompressResult(student, report)
 
@@ -262,8 +262,8 @@ def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, lo
     """Stages 1-2 for ``cfg.method`` (:data:`METHODS`). Returns ``{"model", "search", "uniform", "uniform_config",
     "skipped"}``; ``search`` describes how the model was chosen (``method``, kept PDUBs, zero-shot damage)."""
     from compress.prune import drop_blocks, prune_to
-    from compress.search import (BudgetError, blocks_config, check_reachable, config_maccs, damage_fn, greedy_search,
-                                 sensitivity, uniform_config)
+    from compress.search import (BudgetError, blocks_config, check_reachable, config_maccs, damage_fn,
+                                 greedy_search, sensitivity, uniform_config)
     from eapnet.evalsets import as_batches
     from eapnet.macs import count_maccs, format_maccs
 
@@ -277,7 +277,8 @@ def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, lo
     # an unreachable budget fails here, before any slow step
     if cfg.method == "search":
         check_reachable(base, target, height=h, width=w)
-    kept_blocks = blocks_config(base, target, height=h, width=w) if cfg.method == "blocks" else None
+    if cfg.method == "blocks":
+        blocks_config(base, target, height=h, width=w)
     try:   # the uniform baseline's config, reported beside the other methods where it reaches the budget
         uni_cfg, s = uniform_config(base, target, height=h, width=w)
     except BudgetError:
@@ -301,8 +302,8 @@ def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, lo
     else:
         # which PDUBs stay: the ones whose removal alone hurts most on the calibration set
         sens = sensitivity(teacher, calib_in, importance=cfg.importance, widths=False, progress=progress)
-        keep = sorted(sorted(sens.blocks, key=lambda j: -sens.blocks[j])[:kept_blocks]) if sens.blocks \
-            else list(range(base.num_blocks))
+        keep = blocks_config(base, target, sorted(sens.blocks, key=lambda j: -sens.blocks[j]) or [0],
+                             height=h, width=w)
         student = drop_blocks(teacher, keep)
         student.config = student.config.replace(name=name)
         search.update(kept_blocks=keep, block_damage={str(j): d for j, d in sens.blocks.items()})
@@ -323,8 +324,9 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
                           progress: bool, reference=None):
     """Stages 3-5 for one pruned model: distilled fine-tune, save ``<prefix>compressed.pt``, QAT, convert, save
     ``<prefix>int8.pt2``, score float and int8 (against ``reference``, the teacher's
-    :class:`eapnet.evalsets.TeacherOutputs`, when given). Returns ``(student, report rows, losses, wall times)``: ``losses`` holds the mean of the last 20
-    losses of each loop and ``curve``, the held-out PSNR-μ at every third of the fine-tune."""
+    :class:`eapnet.evalsets.TeacherOutputs`, when given). Returns ``(student, report rows, mean of the last 20
+    losses of each loop, curve, wall times)``; ``curve`` is the held-out PSNR-μ after each third of the
+    fine-tune (its last point is the fine-tuned model's report row)."""
     from compress import quantize
     from compress.distill import distill
     from eapnet.checkpoint import save_checkpoint
@@ -344,7 +346,7 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
         from eapnet.evalsets import score
 
         def probe(step: int) -> None:   # held-out PSNR-μ along the fine-tune: did it have enough steps?
-            if sets.get("heldout_synthetic"):
+            if sets.get("heldout_synthetic") and step < ft_steps:   # the last step is the report row
                 student.eval()
                 curve.append({"step": step, "heldout_psnr_mu": score(student, sets["heldout_synthetic"],
                                                                       dataset="heldout_synthetic")["psnr_mu"]})
@@ -354,7 +356,6 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
                      weight=cfg.distill_weight, device=device, desc=f"{prefix}finetune", progress=progress,
                      probe=(max(ft_steps // 3, 1), probe))
         losses["finetune"] = float(np.mean(ft[-20:]))
-        losses["curve"] = curve
     times["finetune"] = time.time() - t
     student = student.eval().cpu()
     maccs, params = count_maccs(student, h, w), count_params(student)
@@ -389,7 +390,10 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
             f"(int8, {cfg.backend})": {"maccs": maccs, "params": params,
                                        "scores": _score(int8_model, sets, reference)}}
     times["evaluate"] = time.time() - t
-    return student, rows, losses, times
+    if not skipped and ft_steps and "heldout_synthetic" in sets:
+        final = rows["(float)"]["scores"]["heldout_synthetic"]["psnr_mu"]
+        curve.append({"step": ft_steps, "heldout_psnr_mu": final})
+    return student, rows, losses, curve, times
 
 
 def _score(model: nn.Module, sets: dict, teacher=None) -> dict:
@@ -432,11 +436,12 @@ def report_markdown(rep: dict) -> str:
         method = s.get("method", "search")
         how = {"search": "searched", "uniform": "uniform width scaling", "blocks": "PDUBs dropped"}[method]
         uni = rep.get("uniform")
-        line = (f"Method: {method}. Kept PDUBs: {s['kept_blocks']} of the teacher's. Zero-shot damage (μ-law MSE "
-                f"vs teacher, calibration set, before fine-tuning): {how} {s['zero_shot_damage']:.3g}")
+        line = (f"Method: {method}. Kept PDUBs: {s['kept_blocks']} of the teacher's. Zero-shot damage (μ-law "
+                f"MSE vs teacher, calibration set, before fine-tuning): {how} {s['zero_shot_damage']:.3g}")
         if uni and method != "uniform":
             line += f", uniform {uni['zero_shot_damage']:.3g}"
-        line += f" (width scale {uni['scale']:.3f})." if uni else " (uniform width scaling cannot reach this budget)."
+        line += (f" (width scale {uni['scale']:.3f})." if uni
+                 else " (uniform width scaling cannot reach this budget).")
         L += ["", line]
         if s.get("steps"):
             L += ["", "Search moves: " + "; ".join(st["move"] for st in s["steps"])]

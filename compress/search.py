@@ -144,10 +144,10 @@ def damage_fn(teacher: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, to
               ) -> Callable[[torch.nn.Module], float]:
     """``f(model)`` = mean μ-law MSE between ``model`` and ``teacher`` on ``batches`` of ``(ldrs, evs)``
     (the official tone map, normalised by the teacher output's 99th percentile per image)."""
-    from eapnet.cpu import fast_cpu_inference
+    from eapnet.cpu import cpu_channels_last
 
     refs = []
-    with torch.no_grad(), fast_cpu_inference(teacher):
+    with torch.no_grad(), cpu_channels_last(teacher):
         for ldrs, evs in batches:
             y = teacher(ldrs, evs)
             if not torch.isfinite(y).all():
@@ -158,7 +158,7 @@ def damage_fn(teacher: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, to
 
     def f(model: torch.nn.Module) -> float:
         model.eval()
-        with torch.no_grad(), fast_cpu_inference(model):
+        with torch.no_grad(), cpu_channels_last(model):
             errs = [torch.mean((_mu(model(l, e), n) - r) ** 2).item() for l, e, n, r in refs]
         err = float(np.mean(errs))
         if not np.isfinite(err):
@@ -277,18 +277,25 @@ def greedy_search(sens: Sensitivity, target_maccs: int, *, height: int = NTIRE_H
     return SearchResult(cur_cfg, cur_maccs, list(blocks), cur_damage, steps)
 
 
-def blocks_config(base: EAPNetConfig, target_maccs: int, *, height: int = NTIRE_HEIGHT,
-                  width: int = NTIRE_WIDTH) -> int:
-    """Baseline: the most PDUBs of ``base`` (every width kept) whose MAccs fit ``target_maccs``; raises
+def blocks_config(base: EAPNetConfig, target_maccs: int, order: Sequence[int] | None = None, *,
+                  height: int = NTIRE_HEIGHT, width: int = NTIRE_WIDTH) -> list[int]:
+    """Baseline: the PDUBs of ``base`` to keep (every width kept): the longest prefix of ``order`` (block indices,
+    most wanted first; default: the cheapest first) whose config fits ``target_maccs``, in block order. Raises
     :class:`BudgetError` (with the one-block minimum) when even one PDUB is over budget."""
     if base.block != "pdub":
         raise BudgetError(f"{base.name!r} has no PDUBs to drop (block type {base.block!r})")
-    for n in range(base.num_blocks, 0, -1):
-        cfg = base.replace(num_blocks=n, pdub_widths=base.pdub_widths[:n])
-        if config_maccs(cfg, height, width) <= target_maccs:
-            return n
+
+    def kept(keep):
+        return base.replace(num_blocks=len(keep), pdub_widths=tuple(base.pdub_widths[j] for j in keep))
+
+    if order is None:
+        order = sorted(range(base.num_blocks), key=lambda j: config_maccs(kept([j]), height, width))
+    for n in range(len(order), 0, -1):
+        keep = sorted(order[:n])
+        if config_maccs(kept(keep), height, width) <= target_maccs:
+            return keep
     raise BudgetError(f"dropping PDUBs cannot reach {format_maccs(target_maccs)} MAccs from {base.name!r} "
-                      f"(one PDUB at full width: {format_maccs(config_maccs(cfg, height, width))})")
+                      f"(one PDUB at full width: {format_maccs(config_maccs(kept(keep), height, width))})")
 
 
 def uniform_config(base: EAPNetConfig, target_maccs: int, *, height: int = NTIRE_HEIGHT,

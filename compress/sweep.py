@@ -13,8 +13,8 @@ artifacts): ``uniform`` width scaling with every PDUB and ``blocks``, PDUBs drop
 below one full-width PDUB is unreachable for it and recorded as such). ``--resume`` continues a sweep folder
 with its recorded arguments: finished runs are kept, an interrupted one starts again. The sweep writes:
 
-- ``sweep.md``: one row per budget and method: GMAccs, k params, PDUBs, PSNR-μ of the float model, the int8 eager model,
-  the int8 ``.pte`` and the W8A8 ``.mlpackage`` (real crops; held-out synthetic), latency of eager fp32,
+- ``sweep.md``: one row per budget and method: GMAccs, k params, PDUBs, PSNR-μ of the float model, the int8
+  eager model, the int8 ``.pte`` and the W8A8 ``.mlpackage`` (real crops; held-out synthetic), latency of eager fp32,
   ``.pte`` fp32 and ``.pte`` int8, and file sizes; then every model row of every report;
 - ``pareto.png``: PSNR-μ against GMAccs (log scale) of each method beside the shipped float model, and the
   paper's own points (its Tables 1, 2 and 6, NTIRE 2022 validation PSNR-μ, AHDR included) in a second panel:
@@ -79,8 +79,8 @@ def rows_from_report(budget: int, rep: dict) -> list[dict]:
     """One table row per model of a ``compress/qat.py`` report."""
     rows = []
     for name, m in rep["models"].items():
-        row = {"budget_g": budget / 1e9, "method": method_of(rep), "model": name, "gmaccs": m["maccs"] / 1e9, "k_params": m["params"] / 1e3,
-               "pdubs": rep["pdub_count"]}
+        row = {"budget_g": budget / 1e9, "method": method_of(rep), "model": name, "gmaccs": m["maccs"] / 1e9,
+               "k_params": m["params"] / 1e3, "pdubs": rep["pdub_count"]}
         for d, s in (m.get("scores") or {}).items():
             if s:
                 row[f"{d}_psnr_mu"] = s["psnr_mu"]

@@ -110,25 +110,25 @@ def _swap_fast_depthwise(model: nn.Module) -> list[tuple[nn.Module, str, nn.Conv
 @contextlib.contextmanager
 def fast_cpu_training(*models: nn.Module):
     """For the duration: ``models`` in channels_last and, in training mode, with fast dilated depthwise convs
-    (:func:`use_fast_depthwise`); afterwards the original conv modules and the contiguous layout are back, so
-    the models export and quantize as before. Parameters stay the same objects (an optimizer built before or
-    inside keeps working). For a loop that trains on CPU outside ``eapnet.train`` (the compression fine-tune)."""
+    (:func:`use_fast_depthwise`); afterwards the original conv modules and layouts are back, so the models
+    export and quantize as before. Parameters stay the same objects (an optimizer built before or
+    inside keeps working). For a loop that trains on CPU outside ``eapnet.train`` (the compression fine-tune).
+    The layout change is :func:`cpu_channels_last`'s."""
     swapped = []
-    for model in models:
-        model.to(memory_format=torch.channels_last)
-        if model.training:
-            swapped += _swap_fast_depthwise(model)
-    try:
-        yield
-    finally:
-        for parent, name, child in swapped:
-            setattr(parent, name, child)
+    with contextlib.ExitStack() as layouts:
         for model in models:
-            model.to(memory_format=torch.contiguous_format)
+            layouts.enter_context(cpu_channels_last(model))
+            if model.training:
+                swapped += _swap_fast_depthwise(model)
+        try:
+            yield
+        finally:
+            for parent, name, child in swapped:
+                setattr(parent, name, child)
 
 
 @contextlib.contextmanager
-def fast_cpu_inference(model: nn.Module):
+def cpu_channels_last(model: nn.Module):
     """For the duration: a float ``model`` on CPU in channels_last (PyTorch picks its faster CPU conv kernels
     when the weights are channels_last: the standard model's forward on 16 scenes of 128^2 took 1.9 s
     instead of 4.1 s on one thread; outputs equal to float rounding); afterwards the contiguous layout is

@@ -92,12 +92,12 @@ def predict(model: nn.Module, ldrs: np.ndarray, evs: np.ndarray, *, tile: int | 
             overlap: int = 64, amp: str | None = None) -> np.ndarray:
     """HDR for one scene (see module docstring). ``tile``: square tile size in pixels (None = whole frame);
     ``overlap``: pixels shared by neighbouring tiles; ``amp``: None/"off", "bf16" or "fp16" (CUDA only)."""
-    from eapnet.cpu import fast_cpu_inference
+    from eapnet.cpu import cpu_channels_last
 
     device = _device_of(model)
     x, e = to_batch(ldrs, evs, device)
     H, W = x.shape[-2:]
-    with _autocast(device, amp), fast_cpu_inference(model):
+    with _autocast(device, amp), cpu_channels_last(model):
         if tile is None or (tile >= H and tile >= W):
             y = model(x, e).float()
         else:

@@ -99,8 +99,6 @@ def lineage(cfg: dict, run: Path, steps: int) -> list[dict]:
     chain, seen = [(run, cfg, steps)], {Path(run).resolve()}
     while chain[-1][1].get("init_from"):
         parent = Path(chain[-1][1]["init_from"])
-        if parent.parent.resolve() in seen:
-            break
         try:
             ck = read_checkpoint(parent)
         except CheckpointError:

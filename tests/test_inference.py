@@ -97,7 +97,7 @@ def test_resolve_device_reads_every_device_flag_one_way():
 def test_cpu_inference_runs_channels_last_and_restores_the_model(scene):
     """predict runs a float model on CPU in channels_last (faster kernels) and gives the weights back in their
     layout; the output equals the contiguous model's to float rounding."""
-    from eapnet.cpu import fast_cpu_inference
+    from eapnet.cpu import cpu_channels_last
 
     ldrs, evs, _ = scene
     torch.manual_seed(0)
@@ -117,9 +117,9 @@ def test_cpu_inference_runs_channels_last_and_restores_the_model(scene):
     np.testing.assert_allclose(out, ref, atol=1e-5)
     # a model already in channels_last stays so; a model without nn.Conv2d modules is left alone
     m.to(memory_format=torch.channels_last)
-    with fast_cpu_inference(m):
+    with cpu_channels_last(m):
         pass
     assert not conv.weight.is_contiguous()
     lin = torch.nn.Linear(3, 3)
-    with fast_cpu_inference(lin):
+    with cpu_channels_last(lin):
         assert lin.weight.is_contiguous()
