@@ -502,9 +502,23 @@ def _eager_int8(artifact: Artifact, float_src) -> tuple[nn.Module | None, str]:
     return _w8a8_module(float_src, None)[0], "PTQ redone (Core ML quantizer, calib_data)"
 
 
+_DIAGNOSE_SIDE = 512   # the eager int8 reference ops are slow: diagnose at most a 512 x 512 centre crop
+
+
+def _worst_scene(scenes: Sequence[Scene], rows: list[dict]) -> Scene:
+    """The scene on which the artifact is furthest from float (a scene that failed to run first; the
+    smallest scene when nothing ran), centre-cropped to at most ``_DIAGNOSE_SIDE`` squared."""
+    by_key = {(s.dataset, s.id): s for s in scenes}
+    ranked = sorted((r for r in rows if (r["dataset"], r["id"]) in by_key),
+                    key=lambda r: ("error" not in r, r.get("psnr_mu_vs_float", 0.0)))
+    scene = by_key[(ranked[0]["dataset"], ranked[0]["id"])] if ranked else \
+        min(scenes, key=lambda s: (s.gt is None, s.ldrs.shape[1] * s.ldrs.shape[2]))
+    return _centre_crop(scene, (_DIAGNOSE_SIDE, _DIAGNOSE_SIDE))
+
+
 def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold) -> dict:
-    """Why an artifact failed: eager (PyTorch) program of the same precision vs float on one scene, and for
-    int8 the per-layer error (:func:`localise`)."""
+    """Why an artifact failed: eager (PyTorch) program of the same precision vs float on ``scene`` (the
+    artifact's worst, :func:`_worst_scene`), and for int8 the per-layer error (:func:`localise`)."""
     from eapnet.inference import predict, to_batch
 
     x, e = to_batch(scene.ldrs, scene.evs)
@@ -519,7 +533,9 @@ def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold) 
                if row["psnr_mu_vs_float"] < threshold.min_psnr_mu_vs_float else
                "the eager program is within budget: the drift comes from the artifact itself (lowering, "
                "runtime or a damaged file)")
-    d = {"scene": f"{scene.dataset}/{scene.id}", "eager": how, "eager_psnr_mu_vs_float": row["psnr_mu_vs_float"],
+    where = f"{scene.dataset}/{scene.id}" + (f" (centre {scene.ldrs.shape[1]}x{scene.ldrs.shape[2]})"
+                                             if scene.cropped_from else "")
+    d = {"scene": where, "eager": how, "eager_psnr_mu_vs_float": row["psnr_mu_vs_float"],
          "eager_max_abs_vs_float": row["max_abs_vs_float"], "verdict": verdict}
     if artifact.precision in ("int8", "w8a8"):
         d["layers"] = localise(layer_errors(float_src.module, eager, x, e))
@@ -579,9 +595,8 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
             "summary": _summary(rows), "scenes": rows, "failures": fails, "passed": not fails,
             "seconds": round(time.time() - t0, 1)})
         if fails and threshold is not None:
-            small = min(scenes, key=lambda s: (s.gt is None, s.ldrs.shape[1] * s.ldrs.shape[2]))
             try:
-                entry["diagnosis"] = diagnose(art, src, small, threshold)
+                entry["diagnosis"] = diagnose(art, src, _worst_scene(scenes, rows), threshold)
             except Exception as e:   # diagnosis is a help, never the reason the report is lost
                 entry["diagnosis"] = {"error": f"{type(e).__name__}: {e}"}
         results.append(entry)

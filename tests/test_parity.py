@@ -204,6 +204,8 @@ def test_corrupted_pte_fails_and_is_diagnosed(exported, tmp_path, capsys):
     (r,) = json.loads((out / "parity.json").read_text())["artifacts"]
     assert not r["passed"] and any("PSNR-mu vs float" in f for f in r["failures"])
     assert "drift comes from the artifact itself" in r["diagnosis"]["verdict"]
+    worst = min(r["scenes"], key=lambda row: row["psnr_mu_vs_float"])    # the scene that failed is diagnosed
+    assert r["diagnosis"]["scene"].split(" ")[0] == f"{worst['dataset']}/{worst['id']}"
     assert "**FAIL**" in (out / "parity.md").read_text()
     assert "parity" not in json.loads(pte.with_suffix(".json").read_text())     # --no-write-back
 
