@@ -365,11 +365,9 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
     t = time.time()
     prepared = quantize.prepare_qat(copy.deepcopy(student).to(device), backend=cfg.backend,
                                     example=_example(cfg.patch, device))
-    # Start the observers from the calibration set's ranges (as PTQ would), not from the first training
-    # batch: short QAT runs otherwise keep ranges of a few random patches.
-    with torch.no_grad():
-        for ldrs, evs, _ in as_batches(calib):
-            prepared(ldrs.to(device), evs.to(device))
+    # Activation ranges from the calibration set, frozen (PTQ when qat_steps is 0): ranges that follow the
+    # training patches grow toward their rarest values and cost accuracy (compress/quantize.py).
+    quantize.calibrate(prepared, [(ldrs.to(device), evs.to(device)) for ldrs, evs, _ in as_batches(calib)])
     if qat_steps:
         q = distill(prepared, teacher, stream, steps=qat_steps, batch=cfg.batch_size, lr=cfg.lr / 10,
                     weight=cfg.distill_weight, device=device, desc=f"{prefix}qat", progress=progress,

@@ -12,6 +12,8 @@ from eapnet.inference import example_inputs
 from compress.quantize import (
     QUANT_BACKENDS,
     Padded,
+    _activation_fake_quants,
+    calibrate,
     convert,
     export_for_quant,
     freeze_observers,
@@ -55,11 +57,33 @@ def float_model():
 @pytest.fixture(scope="module")
 def prepared(float_model):
     p = prepare_qat(float_model, "xnnpack")
-    with torch.no_grad():                     # a few observed batches, as at the start of QAT
-        for seed in range(2):
-            ldrs, evs = example_inputs((32, 32), batch=2)
-            p(ldrs.roll(seed, -1), evs)
-    return p
+    return calibrate(p, _calib_batches())      # as at the start of QAT
+
+
+def _calib_batches():
+    ldrs, evs = example_inputs((32, 32), batch=2)
+    return [(ldrs.roll(seed, -1), evs) for seed in range(2)]
+
+
+def test_calibrated_qat_graph_freezes_activation_ranges_and_equals_ptq(float_model, prepared):
+    acts = _activation_fake_quants(prepared)
+    weights = [prepared.get_submodule(n.target) for n in prepared.graph.nodes if n.op == "call_module"
+               and n.target.startswith("activation_post_process") and n.args[0].op == "get_attr"]
+    int8_convs = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in float_model.modules()) - 1
+    assert len(acts) > 20 and len(weights) >= int8_convs     # (and a few constant tensors)
+    assert all(not m.observer_enabled[0] and m.fake_quant_enabled[0] for m in acts)
+    assert all(m.observer_enabled[0] for m in weights)     # weight ranges follow the trained weights
+    # 0 QAT steps is post-training quantization: the same qparams as PTQ on the same batches, so the same model
+    ptq = convert(prepare_ptq(float_model, "xnnpack", _calib_batches()))
+    ldrs, evs = example_inputs((48, 64), batch=2)
+    with torch.no_grad():
+        torch.testing.assert_close(convert(prepared)(ldrs, evs), ptq(ldrs, evs), rtol=0, atol=1e-6)
+        # a forward on much brighter inputs moves no activation range
+        scales = [m.scale.clone() for m in acts]
+        p = copy.deepcopy(prepared)
+        p(ldrs * 0 + 1, evs * 2)
+    acts_after = _activation_fake_quants(p)
+    assert all(torch.equal(a.scale, s) for a, s in zip(acts_after, scales, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +148,8 @@ def _assert_xnnpack_weight_granularity(gm, n_transposed: int):
     ops = _weight_dequant_ops(gm)
     # Per-channel transposed-conv weights break ExecuTorch lowering: they must be per-tensor.
     assert ops[torch.ops.aten.conv_transpose2d.input] == [QDQ.dequantize_per_tensor.default] * n_transposed
-    assert set(ops[torch.ops.aten.conv2d.default]) == {QDQ.dequantize_per_channel.default}
+    *int8, head = ops[torch.ops.aten.conv2d.default]
+    assert set(int8) == {QDQ.dequantize_per_channel.default} and head == "get_attr"   # the output conv is float
 
 
 def test_xnnpack_transposed_conv_weights_per_tensor_others_per_channel(converted):
@@ -254,3 +279,9 @@ def test_the_output_head_stays_float(float_model):
         chain.append(str(out_node.target))
         out_node = out_node.args[0]
     assert any("relu" in t for t in chain) and any("add" in t for t in chain), chain
+    # ...and so does the output conv (the correction added to the base): float weights, float output; the
+    # convs before it have int8 weights
+    convs = [n for n in q.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    assert convs[-1].args[1].op == "get_attr"
+    assert not any("quantize" in str(u.target) for u in convs[-1].users)
+    assert all("dequantize" in str(c.args[1].target) for c in convs[:-1])
