@@ -19,7 +19,9 @@ For each artifact (``.pte`` from ``mobile_export.executorch_export``, ``.mlpacka
    canvas of the artifact's size, each with a ``gutter`` of replicated edge pixels (larger scenes are
    centre-cropped to the canvas). The float model sees the very same canvas, so artifact-vs-float numbers
    measure the artifact alone; scores against ground truth are of the cropped-out scenes (artifact and float
-   side by side; near the gutters they can differ slightly from whole-scene evaluation).
+   side by side; near the gutters they can differ slightly from whole-scene evaluation). By default the
+   scenes share one exposure triple (:func:`load_scenes`), so that the small ones fill one canvas;
+   ``--all-exposures`` takes each dataset's first scenes whatever their exposures.
 4. **Judge** with per-precision :data:`THRESHOLDS`: worst-scene PSNR-mu of artifact vs float output,
    worst-pixel max abs error (gamma-encoded HDR units), and the mean PSNR-mu lost against ground truth
    (float minus artifact, per dataset). Any breach fails the artifact and the command exits 1.
@@ -244,9 +246,15 @@ class Scene:
 
 def load_scenes(datasets: Sequence[str] = DATASETS, limit: int | None = 8, *,
                 samples: str | os.PathLike | None = None, calib: str | os.PathLike | None = None,
-                ) -> tuple[list[Scene], dict[str, str]]:
+                shared_exposures: bool = True) -> tuple[list[Scene], dict[str, str]]:
     """``(scenes, skipped)``: at most ``limit`` scenes of each dataset (``None`` = all); ``skipped`` maps a
-    dataset that is absent on this machine (no ``../shared`` beside the checkout) to the reason."""
+    dataset that is absent on this machine (no ``../shared`` beside the checkout) to the reason.
+
+    ``shared_exposures``: each dataset contributes its first ``limit`` scenes whose exposure values equal the
+    most common triple of the first dataset that has scenes (the NTIRE frames' [-2, 0, 2]), so that the small
+    scenes share one canvas: every other triple costs a full-size canvas of its own per artifact, for one
+    scene (4 canvases instead of 2 at 1060x1900 with the defaults). The exposures are a runtime input of every
+    artifact, exercised by any triple. A dataset with no such scene contributes its first ``limit``."""
     from eapnet import evalsets
     from eapnet.data import SHARED_SAMPLES, read_ntire
     from eapnet.data.ntire import list_ntire_ids
@@ -255,22 +263,42 @@ def load_scenes(datasets: Sequence[str] = DATASETS, limit: int | None = 8, *,
     if unknown:
         raise ValueError(f"unknown dataset(s) {unknown}; choose from {list(DATASETS)}")
     samples = Path(samples) if samples is not None else SHARED_SAMPLES
-    scenes, skipped = [], {}
+    wide = None if limit is None or not shared_exposures else 4 * limit   # candidates to choose from
+    scenes, skipped, ref = [], {}, None
     for name in datasets:
         if name == "real":
             folder = samples / "crops256"
-            items = evalsets.materialise(evalsets.real_crops(folder)[:limit]) if folder.is_dir() else []
+            cands = evalsets.real_crops(folder)[:wide or limit] if folder.is_dir() else []
         elif name == "fullres":
             folder = samples / "fullres_no_gt"
-            items = [evalsets.Scene(sid, *read_ntire(folder, sid)) for sid in list_ntire_ids(folder)[:limit]] \
-                if folder.is_dir() else []
+            cands = [(sid, folder) for sid in list_ntire_ids(folder)[:wide or limit]] if folder.is_dir() else []
         elif name == "calib":
             folder = Path(calib) if calib is not None else None
-            items = evalsets.calibration(folder, limit)
+            cands = evalsets.calibration(folder, wide or limit)
         else:
             folder = None
-            items = evalsets.materialise(evalsets.heldout_synthetic(16 if limit is None else limit,
-                                                                    evalsets.HELDOUT_SIZE))
+            cands = evalsets.heldout_synthetic(wide or (16 if limit is None else limit), evalsets.HELDOUT_SIZE)
+
+        def load(c, name=name):
+            if isinstance(c, evalsets.Scene):
+                return c
+            if name == "fullres":
+                return evalsets.Scene(c[0], *read_ntire(c[1], c[0]))
+            return evalsets.load(c, name)
+
+        if shared_exposures and ref is None and cands:   # the most common triple of the first dataset
+            loaded = [load(c) for c in cands]
+            triples = [tuple(np.asarray(s.evs, np.float32).reshape(3).tolist()) for s in loaded]
+            ref, cands = max(triples, key=triples.count), loaded
+        items, seen = [], []
+        for c in cands:
+            s = load(c)
+            seen.append(s)
+            if not shared_exposures or tuple(np.asarray(s.evs, np.float32).reshape(3).tolist()) == ref:
+                items.append(s)
+            if limit is not None and len(items) == limit:
+                break
+        items = items or seen[:limit]
         if not items:
             skipped[name] = f"{folder} not found" if folder is not None and not folder.is_dir() else "no scenes"
         scenes += [Scene(name, it.id, np.asarray(it.ldrs, np.float32), np.asarray(it.evs, np.float32).reshape(3),
@@ -548,11 +576,11 @@ def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold) 
 def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None = None,
                datasets: Sequence[str] = DATASETS, limit: int | None = 8, gutter: int = 16,
                device: str = "auto", threads: int | None = None, write_back: bool = True,
-               progress: bool = True, log=print) -> dict:
+               progress: bool = True, shared_exposures: bool = True, log=print) -> dict:
     """Check every artifact (see the module docstring); returns the report dict (``passed`` per artifact
     and overall). Float outputs are computed once per (float model, canvas size) and shared."""
     dev = resolve_device(device)
-    scenes, skipped = load_scenes(datasets, limit)
+    scenes, skipped = load_scenes(datasets, limit, shared_exposures=shared_exposures)
     if not scenes:
         raise ValueError(f"no scenes to compare on (datasets {list(datasets)}: {skipped})")
     results, float_cache, verdicts = [], {}, []
@@ -607,7 +635,8 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
         for art, entry in verdicts:
             _write_back(art, entry)
     return {"passed": all(r["passed"] for r in results), "artifacts": results, "skipped_datasets": skipped,
-            "datasets": list(datasets), "scenes_per_dataset": limit, "gutter": gutter,
+            "datasets": list(datasets), "scenes_per_dataset": limit, "shared_exposures": shared_exposures,
+            "gutter": gutter,
             "thresholds": {k: asdict(v) for k, v in THRESHOLDS.items()}}
 
 
@@ -697,6 +726,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="float reference (shipped name or .pt); default: the export's recorded source")
     p.add_argument("--data", nargs="+", default=list(DATASETS), choices=DATASETS, help="datasets to compare on")
     p.add_argument("--scenes", type=int_at_least(1), default=8, help="at most this many scenes per dataset")
+    p.add_argument("--all-exposures", action="store_true",
+                   help="compare the first --scenes scenes of each dataset whatever their exposure values (each "
+                        "extra exposure triple costs one full-size canvas per artifact); default: scenes that "
+                        "share the most common triple")
     p.add_argument("--gutter", type=int_at_least(0), default=16, help="replicated-edge pixels around packed scenes")
     p.add_argument("--device", default="auto", help="device of the float model: auto (cuda if present), cpu, cuda")
     p.add_argument("--threads", type=int_at_least(1), default=None, help="XNNPACK threads for .pte files")
@@ -722,7 +755,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rep = run_parity(args.artifacts, float_spec=args.float_spec, datasets=args.data, limit=args.scenes,
                          gutter=args.gutter, device=args.device, threads=args.threads,
-                         write_back=not args.no_write_back, progress=not args.quiet)
+                         write_back=not args.no_write_back, progress=not args.quiet,
+                         shared_exposures=not args.all_exposures)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

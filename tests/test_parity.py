@@ -78,6 +78,18 @@ def test_pack_crops_a_scene_larger_than_the_canvas():
     assert np.array_equal(c.ldrs, big.ldrs[:, 10:110, 50:250])
 
 
+def test_scenes_share_one_exposure_triple_unless_asked_for_all():
+    # Each extra exposure triple costs a full-size canvas per artifact: by default every dataset contributes
+    # scenes of the first dataset's most common triple (calib: [-2, 0, 2]), and the small ones share a canvas.
+    shared, _ = parity.load_scenes(("calib", "heldout"), limit=4)
+    assert [s.dataset for s in shared] == ["calib"] * 4 + ["heldout"] * 4
+    assert {tuple(s.evs) for s in shared} == {(-2.0, 0.0, 2.0)}
+    assert len(parity.pack(shared, (1060, 1900))) == 1
+    every, _ = parity.load_scenes(("calib", "heldout"), limit=4, shared_exposures=False)
+    assert [s.id for s in every if s.dataset == "calib"] == ["0000", "0001", "0002", "0003"]
+    assert len({tuple(s.evs) for s in every}) > 1 and len(parity.pack(every, (1060, 1900))) > 1
+
+
 def test_pack_rejects_negative_gutter():
     with pytest.raises(ValueError, match="gutter"):
         parity.pack([_scene("a", "0", 8, 8)], (16, 16), gutter=-1)
