@@ -253,7 +253,7 @@ def load_scenes(datasets: Sequence[str] = DATASETS, limit: int | None = 8, *,
     ``shared_exposures``: each dataset contributes its first ``limit`` scenes whose exposure values equal the
     most common triple of the first dataset that has scenes (the NTIRE frames' [-2, 0, 2]), so that the small
     scenes share one canvas: every other triple costs a full-size canvas of its own per artifact, for one
-    scene (4 canvases instead of 2 at 1060x1900 with the defaults). The exposures are a runtime input of every
+    scene (with the defaults at 1060x1900: 2 canvases per artifact instead of 4). The exposures are a runtime input of every
     artifact, exercised by any triple. A dataset with no such scene contributes its first ``limit``."""
     from eapnet import evalsets
     from eapnet.data import SHARED_SAMPLES, read_ntire
@@ -287,14 +287,14 @@ def load_scenes(datasets: Sequence[str] = DATASETS, limit: int | None = 8, *,
             return evalsets.load(c, name)
 
         if shared_exposures and ref is None and cands:   # the most common triple of the first dataset
-            loaded = [load(c) for c in cands]
-            triples = [tuple(np.asarray(s.evs, np.float32).reshape(3).tolist()) for s in loaded]
-            ref, cands = max(triples, key=triples.count), loaded
+            cands = [load(c) for c in cands]
+            triples = [_triple(s) for s in cands]
+            ref = max(triples, key=triples.count)
         items, seen = [], []
         for c in cands:
             s = load(c)
             seen.append(s)
-            if not shared_exposures or tuple(np.asarray(s.evs, np.float32).reshape(3).tolist()) == ref:
+            if not shared_exposures or _triple(s) == ref:
                 items.append(s)
             if limit is not None and len(items) == limit:
                 break
@@ -304,6 +304,10 @@ def load_scenes(datasets: Sequence[str] = DATASETS, limit: int | None = 8, *,
         scenes += [Scene(name, it.id, np.asarray(it.ldrs, np.float32), np.asarray(it.evs, np.float32).reshape(3),
                          None if it.gt is None else np.asarray(it.gt, np.float32)) for it in items]
     return scenes, skipped
+
+
+def _triple(scene) -> tuple[float, float, float]:
+    return tuple(np.asarray(scene.evs, np.float32).reshape(3).tolist())
 
 
 @dataclass
