@@ -90,18 +90,28 @@ def count_maccs(model: nn.Module, height: int = NTIRE_HEIGHT, width: int = NTIRE
     children: a conv (any class whose name holds "Conv") counts its weight and bias elements times the batch
     times its output's spatial size; another module with parameters counts them times the batch.
     """
+    return maccs_from_factors(model, macc_factors(model, height, width))
+
+
+def macc_factors(model: nn.Module, height: int = NTIRE_HEIGHT, width: int = NTIRE_WIDTH) -> dict[str, int]:
+    """Per leaf module with parameters (by name): what :func:`count_maccs` multiplies its weight and bias
+    element count by, summed over its calls (a conv: its output's batch x spatial size; another module: the
+    batch; 0 if never called). The factors depend on the input size and the layer structure, not on the
+    channel widths."""
     meta_model = model if _on_meta(model) else copy.deepcopy(model).to("meta")
     was_training = meta_model.training
     meta_model.eval()
-    total = 0
+    leaves = [(n, m) for n, m in meta_model.named_modules()
+              if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))]
+    factors: dict[str, int] = {n: 0 for n, _ in leaves}
 
-    def hook(module, _inputs, out):
-        nonlocal total
-        n = sum(p.numel() for name, p in module.named_parameters(recurse=False) if name in ("weight", "bias"))
-        total += n * (math.prod([out.shape[0], *out.shape[2:]]) if "Conv" in type(module).__name__ else out.shape[0])
+    def hook_for(name):
+        def hook(module, _inputs, out):
+            f = math.prod([out.shape[0], *out.shape[2:]]) if "Conv" in type(module).__name__ else out.shape[0]
+            factors[name] = factors.get(name, 0) + int(f)
+        return hook
 
-    handles = [m.register_forward_hook(hook) for m in meta_model.modules()
-               if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))]
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in leaves]
     try:
         with torch.no_grad():
             meta_model(*ntire_inputs(height, width))
@@ -109,6 +119,17 @@ def count_maccs(model: nn.Module, height: int = NTIRE_HEIGHT, width: int = NTIRE
         for h in handles:
             h.remove()
         meta_model.train(was_training)
+    return factors
+
+
+def maccs_from_factors(model: nn.Module, factors: dict[str, int]) -> int:
+    """MAccs of ``model`` from :func:`macc_factors` of a model of the same layer structure (any widths).
+    Raises ``KeyError`` for a leaf module with parameters that ``factors`` does not know."""
+    total = 0
+    for name, m in model.named_modules():
+        if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False)):
+            n = sum(p.numel() for k, p in m.named_parameters(recurse=False) if k in ("weight", "bias"))
+            total += n * factors[name]
     return int(total)
 
 

@@ -112,6 +112,26 @@ def test_prune_to_reaches_the_target_config_and_keeps_the_most_important_channel
     assert count_maccs(p, *RES) == config_maccs(target, *RES) < count_maccs(m, *RES)
 
 
+def test_config_maccs_reuses_a_structure_and_stays_the_one_counters_count():
+    """config_maccs counts a config from the per-module factors of another with the same structure; widths
+    that add or remove a layer (bilinear Up2's 1x1 conv appears only when its widths differ) and other
+    structures must still give count_maccs' figure exactly."""
+    import random
+
+    from eapnet.model import STANDARD
+
+    rng = random.Random(0)
+    bases = [SMALL, SMALL.replace(upsample="bilinear", align="full", attention="full"),
+             STANDARD.replace(num_blocks=2, pdub_widths=STANDARD.pdub_widths[:2]), STANDARD]
+    for base in bases:
+        for _ in range(4):
+            widths = tuple(tuple(rng.choice((8, 16, 24)) for _ in range(3)) for _ in range(base.num_blocks))
+            cfg = base.replace(pdub_widths=widths, feat_channels=rng.choice((8, 16, 24)),
+                               enc_channels=rng.choice((8, 16)), tail_channels=rng.choice((8, 16)))
+            for h, w in (RES, (37, 53)):
+                assert config_maccs(cfg, h, w) == count_maccs(EAPNet(cfg), h, w), (cfg, h, w)
+
+
 def test_frozen_weights_prune_like_trainable_ones():
     # a teacher has requires_grad=False; DepGraph traces autograd, so this once left layers unpruned
     m = _model()
