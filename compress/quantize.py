@@ -117,13 +117,14 @@ def quantizer_for(backend: str, *, qat: bool = True):
         )
         from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
 
-        # Plain min/max over every forward for PTQ and QAT alike: a moving average on the observer a cat
-        # shares across its inputs clips the EV-aligned HDR channels (see _xnnpack_config).
+        # Min/max here; _float_head swaps the activations' observers for histograms (this config offers
+        # min_max, moving_average and ema only). A moving average on the observer a cat shares across its
+        # inputs clips the EV-aligned HDR channels (see _xnnpack_config).
         observer = "min_max"
         w8a8 = ModuleLinearQuantizerConfig(quantization_scheme="symmetric", weight_dtype=torch.qint8,
                                            weight_per_channel=True, activation_dtype=torch.quint8,
                                            weight_observer=observer, activation_observer=observer)
-        return _float_head(CoreMLQuantizer(LinearQuantizerConfig(global_config=w8a8)))
+        return _float_head(CoreMLQuantizer(LinearQuantizerConfig(global_config=w8a8)), histogram_qat=qat)
     raise ValueError(f"unknown quantization backend {backend!r}: expected one of {QUANT_BACKENDS}")
 
 
@@ -167,10 +168,42 @@ def _coreml_patterns_present_in(model: torch.fx.GraphModule):
         cq._AnnotationPatternRegistry.REGISTRY = saved[2]
 
 
-def _float_head(quantizer):
+def _histogram_activations(model: torch.fx.GraphModule, qat: bool) -> None:
+    """Give every per-tensor activation spec of an annotated graph a histogram observer (keeping its dtype
+    and scheme): a plain observer for PTQ, inside a ``FakeQuantize`` for QAT (filled by :func:`calibrate`).
+
+    Why: the Core ML quantizer's config offers min/max, moving-average and EMA observers only; XNNPACK's
+    histogram ranges gained 0.34 dB held-out PSNR-μ over min/max ones (100 G standard, PTQ)."""
+    from torchao.quantization.pt2e import FakeQuantize, HistogramObserver
+    from torchao.quantization.pt2e.quantizer import QuantizationSpec
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+    swapped: dict[int, QuantizationSpec] = {}   # by identity: specs are shared between nodes
+
+    def swap(spec):
+        if not isinstance(spec, QuantizationSpec) or spec.qscheme not in (torch.per_tensor_affine,
+                                                                          torch.per_tensor_symmetric):
+            return spec
+        if id(spec) not in swapped:
+            kw = {k: v for k, v in spec.observer_or_fake_quant_ctr.p.keywords.items() if k in ("dtype", "qscheme")}
+            ctr = (FakeQuantize.with_args(observer=HistogramObserver, eps=2**-12, **kw) if qat
+                   else HistogramObserver.with_args(eps=2**-12, **kw))
+            swapped[id(spec)] = dataclasses.replace(spec, observer_or_fake_quant_ctr=ctr)
+        return swapped[id(spec)]
+
+    for node in model.graph.nodes:
+        a = node.meta.get(Q_ANNOTATION_KEY)
+        if a is None:
+            continue
+        a.input_qspec_map = {k: swap(v) for k, v in a.input_qspec_map.items()}
+        a.output_qspec = swap(a.output_qspec)
+
+
+def _float_head(quantizer, histogram_qat: bool | None = None):
     """``quantizer`` with the output head left in float: the output conv (a conv whose result feeds no other
     conv) and every op after it (the residual add to the radiance merge, the final ReLU, the crop) keep float
-    inputs, weights and outputs.
+    inputs, weights and outputs. ``histogram_qat`` not None: activations get histogram observers
+    (:func:`_histogram_activations`, for QAT when True).
 
     Why: the head's output is the HDR image itself, and the output conv's is the correction added to it; in
     int8 either would be 255 levels over its whole range, which costs dB of PSNR-μ in the dark regions where
@@ -195,6 +228,8 @@ def _float_head(quantizer):
                     model = quantizer.annotate(model)
             else:
                 model = quantizer.annotate(model)
+            if histogram_qat is not None:
+                _histogram_activations(model, histogram_qat)
             convs = (torch.ops.aten.conv2d.default, torch.ops.aten.conv_transpose2d.input)
             feeds_conv: set = set()
             for node in reversed(model.graph.nodes):  # reverse topological order: users come first
@@ -376,6 +411,24 @@ def save_quantized(path: str | os.PathLike, gm: nn.Module, example=None, meta: d
     with atomic_path(path) as tmp:
         torch.export.save(ep, tmp, extra_files={_META_NAME: meta_json})
     return path
+
+
+def read_quantized_meta(path: str | os.PathLike) -> dict:
+    """The ``meta`` dict of a file written by :func:`save_quantized`, without loading its program (which takes
+    ~20 s for a standard EAPNet)."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no quantized model at {path}")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith(f"/extra/{_META_NAME}")]
+            if not names:
+                raise ValueError(f"{path} has no {_META_NAME}: not written by compress.quantize.save_quantized")
+            return json.loads(z.read(names[0]))
+    except (zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a readable torch.export program ({type(e).__name__}: {e})") from e
 
 
 def load_quantized(path: str | os.PathLike) -> tuple[Padded, dict]:
