@@ -22,9 +22,10 @@ For each artifact (``.pte`` from ``mobile_export.executorch_export``, ``.mlpacka
    side by side; near the gutters they can differ slightly from whole-scene evaluation). By default the
    scenes share one exposure triple (:func:`load_scenes`), so that the small ones fill one canvas;
    ``--all-exposures`` takes each dataset's first scenes whatever their exposures.
-4. **Judge** with per-precision :data:`THRESHOLDS`: worst-scene PSNR-mu of artifact vs float output,
-   worst-pixel max abs error (gamma-encoded HDR units), and the mean PSNR-mu lost against ground truth
-   (float minus artifact, per dataset). Any breach fails the artifact and the command exits 1.
+4. **Judge** with per-precision :data:`THRESHOLDS`: per-scene PSNR-mu of artifact vs float output (for int8,
+   on a scene with ground truth the floor is at most the float model's own PSNR-mu there + a margin, see
+   :meth:`Threshold.floor`), worst-pixel max abs error (gamma-encoded HDR units), and the mean PSNR-mu lost
+   against ground truth (float minus artifact, per dataset). Any breach fails the artifact; the command exits 1.
 5. **Localise** a failure: the quantized eager model (the ``.pt2``, or post-training quantization redone on
    ``calib_data``) is compared with the float model layer by layer (every conv, in execution order); the
    first layers whose relative error jumps are named. When the eager model is within budget, the drift is in
@@ -72,6 +73,16 @@ class Threshold:
     min_psnr_mu_vs_float: float   # worst scene: PSNR-mu of the artifact's output against the float output
     max_gt_drop: float            # per dataset: mean PSNR-mu(float, gt) - mean PSNR-mu(artifact, gt)
     max_abs: float | None         # worst pixel |artifact - float|
+    # On a scene with ground truth the floor is at most the float model's own PSNR-mu there plus this margin:
+    # the artifact must be this far closer to the float output than the float output is to the truth.
+    scene_margin: float | None = None
+
+    def floor(self, float_psnr_mu: float | None = None) -> float:
+        """The PSNR-mu (dB) an artifact must reach against the float output on one scene, given the float
+        model's PSNR-mu against that scene's ground truth (None: no ground truth)."""
+        if self.scene_margin is None or float_psnr_mu is None:
+            return self.min_psnr_mu_vs_float
+        return min(self.min_psnr_mu_vs_float, float_psnr_mu + self.scene_margin)
 
 
 THRESHOLDS: dict[str, Threshold] = {
@@ -79,11 +90,17 @@ THRESHOLDS: dict[str, Threshold] = {
     # fp32 .pte 144.6 dB / 4.8e-7; fp16 .mlpackage 70.4 dB; int8w 58.7 dB; int8 .pte (PTQ) 44.5 dB, GT drop
     # -0.09..+0.01 dB; w8a8 (PTQ) 40.7 dB, GT drop <= 0.02 dB. Thresholds leave ~10 dB for other variants
     # and inputs; int8 may cost at most 0.5 dB against ground truth, the project's bar for a phone model.
+    # Int8's error is absolute (per-tensor ranges set by bright scenes), and PSNR-mu normalises each scene to
+    # its own 99th percentile and lifts near-black values ~600x (mu = 5000): on a dark scene whose float output
+    # is itself noise (calib/0002: float 19.5 dB vs GT) the compressed 100 G standard model's int8 .pte is
+    # 28.4 dB from float, the same picture with other noise (GT drop 0.47 dB). There the floor is the float
+    # model's own PSNR-mu vs GT + 6 dB: an artifact error 4x below the model's own in MSE, which costs at
+    # most ~1 dB vs GT on that scene when uncorrelated (10 log10 1.25).
     "fp32": Threshold(min_psnr_mu_vs_float=100.0, max_gt_drop=0.01, max_abs=1e-4),
     "fp16": Threshold(min_psnr_mu_vs_float=55.0, max_gt_drop=0.05, max_abs=None),
     "int8w": Threshold(min_psnr_mu_vs_float=45.0, max_gt_drop=0.1, max_abs=None),
-    "int8": Threshold(min_psnr_mu_vs_float=32.0, max_gt_drop=0.5, max_abs=None),
-    "w8a8": Threshold(min_psnr_mu_vs_float=32.0, max_gt_drop=0.5, max_abs=None),
+    "int8": Threshold(min_psnr_mu_vs_float=32.0, max_gt_drop=0.5, max_abs=None, scene_margin=6.0),
+    "w8a8": Threshold(min_psnr_mu_vs_float=32.0, max_gt_drop=0.5, max_abs=None, scene_margin=6.0),
 }
 
 DATASETS = ("real", "fullres", "calib", "heldout")
@@ -218,9 +235,9 @@ def resolve_float(artifact: Artifact, override: str | None = None):
         raise ValueError(f"{artifact.path.name}: its source {name} (sha256 {str(sha)[:12]}...) is not found beside "
                          f"it, one folder up or among the shipped models; pass --model")
     if found.suffix == ".pt2":
-        from compress.quantize import load_quantized
+        from compress.quantize import read_quantized_meta
 
-        _, meta = load_quantized(found)
+        meta = read_quantized_meta(found)
         if not meta.get("float"):
             raise ValueError(f"{found} (the int8 source of {artifact.path.name}) records no float checkpoint; "
                              f"pass --model")
@@ -426,11 +443,15 @@ def check(precision: str, rows: list[dict], threshold: Threshold | None = None) 
     for name, d in _summary(rows).items():
         if not d["scenes"]:
             continue
-        if d["psnr_mu_vs_float_min"] < t.min_psnr_mu_vs_float:
-            worst = min((r for r in rows if r["dataset"] == name and "error" not in r),
-                        key=lambda r: r["psnr_mu_vs_float"])
-            fails.append(f"{name}/{worst['id']}: PSNR-mu vs float {d['psnr_mu_vs_float_min']:.2f} dB < "
-                         f"{t.min_psnr_mu_vs_float:g} dB")
+        below = [r for r in rows if r["dataset"] == name and "error" not in r
+                 and r["psnr_mu_vs_float"] < t.floor(r.get("float_psnr_mu"))]
+        if below:
+            worst = min(below, key=lambda r: r["psnr_mu_vs_float"] - t.floor(r.get("float_psnr_mu")))
+            floor = t.floor(worst.get("float_psnr_mu"))
+            why = (f" (the float model's own {worst['float_psnr_mu']:.2f} dB vs ground truth + {t.scene_margin:g})"
+                   if floor < t.min_psnr_mu_vs_float else "")
+            fails.append(f"{name}/{worst['id']}: PSNR-mu vs float {worst['psnr_mu_vs_float']:.2f} dB < "
+                         f"{floor:.2f} dB{why}" + (f", and {len(below) - 1} more scenes" if len(below) > 1 else ""))
         if t.max_abs is not None and d["max_abs_vs_float"] > t.max_abs:
             fails.append(f"{name}: max abs error vs float {d['max_abs_vs_float']:.3g} > {t.max_abs:g}")
         if "gt_drop" in d and d["gt_drop"] > t.max_gt_drop:
@@ -562,7 +583,7 @@ def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold) 
     out = predict(eager, scene.ldrs, scene.evs)
     row = _scene_row(scene, out, ref)
     verdict = ("the eager program already drifts: the error is in the model/quantization"
-               if row["psnr_mu_vs_float"] < threshold.min_psnr_mu_vs_float else
+               if row["psnr_mu_vs_float"] < threshold.floor(row.get("float_psnr_mu")) else
                "the eager program is within budget: the drift comes from the artifact itself (lowering, "
                "runtime or a damaged file)")
     where = f"{scene.dataset}/{scene.id}" + (f" (centre {scene.ldrs.shape[1]}x{scene.ldrs.shape[2]})"
@@ -699,8 +720,11 @@ def report_markdown(rep: dict) -> str:
         cells.append("pass" if r["passed"] else "**FAIL**")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Thresholds (worst-scene PSNR-mu vs float ≥, mean GT drop ≤, max abs ≤):", ""]
-    lines += [f"- {k}: {v['min_psnr_mu_vs_float']:g} dB, {v['max_gt_drop']:g} dB, "
-              f"{'–' if v['max_abs'] is None else format(v['max_abs'], 'g')}" for k, v in rep["thresholds"].items()]
+    lines += [f"- {k}: {v['min_psnr_mu_vs_float']:g} dB"
+              + (f" (on a scene with ground truth at most the float model's PSNR-mu there + {v['scene_margin']:g} dB)"
+                 if v.get("scene_margin") is not None else "")
+              + f", {v['max_gt_drop']:g} dB, {'–' if v['max_abs'] is None else format(v['max_abs'], 'g')}"
+              for k, v in rep["thresholds"].items()]
     for r in rep["artifacts"]:
         if r["passed"]:
             continue

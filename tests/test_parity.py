@@ -117,6 +117,22 @@ def test_check_passes_and_names_each_breach():
     assert "no threshold" in parity.check("bf8", _rows(120.0, 0.0, 1.0, 1.0))[0]
 
 
+
+
+def test_int8_floor_follows_the_float_models_own_error_on_scenes_with_ground_truth():
+    t = parity.THRESHOLDS["int8"]
+    assert t.floor(None) == t.floor(40.0) == t.min_psnr_mu_vs_float == 32.0
+    assert t.floor(19.5) == pytest.approx(19.5 + t.scene_margin)
+    # a dark scene the float model gets wrong (19.5 dB vs GT): 28 dB from float is the same picture
+    assert parity.check("int8", _rows(28.0, 0.1, 19.2, 19.5, dataset="calib")) == []
+    # but not 24 dB, and the message says why the floor is where it is
+    fail = parity.check("int8", _rows(24.0, 0.1, 19.2, 19.5, dataset="calib"))
+    assert len(fail) == 1 and "24.00 dB < 25.50 dB" in fail[0] and "19.50 dB vs ground truth" in fail[0]
+    # a scene without ground truth (the full-size frame) keeps the absolute floor
+    no_gt = [{"dataset": "fullres", "id": "0", "psnr_mu_vs_float": 28.0, "max_abs_vs_float": 0.1}]
+    assert "28.00 dB < 32.00 dB" in parity.check("int8", no_gt)[0]
+    # fp32 has no margin: its floor never moves
+    assert parity.THRESHOLDS["fp32"].floor(10.0) == parity.THRESHOLDS["fp32"].min_psnr_mu_vs_float
 def test_thresholds_tighten_with_precision():
     t = parity.THRESHOLDS
     assert t["fp32"].min_psnr_mu_vs_float > t["fp16"].min_psnr_mu_vs_float > t["int8w"].min_psnr_mu_vs_float \
