@@ -2,6 +2,7 @@
 
     python bench/bench_mobile.py                                     # standard + lightweight, 1060x1900 and 512x512
     python bench/bench_mobile.py --models runs/c/compressed.pt --sizes 1060x1900 --runs 3 --out reports/bench-mobile
+    python bench/bench_mobile.py --models runs/c/compressed.pt --int8 runs/c/int8.pt2 --sizes 1060x1900 --tile 512
 
 The measurement is mobile_export/latency.py (each runtime in its own process; peak resident memory from
 ``VmHWM``). Ratios (eager / pte) are of figures measured in one invocation; the machine is shared, so single
@@ -29,6 +30,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=size_arg, nargs="+", default=[(1060, 1900), (512, 512)], help="HxW")
     p.add_argument("--runs", type=int_at_least(1), default=5, help="timed runs per figure (median)")
     p.add_argument("--threads", type=int_at_least(1), default=os.cpu_count() or 1)
+    p.add_argument("--tile", type=int_at_least(16), default=None, metavar="N",
+                   help="also run the .pte files exported at NxN tiled over each larger size (multiple of 8)")
     p.add_argument("--artifacts", default="runs/bench-artifacts", help="folder of exported .pte files (reused)")
     p.add_argument("--out", default=None, help="folder for bench.json, bench.md and run.json")
     add_overwrite(p)
@@ -43,12 +46,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.int8 and len(args.models) != 1:
         p.error("--int8 belongs to one float model: give exactly one --models entry")
+    if args.tile is not None and args.tile % 8:
+        p.error(f"--tile {args.tile}: must be a multiple of 8 (EAPNet's padding multiple)")
     out = out_dir(p, args, "bench") if args.out else None   # before the timing: a bad --out fails now
     rows = bench(args.models, args.sizes, runs=args.runs, threads=args.threads, artifacts=Path(args.artifacts),
-                 int8=args.int8)
+                 int8=args.int8, tile=args.tile)
     md = report_markdown(rows, args.runs, args.threads)
     print(md)
-    failed = any("error" in r[rt] for r in rows for rt in RUNTIMES)
+    failed = any("error" in v for r in rows for k, v in r.items() if k.startswith(RUNTIMES) and isinstance(v, dict))
     if out is not None:
         from eapnet.runs import atomic_write_json, atomic_write_text, record_run
 

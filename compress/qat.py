@@ -44,6 +44,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-export", action="store_true", help="stop after evaluation: no phone artifacts, no parity")
     p.add_argument("--artifacts", type=artifacts_arg, default=ARTIFACTS, metavar="LIST",
                    help=f"comma-separated phone artifacts to export and check (default: all of {','.join(ARTIFACTS)})")
+    p.add_argument("--tile", type=int_at_least(16), default=None, metavar="N",
+                   help="also export the artifacts at NxN, for apps that run a frame in tiles, and check them "
+                        "stitched over the full-size frame (multiple of 8)")
+    p.add_argument("--tile-overlap", type=int_at_least(0), default=None, metavar="PX",
+                   help="pixels shared by neighbouring tiles in that check (default 64)")
     p.add_argument("--parity-scenes", type=int_at_least(1), default=4,
                    help="scenes per dataset in the parity check of the exported artifacts (default 4)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compress-<budget>-<time>)")
@@ -56,6 +61,10 @@ def parse_args(argv=None):
     """``(namespace, CompressConfig)``; bad values exit 2 with the flag named."""
     p = get_args_parser()
     args = p.parse_args(argv)
+    if args.tile is not None and args.tile % 8:
+        p.error(f"--tile {args.tile}: must be a multiple of 8 (EAPNet's padding multiple)")
+    if args.tile_overlap is not None and args.tile is not None and not args.tile_overlap < args.tile // 2:
+        p.error(f"--tile-overlap {args.tile_overlap}: must be below half the tile ({args.tile // 2})")
     return args, config_from_args(p, args)
 
 
@@ -78,11 +87,13 @@ def main(argv=None) -> int:
         return 2
     record_run(run_dir, {**cfg.to_dict(), "export_size": list(args.export_size or cfg.size),
                          "no_export": args.no_export, "artifacts": list(args.artifacts),
-                         "parity_scenes": args.parity_scenes, "out": str(run_dir)})
+                         "parity_scenes": args.parity_scenes, "tile": args.tile, "tile_overlap": args.tile_overlap,
+                         "out": str(run_dir)})
     command = shlex.join(["python", "compress/qat.py", *(argv if argv is not None else sys.argv[1:])])
     try:
         report = compress_and_ship(cfg, run_dir, export_size=args.export_size, parity_scenes=args.parity_scenes,
-                                   export=not args.no_export, artifacts=args.artifacts, command=command,
+                                   export=not args.no_export, artifacts=args.artifacts, tile=args.tile,
+                                   tile_overlap=args.tile_overlap, command=command,
                                    progress=not args.quiet)
     except BudgetError as e:
         print(f"error: {e}", file=sys.stderr)

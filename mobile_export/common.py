@@ -26,7 +26,7 @@ from eapnet.inference import example_inputs
 from eapnet.macs import FRAME_SIZE
 from eapnet.runs import file_sha256
 
-__all__ = ["DEFAULT_SIZE", "Source", "load_source", "example_inputs", "export_fixed", "artifact_name",
+__all__ = ["DEFAULT_SIZE", "ProgramModule", "Source", "load_source", "example_inputs", "export_fixed", "artifact_name",
            "file_sha256", "parse_size"]
 
 DEFAULT_SIZE = FRAME_SIZE
@@ -79,3 +79,16 @@ def artifact_name(variant: str, backend: str, precision: str, size: tuple[int, i
     """File name that says what is inside: ``<variant>_<backend>_<precision>_<H>x<W>.<ext>``."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in variant)
     return f"{safe}_{backend}_{precision}_{size[0]}x{size[1]}.{ext}"
+
+
+class ProgramModule(nn.Module):
+    """A loaded program (``fn(ldrs, evs) -> hdr``: a ``.pte`` runner, an ``.mlpackage`` executor) behind the
+    float model's call signature, so both go through the one inference path (``eapnet.inference.predict``,
+    whole-frame or tiled)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
+        return self.fn(ldrs, evs)

@@ -6,9 +6,12 @@ For every model and size: seconds per forward (median of ``runs`` after one warm
 - ``pte fp32`` and ``pte int8``: the XNNPACK ``.pte`` in ExecuTorch's runtime (``threads`` XNNPACK threads).
   A float model's int8 program is post-training quantized on ``calib_data``; a compression run's ``int8.pt2``
   is used when given (``int8=``).
+- with ``tile``: ``pte fp32 tiled`` and ``pte int8 tiled``, the ``.pte`` exported at the tile size run over the
+  whole frame in overlapping tiles by the one tiler (``eapnet.inference.predict``): what an app that cannot
+  hold the whole-frame program's activations runs instead.
 
-Each measurement runs in a fresh subprocess (``python -m mobile_export.latency KIND PATH HxW RUNS THREADS``
-prints one JSON line), so its peak resident memory (``VmHWM``) is its own; the subprocess's peak before
+Each measurement runs in a fresh subprocess (``python -m mobile_export.latency KIND PATH HxW RUNS THREADS``,
+KIND ``eager``, ``pte`` or ``tiled``, prints one JSON line), so its peak resident memory (``VmHWM``) is its own; the subprocess's peak before
 loading the model (Python, torch and the inputs) is reported beside it. ``.pte`` files are exported into
 ``artifacts`` once and reused while their source's sha256 matches. The command line is bench/bench_mobile.py.
 """
@@ -58,13 +61,23 @@ def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int)
         def fn():
             with torch.inference_mode():
                 model(ldrs, evs)
-    else:
+    elif kind == "pte":
         from mobile_export.executorch_export import load_pte
 
         run = load_pte(path, threads=threads)
 
         def fn():
             run(ldrs, evs)
+    else:   # "tiled": the program at its own (tile) size, run over the whole frame by the one tiler
+        from eapnet.inference import predict
+        from mobile_export.common import ProgramModule
+        from mobile_export.executorch_export import load_pte
+
+        run = load_pte(path, threads=threads)
+        program, scene = ProgramModule(run), (ldrs[0].permute(0, 2, 3, 1).numpy(), evs[0].numpy())
+
+        def fn():
+            predict(program, *scene, tile=tuple(run.size))
     times = []
 
     def timed():
@@ -113,7 +126,10 @@ def _artifact(spec: str, precision: str, size, folder: Path, int8: str | None, l
 
 
 def bench(models, sizes, *, runs: int, threads: int, artifacts: Path, int8: str | None = None,
-          log=print) -> list[dict]:
+          tile: int | None = None, log=print) -> list[dict]:
+    """One row per model and size (see the module docstring). ``tile``: for sizes larger than it, also the
+    fp32 and int8 ``.pte`` at ``tile`` x ``tile`` run tiled over the whole frame (``pte fp32 tiled``,
+    ``pte int8 tiled``; :data:`eapnet.inference.TILE_OVERLAP` pixels between tiles)."""
     from mobile_export.common import load_source
 
     rows = []
@@ -136,6 +152,21 @@ def bench(models, sizes, *, runs: int, threads: int, artifacts: Path, int8: str 
                     row[rt]["file_mb"] = Path(path).stat().st_size / 1e6
                 log(f"{src.variant} {size[0]}x{size[1]} {rt}: {row[rt]['median_s']:.3f} s, "
                     f"peak {row[rt]['peak_rss_mb']:.0f} MB")
+            if tile and (size[0] > tile or size[1] > tile):
+                from eapnet.inference import TILE_OVERLAP
+
+                row["tile"], row["tile_overlap"] = [tile, tile], TILE_OVERLAP
+                for precision in ("fp32", "int8"):
+                    rt, path = f"pte {precision} tiled", _artifact(spec, precision, (tile, tile), artifacts, int8, log)
+                    try:
+                        row[rt] = {**_measure("tiled", str(path), size, runs, threads),
+                                   "file_mb": path.stat().st_size / 1e6}
+                    except RuntimeError as e:
+                        row[rt] = {"error": str(e).splitlines()[0], "log": _runtime_error(str(e))}
+                        log(f"{src.variant} {size[0]}x{size[1]} {rt}: FAILED: {row[rt]['log']}")
+                        continue
+                    log(f"{src.variant} {size[0]}x{size[1]} {rt}: {row[rt]['median_s']:.3f} s, "
+                        f"peak {row[rt]['peak_rss_mb']:.0f} MB")
             for rt, key in (("pte fp32", "speedup_pte_fp32"), ("pte int8", "speedup_pte_int8")):
                 if "median_s" in row["eager fp32"] and "median_s" in row[rt]:
                     row[key] = row["eager fp32"]["median_s"] / row[rt]["median_s"]
@@ -162,13 +193,37 @@ def table_markdown(rows: list[dict]) -> str:
     return "\n".join(L) + "\n" + ("\nFailed to run:\n\n" + "\n".join(fails) + "\n" if fails else "")
 
 
+def tiled_markdown(rows: list[dict]) -> str:
+    """Whole-frame vs tiled ``.pte`` rows (rows measured with ``tile``), or '' when there are none."""
+    rows = [r for r in rows if "tile" in r]
+    if not rows:
+        return ""
+    L = ["| model | frame | tile (overlap) | fp32 s: whole / tiled | int8 s: whole / tiled | "
+         "peak MB fp32: whole / tiled | peak MB int8: whole / tiled |", "|---|---|---|---|---|---|---|"]
+
+    def v(r, rt, key, spec):
+        return format(r[rt][key], spec) if key in r.get(rt, {}) else ("failed" if "error" in r.get(rt, {}) else "–")
+
+    for r in rows:
+        cells = [r["model"], f"{r['size'][1]}x{r['size'][0]}", f"{r['tile'][1]}x{r['tile'][0]} ({r['tile_overlap']})"]
+        cells += [f"{v(r, f'pte {p}', 'median_s', '.3f')} / {v(r, f'pte {p} tiled', 'median_s', '.3f')}"
+                  for p in ("fp32", "int8")]
+        cells += [f"{v(r, f'pte {p}', 'peak_rss_mb', '.0f')} / {v(r, f'pte {p} tiled', 'peak_rss_mb', '.0f')}"
+                  for p in ("fp32", "int8")]
+        L.append("| " + " | ".join(cells) + " |")
+    return "\n".join(L) + "\n"
+
+
 def report_markdown(rows: list[dict], runs: int, threads: int) -> str:
     met = [r for r in rows if r.get("speedup_pte_int8", 0) >= GOAL_INT8_SPEEDUP]
+    tiled = tiled_markdown(rows)
     return "\n".join([
         "# Eager PyTorch vs ExecuTorch (XNNPACK) on this CPU", "",
         f"Seconds per forward, median of {runs} runs after a warm-up, {threads} thread(s); peak resident memory "
         f"of the measuring process (its memory before loading the model is in `bench.json`).", "",
         table_markdown(rows),
+        *(["Whole frame in one program vs the program at the tile size run over the frame in overlapping tiles "
+           "(`eapnet.inference.predict`, the frame's input and output stay in memory):", "", tiled] if tiled else []),
         f"Goal: int8 `.pte` at least {GOAL_INT8_SPEEDUP:g}x faster than eager fp32: met in {len(met)} of "
         f"{len(rows)} rows.", ""])
 

@@ -26,6 +26,8 @@ For each artifact (``.pte`` from ``mobile_export.executorch_export``, ``.mlpacka
    on a scene with ground truth the floor is at most the float model's own PSNR-mu there + a margin, see
    :meth:`Threshold.floor`), worst-pixel max abs error (gamma-encoded HDR units), and the mean PSNR-mu lost
    against ground truth (float minus artifact, per dataset). Any breach fails the artifact; the command exits 1.
+   A tile program (``--stitch``; ``compress/qat.py --tile 512`` exports them) is also run tiled over the whole
+   full-size frame and the stitched output checked against the float model's whole-frame output.
 5. **Localise** a failure: the quantized eager model (the ``.pt2``, or post-training quantization redone on
    ``calib_data``) is compared with the float model layer by layer (every conv, in execution order); the
    first layers whose relative error jumps are named. When the eager model is within budget, the drift is in
@@ -47,7 +49,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,7 +58,8 @@ import torch
 from torch import nn
 
 from eapnet.cli import Parser, command
-from eapnet.inference import resolve_device
+from eapnet.inference import TILE_OVERLAP, resolve_device
+from mobile_export.common import ProgramModule
 
 __all__ = ["DATASETS", "PSNR_CAP", "THRESHOLDS", "Artifact", "Threshold", "check", "layer_errors", "localise",
            "load_scenes", "main", "open_artifact", "pack", "resolve_float", "run_parity"]
@@ -103,6 +106,12 @@ THRESHOLDS: dict[str, Threshold] = {
     "w8a8": Threshold(min_psnr_mu_vs_float=32.0, max_gt_drop=0.5, max_abs=None, scene_margin=6.0),
 }
 
+STITCHED: dict[str, Threshold] = {p: THRESHOLDS["int8"] for p in ("fp32", "fp16", "int8w")}
+"""Thresholds of a stitched frame against the whole-frame float model, where they differ from the precision's
+own: EAPNet's receptive field is wider than a tile, so stitching is an approximation even in fp32 (its tiles
+alone are checked on canvases of their size at the precision's own thresholds); a stitched frame must stay
+within int8's."""
+
 DATASETS = ("real", "fullres", "calib", "heldout")
 """``real``: NTIRE crops with ground truth; ``fullres``: the full-size NTIRE triplet (no ground truth);
 ``calib``: ``calib_data/default``; ``heldout``: held-out synthetic scenes, 256x256."""
@@ -125,17 +134,6 @@ class Artifact:
 
     def __call__(self, ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
         return self.run(ldrs, evs)
-
-
-class _AsModule(nn.Module):
-    """An artifact behind the float model's call signature, so both go through ``eapnet.inference.predict``."""
-
-    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
-        return self.fn(ldrs, evs)
 
 
 def _core_ml_runtime() -> bool:
@@ -601,9 +599,14 @@ def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold) 
 def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None = None,
                datasets: Sequence[str] = DATASETS, limit: int | None = 8, gutter: int = 16,
                device: str = "auto", threads: int | None = None, write_back: bool = True,
-               progress: bool = True, shared_exposures: bool = True, log=print) -> dict:
+               progress: bool = True, shared_exposures: bool = True, stitch: bool | Collection[str] = False,
+               tile_overlap: int = TILE_OVERLAP, log=print) -> dict:
     """Check every artifact (see the module docstring); returns the report dict (``passed`` per artifact
-    and overall). Float outputs are computed once per (float model, canvas size) and shared."""
+    and overall). Float outputs are computed once per (float model, canvas size) and shared. ``stitch``: the
+    artifacts (True: all; else their paths) that are tile programs: where one is smaller than the full-size
+    frame (``fullres``) it is also run tiled over the whole frame (``tile_overlap`` pixels between tiles,
+    :func:`eapnet.inference.predict`) and the stitched frame checked against the float model on the whole
+    frame with :data:`STITCHED` thresholds."""
     dev = resolve_device(device)
     scenes, skipped = load_scenes(datasets, limit, shared_exposures=shared_exposures)
     if not scenes:
@@ -632,7 +635,7 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
         refs = float_cache[key]
         rows = []
         try:
-            outs = _predict_canvases(_AsModule(art), canvases, art.path.name, progress)
+            outs = _predict_canvases(ProgramModule(art), canvases, art.path.name, progress)
         except Exception as e:   # an artifact that cannot run is a failure, not a crash of the harness
             outs, run_error = None, f"execution failed: {type(e).__name__}: {e}"
         if outs is not None:
@@ -640,13 +643,24 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
                 for (s, o), (_, r) in zip(_crops(c, out), _crops(c, ref), strict=True):
                     rows.append(_scene_row(s, o, r))
         fails = check(art.precision, rows, threshold) if outs is not None else [run_error]
+        stitched = None
+        tiles = stitch is True or (stitch and str(spec) in {str(x) for x in stitch})
+        big = [sc for sc in scenes if tiles and sc.dataset == "fullres" and sc.ldrs.shape[1] >= art.size[0]
+               and sc.ldrs.shape[2] >= art.size[1] and tuple(sc.ldrs.shape[1:3]) != tuple(art.size)]
+        if outs is not None and big:
+            s_rows = _stitched_rows(art, src, big, tile_overlap, dev, float_cache, progress)
+            s_threshold = STITCHED.get(art.precision, threshold)
+            stitched = {"tile": list(art.size), "overlap": tile_overlap, "threshold": asdict(s_threshold),
+                        "summary": _summary(s_rows), "scenes": s_rows}
+            fails += [f"stitched {art.size[0]}x{art.size[1]} tiles (overlap {tile_overlap}): {f}"
+                      for f in check(art.precision, s_rows, s_threshold)]
         entry.update({
             "kind": art.kind, "precision": art.precision, "size": list(art.size), "executor": art.executor,
             "variant": art.meta.get("variant"), "float": {"path": src.path, "sha256": src.sha256,
                                                           "device": str(dev)},
             "threshold": asdict(threshold) if threshold else None, "canvases": len(canvases),
             "summary": _summary(rows), "scenes": rows, "failures": fails, "passed": not fails,
-            "seconds": round(time.time() - t0, 1)})
+            "seconds": round(time.time() - t0, 1), **({"stitched": stitched} if stitched else {})})
         if fails and threshold is not None:
             try:
                 entry["diagnosis"] = diagnose(art, src, _worst_scene(scenes, rows), threshold)
@@ -663,6 +677,28 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
             "datasets": list(datasets), "scenes_per_dataset": limit, "shared_exposures": shared_exposures,
             "gutter": gutter,
             "thresholds": {k: asdict(v) for k, v in THRESHOLDS.items()}}
+
+
+def _stitched_rows(art: Artifact, src, scenes: Sequence[Scene], overlap: int, dev, float_cache: dict,
+                   progress: bool) -> list[dict]:
+    """Scene rows of ``art`` run tiled over each whole scene against the float model on the whole scene."""
+    from tqdm import tqdm
+
+    from eapnet.inference import predict
+
+    rows = []
+    for sc in tqdm(scenes, desc=f"{art.path.name} stitched", disable=not progress, leave=False):
+        key = (src.sha256, "whole", sc.dataset, sc.id)
+        if key not in float_cache:
+            float_cache[key] = predict(src.module.to(dev).eval(), sc.ldrs, sc.evs)
+            src.module.cpu()
+        try:
+            out = predict(ProgramModule(art), sc.ldrs, sc.evs, tile=tuple(art.size), overlap=overlap)
+        except Exception as e:
+            rows.append({"dataset": sc.dataset, "id": sc.id, "error": f"execution failed: {type(e).__name__}: {e}"})
+            continue
+        rows.append(_scene_row(sc, out, float_cache[key]))
+    return rows
 
 
 def _one_line(summary: dict) -> str:
@@ -719,6 +755,18 @@ def report_markdown(rep: dict) -> str:
                          if "gt_drop" in x else "–")
         cells.append("pass" if r["passed"] else "**FAIL**")
         lines.append("| " + " | ".join(cells) + " |")
+    tiled = [r for r in rep["artifacts"] if r.get("stitched")]
+    if tiled:
+        lines += ["", "Tile programs run tiled over whole scenes, the stitched frame against the float model on the "
+                      "whole scene (PSNR-mu, worst scene):", "",
+                  "| artifact | tiles | overlap | scenes | vs float (worst) | max abs |", "|---|---|---:|---|---:|---:|"]
+        for r in tiled:
+            st = r["stitched"]
+            vals = [d for d in st["summary"].values() if d.get("scenes")]
+            lines.append(f"| {r['artifact']} | {st['tile'][0]}x{st['tile'][1]} | {st['overlap']} | "
+                         + ", ".join(f"{k} {d['scenes']}" for k, d in st["summary"].items()) + " | "
+                         + _f(min((d["psnr_mu_vs_float_min"] for d in vals), default=None)) + " | "
+                         + _f(max((d["max_abs_vs_float"] for d in vals), default=None), ".2e") + " |")
     lines += ["", "Thresholds (worst-scene PSNR-mu vs float ≥, mean GT drop ≤, max abs ≤):", ""]
     lines += [f"- {k}: {v['min_psnr_mu_vs_float']:g} dB"
               + (f" (on a scene with ground truth at most the float model's PSNR-mu there + {v['scene_margin']:g} dB)"
@@ -759,6 +807,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "extra exposure triple costs one full-size canvas per artifact); default: scenes that "
                         "share the most common triple")
     p.add_argument("--gutter", type=int_at_least(0), default=16, help="replicated-edge pixels around packed scenes")
+    p.add_argument("--stitch", action="store_true",
+                   help="the artifacts are tile programs: also run each one tiled over the full-size frame and "
+                        "check the stitched output against the float model on the whole frame")
+    p.add_argument("--tile-overlap", type=int_at_least(0), default=TILE_OVERLAP,
+                   help=f"pixels shared by neighbouring tiles with --stitch (default {TILE_OVERLAP})")
     p.add_argument("--device", default="auto", help="device of the float model: auto (cuda if present), cpu, cuda")
     p.add_argument("--threads", type=int_at_least(1), default=None, help="XNNPACK threads for .pte files")
     p.add_argument("--out", "--report", dest="out", default=None, help="folder for parity.json, parity.md and run.json")
@@ -784,7 +837,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rep = run_parity(args.artifacts, float_spec=args.float_spec, datasets=args.data, limit=args.scenes,
                          gutter=args.gutter, device=args.device, threads=args.threads,
                          write_back=not args.no_write_back, progress=not args.quiet,
-                         shared_exposures=not args.all_exposures)
+                         shared_exposures=not args.all_exposures, stitch=args.stitch,
+                         tile_overlap=args.tile_overlap)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

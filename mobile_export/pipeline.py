@@ -105,14 +105,18 @@ def _export_one(key: str, float_ckpt: str, int8_program: str | None, out_dir: st
 
 
 def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE, parity_scenes: int = 4,
-                     prefix: str = "", which: tuple[str, ...] = ARTIFACTS, progress: bool = True,
+                     prefix: str = "", which: tuple[str, ...] = ARTIFACTS, tile: int | None = None,
+                     tile_overlap: int | None = None, progress: bool = True,
                      log=print) -> tuple[dict, dict[str, float]]:
     """The artifacts ``which`` (default: all four) of the compressed variant in ``run_dir``
     (``<prefix>compressed.pt`` and ``<prefix>int8.pt2``, as ``compress.pipeline.compress`` writes them) into
-    ``run_dir/export``, then the parity harness on them (``run_dir/parity/parity.{json,md}``). Returns
-    ``(summary, wall seconds)``: the summary holds per artifact its file, size, executor, verdict and PSNR-μ
-    figures, and ``passed`` / ``failed``."""
+    ``run_dir/export``, then the parity harness on them (``run_dir/parity/parity.{json,md}``). ``tile``: the
+    same artifacts also at ``tile`` x ``tile`` (keys ``<key>@<tile>``), for apps that run a frame in tiles;
+    parity also checks them stitched over the whole full-size frame (``tile_overlap`` pixels between tiles,
+    default :data:`eapnet.inference.TILE_OVERLAP`). Returns ``(summary, wall seconds)``: the summary holds
+    per artifact its file, size, executor, verdict and PSNR-μ figures, and ``passed`` / ``failed``."""
     from eapnet.runs import atomic_write_json, atomic_write_text
+    from eapnet.inference import TILE_OVERLAP
     from mobile_export.parity import report_markdown as parity_markdown
     from mobile_export.parity import run_parity
 
@@ -121,9 +125,16 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
     t = time.time()
     paths, seconds = export_variant(run_dir / f"{prefix}compressed.pt", run_dir / f"{prefix}int8.pt2",
                                     run_dir / "export", size=size, which=which, log=log)
+    if tile:
+        tp, ts = export_variant(run_dir / f"{prefix}compressed.pt", run_dir / f"{prefix}int8.pt2",
+                                run_dir / "export", size=(tile, tile), which=which, log=log)
+        paths.update({f"{k}@{tile}": v for k, v in tp.items()})
+        seconds.update({f"{k}@{tile}": v for k, v in ts.items()})
     wall["export"] = time.time() - t
     t = time.time()
-    rep = run_parity(list(paths.values()), limit=parity_scenes, progress=progress)
+    rep = run_parity(list(paths.values()), limit=parity_scenes, progress=progress,
+                     stitch=[str(v) for k, v in paths.items() if "@" in k],
+                     tile_overlap=TILE_OVERLAP if tile_overlap is None else tile_overlap)
     atomic_write_json(run_dir / "parity" / "parity.json", rep)
     atomic_write_text(run_dir / "parity" / "parity.md", parity_markdown(rep))
     wall["parity"] = time.time() - t
@@ -139,6 +150,10 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
                                                  default=None),
                      "psnr_mu": {d: v["psnr_mu"] for d, v in s.items() if "psnr_mu" in v},
                      "float_psnr_mu": {d: v["float_psnr_mu"] for d, v in s.items() if "float_psnr_mu" in v}}
+        if r.get("stitched"):
+            st = r["stitched"]["summary"]
+            rows[key]["stitched_psnr_mu_vs_float_min"] = min(
+                (d["psnr_mu_vs_float_min"] for d in st.values() if d["scenes"]), default=None)
     summary = {"size": list(size), "artifacts": rows, "passed": rep["passed"],
                "failed": [k for k, v in rows.items() if not v["passed"]], "parity_report": "parity/parity.md"}
     return summary, wall
@@ -146,6 +161,7 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
 
 def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int, int] | None = None,
                       parity_scenes: int = 4, export: bool = True, artifacts: tuple[str, ...] = ARTIFACTS,
+                      tile: int | None = None, tile_overlap: int | None = None,
                       command: str | None = None, progress: bool = True, log=print) -> dict:
     """The main job for one budget: :func:`compress.pipeline.compress` (``cfg`` a ``CompressConfig``) into
     ``run_dir``, then :func:`export_and_check` of ``artifacts`` at ``export_size`` (default: ``cfg.size``)
@@ -163,6 +179,7 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
         if export:
             report["export"], wall = export_and_check(run_dir, size=export_size or cfg.size,
                                                       parity_scenes=parity_scenes, which=artifacts,
+                                                      tile=tile, tile_overlap=tile_overlap,
                                                       progress=progress, log=log)
             report["wall_s"].update(wall)
     except BaseException as e:

@@ -37,8 +37,18 @@ def test_bench_measures_every_runtime_and_reuses_artifacts(tmp_path):
     assert "eager / pte int8" in (out / "bench.md").read_text()
     stamps = {p.name: p.stat().st_mtime_ns for p in arts.glob("*.pte")}
     assert len(stamps) == 2
-    assert bench_mobile.main(argv) == 0                          # second run: the .pte files are reused
+    assert bench_mobile.main([*argv, "--overwrite"]) == 0        # second run: the .pte files are reused
     assert {p.name: p.stat().st_mtime_ns for p in arts.glob("*.pte")} == stamps
+    # --tile: the .pte files at the tile size run over the larger frame in overlapping tiles
+    tiled_out = tmp_path / "tiled"
+    assert bench_mobile.main(["--models", str(tmp_path / "tiny.pt"), "--sizes", "144x176", "--tile", "136",
+                              "--runs", "1", "--threads", "1", "--artifacts", str(arts), "--out", str(tiled_out)]) == 0
+    (row,) = json.loads((tiled_out / "bench.json").read_text())["rows"]
+    assert row["tile"] == [136, 136] and row["tile_overlap"] == 64
+    for rt in ("pte fp32 tiled", "pte int8 tiled"):
+        assert row[rt]["median_s"] > 0 and row[rt]["peak_rss_mb"] > 0 and row[rt]["file_mb"] > 0
+    assert {"tiny_xnnpack_fp32_136x136.pte", "tiny_xnnpack_int8_136x136.pte"} <= {p.name for p in arts.glob("*.pte")}
+    assert "fp32 s: whole / tiled" in (tiled_out / "bench.md").read_text()
 
 
 def test_bench_rejects_int8_without_a_single_model(capsys):
@@ -47,6 +57,9 @@ def test_bench_rejects_int8_without_a_single_model(capsys):
     with pytest.raises(SystemExit):
         bench_mobile.main(["--int8", "x.pt2"])
     assert "exactly one --models" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_mobile.main(["--tile", "100"])
+    assert "--tile 100: must be a multiple of 8" in capsys.readouterr().err
 
 
 @pytest.mark.slow

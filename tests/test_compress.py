@@ -70,7 +70,9 @@ def test_other_bad_arguments_name_the_problem(capsys, tmp_path):
     for argv, needle in [(["--patch", "30"], "--patch"), (["--steps", "1", "2", "3"], "--steps"),
                          (["--data", str(tmp_path / "nope")], "no such folder"),
                          (["--distill-weight", "2"], "--distill-weight"), (["--size", "big"], "HxW"),
-                         (["--importance", "random"], "--importance"), (["--config", str(tmp_path / "c.yaml")], "--config")]:
+                         (["--importance", "random"], "--importance"), (["--config", str(tmp_path / "c.yaml")], "--config"),
+                         (["--tile", "100"], "--tile 100: must be a multiple of 8"), (["--tile", "8"], "--tile"),
+                         (["--tile", "64", "--tile-overlap", "32"], "--tile-overlap 32: must be below half")]:
         with pytest.raises(SystemExit):
             parse_args(["--target-maccs", "100G", *argv])
         assert needle in capsys.readouterr().err

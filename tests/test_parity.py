@@ -203,6 +203,37 @@ def test_true_artifacts_pass_and_record_parity(exported, tmp_path):
     assert json.loads(pte.with_suffix(".json").read_text())["parity"]["passed"] is True
 
 
+def test_a_tile_program_is_also_checked_stitched_over_the_full_size_frame(exported, monkeypatch):
+    """A tile program runs tiled over the full-size frame; the stitched frame is scored against the float model's
+    whole-frame output with the STITCHED thresholds, and a failure names the tiling."""
+    from eapnet.data.synthetic import generate_scene
+    from eapnet.inference import predict
+    from eapnet.metrics import psnr_mu
+
+    ldrs, evs, _ = generate_scene(5, 160, 224)
+    frame = parity.Scene("fullres", "0000", ldrs, evs, None)
+    monkeypatch.setattr(parity, "load_scenes", lambda *a, **k: ([frame], {}))
+    plain = parity.run_parity([exported["pte"]], float_spec=str(exported["ckpt"]), write_back=False,
+                              progress=False, log=lambda *_: None)
+    assert "stitched" not in plain["artifacts"][0]                  # only tile programs are stitched
+    rep = parity.run_parity([exported["pte"]], float_spec=str(exported["ckpt"]), stitch=True, tile_overlap=32,
+                            write_back=False, progress=False, log=lambda *_: None)
+    art = rep["artifacts"][0]
+    st = art["stitched"]
+    assert st["tile"] == list(SIZE) and st["overlap"] == 32 and [r["id"] for r in st["scenes"]] == ["0000"]
+    # the same figure as the float model stitched the same way (the fp32 program is the float model)
+    model = _model()
+    want = psnr_mu(predict(model, ldrs, evs), np.clip(predict(model, ldrs, evs, tile=SIZE, overlap=32), 0, None))
+    assert st["scenes"][0]["psnr_mu_vs_float"] == pytest.approx(want, abs=0.05)
+    floor = parity.STITCHED["fp32"].min_psnr_mu_vs_float
+    assert art["passed"] == (want >= floor)
+    assert any("stitched 96x128 tiles (overlap 32)" in f for f in art["failures"]) == (want < floor)
+    assert "Tile programs run tiled" in parity.report_markdown(rep)
+    # a floor the stitched frame cannot meet fails it (the full-size frame has no ground truth: absolute floor)
+    fail = parity.check("fp32", st["scenes"], parity.Threshold(want + 1, 0.5, None))
+    assert len(fail) == 1 and fail[0].startswith("fullres/0000: PSNR-mu vs float")
+
+
 def _corrupt(path, model, scale=-3.0):
     """Scale the output conv's fp32 weights where they sit in ``path`` (a .pte's delegate constants, an fp32
     .mlpackage's weight.bin): a file that still loads and runs, and computes the wrong picture."""
