@@ -252,11 +252,18 @@ def test_trimming_coreml_patterns_to_the_graph_changes_no_annotation(float_model
 
 
 def test_coreml_qat_converts_to_its_fake_quant_form(float_model):
+    from torchao.quantization.pt2e import FakeQuantize, HistogramObserver
+
+    import compress.quantize as cq
+
     p = prepare_qat(float_model, "coreml")
+    # its config offers no histogram observer: the activations get ours, the weights keep per-channel min/max
+    acts = cq._activation_fake_quants(p)
+    assert acts and all(isinstance(m.activation_post_process, HistogramObserver) for m in acts)
+    weights = [m for m in p.modules() if isinstance(m, FakeQuantize) and m not in acts]
+    assert weights and not any(isinstance(m.activation_post_process, HistogramObserver) for m in weights)
     ldrs, evs = example_inputs((32, 40), batch=2)
-    with torch.no_grad():
-        p(ldrs.flip(-2), evs)
-    freeze_observers(p)
+    cq.calibrate(p, [(ldrs.flip(-2), evs)])
     q = convert(p)
     with torch.no_grad():
         fake, real, ref = p(ldrs, evs), q(ldrs, evs), float_model(ldrs, evs)
