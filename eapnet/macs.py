@@ -101,14 +101,13 @@ def macc_factors(model: nn.Module, height: int = NTIRE_HEIGHT, width: int = NTIR
     meta_model = model if _on_meta(model) else copy.deepcopy(model).to("meta")
     was_training = meta_model.training
     meta_model.eval()
-    leaves = [(n, m) for n, m in meta_model.named_modules()
-              if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))]
+    leaves = list(_param_leaves(meta_model))
     factors: dict[str, int] = {n: 0 for n, _ in leaves}
 
     def hook_for(name):
         def hook(module, _inputs, out):
             f = math.prod([out.shape[0], *out.shape[2:]]) if "Conv" in type(module).__name__ else out.shape[0]
-            factors[name] = factors.get(name, 0) + int(f)
+            factors[name] += int(f)
         return hook
 
     handles = [m.register_forward_hook(hook_for(n)) for n, m in leaves]
@@ -126,11 +125,15 @@ def maccs_from_factors(model: nn.Module, factors: dict[str, int]) -> int:
     """MAccs of ``model`` from :func:`macc_factors` of a model of the same layer structure (any widths).
     Raises ``KeyError`` for a leaf module with parameters that ``factors`` does not know."""
     total = 0
-    for name, m in model.named_modules():
-        if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False)):
-            n = sum(p.numel() for k, p in m.named_parameters(recurse=False) if k in ("weight", "bias"))
-            total += n * factors[name]
+    for name, m in _param_leaves(model):
+        total += sum(p.numel() for k, p in m.named_parameters(recurse=False) if k in ("weight", "bias")) * factors[name]
     return int(total)
+
+
+def _param_leaves(model: nn.Module):
+    """``(name, module)`` of every module without children that holds parameters: what the rule counts."""
+    return ((n, m) for n, m in model.named_modules()
+            if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False)))
 
 
 def _on_meta(model: nn.Module) -> bool:
