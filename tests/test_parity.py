@@ -133,6 +133,18 @@ def test_int8_floor_follows_the_float_models_own_error_on_scenes_with_ground_tru
     assert "28.00 dB < 32.00 dB" in parity.check("int8", no_gt)[0]
     # fp32 has no margin: its floor never moves
     assert parity.THRESHOLDS["fp32"].floor(10.0) == parity.THRESHOLDS["fp32"].min_psnr_mu_vs_float
+def test_the_diagnosed_scene_is_the_one_furthest_below_its_own_floor():
+    def scene(dataset, gt):
+        z = np.zeros((3, 8, 8, 3), np.float32)
+        return parity.Scene(dataset, "0", z, np.zeros(3, np.float32), z[0] if gt else None)
+
+    dark, frame = scene("calib", True), scene("fullres", False)
+    rows = [{"dataset": "calib", "id": "0", "psnr_mu_vs_float": 28.0, "float_psnr_mu": 19.5},   # floor 25.5: passes
+            {"dataset": "fullres", "id": "0", "psnr_mu_vs_float": 31.0}]                        # floor 32: fails
+    assert parity._worst_scene([dark, frame], rows, parity.THRESHOLDS["int8"]).dataset == "fullres"
+    assert parity._worst_scene([dark, frame], rows).dataset == "calib"        # without a threshold: furthest
+
+
 def test_thresholds_tighten_with_precision():
     t = parity.THRESHOLDS
     assert t["fp32"].min_psnr_mu_vs_float > t["fp16"].min_psnr_mu_vs_float > t["int8w"].min_psnr_mu_vs_float \
