@@ -23,6 +23,7 @@ from pathlib import Path
 
 from compress.pipeline import add_config_args, config_from_args
 from eapnet.cli import Parser, add_overwrite, command, int_at_least, size_arg
+from eapnet.inference import TILE_OVERLAP
 from mobile_export.pipeline import ARTIFACTS
 
 
@@ -47,8 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int_at_least(16), default=None, metavar="N",
                    help="also export the artifacts at NxN, for apps that run a frame in tiles, and check them "
                         "stitched over the full-size frame (multiple of 8)")
-    p.add_argument("--tile-overlap", type=int_at_least(0), default=None, metavar="PX",
-                   help="pixels shared by neighbouring tiles in that check (default 64)")
+    p.add_argument("--tile-overlap", type=int_at_least(0), default=TILE_OVERLAP, metavar="PX",
+                   help=f"pixels shared by neighbouring tiles in that check (default {TILE_OVERLAP})")
     p.add_argument("--parity-scenes", type=int_at_least(1), default=4,
                    help="scenes per dataset in the parity check of the exported artifacts (default 4)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compress-<budget>-<time>)")
@@ -63,7 +64,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.tile is not None and args.tile % 8:
         p.error(f"--tile {args.tile}: must be a multiple of 8 (EAPNet's padding multiple)")
-    if args.tile_overlap is not None and args.tile is not None and not args.tile_overlap < args.tile // 2:
+    if args.tile is not None and not args.tile_overlap < args.tile // 2:
         p.error(f"--tile-overlap {args.tile_overlap}: must be below half the tile ({args.tile // 2})")
     return args, config_from_args(p, args)
 

@@ -24,6 +24,7 @@ import os
 import time
 from pathlib import Path
 
+from eapnet.inference import TILE_OVERLAP
 from mobile_export.common import DEFAULT_SIZE
 
 __all__ = ["ARTIFACTS", "export_variant", "export_and_check", "compress_and_ship"]
@@ -106,17 +107,16 @@ def _export_one(key: str, float_ckpt: str, int8_program: str | None, out_dir: st
 
 def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE, parity_scenes: int = 4,
                      prefix: str = "", which: tuple[str, ...] = ARTIFACTS, tile: int | None = None,
-                     tile_overlap: int | None = None, progress: bool = True,
+                     tile_overlap: int = TILE_OVERLAP, progress: bool = True,
                      log=print) -> tuple[dict, dict[str, float]]:
     """The artifacts ``which`` (default: all four) of the compressed variant in ``run_dir``
     (``<prefix>compressed.pt`` and ``<prefix>int8.pt2``, as ``compress.pipeline.compress`` writes them) into
     ``run_dir/export``, then the parity harness on them (``run_dir/parity/parity.{json,md}``). ``tile``: the
     same artifacts also at ``tile`` x ``tile`` (keys ``<key>@<tile>``), for apps that run a frame in tiles;
-    parity also checks them stitched over the whole full-size frame (``tile_overlap`` pixels between tiles,
-    default :data:`eapnet.inference.TILE_OVERLAP`). Returns ``(summary, wall seconds)``: the summary holds
+    parity also checks them stitched over the whole full-size frame (``tile_overlap`` pixels between tiles).
+    Returns ``(summary, wall seconds)``: the summary holds
     per artifact its file, size, executor, verdict and PSNR-μ figures, and ``passed`` / ``failed``."""
     from eapnet.runs import atomic_write_json, atomic_write_text
-    from eapnet.inference import TILE_OVERLAP
     from mobile_export.parity import report_markdown as parity_markdown
     from mobile_export.parity import run_parity
 
@@ -134,7 +134,7 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
     t = time.time()
     rep = run_parity(list(paths.values()), limit=parity_scenes, progress=progress,
                      stitch=[str(v) for k, v in paths.items() if "@" in k],
-                     tile_overlap=TILE_OVERLAP if tile_overlap is None else tile_overlap)
+                     tile_overlap=tile_overlap)
     atomic_write_json(run_dir / "parity" / "parity.json", rep)
     atomic_write_text(run_dir / "parity" / "parity.md", parity_markdown(rep))
     wall["parity"] = time.time() - t
@@ -161,7 +161,7 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
 
 def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int, int] | None = None,
                       parity_scenes: int = 4, export: bool = True, artifacts: tuple[str, ...] = ARTIFACTS,
-                      tile: int | None = None, tile_overlap: int | None = None,
+                      tile: int | None = None, tile_overlap: int = TILE_OVERLAP,
                       command: str | None = None, progress: bool = True, log=print) -> dict:
     """The main job for one budget: :func:`compress.pipeline.compress` (``cfg`` a ``CompressConfig``) into
     ``run_dir``, then :func:`export_and_check` of ``artifacts`` at ``export_size`` (default: ``cfg.size``)
