@@ -166,9 +166,9 @@ def test_short_frame_noisier_after_normalisation(scenes):
 
 def test_saturation_long_not_short(scenes):
     sat_long, overlap = [], []
-    for ldrs, _, _, _ in scenes[0]:
-        ls = ldrs[2].max(axis=-1) >= 1.0
-        ss = ldrs[0].max(axis=-1) >= 1.0
+    for ldrs, _, _, info in scenes[0]:
+        ls = ldrs[2].max(axis=-1) >= info["white_level"] - 1e-6
+        ss = ldrs[0].max(axis=-1) >= info["white_level"] - 1e-6
         sat_long.append(ls.mean())
         if ls.sum():
             overlap.append((ss & ls).sum() / ls.sum())
@@ -248,7 +248,8 @@ def test_low_key_scenes_look_like_the_real_crops():
             ch = ldrs[1].reshape(-1, 3).mean(axis=0)
             out.append(dict(dark=(ldrs[1] < 0.05).mean(), p30=np.percentile(gt, 30), gmax=gt.max(),
                             zeros=(ldrs[1] == 0).mean(), colour=ch.max() / max(ch.min(), 1e-3),
-                            sat_s=(ldrs[0].max(axis=-1) >= 1).mean(), sat_l=(ldrs[2].max(axis=-1) >= 1).mean()))
+                            sat_s=(ldrs[0].max(axis=-1) >= info["white_level"] - 1e-6).mean(),
+                            sat_l=(ldrs[2].max(axis=-1) >= info["white_level"] - 1e-6).mean()))
 
     def col(rows, key):
         return np.array([r[key] for r in rows])
@@ -431,3 +432,24 @@ def test_crowds_come_from_their_own_stream():
     assert a[3]["num_objects"] == b[3]["num_objects"] and a[3]["source"] == b[3]["source"]
     assert np.array_equal(a[1], b[1])  # same exposures: the main stream is untouched
     assert b[3]["motion_share"] > a[3]["motion_share"]
+
+
+def test_white_level_like_the_challenge():
+    """Most scenes clip at code 248 like every real challenge frame, the others at a code in
+    240..255; the white level is the top code of a clipped frame, and drawing it changes nothing else."""
+    whites = []
+    for i in range(40):
+        ldrs, _, _, info = generate_scene_with_info(scene_seed(8, i), 48, 48)
+        code = round(info["white_level"] * 255)
+        assert 240 <= code <= 255 and ldrs.max() <= info["white_level"] + 1e-7
+        whites.append(code)
+    assert 0.4 <= np.mean(np.array(whites) == 248) <= 0.8 and len(set(whites)) > 3
+    # the same scene with white at 255 differs only where it now clips
+    seed = scene_seed(8, 0)
+    a, _, gt_a, ia = generate_scene_with_info(seed, 48, 48, SyntheticConfig(challenge_white_prob=1.0))
+    b, _, gt_b, _ = generate_scene_with_info(seed, 48, 48, SyntheticConfig(challenge_white_prob=0.0,
+                                                                          white_level_range=(255, 255)))
+    assert np.array_equal(gt_a, gt_b) and ia["white_level"] == 248 / 255
+    np.testing.assert_array_equal(a, np.minimum(b, np.float32(248) / np.float32(255)))
+    with pytest.raises(ValueError, match="white_level_range"):
+        SyntheticConfig(white_level_range=(250, 240))

@@ -34,8 +34,9 @@ Pipeline of one scene (all randomness from ``np.random.default_rng(seed)``):
    (shot) proportional to the gain and ``b`` (read) growing with it (the real challenge crops:
    white shot noise, ``a ~ 2e-3``, negligible read noise). Because the short frame
    collects ``2**ev`` times less signal, it is the noisiest once normalised. ``I0`` is a small
-   uncorrected black-level offset. Then the camera response ``x ** (1/2.24)`` and 8-bit
-   quantisation.
+   uncorrected black-level offset. Then the camera response ``x ** (1/2.24)``, 8-bit
+   quantisation and the camera's white level (most scenes clip at code 248 like the real
+   challenge frames, the others at a code drawn in 240..255).
 4. **Ground truth.** ``gt = (Phi * t_medium / g) ** (1/2.24)``: noise-free, unclipped, in the
    medium frame's geometry. So, for unsaturated, well-exposed pixels without motion,
    ``ldr_i ** 2.24 / 2**evs[i] ~= gt ** 2.24`` (and medium LDR ~= gt where unsaturated), which
@@ -167,6 +168,14 @@ class SyntheticConfig:
     the upper part of the range (it was at the very top of the former (2e-5, 8e-5))."""
     read_noise_range: tuple[float, float] = (1e-4, 5e-4)
     """Read-noise std at ISO 100 (``sqrt(b) = value * g ** 0.75``)."""
+    challenge_white_prob: float = 0.6
+    """Share of scenes whose LDR frames clip at 8-bit code 248, the white level of every real
+    challenge frame (crops and the full-size triplet: their top code, held by 3-40 % of the
+    pixels of bright frames). A network trained only on frames that clip at 255 reads a 248
+    plateau as valid signal and under-estimates every clipped highlight."""
+    white_level_range: tuple[int, int] = (240, 255)
+    """The other scenes' white level: an 8-bit code drawn uniformly in this range (inclusive),
+    so that a plateau at any code near the top reads as clipped."""
     black_level_range: tuple[float, float] = (0.0, 3e-4)
     """Uncorrected black-level offset ``I0`` (linear, full scale 1)."""
     noise_channel_corr_range: tuple[float, float] = (0.0, 0.5)
@@ -260,6 +269,9 @@ class SyntheticConfig:
             raise ValueError(f"low_key_dark_range must lie in [0, 1), got {self.low_key_dark_range}")
         if self.num_objects_range[0] < 0:
             raise ValueError("num_objects_range must be >= 0")
+        if not (0.0 <= self.challenge_white_prob <= 1.0 and 128 <= self.white_level_range[0] <= self.white_level_range[1] <= 255):
+            raise ValueError(f"challenge_white_prob must lie in [0, 1] and white_level_range within [128, 255], got "
+                             f"{self.challenge_white_prob}, {self.white_level_range}")
 
 
 _DEFAULT_CONFIG = SyntheticConfig()
@@ -778,6 +790,7 @@ _LOW_KEY_DARK = 0.05**GAMMA
 """Linear signal of 8-bit 0.05 (~13/255): the low-key meter's 'nearly black' level."""
 _LOW_KEY_STREAM = 0x10CE
 _CROWD_STREAM = 0xC70D
+_WHITE_STREAM = 0x3417
 """Second seed word of the generator that decides whether a scene is low-key (the scene's main
 stream, and so every bright scene, is the same as without low-key scenes)."""
 
@@ -1074,13 +1087,14 @@ def _std_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _expose(radiance: np.ndarray, t: np.float32, rng: np.random.Generator, shot: float, read: float,
-            black: float, corr: float, out: np.ndarray) -> np.ndarray:
+            black: float, corr: float, white: int, out: np.ndarray) -> np.ndarray:
     """Eq. 1 for exposure ``t`` on the medium-normalised radiance ``(H, W, 3)``, then the CRF
     and 8-bit quantisation, written into ``out``.
 
     Signal ``s = radiance * t``; ``I = min(s + I0 + n, 1)`` with ``n ~ N(0, shot * s + read**2)``
     (Gaussian form of Poisson-Gaussian noise, a ``corr`` share of the variance common to the
-    three channels); ``out = round(255 * clip(I, 0, 1) ** (1/2.24)) / 255`` (float32).
+    three channels); ``out = min(round(255 * clip(I, 0, 1) ** (1/2.24)), white) / 255`` (float32):
+    the camera's white level ``white`` is an 8-bit code.
     """
     signal = radiance * t
     sd = signal * np.float32(shot)
@@ -1099,6 +1113,7 @@ def _expose(radiance: np.ndarray, t: np.float32, rng: np.random.Generator, shot:
     cv2.pow(z, 1.0 / GAMMA, z)
     z *= np.float32(255.0)
     np.rint(z, out=z)
+    np.minimum(z, np.float32(white), out=z)
     z /= np.float32(255.0)  # exactly float32(k) / 255, as a PNG reader would produce
     return z
 
@@ -1188,6 +1203,10 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
     read = _loguniform(rng, *cfg.read_noise_range) * g**0.75
     black = rng.uniform(*cfg.black_level_range)
     corr = rng.uniform(*cfg.noise_channel_corr_range)
+    # own stream: the white level leaves every other draw of the scene as it was
+    wrng = np.random.default_rng([int(seed), _WHITE_STREAM])
+    white = 248 if wrng.random() < cfg.challenge_white_prob else int(wrng.integers(cfg.white_level_range[0],
+                                                                                     cfg.white_level_range[1] + 1))
     wb = np.exp(np.array([rng.normal(0, cfg.wb_tint_sigma), 0.0, rng.normal(0, cfg.wb_tint_sigma)])).astype(np.float32)
     median_target = rng.uniform(*cfg.median_target_range)
     bias = rng.uniform(*cfg.exposure_bias_stops) if rng.random() < cfg.exposure_bias_prob else 0.0
@@ -1297,7 +1316,7 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
     # --- sensor and camera response ---
     ldrs = np.empty((3, h, w, 3), np.float32)
     for i in range(3):
-        _expose(radiance[i], np.float32(2.0 ** float(evs[i])), rng, shot, read, black, corr, out=ldrs[i])
+        _expose(radiance[i], np.float32(2.0 ** float(evs[i])), rng, shot, read, black, corr, white, out=ldrs[i])
     gt = cv2.pow(np.maximum(radiance[1], np.float32(0.0)), 1.0 / GAMMA)
     moved = _motion_mask(radiance, gt, coverage, cfg)
 
@@ -1305,7 +1324,7 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
     lo, hi = np.quantile(lin, [0.001, 0.999])
     info.update(
         kind="photo" if is_photo else "procedural", source=source, seed=int(seed), evs=evs.tolist(),
-        iso=iso, shot_noise=shot, read_noise=read, black_level=black, exposure_scale=k,
+        iso=iso, shot_noise=shot, read_noise=read, black_level=black, white_level=white / 255.0, exposure_scale=k,
         exposure_bias=bias, tone_gamma=tone_gamma, wb=wb.tolist(), camera_shake=bool(shaking),
         num_objects=n_obj, crowd=n_crowd, dynamic_range=float(hi / max(lo, 1e-9)), low_key=low_key,
         motion_mask=moved, motion_share=float(moved.mean()),
