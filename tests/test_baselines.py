@@ -19,7 +19,7 @@ from eapnet.metrics import psnr_mu
 # what is left is 8-bit quantisation and clipping, which a correct HDR merge handles.
 CLEAN = SyntheticConfig(camera_shake=False, object_motion=False, iso_range=(100.0, 100.0),
                         shot_noise_range=(1e-12, 1e-12), read_noise_range=(1e-12, 1e-12),
-                        black_level_range=(0.0, 0.0))
+                        black_level_range=(0.0, 0.0), challenge_white_prob=0.0, white_level_range=(255, 255))
 EVS = np.array([-2.0, 0.0, 2.0], np.float32)
 
 
