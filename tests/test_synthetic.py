@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from eapnet.data import synthetic as syn
+from eapnet.data.synth import sources
 from eapnet.data.synthetic import (
     GAMMA,
     HELDOUT_SEED,
@@ -381,9 +382,9 @@ def test_cli_rejects_bad_size(tmp_path, capsys):
 
 def test_photo_sources_are_local_and_no_network(monkeypatch):
     # every listed photo ships with the installed packages
-    assert syn._available(syn._PHOTOS) == syn._PHOTOS
-    for name in syn._PHOTOS + syn._TEXTURES:
-        path = syn._source_path(name)
+    assert sources._available(sources._PHOTOS) == sources._PHOTOS
+    for name in sources._PHOTOS + sources._TEXTURES:
+        path = sources._source_path(name)
         assert os.path.isfile(path), path
 
     def no_network(*args, **kwargs):
@@ -391,8 +392,8 @@ def test_photo_sources_are_local_and_no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    syn._load_source.cache_clear()
-    syn._available.cache_clear()
+    sources._load_source.cache_clear()
+    sources._available.cache_clear()
     ldrs, _, _, info = generate_scene_with_info(11, 32, 32, SyntheticConfig(photo_fraction=1.0))
     assert info["kind"] == "photo" and ldrs.shape == (3, 32, 32, 3)
 
