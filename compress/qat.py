@@ -72,33 +72,23 @@ def parse_args(argv=None):
 @command
 def main(argv=None) -> int:
     from compress.pipeline import report_markdown
-    from compress.search import BudgetError
     from eapnet.cpu import keep_freed_memory
     from eapnet.inference import resolve_device
-    from eapnet.runs import OutputExistsError, make_run_dir, record_run
+    from eapnet.runs import make_run_dir, record_run
     from mobile_export.pipeline import compress_and_ship
 
     args, cfg = parse_args(argv)
     if resolve_device(cfg.device).type == "cpu":
         keep_freed_memory()  # a process-wide malloc setting: no page faults on each step's activations (eapnet/cpu.py)
-    try:
-        run_dir = make_run_dir(args.out, f"compress-{cfg.target_maccs / 1e9:g}G", overwrite=args.overwrite)
-    except OutputExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run_dir = make_run_dir(args.out, f"compress-{cfg.target_maccs / 1e9:g}G", overwrite=args.overwrite)
     record_run(run_dir, {**cfg.to_dict(), "export_size": list(args.export_size or cfg.size),
                          "no_export": args.no_export, "artifacts": list(args.artifacts),
                          "parity_scenes": args.parity_scenes, "tile": args.tile, "tile_overlap": args.tile_overlap,
                          "out": str(run_dir)})
     command = shlex.join(["python", "compress/qat.py", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        report = compress_and_ship(cfg, run_dir, export_size=args.export_size, parity_scenes=args.parity_scenes,
-                                   export=not args.no_export, artifacts=args.artifacts, tile=args.tile,
-                                   tile_overlap=args.tile_overlap, command=command,
-                                   progress=not args.quiet)
-    except BudgetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = compress_and_ship(cfg, run_dir, export_size=args.export_size, parity_scenes=args.parity_scenes,
+                               export=not args.no_export, artifacts=args.artifacts, tile=args.tile,
+                               tile_overlap=args.tile_overlap, command=command, progress=not args.quiet)
     print(report_markdown(report))
     exported = report["export"]
     if exported is not None and not exported["passed"]:

@@ -175,11 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(args.model.removeprefix("fresh:")) if args.model.startswith("fresh:") \
             else load_model(args.model)
     except (CheckpointError, ValueError) as e:
-        print(f"error: --model: {e}", file=sys.stderr)
-        return 2
+        p.error(f"--model: {e}")
     if not isinstance(model, EAPNet):
-        print("error: --model: only EAPNet models are diagnosed", file=sys.stderr)
-        return 2
+        p.error("--model: only EAPNet models are diagnosed")
     print("\n".join(report_lines(model, probe_batches(args.scenes, args.size))))
     return 0
 

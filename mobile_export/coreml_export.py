@@ -325,12 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     record_run(run_dir, {**vars(args), "precision": precision, "size": list(args.size)},
                name=f"{target.stem}.run.json")
     t = time.time()
-    try:
-        path = export_mlpackage(src, run_dir, precision=precision, size=args.size,
-                                calib=args.calib_scenes if precision == "w8a8" else None)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    path = export_mlpackage(src, run_dir, precision=precision, size=args.size,
+                            calib=args.calib_scenes if precision == "w8a8" else None)
     from mobile_export.mil_interp import program_ops
 
     ops = program_ops(path)

@@ -534,7 +534,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 @command
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from eapnet.runs import atomic_write_json, make_run_dir, record_run
+    from eapnet.runs import OutputExistsError, atomic_write_json, make_run_dir, record_run
 
     t0 = time.time()
     try:
@@ -544,8 +544,7 @@ def main(argv=None) -> int:
         out = make_run_dir(args.out, "executorch", overwrite=True) if args.out is None else Path(args.out)
         target = out / artifact_name(source.variant, BACKEND, precision, args.size, "pte")
         if target.exists() and not args.overwrite:
-            print(f"error: --out {out} already holds {target.name}; pass --overwrite to replace it", file=sys.stderr)
-            return 2
+            raise OutputExistsError(f"--out {out} already holds {target.name}; pass --overwrite to replace it")
         out.mkdir(parents=True, exist_ok=True)
         resolved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
         argv = sys.argv[1:] if argv is None else list(argv)
@@ -556,9 +555,8 @@ def main(argv=None) -> int:
             reference = ptq_source(source, _default_calib(args.calib_scenes))   # the Q/DQ program to match
         path = export_pte(reference, out, size=args.size, precision=precision,
                           allow_partial=args.allow_partial)
-    except (DelegationError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except DelegationError as e:   # the model is not exportable as asked: bad input, not a crash
+        raise ValueError(str(e)) from e
     export_s = time.time() - t0
 
     ldrs, evs = example_inputs(args.size, seed=1)   # not the tracing input

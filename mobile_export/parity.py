@@ -837,17 +837,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         resolve_device(args.device)
     except ValueError as e:
-        print(f"error: --device: {e}", file=sys.stderr)
-        return 2
-    try:
-        rep = run_parity(args.artifacts, float_spec=args.float_spec, datasets=args.data, limit=args.scenes,
-                         gutter=args.gutter, device=args.device, threads=args.threads,
-                         write_back=not args.no_write_back, progress=not args.quiet,
-                         shared_exposures=not args.all_exposures, stitch=args.stitch,
-                         tile_overlap=args.tile_overlap)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        p.error(f"--device: {e}")
+    rep = run_parity(args.artifacts, float_spec=args.float_spec, datasets=args.data, limit=args.scenes,
+                     gutter=args.gutter, device=args.device, threads=args.threads,
+                     write_back=not args.no_write_back, progress=not args.quiet,
+                     shared_exposures=not args.all_exposures, stitch=args.stitch,
+                     tile_overlap=args.tile_overlap)
     md = report_markdown(rep)
     if out is not None:
         from eapnet.runs import atomic_write_json, atomic_write_text, record_run

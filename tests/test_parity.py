@@ -376,7 +376,9 @@ def test_a_truncated_mlpackage_weight_file_is_named(exported, tmp_path):
 
 
 def test_cli_rejects_an_unknown_device(capsys):
-    assert parity.main(["x.pte", "--device", "tpu"]) == 2
+    with pytest.raises(SystemExit) as e:
+        parity.main(["x.pte", "--device", "tpu"])
+    assert e.value.code == 2
     assert "--device: device 'tpu': must be" in capsys.readouterr().err
 
 
