@@ -3,6 +3,7 @@
     python bench/bench_mobile.py                                     # standard + lightweight, 1060x1900 and 512x512
     python bench/bench_mobile.py --models runs/c/compressed.pt --sizes 1060x1900 --runs 3 --out reports/bench-mobile
     python bench/bench_mobile.py --models runs/c/compressed.pt --int8 runs/c/int8.pt2 --sizes 1060x1900 --tile 512
+    python bench/bench_mobile.py --models runs/c/compressed.pt --int8 runs/c/int8.pt2 --sizes 1060x1900 --profile
 
 The measurement is mobile_export/latency.py (each runtime in its own process; peak resident memory from
 ``VmHWM``). Ratios (eager / pte) are of figures measured in one invocation; the machine is shared, so single
@@ -32,6 +33,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int_at_least(1), default=os.cpu_count() or 1)
     p.add_argument("--tile", type=int_at_least(16), default=None, metavar="N",
                    help="also run the .pte files exported at NxN tiled over each larger size (multiple of 8)")
+    p.add_argument("--profile", action="store_true",
+                   help="also the per-operator profile of each .pte (ExecuTorch ETDump; mobile_export/profile.py)")
     p.add_argument("--artifacts", default="runs/bench-artifacts", help="folder of exported .pte files (reused)")
     p.add_argument("--out", default=None, help="folder for bench.json, bench.md and run.json")
     add_overwrite(p)
@@ -50,10 +53,10 @@ def main(argv=None) -> int:
         p.error(f"--tile {args.tile}: must be a multiple of 8 (EAPNet's padding multiple)")
     out = out_dir(p, args, "bench") if args.out else None   # before the timing: a bad --out fails now
     rows = bench(args.models, args.sizes, runs=args.runs, threads=args.threads, artifacts=Path(args.artifacts),
-                 int8=args.int8, tile=args.tile)
+                 int8=args.int8, tile=args.tile, profile=args.profile)
     md = report_markdown(rows, args.runs, args.threads)
     print(md)
-    failed = any("error" in v for r in rows for k, v in r.items() if k.startswith(RUNTIMES) and isinstance(v, dict))
+    failed = any("error" in v for r in rows for k, v in r.items() if k.startswith((*RUNTIMES, "profile")) and isinstance(v, dict))
     if out is not None:
         from eapnet.runs import atomic_write_json, atomic_write_text, record_run
 

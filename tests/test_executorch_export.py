@@ -20,6 +20,7 @@ from eapnet.model import EAPNet, with_blocks
 from eapnet.training import pytorch_default_init
 from mobile_export import executorch_export as ee
 from mobile_export.common import Source, example_inputs, export_fixed, load_source
+from mobile_export.profile import profile_pte
 
 # Like the standard model: transposed-conv upsampling and the radiance-merge base (pow, exp2, log, exp,
 # minimum, mean over channels, sum over frames), half-resolution attention and alignment (split).
@@ -107,6 +108,15 @@ def test_fp32_pte_fully_delegated_and_matches_eager(fp32_run, model):
     assert (got - want).abs().max().item() < 1e-4            # measured 2.4e-7
 
 
+def test_fp32_pte_profile_is_all_float(fp32_run):
+    (pte,) = fp32_run.glob("*.pte")
+    prof = profile_pte(pte, runs=1, threads=1)
+    fmt = prof.by_format()
+    assert fmt["int8"] == 0 and fmt["convert"] == 0 and fmt["float"] > 0
+    assert prof.outside_int8_share()[0] > 0.5 and prof.operator_ms <= prof.execute_ms * 1.05
+    assert {e.name.split(" #")[0] for e in prof.events} >= {"Convolution (NHWC, F32) IGEMM"}
+
+
 def test_run_pte_checks_the_input_shape(fp32_run):
     with pytest.raises(ValueError, match=r"takes ldrs of shape \(1, 3, 3, 36, 52\)"):
         ee.run_pte(fp32_run / "tiny_xnnpack_fp32_36x52.pte", *example_inputs((40, 52)))
@@ -161,6 +171,14 @@ def test_int8_pte_by_ptq_fully_delegated_and_matches_qdq(tmp_path, monkeypatch):
     assert calls == [(source, calib)]
     assert pte.name == "small_xnnpack_int8_36x52.pte" and not _no_temp_files(out)
     _check_int8(pte, reference.module, model)
+    # its ETDump profile: int8 convolutions, the conversions around float islands, times that add up
+    prof = profile_pte(pte, runs=2, threads=1)
+    fmt = prof.by_format()
+    assert prof.runs == 2 and fmt["int8"] > 0 and fmt["convert"] > 0
+    assert any(r["format"] == "int8" and r["kind"].startswith(("Convolution", "Fully Connected"))
+               for r in prof.table())
+    lo, hi = prof.outside_int8_share()
+    assert 0 < lo <= hi < 1 and prof.operator_ms <= prof.execute_ms * 1.05
     # The requantize-before-slice rewrite leaves the Q/DQ program bit-identical (the float rewrites alone
     # change float rounding in the preprocessing, so the baseline has them too).
     ep = export_fixed(reference.module, SIZE)
