@@ -34,7 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int_at_least(16), default=None, metavar="N",
                    help="also run the .pte files exported at NxN tiled over each larger size (multiple of 8)")
     p.add_argument("--profile", action="store_true",
-                   help="also the per-operator profile of each .pte (ExecuTorch ETDump; mobile_export/profile.py)")
+                   help="also the per-operator profile of each .pte (ExecuTorch ETDump; mobile_export/pte_profile.py)")
     p.add_argument("--artifacts", default="runs/bench-artifacts", help="folder of exported .pte files (reused)")
     p.add_argument("--out", default=None, help="folder for bench.json, bench.md and run.json")
     add_overwrite(p)

@@ -108,7 +108,7 @@ def known_response(gamma: float = GAMMA) -> np.ndarray:
 
 
 def reference_frame(ldrs, evs) -> np.ndarray:
-    """The medium LDR frame itself (GT domain where it is not clipped; clipped highlights stay at 1)."""
+    """The medium LDR frame itself (GT domain where it is not clipped; clipped highlights stay at the frame's white level)."""
     ldrs, _ = _check(ldrs, evs)
     return np.clip(ldrs[1], 0.0, None).astype(np.float32, copy=True)
 

@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     args = p.parse_args(argv)
     from eapnet import load_model
-    from eapnet.checkpoint import CheckpointError
-    from eapnet.data import DataError, SHARED_SAMPLES
+    from eapnet.data import SHARED_SAMPLES
 
     try:
         crop = parse_crop(args.crop) if args.crop else DEFAULT_CROP
@@ -119,12 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.data or SHARED_SAMPLES / "fullres_no_gt"
     if not folder.is_dir():
         p.error(f"--data {folder}: no such folder")
-    try:
-        model = load_model(args.model)
-        render(model, args.out, crop, folder, args.id, label=Path(args.model).stem)
-    except (CheckpointError, DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, CheckpointError) else 1
+    model = load_model(args.model)
+    render(model, args.out, crop, folder, args.id, label=Path(args.model).stem)
     print(f"wrote {args.out}")
     return 0
 

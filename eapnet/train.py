@@ -20,7 +20,7 @@ from pathlib import Path
 
 from eapnet.cli import Parser, add_overwrite, command
 from eapnet.checkpoint import CheckpointError, read_checkpoint
-from eapnet.runs import OutputExistsError, make_run_dir, record_run
+from eapnet.runs import make_run_dir, record_run
 from eapnet.training import RESUME_MUTABLE, load_config, train, validate_config
 
 
@@ -72,36 +72,27 @@ def main(argv: list[str] | None = None) -> int:
         try:
             resume = read_checkpoint(path)
         except CheckpointError as e:
-            print(f"error: --resume: {e}", file=sys.stderr)
-            return 2
+            raise CheckpointError(f"--resume: {e}") from e
         changed = sorted(k for k in explicit - RESUME_MUTABLE if cfg[k] != resume["train_config"].get(k))
         if changed:
-            print(f"error: --resume cannot change {changed}: the run would no longer be the same run "
-                  f"(changeable: {sorted(RESUME_MUTABLE)})", file=sys.stderr)
-            return 2
+            raise ValueError(f"--resume cannot change {changed}: the run would no longer be the same run "
+                             f"(changeable: {sorted(RESUME_MUTABLE)})")
         # keys added to the recipe after the run started take their defaults
         cfg = {**load_config(None), **resume["train_config"], **{k: cfg[k] for k in explicit & RESUME_MUTABLE}}
         if cfg["steps"] <= resume["step"]:
-            print(f"error: the checkpoint is already at step {resume['step']} of {cfg['steps']}; "
-                  "pass a larger --steps to extend it", file=sys.stderr)
-            return 2
+            raise ValueError(f"the checkpoint is already at step {resume['step']} of {cfg['steps']}; "
+                             "pass a larger --steps to extend it")
         run_dir = path.parent
     else:
         run_dir = args.out
     if run_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        print("error: under torchrun pass --out so that every rank agrees on the run folder", file=sys.stderr)
-        return 2
+        raise ValueError("under torchrun pass --out so that every rank agrees on the run folder")
     if args.resume is not None and args.out is not None:
-        print("error: --resume continues the run in its own folder; drop --out", file=sys.stderr)
-        return 2
+        raise ValueError("--resume continues the run in its own folder; drop --out")
     if int(os.environ.get("RANK", "0")) == 0:
         if resume is None:
-            try:
-                run_dir = make_run_dir(run_dir, f"train-{cfg['model']}", overwrite=args.overwrite,
-                                       resume_hint=f"--resume {run_dir} to continue it")
-            except OutputExistsError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
+            run_dir = make_run_dir(run_dir, f"train-{cfg['model']}", overwrite=args.overwrite,
+                                   resume_hint=f"--resume {run_dir} to continue it")
         # A resumed run keeps the original run.json and records its own beside it.
         name = f"run-resume-{resume['step']}.json" if resume is not None else "run.json"
         given = list(sys.argv[1:] if argv is None else argv)

@@ -304,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
     from eapnet.checkpoint import SHIPPED, CheckpointError
-    from eapnet.runs import make_run_dir, record_run
+    from eapnet.runs import OutputExistsError, make_run_dir, record_run
 
     if args.source not in SHIPPED and not Path(args.source).is_file():
         parser.error(f"--model {args.source!r}: neither one of {list(SHIPPED)} nor an existing file")
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = make_run_dir(args.out, "coreml", overwrite=True) if args.out is None else Path(args.out)
     target = run_dir / artifact_name(src.variant, "coreml", precision, args.size, "mlpackage")
     if target.exists() and not args.overwrite:
-        parser.error(f"--out {run_dir} already holds {target.name}; pass --overwrite to replace it")
+        raise OutputExistsError(f"--out {run_dir} already holds {target.name}; pass --overwrite to replace it")
     run_dir.mkdir(parents=True, exist_ok=True)
     record_run(run_dir, {**vars(args), "precision": precision, "size": list(args.size)},
                name=f"{target.stem}.run.json")

@@ -10,7 +10,7 @@ For every model and size: seconds per forward (median of ``runs`` after one warm
   whole frame in overlapping tiles by the one tiler (``eapnet.inference.predict``): what an app that cannot
   hold the whole-frame program's activations runs instead.
 - with ``profile``: ``profile fp32`` and ``profile int8``, the per-operator time of each ``.pte`` from ExecuTorch's
-  ETDump (``mobile_export.profile``), grouped by operator kind and number format, and how much of the int8
+  ETDump (``mobile_export.pte_profile``), grouped by operator kind and number format, and how much of the int8
   program runs outside int8 kernels.
 
 Each measurement runs in a fresh subprocess (``python -m mobile_export.latency KIND PATH HxW RUNS THREADS``,
@@ -51,14 +51,15 @@ def _rss_mb() -> float:
 
 
 def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int) -> dict:
-    """One measurement in this process: ``kind`` "eager" (``path`` = model spec) or "pte" (``path`` = file)."""
+    """One measurement in this process: ``kind`` "eager" (``path`` = model spec), "pte" or "tiled" (``path`` =
+    a ``.pte``; "tiled" runs it over a ``size`` frame in tiles of its own size) or "profile" (its ETDump profile)."""
     import torch
 
     from eapnet.inference import example_inputs
 
     torch.set_num_threads(threads)
     if kind == "profile":
-        from mobile_export.profile import profile_pte
+        from mobile_export.pte_profile import profile_pte
 
         return {**profile_pte(path, runs=runs, threads=threads).to_dict(), "peak_rss_mb": _rss_mb()}
     ldrs, evs = example_inputs(size)
@@ -75,6 +76,7 @@ def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int)
         from mobile_export.executorch_export import load_pte
 
         run = load_pte(path, threads=threads)
+        loaded = _rss_mb()
 
         def fn():
             run(ldrs, evs)
@@ -84,6 +86,7 @@ def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int)
         from mobile_export.executorch_export import load_pte
 
         run = load_pte(path, threads=threads)
+        loaded = _rss_mb()
         program, scene = ProgramModule(run), (ldrs[0].permute(0, 2, 3, 1).numpy(), evs[0].numpy())
 
         def fn():
@@ -99,8 +102,17 @@ def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int)
     for _ in range(runs):
         timed()
     median = statistics.median(times[1:])
-    return {"median_s": median, "runs_s": times[1:], "warmup_s": times[0], "rss_before_mb": before,
-            "peak_rss_mb": _rss_mb()}
+    out = {"median_s": median, "runs_s": times[1:], "warmup_s": times[0], "rss_before_mb": before,
+           "peak_rss_mb": _rss_mb()}
+    if kind != "eager":   # where a program's peak goes: ExecuTorch's planned buffers vs the rest (XNNPACK)
+        from mobile_export.pte_profile import planned_memory_mb
+
+        try:
+            planned = planned_memory_mb(path)
+        except Exception as e:  # a private ExecuTorch reader: a change there must not cost the timing
+            planned, out["planned_error"] = None, f"{type(e).__name__}: {e}"
+        out.update(rss_loaded_mb=loaded, planned_mb=planned)
+    return out
 
 
 def _measure(kind: str, path: str, size, runs: int, threads: int) -> dict:
@@ -185,7 +197,8 @@ def bench(models, sizes, *, runs: int, threads: int, artifacts: Path, int8: str 
                                                                runs, threads)
                     except RuntimeError as e:
                         row[f"profile {precision}"] = {"error": str(e).splitlines()[0], "log": _runtime_error(str(e))}
-                        log(f"{src.variant} {size[0]}x{size[1]} profile {precision}: FAILED")
+                        log(f"{src.variant} {size[0]}x{size[1]} profile {precision}: FAILED: "
+                            f"{row[f'profile {precision}']['log']}")
                         continue
                     lo, hi = row[f"profile {precision}"]["outside_int8_share"]
                     log(f"{src.variant} {size[0]}x{size[1]} profile {precision}: "
@@ -216,8 +229,9 @@ def table_markdown(rows: list[dict]) -> str:
                  + f" | {ratio[0]} | {ratio[1]} | {ratio[2]} | "
                  + " / ".join(v(r, rt, "peak_rss_mb", ".0f") for rt in RUNTIMES) + " | "
                  + " / ".join(v(r, rt, "file_mb", ".2f") for rt in RUNTIMES[1:]) + " |")
-    fails = [f"- {r['model']} {r['size'][1]}x{r['size'][0]} {rt}: {r[rt]['log']}"
-             for r in rows for rt in RUNTIMES if "error" in r[rt]]
+    fails = [f"- {r['model']} {r['size'][1]}x{r['size'][0]} {rt}: {v['log']}"
+             for r in rows for rt, v in r.items() if rt.startswith((*RUNTIMES, "profile")) and isinstance(v, dict)
+             and "error" in v]
     return "\n".join(L) + "\n" + ("\nFailed to run:\n\n" + "\n".join(fails) + "\n" if fails else "")
 
 
@@ -242,10 +256,27 @@ def tiled_markdown(rows: list[dict]) -> str:
     return "\n".join(L) + "\n"
 
 
+def memory_markdown(rows: list[dict]) -> str:
+    """Where each program's peak resident memory goes: the process before loading (Python, torch, the inputs),
+    after loading the program, ExecuTorch's planned buffers, and the peak while running (the rest is XNNPACK's
+    workspace for the intermediate tensors of its subgraphs)."""
+    L = ["| model | frame | program | before load MB | after load MB | planned MB | peak MB |",
+         "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        for rt in ("pte fp32", "pte int8", "pte fp32 tiled", "pte int8 tiled"):
+            m = r.get(rt, {})
+            if m.get("planned_mb") is None:
+                continue
+            prog = rt.removeprefix("pte ") + (f" ({r['tile'][1]}x{r['tile'][0]} tiles)" if "tiled" in rt else "")
+            L.append(f"| {r['model']} | {r['size'][1]}x{r['size'][0]} | {prog} | {m['rss_before_mb']:.0f} | "
+                     f"{m['rss_loaded_mb']:.0f} | {m['planned_mb']:.0f} | {m['peak_rss_mb']:.0f} |")
+    return "\n".join(L) + "\n" if len(L) > 2 else ""
+
+
 def profile_markdown(rows: list[dict], top: int = 10) -> str:
     """Per row with profiles: the int8 and fp32 programs' time by number format, and by operator kind side
     by side (the kinds where int8 takes the most time first), or '' when nothing was profiled."""
-    from mobile_export.profile import FORMATS
+    from mobile_export.pte_profile import FORMATS
 
     L = []
     for r in rows:
@@ -268,7 +299,7 @@ def profile_markdown(rows: list[dict], top: int = 10) -> str:
                 if prec == "int8":
                     kinds[t["kind"]]["count"] += t["count"]
         order = sorted(kinds.items(), key=lambda kv: -max(kv[1]["int8"], kv[1]["fp32"]))
-        L += ["", "| operator | int8 count | fp32 ms | int8 ms | fp32 / int8 |", "|---|---:|---:|---:|---:|"]
+        L += ["", "| operator | count (int8 program) | fp32 ms | int8 ms | fp32 / int8 |", "|---|---:|---:|---:|---:|"]
         for k, d in order[:top]:
             ratio = f"{d['fp32'] / d['int8']:.2f}x" if d["int8"] > 0 and d["fp32"] > 0 else "–"
             L.append(f"| {k} | {int(d['count'])} | {d['fp32']:.0f} | {d['int8']:.0f} | {ratio} |")
@@ -281,6 +312,7 @@ def report_markdown(rows: list[dict], runs: int, threads: int) -> str:
     met2 = [r for r in rows if r.get("int8_vs_fp32_pte", 0) >= GOAL_INT8_VS_FP32]
     tiled = tiled_markdown(rows)
     prof = profile_markdown(rows)
+    memory = memory_markdown(rows)
     return "\n".join([
         "# Eager PyTorch vs ExecuTorch (XNNPACK) on this CPU", "",
         f"Seconds per forward, median of {runs} runs after a warm-up, {threads} thread(s); peak resident memory "
@@ -291,6 +323,9 @@ def report_markdown(rows: list[dict], runs: int, threads: int) -> str:
         f"Goal: int8 `.pte` at least {GOAL_INT8_SPEEDUP:g}x faster than eager fp32: met in {len(met)} of "
         f"{len(rows)} rows; at least {GOAL_INT8_VS_FP32:g}x faster than the fp32 `.pte`: met in {len(met2)} of "
         f"{len(rows)} rows.", "",
+        *(["## Where the memory goes", "", "Peak resident memory of each measuring process; ExecuTorch plans only "
+           "the buffers between delegate calls, XNNPACK allocates the intermediate tensors of its subgraphs itself "
+           "(peak minus after-load is mostly that workspace).", "", memory] if memory else []),
         *(["## Where the time goes (ExecuTorch ETDump, per operator)", "", prof] if prof else [])])
 
 

@@ -1,6 +1,6 @@
 """bench/bench_mobile.py end to end on a tiny model: every runtime measured in its own process, ratios of its
-own figures, .pte files reused while their source is unchanged, a report written. ``slow``: three worker
-processes and two XNNPACK lowerings, about 2 minutes of CPU."""
+own figures, .pte files reused while their source is unchanged, a report written. ``slow``: a dozen worker
+processes and four XNNPACK lowerings, several minutes of CPU."""
 import json
 
 import pytest
@@ -37,8 +37,19 @@ def test_bench_measures_every_runtime_and_reuses_artifacts(tmp_path):
     assert "eager / pte int8" in (out / "bench.md").read_text()
     stamps = {p.name: p.stat().st_mtime_ns for p in arts.glob("*.pte")}
     assert len(stamps) == 2
-    assert bench_mobile.main([*argv, "--overwrite"]) == 0        # second run: the .pte files are reused
+    assert bench_mobile.main([*argv, "--overwrite", "--profile"]) == 0   # second run: the .pte files are reused
     assert {p.name: p.stat().st_mtime_ns for p in arts.glob("*.pte")} == stamps
+    # --profile: both programs' ETDump profiles, and where each program's memory goes
+    (row,) = json.loads((out / "bench.json").read_text())["rows"]
+    for precision in ("fp32", "int8"):
+        prof = row[f"profile {precision}"]
+        assert prof["runs"] == 2 and prof["operator_ms"] > 0 and prof["table"]
+        assert (prof["by_format_ms"]["int8"] > 0) == (precision == "int8")
+        m = row[f"pte {precision}"]
+        assert 0 < m["planned_mb"] < m["peak_rss_mb"] and m["rss_loaded_mb"] > 0
+    assert row["int8_vs_fp32_pte"] == pytest.approx(row["pte fp32"]["median_s"] / row["pte int8"]["median_s"])
+    md = (out / "bench.md").read_text()
+    assert "## Where the time goes" in md and "## Where the memory goes" in md and "pte fp32 / int8" in md
     # --tile: the .pte files at the tile size run over the larger frame in overlapping tiles
     tiled_out = tmp_path / "tiled"
     assert bench_mobile.main(["--models", str(tmp_path / "tiny.pt"), "--sizes", "144x176", "--tile", "136",

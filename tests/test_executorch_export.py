@@ -20,7 +20,7 @@ from eapnet.model import EAPNet, with_blocks
 from eapnet.training import pytorch_default_init
 from mobile_export import executorch_export as ee
 from mobile_export.common import Source, example_inputs, export_fixed, load_source
-from mobile_export.profile import profile_pte
+from mobile_export.pte_profile import profile_pte
 
 # Like the standard model: transposed-conv upsampling and the radiance-merge base (pow, exp2, log, exp,
 # minimum, mean over channels, sum over frames), half-resolution attention and alignment (split).
@@ -113,7 +113,7 @@ def test_fp32_pte_profile_is_all_float(fp32_run):
     prof = profile_pte(pte, runs=1, threads=1)
     fmt = prof.by_format()
     assert fmt["int8"] == 0 and fmt["convert"] == 0 and fmt["float"] > 0
-    assert prof.outside_int8_share()[0] > 0.5 and prof.operator_ms <= prof.execute_ms * 1.05
+    assert prof.outside_int8_share()[0] > 0.5 and 0.3 * prof.execute_ms <= prof.operator_ms <= prof.execute_ms * 1.05
     assert {e.name.split(" #")[0] for e in prof.events} >= {"Convolution (NHWC, F32) IGEMM"}
 
 
@@ -178,7 +178,7 @@ def test_int8_pte_by_ptq_fully_delegated_and_matches_qdq(tmp_path, monkeypatch):
     assert any(r["format"] == "int8" and r["kind"].startswith(("Convolution", "Fully Connected"))
                for r in prof.table())
     lo, hi = prof.outside_int8_share()
-    assert 0 < lo <= hi < 1 and prof.operator_ms <= prof.execute_ms * 1.05
+    assert 0 < lo <= hi < 1 and 0.3 * prof.execute_ms <= prof.operator_ms <= prof.execute_ms * 1.05
     # The requantize-before-slice rewrite leaves the Q/DQ program bit-identical (the float rewrites alone
     # change float rounding in the preprocessing, so the baseline has them too).
     ep = export_fixed(reference.module, SIZE)

@@ -81,7 +81,8 @@ class SyntheticConfig:
     read_noise_range: tuple[float, float] = (1e-4, 5e-4)
     """Read-noise std at ISO 100 (``sqrt(b) = value * g ** 0.75``)."""
     challenge_white_prob: float = 0.6
-    """Share of scenes whose LDR frames clip at 8-bit code 248, the white level of every real
+    """Share of scenes whose LDR frames clip at 8-bit code 248 (about 62 % in all: 248 is also one of the
+    codes of ``white_level_range``), the white level of every real
     challenge frame (crops and the full-size triplet: their top code, held by 3-40 % of the
     pixels of bright frames). A network trained only on frames that clip at 255 reads a 248
     plateau as valid signal and under-estimates every clipped highlight."""
@@ -196,7 +197,9 @@ _DEFAULT_CONFIG = SyntheticConfig()
 _LOW_KEY_DARK = 0.05**GAMMA
 """Linear signal of 8-bit 0.05 (~13/255): the low-key meter's 'nearly black' level."""
 _LOW_KEY_STREAM = 0x10CE
-_CROWD_STREAM = 0xC70D
-_WHITE_STREAM = 0x3417
 """Second seed word of the generator that decides whether a scene is low-key (the scene's main
 stream, and so every bright scene, is the same as without low-key scenes)."""
+_CROWD_STREAM = 0xC70D
+"""... of the crowd of small movers (the rest of the scene is the same with or without it)."""
+_WHITE_STREAM = 0x3417
+"""... of the camera's white level (drawing it changes no other draw of the scene)."""

@@ -1,6 +1,6 @@
 """Per-operator latency of a ``.pte`` from ExecuTorch's own devtools (ETDump read by ``Inspector``).
 
-    from mobile_export.profile import profile_pte
+    from mobile_export.pte_profile import profile_pte
     prof = profile_pte("runs/c/export/standard_xnnpack_int8_1060x1900.pte", runs=2, threads=2)
     print("\\n".join(prof.markdown()))
 
@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["FORMATS", "OpEvent", "Profile", "classify", "profile_pte", "profile_from_etdump"]
+__all__ = ["FORMATS", "OpEvent", "Profile", "classify", "planned_memory_mb", "profile_pte", "profile_from_etdump"]
 
 FORMATS = ("int8", "float", "convert", "move32", "move8", "untyped")
 """Number formats of an operator event, as :func:`classify` assigns them from its name: ``int8`` (an int8
@@ -188,3 +188,18 @@ def profile_pte(path: str | os.PathLike, *, runs: int = 2, threads: int | None =
         etdump = Path(tmp) / "run.etdp"
         module.write_etdump_result_to_file(str(etdump), str(Path(tmp) / "debug.bin"))
         return profile_from_etdump(etdump, str(path), warmup=1, threads=threads)
+
+
+def planned_memory_mb(path: str | os.PathLike) -> float:
+    """MB of the memory ExecuTorch plans for ``forward`` of the ``.pte`` at ``path`` (its execution plan's
+    non-constant buffers: the program's inputs, outputs and the tensors between delegate calls). XNNPACK's
+    own workspace for the intermediate tensors inside a delegated subgraph is not part of it: it is
+    allocated by XNNPACK when the program is loaded and shows in the process's resident memory."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    program = deserialize_pte_binary(Path(path).read_bytes())
+    program = getattr(program, "program", program)   # newer versions wrap the Program
+    plan = next((p for p in program.execution_plan if p.name == "forward"), None)
+    if plan is None:
+        raise ValueError(f"{path}: no forward method in the program")
+    return sum(plan.non_const_buffer_sizes) / 1e6
