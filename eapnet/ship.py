@@ -99,20 +99,55 @@ def lineage(cfg: dict, run: Path, steps: int) -> list[dict]:
     chain, seen = [(run, cfg, steps)], {Path(run).resolve()}
     while chain[-1][1].get("init_from"):
         parent = Path(chain[-1][1]["init_from"])
-        try:
-            ck = read_checkpoint(parent)
-        except CheckpointError:
-            break
-        # a shipped weights file names the run folder it came from (``metrics.source``)
-        source = (ck.get("metrics") or {}).get("source")
-        folder = Path(source).parent if source else parent.parent
-        if folder.resolve() in seen:
+        versions = _committed_versions(parent)   # a shipped file shipped over since: its earlier versions
+        ck = None
+        for candidate in [None, *versions]:
+            try:
+                ck = read_checkpoint(parent) if candidate is None else candidate()
+            except CheckpointError:
+                ck = None
+                continue
+            # a shipped weights file names the run folder it came from (``metrics.source``)
+            source = (ck.get("metrics") or {}).get("source")
+            folder = Path(source).parent if source else parent.parent
+            if folder.resolve() not in seen:
+                break
+            ck = None   # this version is a later link of the chain: the run started from an earlier one
+        if ck is None:
             break
         seen.add(folder.resolve())
         chain.append((folder, ck["train_config"], int(ck["step"])))
     return [{"run": r, "steps": n, "batch_size": c["batch_size"], "seed": c["seed"], "recipe": recipe_text(c),
              "wall_s": wall_time_s(r / "log.csv") if (r / "log.csv").is_file() else 0.0, "commands": _commands(r)}
             for r, c, n in reversed(chain)]
+
+
+def _committed_versions(path: Path) -> list:
+    """Loaders of the versions of ``path`` committed to git, newest first (none outside a git checkout):
+    a run continued from a shipped file that was shipped over later started from one of its earlier
+    versions."""
+    import subprocess
+    import tempfile
+
+    path = path.resolve()
+    if not path.parent.is_dir():
+        return []
+    try:
+        commits = subprocess.run(["git", "log", "--format=%H", "--", path.name], capture_output=True, text=True,
+                                 cwd=path.parent, timeout=30).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return []
+
+    def loader(commit: str):
+        def load():
+            data = subprocess.run(["git", "show", f"{commit}:./{path.name}"], capture_output=True,
+                                  cwd=path.parent, timeout=60).stdout
+            with tempfile.NamedTemporaryFile(suffix=".pt") as f:
+                f.write(data)
+                f.flush()
+                return read_checkpoint(f.name)
+        return load
+    return [loader(c) for c in commits]
 
 
 @command

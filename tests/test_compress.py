@@ -367,8 +367,8 @@ def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
     # code before the compression pipeline became a library); another CPU's float rounding moves the float
     # rows by far less than 0.01 dB, and can flip a few int8 roundings: 0.05 dB for the int8 row. Two QAT
     # steps keep the int8 program of this random-weight model within parity.
-    pinned = {"teacher (float)": (82348032, 9.4051, 11.9007), "compressed (float)": (45060096, 10.2458, 14.0304),
-              "compressed (int8, xnnpack)": (45060096, 10.3223, 14.0840)}
+    pinned = {"teacher (float)": (82348032, 9.3850, 11.9007), "compressed (float)": (45060096, 10.2356, 14.0296),
+              "compressed (int8, xnnpack)": (45060096, 10.2823, 14.0397)}
     for name, (maccs, heldout, real) in pinned.items():
         m = rep["models"][name]
         assert m["maccs"] == maccs

@@ -88,3 +88,32 @@ def test_lineage_follows_a_shipped_file_to_the_run_it_came_from(tmp_path, tiny_c
     chain = lineage({**base, "seed": 1, "init_from": str(shipped)}, tmp_path / "runs" / "second", 5)
     assert [(c["run"], c["steps"], c["seed"], c["wall_s"]) for c in chain] == [
         (first, 20, 0, 60.0), (tmp_path / "runs" / "second", 5, 1, 0.0)]
+
+
+def test_lineage_finds_the_version_of_a_shipped_file_a_run_started_from(tmp_path, tiny_config):
+    """Runs 2 and 3 both continued the file weights/tiny.pt, shipped over after each: the walk takes each
+    run's parent from the file's committed versions instead of stopping at the loop."""
+    import subprocess
+
+    from eapnet.checkpoint import save_checkpoint
+    from eapnet.ship import lineage
+    from eapnet.training import load_config
+
+    model = eapnet.build_model(tiny_config)
+    base = {**load_config(Path(eapnet.__file__).parent / "configs" / "cpu.yaml"), "seed": 0}
+    shipped = tmp_path / "weights" / "tiny.pt"
+    shipped.parent.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    runs = [tmp_path / "runs" / f"r{i}" for i in (1, 2, 3)]
+    for i, run in enumerate(runs):   # r1 from scratch; r2, r3 from the file as shipped just before them
+        cfg = {**base, "seed": i, "init_from": str(shipped) if i else None}
+        run.mkdir(parents=True)
+        save_checkpoint(run / "model.pt", model, step=10 * (i + 1), train_config=cfg, with_rng=False)
+        save_checkpoint(shipped, model, step=10 * (i + 1), train_config=cfg,
+                        metrics={"source": str(run / "model.pt")}, with_rng=False)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-qm", f"ship r{i + 1}"], check=True)
+    chain = lineage({**base, "seed": 3, "init_from": str(shipped)}, tmp_path / "runs" / "r4", 5)
+    assert [(c["run"], c["steps"], c["seed"]) for c in chain] == [
+        (runs[0], 10, 0), (runs[1], 20, 1), (runs[2], 30, 2), (tmp_path / "runs" / "r4", 5, 3)]
