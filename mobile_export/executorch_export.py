@@ -452,6 +452,17 @@ def probe_in_child(path: str | os.PathLike, timeout: float = 300) -> None:
         raise ValueError(f"{path} is not a loadable ExecuTorch program ({why})")
 
 
+def set_threads(threads: int | None) -> None:
+    """Size the XNNPACK thread pool of this process (ExecuTorch's experimental ``_unsafe_reset_threadpool``);
+    ``None`` keeps the runtime's own (one per core)."""
+    if threads is not None:
+        from executorch.extension.pybindings.portable_lib import (
+            _unsafe_reset_threadpool,
+        )
+
+        _unsafe_reset_threadpool(threads)
+
+
 def load_pte(path: str | os.PathLike, *, threads: int | None = None):
     """Load a ``.pte``'s ``forward`` once in ExecuTorch's runtime; returns ``run(ldrs, evs) -> hdr``.
 
@@ -463,12 +474,7 @@ def load_pte(path: str | os.PathLike, *, threads: int | None = None):
 
     path = Path(path)
     check_pte(path)
-    if threads is not None:
-        from executorch.extension.pybindings.portable_lib import (
-            _unsafe_reset_threadpool,
-        )
-
-        _unsafe_reset_threadpool(threads)
+    set_threads(threads)
     try:
         method = Runtime.get().load_program(path).load_method("forward")
     except Exception as e:  # the runtime raises RuntimeError/ValueError variants for a damaged file

@@ -171,16 +171,16 @@ def profile_pte(path: str | os.PathLike, *, runs: int = 2, threads: int | None =
     from executorch.extension.pybindings import portable_lib
 
     from eapnet.inference import example_inputs
-    from mobile_export.executorch_export import check_pte
+    from mobile_export.executorch_export import check_pte, set_threads
 
     path = Path(path)
     check_pte(path)
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    if threads is not None:
-        portable_lib._unsafe_reset_threadpool(threads)
+    set_threads(threads)
+    # the pybindings loader, not load_pte's Runtime: only it can record an ETDump
     module = portable_lib._load_for_executorch(str(path), enable_etdump=True)
-    (size,) = [tuple(module.method_meta("forward").input_tensor_meta(0).sizes())[-2:]]
+    size = tuple(module.method_meta("forward").input_tensor_meta(0).sizes())[-2:]
     ldrs, evs = example_inputs(size, seed=seed)
     for _ in range(runs + 1):
         module.forward((ldrs, evs))

@@ -46,7 +46,7 @@ def test_bench_measures_every_runtime_and_reuses_artifacts(tmp_path):
         assert prof["runs"] == 2 and prof["operator_ms"] > 0 and prof["table"]
         assert (prof["by_format_ms"]["int8"] > 0) == (precision == "int8")
         m = row[f"pte {precision}"]
-        assert 0 < m["planned_mb"] < m["peak_rss_mb"] and m["rss_loaded_mb"] > 0
+        assert 0 < m["planned_mb"] < m["peak_rss_mb"]
     assert row["int8_vs_fp32_pte"] == pytest.approx(row["pte fp32"]["median_s"] / row["pte int8"]["median_s"])
     md = (out / "bench.md").read_text()
     assert "## Where the time goes" in md and "## Where the memory goes" in md and "pte fp32 / int8" in md
