@@ -435,6 +435,31 @@ def test_crowds_come_from_their_own_stream():
     assert b[3]["motion_share"] > a[3]["motion_share"]
 
 
+def test_light_changes_come_from_their_own_stream():
+    """A light on in the short / long frame only changes that frame (and the motion mask) but not the
+    medium frame, the ground truth or any other draw of the scene."""
+    import dataclasses
+
+    from eapnet.data.synthetic import SyntheticConfig, generate_scene_with_info
+
+    base = SyntheticConfig()
+    off = dataclasses.replace(base, light_change_prob_low_key=0.0, light_change_prob_bright=0.0)
+    on = dataclasses.replace(base, light_change_prob_low_key=1.0, light_change_prob_bright=1.0,
+                             light_change_brighten_prob=1.0)
+    for seed in range(3):
+        a = generate_scene_with_info(seed, 64, 64, off)
+        b = generate_scene_with_info(seed, 64, 64, on)
+        assert a[3]["light_change_stops"] == [0.0, 0.0]
+        assert all(1.0 <= s <= 4.0 for s in b[3]["light_change_stops"])
+        assert np.array_equal(a[0][1], b[0][1]) and np.array_equal(a[2], b[2]) and np.array_equal(a[1], b[1])
+        for i in (0, 2):  # brighter where the light falls
+            assert b[0][i].mean() > a[0][i].mean()
+        assert b[3]["motion_share"] > a[3]["motion_share"]
+    # no motion: no light changes either (every frame shows the medium frame's content)
+    still = dataclasses.replace(on, object_motion=False)
+    assert generate_scene_with_info(0, 64, 64, still)[3]["light_change_stops"] == [0.0, 0.0]
+
+
 def test_white_level_like_the_challenge():
     """Most scenes clip at code 248 like every real challenge frame, the others at a code in
     240..255; the white level is the top code of a clipped frame, and drawing it changes nothing else."""

@@ -25,7 +25,10 @@ Pipeline of one scene (all randomness from ``np.random.default_rng(seed)``):
    translation, a fraction of a degree of rotation, tiny zoom/perspective); the medium frame is
    the reference (identity). Independently moving foreground objects (photo cut-outs or
    textured procedural shapes with anti-aliased masks) translate/rotate/scale between frames,
-   occluding and disoccluding the background.
+   occluding and disoccluding the background; crowds of small movers (hands, heads). Lights that
+   change between exposures (own seed stream; 35 % of the short and of the long frames of low-key
+   scenes, 5 % of bright ones): pools of light 2..16x brighter (or darker) in that frame than in the
+   medium one, as stage lights sweeping over a crowd; the ground truth keeps the medium frame's light.
 3. **Sensor** (EAPNet Eq. 1 / NTIRE 2021 data model):
    ``I_i = min(Phi * t_i / g + I0 + n, I_max)`` with ``t_i = 2**ev_i``. The scene is normalised
    by an auto-exposure step so that ``Phi * t_medium / g`` *is* the medium frame's linear
@@ -85,6 +88,7 @@ from eapnet.cli import Parser, command
 from eapnet.data.synth.config import (
     _CROWD_STREAM,
     _DEFAULT_CONFIG,
+    _LIGHT_STREAM,
     _LOW_KEY_DARK,
     _LOW_KEY_STREAM,
     _MID_GREY,
@@ -105,6 +109,7 @@ from eapnet.data.synth.motion import (
     _add_crowd,
     _affine,
     _draw_shake,
+    _light_changes,
     _make_sprite,
     _motion_mask,
     _render,
@@ -229,8 +234,13 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
                          others or photos, textures, (illum, fy, fx, margin) if low_key else None)
 
     # --- render, veiling glare, auto-expose, white balance ---
-    coverage = np.zeros((h, w), np.float32)  # where any frame shows a moving object (motion mask)
+    coverage = np.zeros((h, w), np.float32)  # where any frame shows a moving object or a changed light
     radiance = [_render(canvas, margin, h, w, cams[i], sprites, i, coverage) for i in range(3)]
+    changed, light_stops = _light_changes(np.random.default_rng([int(seed), _LIGHT_STREAM]), cfg, h, w, low_key)
+    for i, field in zip((0, 2), changed):
+        if field is not None:   # the gt keeps the medium frame's light
+            radiance[i] *= field
+            np.maximum(coverage, np.abs(np.log2(field)).max(axis=2), out=coverage)
     glare = np.float32(_loguniform(rng, *cfg.veiling_glare_range) * float(_lum(radiance[1][::4, ::4]).mean()))
     if low_key:  # glare is scattered scene light: under coloured light it has the light's colour
         glare = (glare * radiance[1][::4, ::4].reshape(-1, 3).mean(axis=0)
@@ -285,7 +295,7 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
         kind="photo" if is_photo else "procedural", source=source, seed=int(seed), evs=evs.tolist(),
         iso=iso, shot_noise=shot, read_noise=read, black_level=black, white_level=white / 255.0, exposure_scale=k,
         exposure_bias=bias, tone_gamma=tone_gamma, wb=wb.tolist(), camera_shake=bool(shaking),
-        num_objects=n_obj, crowd=n_crowd, dynamic_range=float(hi / max(lo, 1e-9)), low_key=low_key,
+        num_objects=n_obj, crowd=n_crowd, light_change_stops=light_stops, dynamic_range=float(hi / max(lo, 1e-9)), low_key=low_key,
         motion_mask=moved, motion_share=float(moved.mean()),
     )
     if low_key:

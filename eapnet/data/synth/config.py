@@ -2,7 +2,7 @@
 distribution of scenes) and its default, the base seeds of training and held-out data, the camera
 response exponent ``GAMMA``, constants shared by several parts (the canvas's mid-grey, size caps of
 procedural content, the low-key meter's 'nearly black' level) and the second seed words of the
-scene's independent streams (low-key decision, crowd, white level)."""
+scene's independent streams (low-key decision, crowd, white level, changing lights)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,8 @@ class SyntheticConfig:
 
     # --- moving objects ---
     object_motion: bool = True
-    """``False``: objects keep the medium pose in all frames (content unchanged)."""
+    """``False``: every frame shows the medium frame's content (objects keep the medium pose, no crowd
+    moves, no light changes between exposures)."""
     objects_prob: float = 0.9
     num_objects_range: tuple[int, int] = (1, 3)
     object_size_range: tuple[float, float] = (0.15, 0.4)
@@ -153,6 +154,21 @@ class SyntheticConfig:
     """Displacement between consecutive frames, as a fraction of the mover's own size: hands and
     heads move by much of their size between exposures."""
 
+    # --- lights that change between exposures (stage lights sweeping over a crowd, flashes) ---
+    light_change_prob_low_key: float = 0.35
+    """Probability, per short and per long frame of a low-key scene, that a light shines on part of the
+    scene in that frame but not in the medium one, or the other way round (own seed stream). The
+    real full-size stage frame shows it: in its crowd 10 % of the area is over a stop brighter in the
+    long frame than in the medium one (1 % darker), heads lit by a light absent from the medium frame."""
+    light_change_prob_bright: float = 0.05
+    light_change_stops: tuple[float, float] = (1.0, 4.0)
+    """Peak brightening (or darkening) of a changed light, in stops, log-uniform."""
+    light_change_brighten_prob: float = 0.75
+    """Share of changed lights that are on in the short / long frame only (the rest: on in the medium only)."""
+    light_change_count_range: tuple[int, int] = (1, 3)
+    light_change_size_range: tuple[float, float] = (0.08, 0.35)
+    """Radius of a changed light's pool, fraction of the short side."""
+
     # --- motion mask (exported in the scene info, used to score de-ghosting) ---
     motion_threshold: float = 0.03
     """A pixel moved when a noise-free short or long frame, brought to the medium exposure, differs
@@ -173,9 +189,13 @@ class SyntheticConfig:
                      "short_clipped_fraction", "low_key_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
-        for name in ("crowd_prob_low_key", "crowd_prob_bright"):
+        for name in ("crowd_prob_low_key", "crowd_prob_bright", "light_change_prob_low_key",
+                     "light_change_prob_bright", "light_change_brighten_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.light_change_stops[0] < 0 or self.light_change_count_range[0] < 1 or self.light_change_size_range[0] <= 0:
+            raise ValueError("light_change_stops must be >= 0, light_change_count_range >= 1 and "
+                             "light_change_size_range > 0")
         if self.crowd_count_range[0] < 0 or self.motion_threshold <= 0 or self.motion_dilate_px < 0:
             raise ValueError("crowd_count_range must be >= 0, motion_threshold > 0, motion_dilate_px >= 0")
         if not 0.0 <= self.low_key_dark_range[0] <= self.low_key_dark_range[1] < 1.0:
@@ -203,3 +223,5 @@ _CROWD_STREAM = 0xC70D
 """... of the crowd of small movers (the rest of the scene is the same with or without it)."""
 _WHITE_STREAM = 0x3417
 """... of the camera's white level (drawing it changes no other draw of the scene)."""
+_LIGHT_STREAM = 0x11C4
+"""... of the lights that change between exposures."""

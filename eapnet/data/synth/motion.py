@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from eapnet.data.synth.config import _MID_GREY, GAMMA, SyntheticConfig
-from eapnet.data.synth.content import _add_specular, _texture
+from eapnet.data.synth.content import _GEL_P, _GELS, _add_specular, _gel, _grid, _texture
 from eapnet.data.synth.sources import (
     _SILHOUETTE,
     _blob_polygon,
@@ -178,10 +178,52 @@ def _add_crowd(sprites: list, rng: np.random.Generator, cfg: SyntheticConfig, h:
     return n
 
 
+def _light_changes(rng: np.random.Generator, cfg: SyntheticConfig, h: int, w: int,
+                   low_key: bool) -> tuple[list[np.ndarray | None], list[float]]:
+    """Lights that differ between exposures, from the scene's own light stream: for the short and the long
+    frame, ``None`` (same light as the medium frame) or an ``(h, w, 3)`` float32 factor on that frame's
+    linear radiance: 1..4 soft pools of a gel's (or warm white) colour, ``2**stops`` brighter at their
+    centre (a light on in that frame only) or as much darker (on in the medium frame only). Also the
+    signed peak stops per frame (0 = unchanged)."""
+    p = (cfg.light_change_prob_low_key if low_key else cfg.light_change_prob_bright) if cfg.object_motion else 0.0
+    s = min(h, w)
+    fields, stops = [], []
+    for _ in range(2):
+        if rng.random() >= p:
+            fields.append(None)
+            stops.append(0.0)
+            continue
+        gh, gw, yy, xx = _grid(h, w, 192)
+        xx, yy = xx * np.float32(gw / w), yy * np.float32(gh / h)   # grid pixel units
+        f = (gw / w)
+        pool = np.zeros((gh, gw, 3), np.float32)
+        for _ in range(int(rng.integers(cfg.light_change_count_range[0], cfg.light_change_count_range[1] + 1))):
+            r = rng.uniform(*cfg.light_change_size_range) * s * f
+            cx, cy = rng.uniform(0.0, 1.0) * gw, rng.uniform(0.0, 1.0) * gh
+            ang, aspect = rng.uniform(0, np.pi), rng.uniform(0.5, 1.0)
+            c, sn = math.cos(ang), math.sin(ang)
+            u = ((xx - cx) * c + (yy - cy) * sn) / r
+            v = (-(xx - cx) * sn + (yy - cy) * c) / (r * aspect)
+            edge = rng.uniform(0.15, 0.8)   # hard-edged spot .. soft wash
+            spot = np.clip((1.0 - np.sqrt(u * u + v * v)) / edge, 0.0, 1.0)
+            spot = spot * spot * (3.0 - 2.0 * spot)
+            col = (np.array([1.0, 0.9, 0.75], np.float32) if rng.random() < 0.3
+                   else _gel(rng, int(rng.choice(len(_GELS), p=_GEL_P)), 0.05))
+            np.maximum(pool, spot[..., None] * col, out=pool)
+        st = _loguniform(rng, 2.0 ** cfg.light_change_stops[0], 2.0 ** cfg.light_change_stops[1])
+        field = 1.0 + np.float32(st - 1.0) * pool
+        if rng.random() >= cfg.light_change_brighten_prob:
+            field = 1.0 / field
+            st = 1.0 / st
+        fields.append(cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR))
+        stops.append(float(math.log2(st)))
+    return fields, stops
+
+
 def _motion_mask(radiance: list[np.ndarray], gt: np.ndarray, coverage: np.ndarray,
                  cfg: SyntheticConfig) -> np.ndarray:
-    """``(H, W)`` bool, the regions a merge can ghost in: where some frame shows a moving object
-    (``coverage`` > 0.05) and a noise-free short or long frame (medium exposure, gamma-encoded) differs
+    """``(H, W)`` bool, the regions a merge can ghost in: where some frame shows a moving object or a
+    changed light (``coverage`` > 0.05) and a noise-free short or long frame (medium exposure, gamma-encoded) differs
     from the ground truth by more than ``cfg.motion_threshold``, dilated by ``cfg.motion_dilate_px``.
     Camera shake alone (a few pixels of misregistration, everywhere) does not count."""
     moved = np.zeros(gt.shape[:2], bool)
