@@ -114,7 +114,8 @@ def build_synthetic(folder: Path, n: int, size: int, seed: int = CALIB_SEED, pro
         write_ntire(folder, sample_id(j), ldrs, evs, gt=gt)
         records.append({"id": sample_id(j), "category": want, "stream_index": i, "scene_seed": info["seed"],
                         "kind": info["kind"], "photo": info["source"], "low_key": info["low_key"],
-                        "evs": info["evs"], "white_level_code": round(info["white_level"] * 255)})
+                        "evs": info["evs"], "white_level_code": round(info["white_level"] * 255),
+                        "light_change_stops": info["light_change_stops"]})
     return records
 
 
