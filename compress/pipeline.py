@@ -73,6 +73,7 @@ class CompressConfig:
 
     def __post_init__(self):
         from compress.prune import IMPORTANCE
+        from compress.quantize import QUANT_BACKENDS
         from eapnet.cli import parse_size
 
         size = parse_size(self.size) if isinstance(self.size, str) else tuple(int(v) for v in self.size)
@@ -105,8 +106,8 @@ class CompressConfig:
             bad("compare_uniform", "compares the search with uniform scaling: needs method search")
         if self.importance not in IMPORTANCE:
             bad("importance", f"must be one of {IMPORTANCE}")
-        if self.backend not in ("xnnpack", "coreml"):
-            bad("backend", "must be xnnpack or coreml")
+        if self.backend not in QUANT_BACKENDS:
+            bad("backend", f"must be one of {QUANT_BACKENDS}")
         if self.data != "synthetic" and not Path(self.data).is_dir():
             bad("data", "no such folder (use 'synthetic' or an NTIRE/Kalantari folder)")
         if self.calib and not Path(self.calib).is_dir():

@@ -61,6 +61,7 @@ __all__ = [
     "PRECISIONS",
     "export_mlpackage",
     "main",
+    "open_mlpackage",
     "read_metadata",
     "set_metadata",
     "to_mlmodel",
@@ -279,6 +280,51 @@ def set_metadata(path: str | os.PathLike, **kv) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ command line
+
+
+def _core_ml_runtime() -> bool:
+    """True where ``MLModel.predict`` works (macOS with coremltools' native library)."""
+    import platform
+
+    if platform.system() != "Darwin":
+        return False
+    try:
+        import coremltools.libcoremlpython  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def open_mlpackage(path: str | os.PathLike, *, threads: int | None = None):
+    """An ``.mlpackage`` as a ``mobile_export.backends.Artifact``, ready to run: with ``MLModel.predict`` on
+    macOS, elsewhere with the NumPy MIL interpreter (``mobile_export.mil_interp``: what the program computes,
+    not what a phone's Core ML kernels return). ``threads`` is unused (Core ML and the interpreter choose).
+    Raises ``ValueError`` for an unreadable package."""
+    from mobile_export.backends import Artifact
+    from mobile_export.mil_interp import load_program
+
+    path = Path(path)
+    try:
+        meta = read_metadata(path)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable .mlpackage ({type(e).__name__}: {e})") from e
+    program = load_program(path)      # parses the spec; also gives the input shape on every platform
+    size = tuple(program.inputs["ldrs"][1][-2:])
+    if _core_ml_runtime():
+        import coremltools as ct
+
+        model = ct.models.MLModel(str(path))
+
+        def run(ldrs, evs):
+            out = model.predict({"ldrs": ldrs.numpy(), "evs": evs.numpy()})["hdr"]
+            return torch.from_numpy(np.asarray(out, np.float32))
+        executor = "Core ML runtime (MLModel.predict)"
+    else:
+        def run(ldrs, evs):
+            out = program.run({"ldrs": ldrs.numpy(), "evs": evs.numpy()})["hdr"]
+            return torch.from_numpy(np.asarray(out, np.float32))
+        executor = "reference-executed (mobile_export.mil_interp, not the Core ML runtime)"
+    return Artifact(path, "mlpackage", meta.get("precision", "?"), size, executor, meta, run)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

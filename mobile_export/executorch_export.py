@@ -69,11 +69,10 @@ from mobile_export.common import (
 )
 
 __all__ = ["DelegationError", "delegation_report", "export_pte", "load_pte", "lower", "main",
-           "make_delegable", "ptq_source", "run_pte"]
+           "make_delegable", "open_pte", "ptq_source", "run_pte"]
 
 BACKEND = "xnnpack"
 PRECISIONS = ("fp32", "int8")
-"""Scenes of the shipped calibration set (``calib_data/default``, 128x128 each) used for int8 PTQ."""
 
 aten = torch.ops.aten
 
@@ -488,6 +487,32 @@ def load_pte(path: str | os.PathLike, *, threads: int | None = None):
 
     run.size = want[-2:]
     return run
+
+
+def open_pte(path: str | os.PathLike, *, threads: int | None = None):
+    """A ``.pte`` and its sidecar ``.json`` as a ``mobile_export.backends.Artifact``, ready to run.
+
+    The program is first run once in a child process (:func:`probe_in_child`): a damaged program can abort
+    its process, and that must be the child's. Raises ``ValueError`` for a missing or unreadable sidecar or an
+    unloadable program."""
+    import json
+
+    from mobile_export.backends import Artifact
+
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        raise ValueError(f"{path}: its sidecar {sidecar.name} (written by mobile_export.executorch_export) is "
+                         f"missing; it names the source model and precision")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{sidecar}: not valid JSON ({e})") from None
+    check_pte(path)
+    probe_in_child(path)
+    run = load_pte(path, threads=threads)
+    return Artifact(path, "pte", meta.get("precision", "?"), tuple(run.size),
+                    "ExecuTorch runtime (XNNPACK delegate)", meta, run)
 
 
 def run_pte(path: str | os.PathLike, ldrs: torch.Tensor, evs: torch.Tensor, *,

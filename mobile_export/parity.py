@@ -46,23 +46,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from eapnet.cli import Parser, command
 from eapnet.inference import TILE_OVERLAP, resolve_device
+from mobile_export.backends import Artifact, open_artifact
+from mobile_export.canvas import DATASETS, Canvas, Scene, centre_crop, crops, load_scenes, pack
 from mobile_export.common import ProgramModule
+from mobile_export.localise import layer_errors, localise
 
-__all__ = ["DATASETS", "PSNR_CAP", "THRESHOLDS", "Artifact", "Threshold", "check", "layer_errors", "localise",
-           "load_scenes", "main", "open_artifact", "pack", "resolve_float", "run_parity"]
+__all__ = ["PSNR_CAP", "THRESHOLDS", "Artifact", "Threshold", "check", "main", "open_artifact", "resolve_float",
+           "run_parity"]
 
 PSNR_CAP = 150.0
 """dB; artifact-vs-float PSNR-mu above this is reported as this (identical outputs give +inf)."""
@@ -113,91 +114,8 @@ own: EAPNet's receptive field is wider than a tile, so stitching is an approxima
 alone are checked on canvases of their size at the precision's own thresholds); a stitched frame must stay
 within int8's."""
 
-DATASETS = ("real", "fullres", "calib", "heldout")
-"""``real``: NTIRE crops with ground truth; ``fullres``: the full-size NTIRE triplet (no ground truth);
-``calib``: ``calib_data/default``; ``heldout``: held-out synthetic scenes, 256x256."""
-
 
 # ------------------------------------------------------------------------------------------ artifacts
-
-
-@dataclass
-class Artifact:
-    """An exported file ready to run: ``artifact(ldrs (1, 3, 3, H, W), evs (1, 3)) -> hdr (1, 3, H, W)``."""
-
-    path: Path
-    kind: str                       # "pte" | "mlpackage"
-    precision: str                  # fp32 | int8 (pte); fp32 | fp16 | int8w | w8a8 (mlpackage)
-    size: tuple[int, int]           # (H, W) of the fixed input
-    executor: str                   # what executes it, e.g. "reference-executed (mobile_export.mil_interp)"
-    meta: dict = field(default_factory=dict)
-    run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-
-    def __call__(self, ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
-        return self.run(ldrs, evs)
-
-
-def _core_ml_runtime() -> bool:
-    """True where ``MLModel.predict`` works (macOS with coremltools' native library)."""
-    if platform.system() != "Darwin":
-        return False
-    try:
-        import coremltools.libcoremlpython  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def open_artifact(path: str | os.PathLike, *, threads: int | None = None) -> Artifact:
-    """Open a ``.pte`` or ``.mlpackage`` for execution (see the module docstring for the executors).
-
-    Raises ``FileNotFoundError`` for a missing path, ``ValueError`` for anything else than our artifacts
-    (unknown suffix, no sidecar/metadata, an unloadable program)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no artifact at {path}")
-    if path.suffix == ".pte":
-        from mobile_export.executorch_export import check_pte, load_pte, probe_in_child
-
-        sidecar = path.with_suffix(".json")
-        if not sidecar.is_file():
-            raise ValueError(f"{path}: its sidecar {sidecar.name} (written by mobile_export.executorch_export) is "
-                             f"missing; it names the source model and precision")
-        try:
-            meta = json.loads(sidecar.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{sidecar}: not valid JSON ({e})") from None
-        check_pte(path)
-        probe_in_child(path)     # a damaged program aborts its process: let that be a child, not the harness
-        run = load_pte(path, threads=threads)
-        return Artifact(path, "pte", meta.get("precision", "?"), tuple(run.size),
-                        "ExecuTorch runtime (XNNPACK delegate)", meta, run)
-    if path.suffix == ".mlpackage":
-        from mobile_export.coreml_export import read_metadata
-        from mobile_export.mil_interp import load_program
-
-        try:
-            meta = read_metadata(path)
-        except Exception as e:
-            raise ValueError(f"{path}: not a readable .mlpackage ({type(e).__name__}: {e})") from e
-        program = load_program(path)      # parses the spec; also gives the input shape on every platform
-        size = tuple(program.inputs["ldrs"][1][-2:])
-        if _core_ml_runtime():
-            import coremltools as ct
-
-            model = ct.models.MLModel(str(path))
-
-            def run(ldrs, evs):
-                out = model.predict({"ldrs": ldrs.numpy(), "evs": evs.numpy()})["hdr"]
-                return torch.from_numpy(np.asarray(out, np.float32))
-            executor = "Core ML runtime (MLModel.predict)"
-        else:
-            def run(ldrs, evs):
-                out = program.run({"ldrs": ldrs.numpy(), "evs": evs.numpy()})["hdr"]
-                return torch.from_numpy(np.asarray(out, np.float32))
-            executor = "reference-executed (mobile_export.mil_interp, not the Core ML runtime)"
-        return Artifact(path, "mlpackage", meta.get("precision", "?"), size, executor, meta, run)
-    raise ValueError(f"{path}: not an exported artifact (want .pte or .mlpackage)")
 
 
 def _source_of(artifact: Artifact) -> tuple[str, str | None]:
@@ -245,149 +163,6 @@ def resolve_float(artifact: Artifact, override: str | None = None):
             raise ValueError(f"{found} names float checkpoint {meta['float']}, not found at {fp}; pass --model")
         return load_source(fp)
     return load_source(found)
-
-
-# ------------------------------------------------------------------------------------------ scenes
-
-
-@dataclass(eq=False)
-class Scene:
-    dataset: str
-    id: str
-    ldrs: np.ndarray               # (3, h, w, 3) gamma-encoded LDR in [0, 1]
-    evs: np.ndarray                # (3,) stops relative to the medium frame
-    gt: np.ndarray | None          # (h, w, 3) gamma-encoded HDR, or None
-    cropped_from: tuple[int, int] | None = None
-
-
-def load_scenes(datasets: Sequence[str] = DATASETS, limit: int | None = 8, *,
-                samples: str | os.PathLike | None = None, calib: str | os.PathLike | None = None,
-                shared_exposures: bool = True) -> tuple[list[Scene], dict[str, str]]:
-    """``(scenes, skipped)``: at most ``limit`` scenes of each dataset (``None`` = all); ``skipped`` maps a
-    dataset that is absent on this machine (no ``../shared`` beside the checkout) to the reason.
-
-    ``shared_exposures``: each dataset contributes its first ``limit`` scenes whose exposure values equal the
-    most common triple of the first dataset that has scenes (the NTIRE frames' [-2, 0, 2]), so that the small
-    scenes share one canvas: every other triple costs a full-size canvas of its own per artifact, for one
-    scene (with the defaults at 1060x1900: 2 canvases per artifact instead of 4). The exposures are a runtime input of every
-    artifact, exercised by any triple. A dataset with no such scene contributes its first ``limit``."""
-    from eapnet import evalsets
-    from eapnet.data import SHARED_SAMPLES, read_ntire
-    from eapnet.data.ntire import list_ntire_ids
-
-    unknown = sorted(set(datasets) - set(DATASETS))
-    if unknown:
-        raise ValueError(f"unknown dataset(s) {unknown}; choose from {list(DATASETS)}")
-    samples = Path(samples) if samples is not None else SHARED_SAMPLES
-    wide = None if limit is None or not shared_exposures else 4 * limit   # candidates to choose from
-    scenes, skipped, ref = [], {}, None
-    for name in datasets:
-        if name == "real":
-            folder = samples / "crops256"
-            cands = evalsets.real_crops(folder)[:wide or limit] if folder.is_dir() else []
-        elif name == "fullres":
-            folder = samples / "fullres_no_gt"
-            cands = [(sid, folder) for sid in list_ntire_ids(folder)[:wide or limit]] if folder.is_dir() else []
-        elif name == "calib":
-            folder = Path(calib) if calib is not None else None
-            cands = evalsets.calibration(folder, wide or limit)
-        else:
-            folder = None
-            cands = evalsets.heldout_synthetic(wide or (16 if limit is None else limit), evalsets.HELDOUT_SIZE)
-
-        def load(c, name=name):
-            if isinstance(c, evalsets.Scene):
-                return c
-            if name == "fullres":
-                return evalsets.Scene(c[0], *read_ntire(c[1], c[0]))
-            return evalsets.load(c, name)
-
-        if shared_exposures and ref is None and cands:   # the most common triple of the first dataset
-            cands = [load(c) for c in cands]
-            triples = [_triple(s) for s in cands]
-            ref = max(triples, key=triples.count)
-        items, seen = [], []
-        for c in cands:
-            s = load(c)
-            seen.append(s)
-            if not shared_exposures or _triple(s) == ref:
-                items.append(s)
-            if limit is not None and len(items) == limit:
-                break
-        items = items or seen[:limit]
-        if not items:
-            skipped[name] = f"{folder} not found" if folder is not None and not folder.is_dir() else "no scenes"
-        scenes += [Scene(name, it.id, np.asarray(it.ldrs, np.float32), np.asarray(it.evs, np.float32).reshape(3),
-                         None if it.gt is None else np.asarray(it.gt, np.float32)) for it in items]
-    return scenes, skipped
-
-
-def _triple(scene) -> tuple[float, float, float]:
-    return tuple(np.asarray(scene.evs, np.float32).reshape(3).tolist())
-
-
-@dataclass
-class Canvas:
-    ldrs: np.ndarray                                   # (3, H, W, 3)
-    evs: np.ndarray                                    # (3,)
-    places: list[tuple[Scene, int, int]]               # (scene, y, x) of its top-left corner
-
-
-def _centre_crop(scene: Scene, size: tuple[int, int]) -> Scene:
-    h, w = scene.ldrs.shape[1:3]
-    H, W = min(h, size[0]), min(w, size[1])
-    if (H, W) == (h, w):
-        return scene
-    y, x = (h - H) // 2, (w - W) // 2
-    return Scene(scene.dataset, scene.id, scene.ldrs[:, y:y + H, x:x + W], scene.evs,
-                 None if scene.gt is None else scene.gt[y:y + H, x:x + W], (h, w))
-
-
-def pack(scenes: Sequence[Scene], size: tuple[int, int], gutter: int = 16) -> list[Canvas]:
-    """Lay scenes with equal exposure values side by side on canvases of ``size`` = (H, W).
-
-    Each scene sits in a cell with ``gutter`` pixels of its own edge replicated around it (so a neighbour's
-    content is at least ``gutter`` pixels away); free canvas area is black. Rows are filled left to right,
-    tallest scenes first. A scene that does not fit with its gutter is centre-cropped to the canvas and gets a
-    canvas of its own."""
-    H, W = size
-    if gutter < 0:
-        raise ValueError(f"gutter must be >= 0 pixels, got {gutter}")
-    groups: dict[tuple[float, ...], list[Scene]] = {}
-    for s in scenes:
-        groups.setdefault(tuple(np.round(s.evs, 4).tolist()), []).append(s)
-    canvases = []
-    for evs, group in groups.items():
-        evs = np.asarray(evs, np.float32)
-        alone = [s for s in group if s.ldrs.shape[1] + 2 * gutter > H or s.ldrs.shape[2] + 2 * gutter > W]
-        for s in alone:
-            s = _centre_crop(s, size)
-            canvases.append(_draw([(s, 0, 0)], size, evs, 0))
-        rest = sorted((s for s in group if s not in alone), key=lambda s: -s.ldrs.shape[1])
-        places, y, x, row_h = [], 0, 0, 0
-        for s in rest:
-            ch, cw = s.ldrs.shape[1] + 2 * gutter, s.ldrs.shape[2] + 2 * gutter
-            if x + cw > W:                       # next row
-                y, x, row_h = y + row_h, 0, 0
-            if y + ch > H:                       # next canvas
-                canvases.append(_draw(places, size, evs, gutter))
-                places, y, x, row_h = [], 0, 0, 0
-            places.append((s, y + gutter, x + gutter))
-            x, row_h = x + cw, max(row_h, ch)
-        if places:
-            canvases.append(_draw(places, size, evs, gutter))
-    return canvases
-
-
-def _draw(places, size, evs, gutter) -> Canvas:
-    H, W = size
-    ldrs = np.zeros((3, H, W, 3), np.float32)
-    for s, y, x in places:
-        h, w = s.ldrs.shape[1:3]
-        cell = np.pad(s.ldrs, ((0, 0), (gutter, gutter), (gutter, gutter), (0, 0)), mode="edge")
-        y0, x0 = y - gutter, x - gutter
-        ldrs[:, y0:y0 + h + 2 * gutter, x0:x0 + w + 2 * gutter] = cell[:, :H - y0, :W - x0]
-    return Canvas(ldrs, evs, list(places))
 
 
 # ------------------------------------------------------------------------------------------ comparison
@@ -467,74 +242,7 @@ def _predict_canvases(model: nn.Module, canvases: Sequence[Canvas], desc: str, p
     return [predict(model, c.ldrs, c.evs) for c in tqdm(canvases, desc=desc, disable=not progress, leave=False)]
 
 
-def _crops(canvas: Canvas, out: np.ndarray):
-    for s, y, x in canvas.places:
-        h, w = s.ldrs.shape[1:3]
-        yield s, out[y:y + h, x:x + w]
-
-
 # ------------------------------------------------------------------------------------------ localisation
-
-
-_CONV = (nn.Conv2d, nn.ConvTranspose2d)
-
-
-def layer_errors(float_model: nn.Module, quant_model: nn.Module, ldrs: torch.Tensor, evs: torch.Tensor
-                 ) -> list[dict]:
-    """Relative error ``||q - f|| / ||f||`` of every conv output of ``quant_model`` (a ``compress.quantize``
-    int8 model, ``Padded`` or bare converted graph) against the same conv of ``float_model``, in the int8
-    graph's execution order. Convs are matched by module path (``nn_module_stack``)."""
-    from compress.quantize import Padded
-    from eapnet.model import pad_frames
-
-    gm = quant_model.inner if isinstance(quant_model, Padded) else quant_model
-    if isinstance(quant_model, Padded):
-        ldrs = pad_frames(ldrs, quant_model.multiple)
-    names = {m: n for n, m in float_model.named_modules() if isinstance(m, _CONV)}
-    ref, hooks = {}, []
-    for m, n in names.items():
-        hooks.append(m.register_forward_hook(lambda mod, i, o, n=n: ref.__setitem__(n, o.detach())))
-    try:
-        with torch.no_grad():
-            float_model(ldrs, evs)
-    finally:
-        for h in hooks:
-            h.remove()
-
-    convs = {torch.ops.aten.conv2d.default, torch.ops.aten.conv_transpose2d.input}
-    got: dict[str, torch.Tensor] = {}
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n):
-            out = super().run_node(n)
-            if n.op == "call_function" and n.target in convs:
-                stack = n.meta.get("nn_module_stack") or {}
-                if stack:
-                    got.setdefault(list(stack.values())[-1][0], out.detach())
-            return out
-
-    with torch.no_grad():
-        Recorder(gm).run(ldrs, evs)
-    rows = []
-    for name, q in got.items():
-        f = ref.get(name)
-        if f is None or f.shape != q.shape:
-            continue
-        rel = float((q.float() - f).norm() / f.norm().clamp_min(1e-12))
-        rows.append({"layer": name, "rel_err": rel})
-    return rows
-
-
-def localise(rows: list[dict], *, jump: float = 2.0, floor: float = 1e-3, top: int = 3) -> dict:
-    """The first ``top`` layers whose relative error is ``jump`` x the largest before it (and above
-    ``floor``), plus the worst layer, from :func:`layer_errors` rows."""
-    jumps, running = [], 0.0
-    for r in rows:
-        if r["rel_err"] > floor and r["rel_err"] > jump * running:
-            jumps.append({**r, "x_previous_max": (r["rel_err"] / running) if running else None})
-        running = max(running, r["rel_err"])
-    worst = max(rows, key=lambda r: r["rel_err"]) if rows else None
-    return {"first_jumps": jumps[:top], "worst": worst, "layers": len(rows)}
 
 
 def _eager_int8(artifact: Artifact, float_src) -> tuple[nn.Module | None, str]:
@@ -570,7 +278,7 @@ def _worst_scene(scenes: Sequence[Scene], rows: list[dict], threshold: Threshold
     ranked = sorted((r for r in rows if (r["dataset"], r["id"]) in by_key), key=lambda r: ("error" not in r, below(r)))
     scene = by_key[(ranked[0]["dataset"], ranked[0]["id"])] if ranked else \
         min(scenes, key=lambda s: (s.gt is None, s.ldrs.shape[1] * s.ldrs.shape[2]))
-    return _centre_crop(scene, (_DIAGNOSE_SIDE, _DIAGNOSE_SIDE))
+    return centre_crop(scene, (_DIAGNOSE_SIDE, _DIAGNOSE_SIDE))
 
 
 def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold) -> dict:
@@ -646,7 +354,7 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
             outs, run_error = None, f"execution failed: {type(e).__name__}: {e}"
         if outs is not None:
             for c, out, ref in zip(canvases, outs, refs, strict=True):
-                for (s, o), (_, r) in zip(_crops(c, out), _crops(c, ref), strict=True):
+                for (s, o), (_, r) in zip(crops(c, out), crops(c, ref), strict=True):
                     rows.append(_scene_row(s, o, r))
         fails = check(art.precision, rows, threshold) if outs is not None else [run_error]
         stitched = None

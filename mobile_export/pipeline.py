@@ -4,7 +4,7 @@
     files = export_variant("runs/c/compressed.pt", "runs/c/int8.pt2", "runs/c/export", size=(1060, 1900))
 
 =================  ===================================  ==============================================
-key                file                                 made from
+key                file                                 made from (backends: ``mobile_export.backends``)
 =================  ===================================  ==============================================
 ``pte-fp32``       ``<variant>_xnnpack_fp32_HxW.pte``    the float checkpoint
 ``pte-int8``       ``<variant>_xnnpack_int8_HxW.pte``    the int8 program if quantized for XNNPACK (QAT),
@@ -25,11 +25,10 @@ import time
 from pathlib import Path
 
 from eapnet.inference import TILE_OVERLAP
+from mobile_export.backends import ARTIFACTS, artifact_backend
 from mobile_export.common import DEFAULT_SIZE
 
 __all__ = ["ARTIFACTS", "export_variant", "export_and_check", "compress_and_ship"]
-
-ARTIFACTS = ("pte-fp32", "pte-int8", "coreml-fp16", "coreml-w8a8")
 
 
 def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLike | None,
@@ -85,23 +84,15 @@ def _export_one(key: str, float_ckpt: str, int8_program: str | None, out_dir: st
                 size: tuple[int, int]) -> tuple[Path, float]:
     """Export one artifact (a job of :func:`export_variant`, also run in a worker process)."""
     from mobile_export.common import load_source
-    from mobile_export.coreml_export import export_mlpackage
-    from mobile_export.executorch_export import export_pte
 
     t = time.time()
-    fp = load_source(float_ckpt)
-    q = load_source(int8_program) if int8_program is not None else None
-    out = Path(out_dir)
-    if key == "pte-fp32":
-        path = export_pte(fp, out, size=size)
-    elif key == "pte-int8":
-        path = export_pte(q, out, size=size) if q is not None and q.quant_backend == "xnnpack" \
-            else export_pte(fp, out, size=size, precision="int8")
-    elif key == "coreml-fp16":
-        path = export_mlpackage(fp, out, precision="fp16", size=size)
-    else:
-        path = export_mlpackage(q if q is not None and q.quant_backend == "coreml" else fp, out, precision="w8a8",
-                                size=size)
+    backend, precision = artifact_backend(key)
+    src = load_source(float_ckpt)
+    if precision == backend.shipped[1] and int8_program is not None:
+        q = load_source(int8_program)
+        if q.quant_backend == backend.name:   # quantized for this backend (QAT); else PTQ of the float model
+            src = q
+    path = backend.export(src, Path(out_dir), precision=precision, size=size)
     return path, round(time.time() - t, 1)
 
 

@@ -26,6 +26,7 @@ from compress.search import (
 from eapnet import EAPNetConfig, count_maccs
 from eapnet.macs import format_maccs
 from eapnet.checkpoint import load_model, save_checkpoint
+from eapnet.data import SHARED_SAMPLES as SHARED
 from eapnet.model import EAPNet
 
 # Small enough for milliseconds, wide enough (multiples of 8 above the floor) for every knob to be prunable.
@@ -390,15 +391,25 @@ def test_qat_cli_exports_and_checks_all_four_artifacts(tmp_path):
 
     from mobile_export.pipeline import ARTIFACTS
 
-    rc, out = _qat_run(tmp_path)
+    rc, out = _qat_run(tmp_path, "--tile", "64", "--tile-overlap", "24")
     assert rc == 0
     ex = json.loads((out / "report.json").read_text())["export"]
-    assert ex["passed"] and list(ex["artifacts"]) == list(ARTIFACTS)
+    tiled = [f"{k}@64" for k in ARTIFACTS]
+    assert ex["passed"] and list(ex["artifacts"]) == list(ARTIFACTS) + tiled
     for a in ex["artifacts"].values():
         assert (out / a["file"]).exists() and a["bytes"] > 0 and a["passed"]
     parity_rep = json.loads((out / "parity" / "parity.json").read_text())
-    assert [r["precision"] for r in parity_rep["artifacts"]] == ["fp32", "int8", "fp16", "w8a8"]
+    assert [r["precision"] for r in parity_rep["artifacts"]] == ["fp32", "int8", "fp16", "w8a8"] * 2
     assert all(r["float"]["path"].endswith("compressed.pt") for r in parity_rep["artifacts"])
+    # --tile: the same four at 64x64, each also run tiled over the full-size frame and stitched
+    for r in parity_rep["artifacts"][4:]:
+        assert r["size"] == [64, 64]
+        if (SHARED / "fullres_no_gt").is_dir():
+            assert r["stitched"]["tile"] == [64, 64] and r["stitched"]["overlap"] == 24
+            assert r["stitched"]["summary"]["fullres"]["scenes"] == 1
+    for key in tiled:
+        if (SHARED / "fullres_no_gt").is_dir():
+            assert ex["artifacts"][key]["stitched_psnr_mu_vs_float_min"] >= 32.0
 
 
 def test_export_workers_report_a_failure_in_the_parent(tmp_path):

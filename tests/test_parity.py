@@ -13,7 +13,7 @@ from torch import nn
 from compress.quantize import convert, prepare_ptq
 from eapnet.checkpoint import save_checkpoint
 from eapnet.model import EAPNet
-from mobile_export import parity
+from mobile_export import canvas, localise, parity
 from mobile_export.common import load_source
 
 CFG = TINY.replace(base="merge")
@@ -45,7 +45,7 @@ def exported(tmp_path_factory):
 
 def _scene(dataset, sid, h, w, evs=(-2.0, 0.0, 2.0), gt=True, seed=0):
     rng = np.random.default_rng(seed)
-    return parity.Scene(dataset, sid, rng.random((3, h, w, 3), dtype=np.float32), np.asarray(evs, np.float32),
+    return canvas.Scene(dataset, sid, rng.random((3, h, w, 3), dtype=np.float32), np.asarray(evs, np.float32),
                         rng.random((h, w, 3), dtype=np.float32) if gt else None)
 
 
@@ -54,7 +54,7 @@ def _scene(dataset, sid, h, w, evs=(-2.0, 0.0, 2.0), gt=True, seed=0):
 
 def test_pack_places_scenes_apart_and_recovers_them():
     scenes = [_scene("a", str(i), 40, 50, seed=i) for i in range(5)] + [_scene("b", "x", 30, 30, (-1, 0, 1))]
-    canvases = parity.pack(scenes, (100, 200), gutter=6)
+    canvases = canvas.pack(scenes, (100, 200), gutter=6)
     assert [len(c.places) for c in canvases] == [3, 2, 1]       # cells 52x62: 1 row of 3 per canvas; 5 = 3 + 2
     assert [tuple(c.evs) for c in canvases] == [(-2, 0, 2)] * 2 + [(-1, 0, 1)]
     for c in canvases:
@@ -72,7 +72,7 @@ def test_pack_places_scenes_apart_and_recovers_them():
 
 def test_pack_crops_a_scene_larger_than_the_canvas():
     big = _scene("fullres", "0", 120, 300, gt=False)
-    (c,) = parity.pack([big], (100, 200), gutter=16)
+    (c,) = canvas.pack([big], (100, 200), gutter=16)
     s, y, x = c.places[0]
     assert (y, x) == (0, 0) and s.cropped_from == (120, 300)
     assert np.array_equal(c.ldrs, big.ldrs[:, 10:110, 50:250])
@@ -81,18 +81,18 @@ def test_pack_crops_a_scene_larger_than_the_canvas():
 def test_scenes_share_one_exposure_triple_unless_asked_for_all():
     # Each extra exposure triple costs a full-size canvas per artifact: by default every dataset contributes
     # scenes of the first dataset's most common triple (calib: [-2, 0, 2]), and the small ones share a canvas.
-    shared, _ = parity.load_scenes(("calib", "heldout"), limit=4)
+    shared, _ = canvas.load_scenes(("calib", "heldout"), limit=4)
     assert [s.dataset for s in shared] == ["calib"] * 4 + ["heldout"] * 4
     assert {tuple(s.evs) for s in shared} == {(-2.0, 0.0, 2.0)}
-    assert len(parity.pack(shared, (1060, 1900))) == 1
-    every, _ = parity.load_scenes(("calib", "heldout"), limit=4, shared_exposures=False)
+    assert len(canvas.pack(shared, (1060, 1900))) == 1
+    every, _ = canvas.load_scenes(("calib", "heldout"), limit=4, shared_exposures=False)
     assert [s.id for s in every if s.dataset == "calib"] == ["0000", "0001", "0002", "0003"]
-    assert len({tuple(s.evs) for s in every}) > 1 and len(parity.pack(every, (1060, 1900))) > 1
+    assert len({tuple(s.evs) for s in every}) > 1 and len(canvas.pack(every, (1060, 1900))) > 1
 
 
 def test_pack_rejects_negative_gutter():
     with pytest.raises(ValueError, match="gutter"):
-        parity.pack([_scene("a", "0", 8, 8)], (16, 16), gutter=-1)
+        canvas.pack([_scene("a", "0", 8, 8)], (16, 16), gutter=-1)
 
 
 # ------------------------------------------------------------------------------------------ thresholds
@@ -136,7 +136,7 @@ def test_int8_floor_follows_the_float_models_own_error_on_scenes_with_ground_tru
 def test_the_diagnosed_scene_is_the_one_furthest_below_its_own_floor():
     def scene(dataset, gt):
         z = np.zeros((3, 8, 8, 3), np.float32)
-        return parity.Scene(dataset, "0", z, np.zeros(3, np.float32), z[0] if gt else None)
+        return canvas.Scene(dataset, "0", z, np.zeros(3, np.float32), z[0] if gt else None)
 
     dark, frame = scene("calib", True), scene("fullres", False)
     rows = [{"dataset": "calib", "id": "0", "psnr_mu_vs_float": 28.0, "float_psnr_mu": 19.5},   # floor 25.5: passes
@@ -159,10 +159,10 @@ def test_thresholds_tighten_with_precision():
 def test_localise_names_the_first_jumps():
     rows = [{"layer": n, "rel_err": e} for n, e in
             [("a", 0.002), ("b", 0.003), ("c", 0.02), ("d", 0.021), ("e", 0.3), ("f", 0.1)]]
-    loc = parity.localise(rows)
+    loc = localise.localise(rows)
     assert [j["layer"] for j in loc["first_jumps"]] == ["a", "c", "e"]
     assert loc["worst"]["layer"] == "e" and loc["layers"] == 6
-    assert parity.localise([{"layer": "a", "rel_err": 1e-5}])["first_jumps"] == []   # below the floor
+    assert localise.localise([{"layer": "a", "rel_err": 1e-5}])["first_jumps"] == []   # below the floor
 
 
 def test_layer_errors_match_every_conv_of_an_int8_model():
@@ -171,7 +171,7 @@ def test_layer_errors_match_every_conv_of_an_int8_model():
     model = _model()
     q = convert(prepare_ptq(model, "xnnpack", [example_inputs((32, 32), batch=2)]))
     x, e = example_inputs((32, 32))
-    rows = parity.layer_errors(model, q, x, e)
+    rows = localise.layer_errors(model, q, x, e)
     convs = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     assert sorted(r["layer"] for r in rows) == sorted(convs)
     assert all(0 < r["rel_err"] < 1 for r in rows)
@@ -179,7 +179,7 @@ def test_layer_errors_match_every_conv_of_an_int8_model():
     broken = _model()
     with torch.no_grad():
         broken.tail.pw.weight.mul_(3.0)
-    loc = parity.localise(parity.layer_errors(broken, q, x, e))
+    loc = localise.localise(localise.layer_errors(broken, q, x, e))
     assert loc["worst"]["layer"] == "tail.pw"
     assert "tail.pw" in [j["layer"] for j in loc["first_jumps"]]
 
@@ -223,7 +223,7 @@ def test_a_tile_program_is_also_checked_stitched_over_the_full_size_frame(export
     from eapnet.metrics import psnr_mu
 
     ldrs, evs, _ = generate_scene(5, 160, 224)
-    frame = parity.Scene("fullres", "0000", ldrs, evs, None)
+    frame = canvas.Scene("fullres", "0000", ldrs, evs, None)
     monkeypatch.setattr(parity, "load_scenes", lambda *a, **k: ([frame], {}))
     plain = parity.run_parity([exported["pte"]], float_spec=str(exported["ckpt"]), write_back=False,
                               progress=False, log=lambda *_: None)
@@ -307,7 +307,7 @@ def test_unreadable_or_unresolvable_artifacts_fail_clearly(exported, tmp_path, c
     assert "not an ExecuTorch program (no ET<nn> flatbuffer identifier" in fails[0]
     assert "pass --model" in fails[1]
     assert "no artifact at" in fails[2]
-    assert "want .pte or .mlpackage" in fails[3]
+    assert "want one of .pte, .mlpackage" in fails[3]
 
 
 def test_damaged_programs_fail_one_row_each_and_the_run_completes(exported, tmp_path, capsys):

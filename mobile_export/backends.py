@@ -1,0 +1,99 @@
+"""The phone backends in one table: what each exports, from what, and how its files are run.
+
+=========  =============  ==============  ==================  =======================================
+backend    artifact keys  file            precisions shipped  exporter / opener
+=========  =============  ==============  ==================  =======================================
+xnnpack    ``pte-*``      ``.pte``        fp32, int8          ``mobile_export.executorch_export``
+coreml     ``coreml-*``   ``.mlpackage``  fp16, w8a8          ``mobile_export.coreml_export``
+=========  =============  ==============  ==================  =======================================
+
+A backend's name is also its quantizer flavour (``compress.quantize.QUANT_BACKENDS``): its int8 artifact is
+made from an int8 program quantized for it (``compress/qat.py --backend``), else by post-training quantization
+of the float model on ``calib_data``. Adding a backend: a quantizer flavour in ``compress.quantize``, an
+exporter module with an export function ``(source, out_dir, *, precision, size) -> Path`` and an opener
+``(path, *, threads) -> Artifact``, a row here and, for a new precision, a row of ``mobile_export.parity.THRESHOLDS``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+__all__ = ["ARTIFACTS", "BACKENDS", "Artifact", "Backend", "artifact_backend", "open_artifact"]
+
+
+@dataclass
+class Artifact:
+    """An exported file ready to run: ``artifact(ldrs (1, 3, 3, H, W), evs (1, 3)) -> hdr (1, 3, H, W)``
+    (LDRs gamma-encoded in [0, 1], EVs in stops, output gamma-encoded HDR)."""
+
+    path: Path
+    kind: str                       # "pte" | "mlpackage"
+    precision: str                  # fp32 | int8 (pte); fp32 | fp16 | int8w | w8a8 (mlpackage)
+    size: tuple[int, int]           # (H, W) of the fixed input
+    executor: str                   # what executes it, e.g. "reference-executed (mobile_export.mil_interp)"
+    meta: dict = field(default_factory=dict)
+    run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    def __call__(self, ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
+        return self.run(ldrs, evs)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str                       # quantizer flavour and the word in file names
+    key: str                        # prefix of its artifact keys (``pte-int8``)
+    suffix: str                     # file suffix
+    shipped: tuple[str, str]        # (float, int8) precisions the main job ships
+    exporter: str                   # "module:function", (source, out_dir, *, precision, size) -> Path
+    opener: str                     # "module:function", (path, *, threads) -> Artifact
+
+    def export(self, source, out_dir: str | os.PathLike, *, precision: str, size: tuple[int, int]) -> Path:
+        return _function(self.exporter)(source, out_dir, precision=precision, size=size)
+
+    def open(self, path: Path, *, threads: int | None = None) -> Artifact:
+        return _function(self.opener)(path, threads=threads)
+
+
+def _function(spec: str):
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)   # imported on use: each backend's stack is heavy
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("xnnpack", "pte", ".pte", ("fp32", "int8"),
+            "mobile_export.executorch_export:export_pte", "mobile_export.executorch_export:open_pte"),
+    Backend("coreml", "coreml", ".mlpackage", ("fp16", "w8a8"),
+            "mobile_export.coreml_export:export_mlpackage", "mobile_export.coreml_export:open_mlpackage"),
+)}
+
+ARTIFACTS: tuple[str, ...] = tuple(f"{b.key}-{p}" for b in BACKENDS.values() for p in b.shipped)
+"""Keys of the artifacts the main job ships: ``pte-fp32``, ``pte-int8``, ``coreml-fp16``, ``coreml-w8a8``."""
+
+
+def artifact_backend(key: str) -> tuple[Backend, str]:
+    """``(backend, precision)`` of an artifact key of :data:`ARTIFACTS`."""
+    for b in BACKENDS.values():
+        for p in b.shipped:
+            if key == f"{b.key}-{p}":
+                return b, p
+    raise ValueError(f"unknown artifact {key!r}; choose from {list(ARTIFACTS)}")
+
+
+def open_artifact(path: str | os.PathLike, *, threads: int | None = None) -> Artifact:
+    """Open an exported file for execution with its backend (chosen by suffix).
+
+    Raises ``FileNotFoundError`` for a missing path, ``ValueError`` for anything else than our artifacts
+    (unknown suffix, no sidecar/metadata, an unloadable program)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no artifact at {path}")
+    for b in BACKENDS.values():
+        if path.suffix == b.suffix:
+            return b.open(path, threads=threads)
+    raise ValueError(f"{path}: not an exported artifact (want one of "
+                     f"{', '.join(b.suffix for b in BACKENDS.values())})")
