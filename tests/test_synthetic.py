@@ -445,16 +445,26 @@ def test_light_changes_come_from_their_own_stream():
     base = SyntheticConfig()
     off = dataclasses.replace(base, light_change_prob_low_key=0.0, light_change_prob_bright=0.0)
     on = dataclasses.replace(base, light_change_prob_low_key=1.0, light_change_prob_bright=1.0,
-                             light_change_brighten_prob=1.0)
+                             light_change_kinds=(1.0, 0.0, 0.0))
     for seed in range(3):
         a = generate_scene_with_info(seed, 64, 64, off)
         b = generate_scene_with_info(seed, 64, 64, on)
         assert a[3]["light_change_stops"] == [0.0, 0.0]
-        assert all(1.0 <= s <= 4.0 for s in b[3]["light_change_stops"])
+        assert all(0.0 < s <= 4.0 for s in b[3]["light_change_stops"])
         assert np.array_equal(a[0][1], b[0][1]) and np.array_equal(a[2], b[2]) and np.array_equal(a[1], b[1])
         for i in (0, 2):  # brighter where the light falls
             assert b[0][i].mean() > a[0][i].mean()
         assert b[3]["motion_share"] > a[3]["motion_share"]
+    # another colour: brighter in some channels and darker in others somewhere
+    swap = dataclasses.replace(on, light_change_kinds=(0.0, 0.0, 1.0))
+    seen = False
+    for seed in range(6):
+        c = generate_scene_with_info(seed, 64, 64, swap)
+        d = c[0][2].astype(np.float64) - generate_scene_with_info(seed, 64, 64, off)[0][2]
+        seen |= bool(((d > 0.05).any(axis=-1) & (d < -0.05).any(axis=-1)).mean() > 0.01)
+    assert seen
+    with pytest.raises(ValueError, match="light_change_kinds"):
+        SyntheticConfig(light_change_kinds=(0.5, 0.5, 0.5))
     # no motion: no light changes either (every frame shows the medium frame's content)
     still = dataclasses.replace(on, object_motion=False)
     assert generate_scene_with_info(0, 64, 64, still)[3]["light_change_stops"] == [0.0, 0.0]

@@ -27,8 +27,9 @@ Pipeline of one scene (all randomness from ``np.random.default_rng(seed)``):
    textured procedural shapes with anti-aliased masks) translate/rotate/scale between frames,
    occluding and disoccluding the background; crowds of small movers (hands, heads). Lights that
    change between exposures (own seed stream; 35 % of the short and of the long frames of low-key
-   scenes, 5 % of bright ones): pools of light 2..16x brighter (or darker) in that frame than in the
-   medium one, as stage lights sweeping over a crowd; the ground truth keeps the medium frame's light.
+   scenes, 5 % of bright ones): pools of light up to 2..16x brighter, darker or of another colour in
+   that frame than in the medium one, as stage lights sweeping over a crowd; the ground truth keeps the
+   medium frame's light.
 3. **Sensor** (EAPNet Eq. 1 / NTIRE 2021 data model):
    ``I_i = min(Phi * t_i / g + I0 + n, I_max)`` with ``t_i = 2**ev_i``. The scene is normalised
    by an auto-exposure step so that ``Phi * t_medium / g`` *is* the medium frame's linear

@@ -156,15 +156,17 @@ class SyntheticConfig:
 
     # --- lights that change between exposures (stage lights sweeping over a crowd, flashes) ---
     light_change_prob_low_key: float = 0.35
-    """Probability, per short and per long frame of a low-key scene, that a light shines on part of the
-    scene in that frame but not in the medium one, or the other way round (own seed stream). The
-    real full-size stage frame shows it: in its crowd 10 % of the area is over a stop brighter in the
-    long frame than in the medium one (1 % darker), heads lit by a light absent from the medium frame."""
+    """Probability, per short and per long frame of a low-key scene, that the light on part of the scene
+    differs from the medium frame's (own seed stream). The real full-size stage frame shows it: in its
+    crowd 10 % of the area is over a stop brighter in the long frame than in the medium one (1 % darker),
+    heads lit yellow in the long frame and blue in the medium one (red 2-3 stops brighter, blue 1-2 stops
+    darker)."""
     light_change_prob_bright: float = 0.05
     light_change_stops: tuple[float, float] = (1.0, 4.0)
-    """Peak brightening (or darkening) of a changed light, in stops, log-uniform."""
-    light_change_brighten_prob: float = 0.75
-    """Share of changed lights that are on in the short / long frame only (the rest: on in the medium only)."""
+    """Peak change of a changed light, in stops, log-uniform."""
+    light_change_kinds: tuple[float, float, float] = (0.45, 0.2, 0.35)
+    """Shares of the changed pools of light: on in that frame only (brighter in the gel's channels), on in
+    the medium frame only (darker), another colour (brighter in some channels, darker in others)."""
     light_change_count_range: tuple[int, int] = (1, 3)
     light_change_size_range: tuple[float, float] = (0.08, 0.35)
     """Radius of a changed light's pool, fraction of the short side."""
@@ -190,9 +192,12 @@ class SyntheticConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         for name in ("crowd_prob_low_key", "crowd_prob_bright", "light_change_prob_low_key",
-                     "light_change_prob_bright", "light_change_brighten_prob"):
+                     "light_change_prob_bright"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if len(self.light_change_kinds) != 3 or min(self.light_change_kinds) < 0 or \
+                abs(sum(self.light_change_kinds) - 1.0) > 1e-6:
+            raise ValueError(f"light_change_kinds: three shares >= 0 that sum to 1, got {self.light_change_kinds}")
         if self.light_change_stops[0] < 0 or self.light_change_count_range[0] < 1 or self.light_change_size_range[0] <= 0:
             raise ValueError("light_change_stops must be >= 0, light_change_count_range >= 1 and "
                              "light_change_size_range > 0")

@@ -182,11 +182,17 @@ def _light_changes(rng: np.random.Generator, cfg: SyntheticConfig, h: int, w: in
                    low_key: bool) -> tuple[list[np.ndarray | None], list[float]]:
     """Lights that differ between exposures, from the scene's own light stream: for the short and the long
     frame, ``None`` (same light as the medium frame) or an ``(h, w, 3)`` float32 factor on that frame's
-    linear radiance: 1..4 soft pools of a gel's (or warm white) colour, ``2**stops`` brighter at their
-    centre (a light on in that frame only) or as much darker (on in the medium frame only). Also the
-    signed peak stops per frame (0 = unchanged)."""
+    linear radiance: 1..3 soft pools of light, each on in that frame only (up to ``2**stops`` brighter in a
+    gel's or warm white's channels), on in the medium frame only (as much darker) or of another colour
+    (brighter in some channels, darker in others); pools that overlap add in stops. Also the peak change
+    per frame in stops (0 = unchanged)."""
     p = (cfg.light_change_prob_low_key if low_key else cfg.light_change_prob_bright) if cfg.object_motion else 0.0
     s = min(h, w)
+
+    def colour():
+        return (np.array([1.0, 0.9, 0.75], np.float32) if rng.random() < 0.3
+                else _gel(rng, int(rng.choice(len(_GELS), p=_GEL_P)), 0.05))
+
     fields, stops = [], []
     for _ in range(2):
         if rng.random() >= p:
@@ -196,7 +202,8 @@ def _light_changes(rng: np.random.Generator, cfg: SyntheticConfig, h: int, w: in
         gh, gw, yy, xx = _grid(h, w, 192)
         xx, yy = xx * np.float32(gw / w), yy * np.float32(gh / h)   # grid pixel units
         f = (gw / w)
-        pool = np.zeros((gh, gw, 3), np.float32)
+        st = float(np.log2(_loguniform(rng, 2.0 ** cfg.light_change_stops[0], 2.0 ** cfg.light_change_stops[1])))
+        change = np.zeros((gh, gw, 3), np.float32)     # stops
         for _ in range(int(rng.integers(cfg.light_change_count_range[0], cfg.light_change_count_range[1] + 1))):
             r = rng.uniform(*cfg.light_change_size_range) * s * f
             cx, cy = rng.uniform(0.0, 1.0) * gw, rng.uniform(0.0, 1.0) * gh
@@ -207,16 +214,14 @@ def _light_changes(rng: np.random.Generator, cfg: SyntheticConfig, h: int, w: in
             edge = rng.uniform(0.15, 0.8)   # hard-edged spot .. soft wash
             spot = np.clip((1.0 - np.sqrt(u * u + v * v)) / edge, 0.0, 1.0)
             spot = spot * spot * (3.0 - 2.0 * spot)
-            col = (np.array([1.0, 0.9, 0.75], np.float32) if rng.random() < 0.3
-                   else _gel(rng, int(rng.choice(len(_GELS), p=_GEL_P)), 0.05))
-            np.maximum(pool, spot[..., None] * col, out=pool)
-        st = _loguniform(rng, 2.0 ** cfg.light_change_stops[0], 2.0 ** cfg.light_change_stops[1])
-        field = 1.0 + np.float32(st - 1.0) * pool
-        if rng.random() >= cfg.light_change_brighten_prob:
-            field = 1.0 / field
-            st = 1.0 / st
+            kind = int(rng.choice(3, p=cfg.light_change_kinds))
+            direction = colour() if kind == 0 else -colour() if kind == 1 else colour() - colour()
+            direction = direction / max(float(np.abs(direction).max()), 0.25)
+            change += spot[..., None] * direction.astype(np.float32)
+        np.clip(change, -1.0, 1.0, out=change)
+        field = np.exp2(np.float32(st) * change)
         fields.append(cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR))
-        stops.append(float(math.log2(st)))
+        stops.append(round(st * float(np.abs(change).max()), 4))
     return fields, stops
 
 
