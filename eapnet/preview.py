@@ -9,6 +9,11 @@ unaligned frames) shows coloured ghosts, and a model that de-ghosts removes them
 whole frame (downscaled), the bottom row a 1:1 crop (``--crop y0:y1,x0:x1``, default: the crowd below the
 stage). All panels share one tone map: the challenge's μ-law with tanh normalised by the 99th percentile of
 the base's linear radiance, so brightness differences are real.
+
+The frame's ghosts are mostly lights, not motion: in its crowd the long frame is over a stop brighter than
+the medium one on 10 % of the area, heads lit yellow in the long frame and blue in the medium one.
+:func:`light_ghosts` measures how much of that a merge keeps (printed by the command, recorded in the model
+cards).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from eapnet.cli import Parser, command
+from eapnet.metrics import DEFAULT_GAMMA as GAMMA
 
 DEFAULT_CROP = (600, 900, 760, 1240)  # y0, y1, x0, x1 at 1900x1060: hands and heads below the stage
 
@@ -35,16 +41,49 @@ def parse_crop(text: str) -> tuple[int, int, int, int]:
     return y0, y1, x0, x1
 
 
-def preview_panels(model, ldrs: np.ndarray, evs: np.ndarray) -> dict[str, np.ndarray]:
-    """``{"medium", "base", "model"}`` 8-bit RGB ``(H, W, 3)`` images of one scene, sharing one tone map."""
+def light_ghosts(hdr: np.ndarray, ldrs: np.ndarray, evs: np.ndarray, *, lit_stops: float = 1.0,
+                 sigma: float = 3.0) -> float:
+    """Stops by which ``hdr`` (gamma-encoded, ``(H, W, 3)``, in the medium frame's geometry) is brighter than
+    the medium frame where the long frame is lit by a light the medium frame lacks, beyond what it is
+    elsewhere. 0: the lit regions follow the medium frame (the reference) like the rest of the frame;
+    positive: the long frame's light leaks in (a ghost); negative: darker than the reference there.
+
+    Luminance in linear units, blurred by ``sigma`` px so that noise averages out. Lit: the long frame, brought
+    to the medium exposure, is ``lit_stops`` brighter than the medium frame beyond the frame's median ratio,
+    and the medium frame is unclipped. Reference: pixels whose ratio is within 0.3 stop of the median and
+    whose medium brightness lies in the lit pixels' 10..90th percentile. Returns the median log2 ratio of
+    ``hdr`` to the medium frame over the lit pixels minus that over the reference pixels (nan without lit
+    pixels)."""
+    import cv2
+
+    def lum(x):
+        return cv2.GaussianBlur(np.ascontiguousarray((np.maximum(x, 0.0) ** GAMMA).mean(axis=-1), np.float32),
+                                (0, 0), sigma)
+
+    medium = lum(ldrs[1])
+    ratio = np.log2((lum(ldrs[2]) / 2.0 ** float(evs[2] - evs[1]) + 1e-4) / (medium + 1e-4))
+    unclipped = ldrs[1].max(axis=-1) < 0.9
+    lit = (ratio - np.median(ratio) > lit_stops) & unclipped
+    if not lit.any():
+        return float("nan")
+    lo, hi = np.percentile(medium[lit], [10, 90])
+    ref = (np.abs(ratio - np.median(ratio)) < 0.3) & (medium >= lo) & (medium <= hi) & unclipped
+    d = np.log2((lum(hdr) + 1e-4) / (medium + 1e-4))
+    return float(np.median(d[lit]) - np.median(d[ref]))
+
+
+def preview_panels(model, ldrs: np.ndarray, evs: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """``{"medium", "base", "model"}`` 8-bit RGB ``(H, W, 3)`` images of one scene, sharing one tone map, and
+    :func:`light_ghosts` of the base and the model (stops)."""
     from eapnet.baselines import radiance_merge
     from eapnet.outputs import tonemap_preview
     from eapnet.inference import predict
 
     base = radiance_merge(ldrs, evs)
     out = np.maximum(predict(model, ldrs, evs), 0.0)
-    return {"medium": tonemap_preview(np.clip(ldrs[1], 0, 1), base), "base": tonemap_preview(base, base),
-            "model": tonemap_preview(out, base)}
+    panels = {"medium": tonemap_preview(np.clip(ldrs[1], 0, 1), base), "base": tonemap_preview(base, base),
+              "model": tonemap_preview(out, base)}
+    return panels, {"base": light_ghosts(base, ldrs, evs), "model": light_ghosts(out, ldrs, evs)}
 
 
 def compose(panels: dict[str, np.ndarray], crop: tuple[int, int, int, int], width: int = 640,
@@ -77,8 +116,9 @@ def compose(panels: dict[str, np.ndarray], crop: tuple[int, int, int, int], widt
 
 
 def render(model, out: Path, crop=DEFAULT_CROP, folder: Path | None = None, sample: str = "0000",
-           label: str = "model") -> Path:
-    """Render the preview of ``folder/sample`` (default: the shared full-size frame) to ``out`` (PNG)."""
+           label: str = "model") -> tuple[Path, dict[str, float]]:
+    """Render the preview of ``folder/sample`` (default: the shared full-size frame) to ``out`` (PNG); returns
+    the path and :func:`light_ghosts` of the base and the model (stops)."""
     import cv2
 
     from eapnet.data import SHARED_SAMPLES, read_ntire
@@ -86,12 +126,13 @@ def render(model, out: Path, crop=DEFAULT_CROP, folder: Path | None = None, samp
 
     folder = Path(folder) if folder is not None else SHARED_SAMPLES / "fullres_no_gt"
     ldrs, evs, _ = read_ntire(folder, sample)
-    img = compose(preview_panels(model, ldrs, evs), crop, label=label)
+    panels, ghosts = preview_panels(model, ldrs, evs)
+    img = compose(panels, crop, label=label)
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]))
     if not ok:
         raise RuntimeError(f"{out}: could not encode the preview")
     atomic_write_bytes(out, buf.tobytes())
-    return out
+    return out, ghosts
 
 
 @command
@@ -119,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.is_dir():
         p.error(f"--data {folder}: no such folder")
     model = load_model(args.model)
-    render(model, args.out, crop, folder, args.id, label=Path(args.model).stem)
+    _, ghosts = render(model, args.out, crop, folder, args.id, label=Path(args.model).stem)
     print(f"wrote {args.out}")
+    print(f"light ghosts (stops brighter than the medium frame where only the long frame is lit; 0 = none): "
+          f"base {ghosts['base']:+.2f}, model {ghosts['model']:+.2f}")
     return 0
 
 

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ablation = ablation_table(model, standard_sets(args.heldout, args.size))
     preview = None
     if (SHARED_SAMPLES / "fullres_no_gt").is_dir() and args.preview_dir is not None:
-        preview = render(model, args.preview_dir / f"fullres_{args.name}.png", label=args.name)
+        preview, ghosts = render(model, args.preview_dir / f"fullres_{args.name}.png", label=args.name)
     hw = args.hardware or f"{cpu_name()}, {cfg.get('threads') or 'all'} thread(s)"
     chain = lineage(cfg, args.run, int(ckpt["step"]))
     before = chain[:-1]
@@ -268,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
                   "", "`python -m eapnet.preview --model {0} --out docs/{1}`: medium frame, radiance-merge base "
                   "and the model on the challenge's full-size example (no ground truth), one tone map; bottom "
                   "row a 1:1 crop of the crowd, where people moved between the exposures.".format(args.name,
-                                                                                                 preview.name), ""]
+                                                                                                 preview.name), "",
+                  f"Light ghosts (`eapnet.preview.light_ghosts`): where only the long frame is lit, the output is "
+                  f"{ghosts['model']:+.2f} stops brighter than the medium frame beyond the rest of the frame "
+                  f"(the base {ghosts['base']:+.2f}; 0 = the lit regions follow the medium frame).", ""]
     lines += ["## Commands", "", "```bash", *(cmd for c in chain for cmd in c["commands"]),
               f"python -m eapnet.ship --run {args.run} --name {args.name} --heldout {args.heldout} --size {args.size}",
               "```", "", "Resolved training config (every key of `eapnet/configs/train.yaml`):", "", "```yaml",
