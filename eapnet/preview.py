@@ -43,17 +43,18 @@ def parse_crop(text: str) -> tuple[int, int, int, int]:
 
 def light_ghosts(hdr: np.ndarray, ldrs: np.ndarray, evs: np.ndarray, *, lit_stops: float = 1.0,
                  sigma: float = 3.0) -> float:
-    """Stops by which ``hdr`` (gamma-encoded, ``(H, W, 3)``, in the medium frame's geometry) is brighter than
-    the medium frame where the long frame is lit by a light the medium frame lacks, beyond what it is
-    elsewhere. 0: the lit regions follow the medium frame (the reference) like the rest of the frame;
-    positive: the long frame's light leaks in (a ghost); negative: darker than the reference there.
+    """Stops by which ``hdr`` (gamma-encoded, ``(H, W, 3)``, in the medium frame's geometry) departs from the
+    medium frame where the long frame is lit by a light the medium frame lacks, beyond its departure
+    elsewhere. 0: the lit regions follow the medium frame (the reference) like the rest of the frame; a
+    ghost departs either way (the long frame's light leaking in, or dark blotches where the model rejects
+    it unevenly).
 
     Luminance in linear units, blurred by ``sigma`` px so that noise averages out. Lit: the long frame, brought
     to the medium exposure, is ``lit_stops`` brighter than the medium frame beyond the frame's median ratio,
     and the medium frame is unclipped. Reference: pixels whose ratio is within 0.3 stop of the median and
-    whose medium brightness lies in the lit pixels' 10..90th percentile. Returns the median log2 ratio of
-    ``hdr`` to the medium frame over the lit pixels minus that over the reference pixels (nan without lit
-    pixels)."""
+    whose medium brightness lies in the lit pixels' 10..90th percentile. With ``d`` the log2 ratio of ``hdr``
+    to the medium frame, centred on its median over the reference pixels: mean ``|d|`` over the lit pixels
+    minus mean ``|d|`` over the reference pixels (nan without lit pixels)."""
     import cv2
 
     def lum(x):
@@ -69,7 +70,8 @@ def light_ghosts(hdr: np.ndarray, ldrs: np.ndarray, evs: np.ndarray, *, lit_stop
     lo, hi = np.percentile(medium[lit], [10, 90])
     ref = (np.abs(ratio - np.median(ratio)) < 0.3) & (medium >= lo) & (medium <= hi) & unclipped
     d = np.log2((lum(hdr) + 1e-4) / (medium + 1e-4))
-    return float(np.median(d[lit]) - np.median(d[ref]))
+    d -= np.median(d[ref])
+    return float(np.abs(d[lit]).mean() - np.abs(d[ref]).mean())
 
 
 def preview_panels(model, ldrs: np.ndarray, evs: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -162,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model)
     _, ghosts = render(model, args.out, crop, folder, args.id, label=Path(args.model).stem)
     print(f"wrote {args.out}")
-    print(f"light ghosts (stops brighter than the medium frame where only the long frame is lit; 0 = none): "
-          f"base {ghosts['base']:+.2f}, model {ghosts['model']:+.2f}")
+    print(f"light ghosts (stops off the medium frame where only the long frame is lit, beyond elsewhere; "
+          f"0 = none): base {ghosts['base']:.2f}, model {ghosts['model']:.2f}")
     return 0
 
 

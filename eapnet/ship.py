@@ -6,7 +6,8 @@
 Reads the run's ``model.pt`` (or, for a run stopped early, ``last.pt``), keeps only the EMA weights, config,
 step and training config (no optimizer: a few MB), writes ``eapnet/weights/<name>.pt`` and measures the
 shipped model. The card ``eapnet/weights/<name>.md`` records data, steps, samples seen, hardware, wall time,
-the recipe, the training curve (held-out PSNR-μ against samples seen, from ``log.csv``), the evaluation
+the recipe, the training curve (held-out PSNR-μ against samples seen, from ``log.csv``; the lineage is
+also stored in the shipped file, so later ships keep it when the run folders are gone), the evaluation
 against the classical baselines (whole frame and inside moving regions), the block ablation table
 (:mod:`eapnet.ablate`), the dead-channel share (:mod:`eapnet.diagnostics`), the preview of the real
 full-size frame (``docs/fullres_<name>.png``, :mod:`eapnet.preview`) and the exact commands.
@@ -93,14 +94,18 @@ def training_curve(log_csv: Path, batch: int) -> list[tuple[int, float, float | 
 def lineage(cfg: dict, run: Path, steps: int) -> list[dict]:
     """The runs behind a checkpoint of ``steps`` steps, oldest first: every ``init_from`` before ``run``, then
     ``run``. Each entry: ``run`` folder, ``steps``, ``batch_size``, ``seed``, ``recipe`` (:func:`recipe_text`),
-    ``wall_s`` and ``commands`` (from the folder; 0 s and none where it is gone). A parent checkpoint that can
-    no longer be read ends the history. A parent that is a shipped weights file stands for the run it was
-    shipped from (its ``metrics.source``), so continue a shipped model before shipping over it."""
+    ``wall_s`` (None where unknown), ``commands`` and ``curve`` (validation rows ``[step, held-out, real]``),
+    read from the run's folder. A parent that is a shipped weights file stands for the run it was shipped
+    from (its ``metrics.source``); one shipped with its lineage (``metrics.lineage``, every ship since the
+    record was added) gives its whole history, so the run folders need not survive. A parent whose folder
+    is gone is looked up among the committed versions of the shipped weights by that source; a parent that
+    can no longer be read at all ends the history."""
     chain, seen = [(run, cfg, steps)], {Path(run).resolve()}
+    recorded: list[dict] = []
     while chain[-1][1].get("init_from"):
         parent = Path(chain[-1][1]["init_from"])
-        versions = _committed_versions(parent)   # a shipped file shipped over since: its earlier versions
-        ck = None
+        versions = _committed_versions(parent) or _shipped_from(parent)
+        ck, later = None, []
         for candidate in [None, *versions]:
             try:
                 ck = read_checkpoint(parent) if candidate is None else candidate()
@@ -112,14 +117,44 @@ def lineage(cfg: dict, run: Path, steps: int) -> list[dict]:
             folder = Path(source).parent if source else parent.parent
             if folder.resolve() not in seen:
                 break
-            ck = None   # this version is a later link of the chain: the run started from an earlier one
+            # a later link of the chain (the run started from an earlier version); its record, if any,
+            # holds the history before the runs already walked
+            rec = (ck.get("metrics") or {}).get("lineage") or []
+            cut = next((i for i, e in enumerate(rec) if Path(e["run"]).resolve() in seen), len(rec))
+            later = later or rec[:cut]
+            ck = None
+        if later or ck is not None and (ck.get("metrics") or {}).get("lineage"):
+            recorded = later or ck["metrics"]["lineage"]   # the shipped file carries its history: it ends the walk
+            break
         if ck is None:
             break
         seen.add(folder.resolve())
         chain.append((folder, ck["train_config"], int(ck["step"])))
-    return [{"run": r, "steps": n, "batch_size": c["batch_size"], "seed": c["seed"], "recipe": recipe_text(c),
-             "wall_s": wall_time_s(r / "log.csv") if (r / "log.csv").is_file() else 0.0, "commands": _commands(r)}
-            for r, c, n in reversed(chain)]
+    entries = [dict(e, run=Path(e["run"])) for e in recorded]
+    for r, c, n in reversed(chain):
+        log = r / "log.csv"
+        entries.append({"run": r, "steps": n, "batch_size": c["batch_size"], "seed": c["seed"],
+                        "recipe": recipe_text(c), "wall_s": wall_time_s(log) if log.is_file() else None,
+                        "commands": _commands(r),
+                        "curve": [[st, v, rl] for st, v, rl in training_curve(log, c["batch_size"]) if st <= n]
+                        if log.is_file() else []})
+    return entries
+
+
+def _shipped_from(source: Path) -> list:
+    """Loaders of the committed shipped weights whose ``metrics.source`` is ``source`` (a run's checkpoint
+    whose folder is gone), newest first."""
+    want = source.as_posix()
+    out = []
+    for shipped in sorted(WEIGHTS_DIR.glob("*.pt")):
+        for load in _committed_versions(shipped):
+            def check(load=load):
+                ck = load()
+                if (ck.get("metrics") or {}).get("source") != want:
+                    raise CheckpointError(f"not shipped from {want}")
+                return ck
+            out.append(check)
+    return out
 
 
 def _committed_versions(path: Path) -> list:
@@ -200,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     hw = args.hardware or f"{cpu_name()}, {cfg.get('threads') or 'all'} thread(s)"
     chain = lineage(cfg, args.run, int(ckpt["step"]))
     before = chain[:-1]
-    wall = sum(c["wall_s"] for c in chain)
+    wall = sum(c["wall_s"] or 0.0 for c in chain)
+    unknown_wall = [str(c["run"]) for c in chain if c["wall_s"] is None]
     maccs, params = count_maccs(model), count_params(model)
     samples = sum(c["steps"] * c["batch_size"] for c in chain)
     all_steps = sum(c["steps"] for c in chain)
@@ -218,16 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         + (f" ({ckpt['step']:,} in this run)" if before else "")
         + " (the paper trains 10,000,000 steps of 32 x 256^2 on 4 GPUs).",
         f"- Recipe: {recipe_text(cfg)}." + history,
-        f"- Hardware: {hw}. Wall time: {wall / 3600:.2f} h.",
+        f"- Hardware: {hw}. Wall time: {wall / 3600:.2f} h"
+        + (f" (not counting {', '.join(f'`{r}`' for r in unknown_wall)}: no log left)." if unknown_wall else "."),
         f"- Source checkpoint: `{src}` at step {ckpt['step']}; code at commit {_run_commit(args.run)}.", "",
         *([args.note, ""] if args.note else []),
     ]
     curve, offset = [], 0
     for c in chain:
-        log = c["run"] / "log.csv"
-        if log.is_file():
-            curve += [(str(c["run"]), step, offset + step * c["batch_size"], v, r)
-                      for step, v, r in training_curve(log, c["batch_size"]) if step <= c["steps"]]
+        curve += [(str(c["run"]), step, offset + step * c["batch_size"], v, r) for step, v, r in c["curve"]]
         offset += c["steps"] * c["batch_size"]
     if curve:
         lines += ["## Training curve", "",
@@ -269,16 +303,17 @@ def main(argv: list[str] | None = None) -> int:
                   "and the model on the challenge's full-size example (no ground truth), one tone map; bottom "
                   "row a 1:1 crop of the crowd, where people moved between the exposures.".format(args.name,
                                                                                                  preview.name), "",
-                  f"Light ghosts (`eapnet.preview.light_ghosts`): where only the long frame is lit, the output is "
-                  f"{ghosts['model']:+.2f} stops brighter than the medium frame beyond the rest of the frame "
-                  f"(the base {ghosts['base']:+.2f}; 0 = the lit regions follow the medium frame).", ""]
+                  f"Light ghosts (`eapnet.preview.light_ghosts`): where only the long frame is lit, the output "
+                  f"departs from the medium frame by {ghosts['model']:.2f} stops more than elsewhere (mean, "
+                  f"either way; the base {ghosts['base']:.2f}; 0 = the lit regions follow the medium frame).", ""]
     lines += ["## Commands", "", "```bash", *(cmd for c in chain for cmd in c["commands"]),
               f"python -m eapnet.ship --run {args.run} --name {args.name} --heldout {args.heldout} --size {args.size}",
               "```", "", "Resolved training config (every key of `eapnet/configs/train.yaml`):", "", "```yaml",
               yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```"]
     # weights and card are written together, after every measurement succeeded
+    record = [dict(c, run=Path(c["run"]).as_posix()) for c in chain]    # the history travels with the weights
     save_checkpoint(out_pt, model, step=ckpt["step"], train_config=cfg,
-                    metrics={"source": str(src), **ckpt.get("metrics", {})}, with_rng=False)
+                    metrics={"source": str(src), **ckpt.get("metrics", {}), "lineage": record}, with_rng=False)
     card = args.weights_dir / f"{args.name}.md"
     atomic_write_text(card, "\n".join(lines) + "\n")
     print("\n".join(lines))

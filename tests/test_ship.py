@@ -87,7 +87,37 @@ def test_lineage_follows_a_shipped_file_to_the_run_it_came_from(tmp_path, tiny_c
                     metrics={"source": str(first / "model.pt")}, with_rng=False)
     chain = lineage({**base, "seed": 1, "init_from": str(shipped)}, tmp_path / "runs" / "second", 5)
     assert [(c["run"], c["steps"], c["seed"], c["wall_s"]) for c in chain] == [
-        (first, 20, 0, 60.0), (tmp_path / "runs" / "second", 5, 1, 0.0)]
+        (first, 20, 0, 60.0), (tmp_path / "runs" / "second", 5, 1, None)]   # None: no log of its own
+
+
+def test_lineage_recorded_in_the_shipped_file_outlives_the_run_folders(tmp_path, tiny_config):
+    """A shipped file records its whole history: a run continued from it keeps that history when every run
+    folder before it is gone, and re-shipping the same run takes the earlier history from the file it wrote."""
+    from eapnet.checkpoint import save_checkpoint
+    from eapnet.ship import lineage
+    from eapnet.training import load_config
+
+    model = eapnet.build_model(tiny_config)
+    base = {**load_config(Path(eapnet.__file__).parent / "configs" / "cpu.yaml"), "seed": 0}
+    record = [{"run": "runs/zero", "steps": 10, "batch_size": 8, "seed": 0, "recipe": "r0", "wall_s": 5.0,
+               "commands": ["train zero"], "curve": [[10, 25.0, None]]},
+              {"run": "runs/first", "steps": 20, "batch_size": 8, "seed": 1, "recipe": "r1", "wall_s": 7.0,
+               "commands": ["train first"], "curve": [[20, 26.0, 24.0]]}]
+    shipped = tmp_path / "weights" / "tiny.pt"
+    shipped.parent.mkdir()
+    save_checkpoint(shipped, model, step=20, train_config={**base, "init_from": "runs/zero/model.pt"},
+                    metrics={"source": "runs/first/model.pt", "lineage": record}, with_rng=False)
+    second = tmp_path / "runs" / "second"
+    chain = lineage({**base, "seed": 2, "init_from": str(shipped)}, second, 5)
+    assert [(str(c["run"]), c["steps"], c["wall_s"], c["curve"]) for c in chain] == [
+        ("runs/zero", 10, 5.0, [[10, 25.0, None]]), ("runs/first", 20, 7.0, [[20, 26.0, 24.0]]),
+        (str(second), 5, None, [])]
+    # the file shipped over from "second", whose own run continued the earlier version: re-shipping keeps it
+    save_checkpoint(shipped, model, step=5, train_config={**base, "seed": 2, "init_from": str(shipped)},
+                    metrics={"source": str(second / "model.pt"), "lineage": [*record, {**record[1], "run": str(second)}]},
+                    with_rng=False)
+    again = lineage({**base, "seed": 2, "init_from": str(shipped)}, second, 5)
+    assert [str(c["run"]) for c in again] == ["runs/zero", "runs/first", str(second)]
 
 
 def test_lineage_finds_the_version_of_a_shipped_file_a_run_started_from(tmp_path, tiny_config):
