@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up (first call only) and run the main job on the embedded defaults: compress the shipped
-# standard model to 100 GMAccs with the shipped calibration set (about 13 minutes on 2 CPU cores).
+# standard model to 100 GMAccs with the shipped calibration set (about 15 minutes on 2 CPU cores).
 # Extra arguments go to compress/qat.py, e.g. ./run.sh --target-maccs 80G
 set -euo pipefail
 cd "$(dirname "$0")"
