@@ -20,7 +20,7 @@ For each artifact (``.pte`` from ``mobile_export.executorch_export``, ``.mlpacka
    centre-cropped to the canvas). The float model sees the very same canvas, so artifact-vs-float numbers
    measure the artifact alone; scores against ground truth are of the cropped-out scenes (artifact and float
    side by side; near the gutters they can differ slightly from whole-scene evaluation). By default the
-   scenes share one exposure triple (:func:`load_scenes`), so that the small ones fill one canvas;
+   scenes share one exposure triple (:func:`mobile_export.canvas.load_scenes`), so that the small ones fill one canvas;
    ``--all-exposures`` takes each dataset's first scenes whatever their exposures.
 4. **Judge** with per-precision :data:`THRESHOLDS`: per-scene PSNR-mu of artifact vs float output (for int8,
    on a scene with ground truth the floor is at most the float model's own PSNR-mu there + a margin, see
@@ -28,7 +28,7 @@ For each artifact (``.pte`` from ``mobile_export.executorch_export``, ``.mlpacka
    against ground truth (float minus artifact, per dataset). Any breach fails the artifact; the command exits 1.
    A tile program (``--stitch``; ``compress/qat.py --tile 512`` exports them) is also run tiled over the whole
    full-size frame and the stitched output checked against the float model's whole-frame output.
-5. **Localise** a failure: the quantized eager model (the ``.pt2``, or post-training quantization redone on
+5. **Localise** a failure (``mobile_export.localise``): the quantized eager model (the ``.pt2``, or post-training quantization redone on
    ``calib_data``) is compared with the float model layer by layer (every conv, in execution order); the
    first layers whose relative error jumps are named. When the eager model is within budget, the drift is in
    the artifact itself (lowering, runtime or a damaged file) and the report says so.

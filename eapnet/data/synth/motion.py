@@ -200,8 +200,8 @@ def _light_changes(rng: np.random.Generator, cfg: SyntheticConfig, h: int, w: in
             stops.append(0.0)
             continue
         gh, gw, yy, xx = _grid(h, w, 192)
-        xx, yy = xx * np.float32(gw / w), yy * np.float32(gh / h)   # grid pixel units
-        f = (gw / w)
+        f = gw / w
+        xx, yy = xx * np.float32(f), yy * np.float32(gh / h)   # grid pixel units
         st = float(np.log2(_loguniform(rng, 2.0 ** cfg.light_change_stops[0], 2.0 ** cfg.light_change_stops[1])))
         change = np.zeros((gh, gw, 3), np.float32)     # stops
         for _ in range(int(rng.integers(cfg.light_change_count_range[0], cfg.light_change_count_range[1] + 1))):
