@@ -364,11 +364,11 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
                     extra={"teacher": str(cfg.model), "target_maccs": cfg.target_maccs, "maccs": maccs,
                            "resolution": [h, w]})
     t = time.time()
+    # Range-equalised, activation ranges from the calibration set, frozen (PTQ when qat_steps is 0): ranges
+    # that follow the training patches grow toward their rarest values and cost accuracy (compress/quantize.py).
     prepared = quantize.prepare_qat(copy.deepcopy(student).to(device), backend=cfg.backend,
-                                    example=_example(cfg.patch, device))
-    # Activation ranges from the calibration set, frozen (PTQ when qat_steps is 0): ranges that follow the
-    # training patches grow toward their rarest values and cost accuracy (compress/quantize.py).
-    quantize.calibrate(prepared, [(ldrs.to(device), evs.to(device)) for ldrs, evs, _ in as_batches(calib)])
+                                    example=_example(cfg.patch, device),
+                                    calib=[(ldrs.to(device), evs.to(device)) for ldrs, evs, _ in as_batches(calib)])
     if qat_steps:
         q = distill(prepared, teacher, stream, steps=qat_steps, batch=cfg.batch_size, lr=cfg.lr / 10,
                     weight=cfg.distill_weight, device=device, desc=f"{prefix}qat", progress=progress,

@@ -3,8 +3,8 @@ conversion to the Q/DQ reference model, and a ``.pt2`` file the mobile exporters
 
 The flow (torchao PT2E; graphs from ``torch.export``)::
 
-    prepared = prepare_qat(model, "xnnpack")          # fake-quant graph, train mode, float weights
-    calibrate(prepared, calib_batches)                # activation ranges from calibration scenes, frozen
+    # fake-quant graph (train mode) of the range-equalised model, activation ranges from calibration, frozen
+    prepared = prepare_qat(model, "xnnpack", calib=calib_batches)
     ...train prepared (ldrs (B, 3, 3, H, W) with H, W multiples of 8) like the float model...
     qmodel = convert(prepared)                        # Q/DQ int8 reference model
     save_quantized("runs/x/standard-q8-xnnpack.pt2", qmodel, None, {"config": cfg.to_dict(), ...})
@@ -283,28 +283,45 @@ def _xnnpack_config(per_channel: bool, qat: bool):
     return dataclasses.replace(cfg, input_activation=act, output_activation=act, weight=weight)
 
 
-def prepare_qat(model: nn.Module, backend: str = "xnnpack", example=None) -> torch.fx.GraphModule:
+def prepare_qat(model: nn.Module, backend: str = "xnnpack", example=None,
+                calib: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None, *,
+                equalise: bool = True) -> torch.fx.GraphModule:
     """Fake-quant graph of ``model`` for quantization-aware training, in train mode.
 
-    Calibrate its activation ranges first (:func:`calibrate`), then train it like the float model (any
-    optimizer over ``prepared.parameters()``) on ldrs whose H, W are multiples of 8 (or through
-    :class:`Padded`). Weight observers follow the weights on every forward; :func:`freeze_observers` stops
-    all observers. ``.train()``/``.eval()`` raise on exported graphs; the mode is set with torchao's
+    ``calib`` (``(ldrs, evs)`` batches as in :func:`prepare_ptq`): the graph is built from the
+    range-equalised model (:func:`compress.equalise.equalise`, unless ``equalise`` is False) and calibrated
+    on them (:func:`calibrate`); without ``calib``, calibrate it yourself before training. Then train it like
+    the float model (any optimizer over ``prepared.parameters()``) on ldrs whose H, W are multiples of 8 (or
+    through :class:`Padded`). Weight observers follow the weights on every forward; :func:`freeze_observers`
+    stops all observers. ``.train()``/``.eval()`` raise on exported graphs; the mode is set with torchao's
     ``move_exported_model_to_train/eval`` (it only affects dropout and batch norm).
     """
     from torchao.quantization.pt2e import move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     quantizer = quantizer_for(backend, qat=True)   # an unknown backend fails before the slow export
-    return move_exported_model_to_train(prepare_qat_pt2e(export_for_quant(model, example), quantizer))
+    if calib is not None and equalise:
+        model = _equalised(model, calib)
+    prepared = move_exported_model_to_train(prepare_qat_pt2e(export_for_quant(model, example), quantizer))
+    return prepared if calib is None else calibrate(prepared, calib)
+
+
+def _equalised(model: nn.Module, batches) -> nn.Module:
+    from compress.equalise import equalise
+
+    if not batches:
+        raise ValueError("calibration needs at least one batch")
+    return equalise(model, batches)
 
 
 def prepare_ptq(model: nn.Module, backend: str,
-                calib_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.fx.GraphModule:
+                calib_batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
+                equalise: bool = True) -> torch.fx.GraphModule:
     """Observed graph of ``model`` calibrated for post-training quantization; pass it to :func:`convert`.
 
     ``calib_batches``: ``(ldrs (B, 3, 3, H, W) in [0, 1], evs (B, 3))`` pairs, any H, W (padded to 8 as
-    in inference). Use several representative scenes: ranges from one input clip the others.
+    in inference). Use several representative scenes: ranges from one input clip the others. The graph is
+    built from the range-equalised model (:func:`compress.equalise.equalise`) unless ``equalise`` is False.
     """
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
@@ -312,6 +329,8 @@ def prepare_ptq(model: nn.Module, backend: str,
     if not calib_batches:
         raise ValueError("prepare_ptq needs at least one calibration batch")
     quantizer = quantizer_for(backend, qat=False)
+    if equalise:
+        model = _equalised(model, calib_batches)
     prepared = move_exported_model_to_eval(prepare_pt2e(export_for_quant(model), quantizer))
     _observe(prepared, calib_batches)
     return prepared

@@ -16,7 +16,7 @@ Training logs both (``health.csv`` of a run folder) and ``tests/test_diagnostics
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -53,7 +53,16 @@ def relu_zero_share(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
             count[name] = count.get(name, 0) + out.shape[0] * out.shape[2] * out.shape[3]
         return fn
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+    run_with_hooks(model, {m: hook(n) for n, m in modules.items()}, batches)
+    return {n: (zeros[n] / count[n]).float() for n in modules if n in zeros}
+
+
+@torch.no_grad()
+def run_with_hooks(model: nn.Module, hooks: dict[nn.Module, Callable],
+                   batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Run ``(ldrs, evs)`` batches through ``model`` in eval mode with a forward hook ``fn(module, inputs,
+    output)`` on each module of ``hooks``; the hooks are removed and the model's mode restored afterwards."""
+    handles = [m.register_forward_hook(fn) for m, fn in hooks.items()]
     was_training = model.training
     model.eval()
     try:
@@ -63,7 +72,6 @@ def relu_zero_share(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
         for h in handles:
             h.remove()
         model.train(was_training)
-    return {n: (zeros[n] / count[n]).float() for n in modules if n in zeros}
 
 
 def dead_channels(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],

@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     from eapnet.data import SHARED_SAMPLES
     from eapnet.diagnostics import dead_channels, probe_batches
     from eapnet.evalsets import heldout_synthetic, real_crops, standard_sets
-    from eapnet.evaluate import evaluate, motion_markdown
+    from eapnet.evalreport import evaluate, motion_markdown
     from eapnet.preview import render
 
     datasets = {"heldout_synthetic": heldout_synthetic(args.heldout, args.size)}

@@ -15,7 +15,8 @@ an ``ExportedProgram``; ``run_decompositions({})`` brings it to the ATen op set 
 - ``w8a8``: int8 weights and int8/uint8 activations (quantize/dequantize pairs around every conv). From an int8
   ``.pt2`` made with the Core ML quantizer flavour (``compress/qat.py --backend coreml``), its Q/DQ program is
   converted as is; from a float model, post-training quantization with the same quantizer
-  (``compress.quantize.prepare_ptq(model, "coreml", ...)``) on scenes of ``calib_data`` first. Why not
+  (``compress.quantize.prepare_ptq(model, "coreml", ...)``, range-equalised first: ``compress.equalise``) on
+  scenes of ``calib_data`` first. Why not
   ``coremltools.optimize.coreml.linear_quantize_activations``: in coremltools 9.0 it calibrates by running the
   Core ML model (``MLModel.predict`` on intermediate outputs), which exists only on macOS; the PT2E route works
   on any machine and leaves a PyTorch int8 model to check the package against.

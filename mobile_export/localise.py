@@ -15,14 +15,18 @@ def layer_errors(float_model: nn.Module, quant_model: nn.Module, ldrs: torch.Ten
                  ) -> list[dict]:
     """Relative error ``||q - f|| / ||f||`` of every conv output of ``quant_model`` (a ``compress.quantize``
     int8 model, ``Padded`` or bare converted graph) against the same conv of ``float_model``, in the int8
-    graph's execution order. Convs are matched by module path (``nn_module_stack``)."""
+    graph's execution order. Convs are matched by module path (``nn_module_stack``). The depthwise convs
+    that range equalisation rescales before quantizing (``compress.equalise``) are left out: their float
+    outputs differ from the int8 model's by a per-channel factor; the pointwise conv after each is compared."""
+    from compress.equalise import rescaled_layers
     from compress.quantize import Padded
     from eapnet.model import pad_frames
 
     gm = quant_model.inner if isinstance(quant_model, Padded) else quant_model
     if isinstance(quant_model, Padded):
         ldrs = pad_frames(ldrs, quant_model.multiple)
-    names = {m: n for n, m in float_model.named_modules() if isinstance(m, _CONV)}
+    skip = rescaled_layers(float_model)
+    names = {m: n for n, m in float_model.named_modules() if isinstance(m, _CONV) and n not in skip}
     ref, hooks = {}, []
     for m, n in names.items():
         hooks.append(m.register_forward_hook(lambda mod, i, o, n=n: ref.__setitem__(n, o.detach())))

@@ -14,7 +14,8 @@ import eapnet
 from eapnet.checkpoint import load_model, save_checkpoint
 from eapnet.data import SHARED_SAMPLES, DataError, write_ntire_hdr
 from eapnet.data.synthetic import HELDOUT_SEED, generate_scene, scene_seed
-from eapnet.evaluate import compare_margins, evaluate, main
+from eapnet.evalreport import compare_margins, evaluate
+from eapnet.evaluate import main
 from eapnet.outputs import require_exr, tonemap_preview
 from eapnet.inference import predict
 from eapnet.metrics import psnr_l, psnr_mu

@@ -13,7 +13,6 @@ from compress.quantize import (
     QUANT_BACKENDS,
     Padded,
     _activation_fake_quants,
-    calibrate,
     convert,
     export_for_quant,
     freeze_observers,
@@ -56,8 +55,7 @@ def float_model():
 
 @pytest.fixture(scope="module")
 def prepared(float_model):
-    p = prepare_qat(float_model, "xnnpack")
-    return calibrate(p, _calib_batches())      # as at the start of QAT
+    return prepare_qat(float_model, "xnnpack", calib=_calib_batches())      # as at the start of QAT
 
 
 def _calib_batches():

@@ -1,0 +1,91 @@
+"""Range equalisation before int8 quantization: a float model with the same function whose depthwise conv
+outputs use an int8 activation's 256 levels evenly across channels.
+
+    model = equalise(float_model, calib_batches)   # a copy; float_model is unchanged
+    prepared = prepare_pt2e(export(model), quantizer)
+
+Why: every depthwise-separable conv (``eapnet.model.DSConv``) is a 3x3 depthwise conv followed by a 1x1
+pointwise conv with nothing in between, and both backends quantize the depthwise output per tensor. Its
+channels' ranges differ by orders of magnitude (a channel that carries the highlights next to one that
+carries texture), so one scale wastes most levels on the small channels. Scaling depthwise channel c (weights
+and bias) by ``s_c`` and the pointwise conv's input column c by ``1 / s_c`` leaves the function unchanged
+(both are linear) and, with ``s_c = max_k r_k / r_c`` from the observed output ranges ``r``, gives every
+channel the same range. Data-free cross-layer equalisation (Nagel et al., 2019) balances weight ranges; here
+the activation ranges are what limits, and the calibration scenes measure them.
+
+Measured on the 100 G standard variant (PTQ, 16 calibration scenes; mean PSNR-μ drop against ground truth
+on 16 calibration / 16 further calibration / 16 held-out scenes): XNNPACK int8 0.52 / 0.62 / 0.44 dB without,
+0.32 / 0.48 / 0.33 with; Core ML W8A8 0.61 / 0.70 / 0.54 without, 0.46 / 0.61 / 0.46 with. Balancing the
+activation range against the pointwise column's weight range (the square-root rule) did worse for XNNPACK
+(0.40 / 0.55 / 0.35) and no better for Core ML.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from eapnet.diagnostics import run_with_hooks
+
+__all__ = ["MAX_SCALE", "equalise", "depthwise_ranges", "rescaled_layers"]
+
+MAX_SCALE = 64.0
+"""Largest factor a channel is scaled by: a (nearly) silent channel is not blown up to the full range, which
+would shrink its pointwise weights below their own int8 resolution."""
+
+
+def _pairs(model: nn.Module) -> list[nn.Module]:
+    from eapnet.model import DSConv
+
+    return [m for m in model.modules() if isinstance(m, DSConv) and m.dw.groups == m.dw.in_channels
+            and m.dw.out_channels == m.dw.in_channels]
+
+
+def rescaled_layers(model: nn.Module) -> set[str]:
+    """Module paths of the convs whose outputs :func:`equalise` rescales (channel by channel); every other
+    layer's output is unchanged, so a quantized model is compared with its float model there."""
+    pairs = set(_pairs(model))
+    return {f"{n}.dw" for n, m in model.named_modules() if m in pairs}
+
+
+def depthwise_ranges(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
+                     ) -> dict[str, torch.Tensor]:
+    """``{module path: (C,) max |output|}`` of every depthwise conv of a ``DSConv`` over ``batches``
+    (``(ldrs (B, 3, 3, H, W) in [0, 1], evs (B, 3) stops)``, any H, W); convs the batches never reach are absent."""
+    pairs = set(_pairs(model))
+    names = {m.dw: f"{n}.dw" for n, m in model.named_modules() if m in pairs}
+    ranges: dict[str, torch.Tensor] = {}
+
+    def hook(mod, _inputs, out):
+        r = out.detach().abs().amax(dim=(0, 2, 3)).float().cpu()
+        n = names[mod]
+        ranges[n] = torch.maximum(ranges[n], r) if n in ranges else r
+
+    run_with_hooks(model, {dw: hook for dw in names}, batches)
+    return ranges
+
+
+def equalise(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
+             max_scale: float = MAX_SCALE) -> nn.Module:
+    """A copy of ``model`` (any EAPNet, pruned or not) with each ``DSConv``'s depthwise output channels scaled
+    to the range of its widest one over ``batches`` (see the module docstring), the pointwise conv scaled back.
+    The copy computes the same function up to float rounding; ``model`` is not modified."""
+    if not batches:
+        raise ValueError("equalise needs at least one calibration batch")
+    model = copy.deepcopy(model)
+    ranges = depthwise_ranges(model, batches)
+    pairs = set(_pairs(model))
+    for name, m in model.named_modules():
+        r = ranges.get(f"{name}.dw") if m in pairs else None
+        if r is None or not float(r.max()) > 0:
+            continue
+        s = r.max() / r.clamp_min(float(r.max()) / max_scale)          # >= 1, <= max_scale
+        s = s.to(m.dw.weight)
+        with torch.no_grad():
+            m.dw.weight.mul_(s.view(-1, 1, 1, 1))
+            if m.dw.bias is not None:
+                m.dw.bias.mul_(s)
+            m.pw.weight.div_(s.view(1, -1, 1, 1))
+    return model
