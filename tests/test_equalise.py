@@ -43,7 +43,7 @@ def _skew(model: EAPNet, factor: float = 300.0) -> EAPNet:
 def test_equalise_keeps_the_function_and_evens_the_ranges():
     model, batches = _model(), _batches()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    eq = equalise(model, batches)
+    eq = equalise(model, batches, strength=1.0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # a copy
     ldrs, evs = example_inputs((40, 56), batch=2)
     with torch.no_grad():
@@ -55,6 +55,11 @@ def test_equalise_keeps_the_function_and_evens_the_ranges():
         free = o >= o.max() / MAX_SCALE        # channels not held back by the scale limit
         torch.testing.assert_close(r[free], torch.full_like(r[free], float(o.max())), rtol=1e-4, atol=0)
         assert torch.all(r[~free] <= o.max())
+    half = depthwise_ranges(equalise(model, batches), batches)     # the default: halfway in log scale
+    for name, r in half.items():
+        o = old[name]
+        free = o >= o.max() / MAX_SCALE
+        torch.testing.assert_close(r[free], (o[free] * o.max()).sqrt(), rtol=1e-4, atol=0)
 
 
 def _int8_depthwise_outputs(model: EAPNet) -> EAPNet:
@@ -80,7 +85,8 @@ def test_equalise_recovers_int8_accuracy_lost_to_uneven_ranges():
         with torch.no_grad():
             return (_int8_depthwise_outputs(copy.deepcopy(m))(ldrs, evs) - model(ldrs, evs)).abs().mean().item()
 
-    plain, skewed_err, fixed = int8_error(model), int8_error(skewed), int8_error(equalise(skewed, batches))
+    plain, skewed_err = int8_error(model), int8_error(skewed)
+    fixed = int8_error(equalise(skewed, batches, strength=1.0))
     assert skewed_err > 3 * plain             # uneven ranges hurt per-tensor int8 ...
     assert fixed < 2 * plain < skewed_err / 2     # ... and equalisation takes it back
 
