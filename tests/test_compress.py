@@ -369,7 +369,7 @@ def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
     # rows by far less than 0.01 dB, and can flip a few int8 roundings: 0.05 dB for the int8 row. Two QAT
     # steps keep the int8 program of this random-weight model within parity.
     pinned = {"teacher (float)": (82348032, 9.3850, 11.9007), "compressed (float)": (45060096, 10.2356, 14.0296),
-              "compressed (int8, xnnpack)": (45060096, 10.2819, 14.0948)}
+              "compressed (int8, xnnpack)": (45060096, 10.2970, 14.0765)}
     for name, (maccs, heldout, real) in pinned.items():
         m = rep["models"][name]
         assert m["maccs"] == maccs
