@@ -42,6 +42,7 @@ from eapnet.inference import example_inputs
 from torch import nn
 from torch.export import Dim
 
+from compress.equalise import equalise as range_equalise
 from eapnet.model import pad_frames
 from eapnet.runs import atomic_path
 
@@ -301,17 +302,9 @@ def prepare_qat(model: nn.Module, backend: str = "xnnpack", example=None,
 
     quantizer = quantizer_for(backend, qat=True)   # an unknown backend fails before the slow export
     if calib is not None and equalise:
-        model = _equalised(model, calib)
+        model = range_equalise(model, calib)
     prepared = move_exported_model_to_train(prepare_qat_pt2e(export_for_quant(model, example), quantizer))
     return prepared if calib is None else calibrate(prepared, calib)
-
-
-def _equalised(model: nn.Module, batches) -> nn.Module:
-    from compress.equalise import equalise
-
-    if not batches:
-        raise ValueError("calibration needs at least one batch")
-    return equalise(model, batches)
 
 
 def prepare_ptq(model: nn.Module, backend: str,
@@ -330,7 +323,7 @@ def prepare_ptq(model: nn.Module, backend: str,
         raise ValueError("prepare_ptq needs at least one calibration batch")
     quantizer = quantizer_for(backend, qat=False)
     if equalise:
-        model = _equalised(model, calib_batches)
+        model = range_equalise(model, calib_batches)
     prepared = move_exported_model_to_eval(prepare_pt2e(export_for_quant(model), quantizer))
     _observe(prepared, calib_batches)
     return prepared

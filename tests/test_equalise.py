@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import TINY
 
-from compress.equalise import MAX_SCALE, depthwise_ranges, equalise
+from compress.equalise import MAX_SCALE, depthwise_ranges, equalise, rescale
 from eapnet.inference import example_inputs
 from eapnet.model import DSConv, EAPNet
 from eapnet.training import pytorch_default_init
@@ -33,10 +33,7 @@ def _skew(model: EAPNet, factor: float = 300.0) -> EAPNet:
         if isinstance(m, DSConv):
             s = torch.ones(m.dw.out_channels)
             s[::2] = factor
-            with torch.no_grad():
-                m.dw.weight.mul_(s.view(-1, 1, 1, 1))
-                m.dw.bias.mul_(s)
-                m.pw.weight.div_(s.view(1, -1, 1, 1))
+            rescale(m, s)
     return model
 
 
