@@ -1,7 +1,7 @@
 """Calibration data for compression (sensitivity, PTQ, QAT) and the export parity harness.
 
 ``DEFAULT`` is the shipped set: 32 synthetic scenes of 128x128 in the NTIRE layout, built by
-``python -m calib_data.build`` (see calib_data/README.md and calib_data/build.py)::
+``python -m calib_data.build`` (see calib_data/README.md and calib_data/generate.py)::
 
     from calib_data import load_calibration, verify
     verify()                                   # sha256 of every file against manifest.json

@@ -1,174 +1,30 @@
 """Build a calibration set: exposure triplets with ground truth in the NTIRE file layout.
 
-A calibration set is a folder of ``ID_short/medium/long.png``, ``ID_exposures.npy``, ``ID_gt.png`` and
-``ID_alignratio.npy`` (ids ``0000``, ``0001``, ...), read with the project's one loader
-(:func:`eapnet.data.read_ntire`), plus ``manifest.json``: where every scene came from, the sha256 of every
-file, the exact command that rebuilds the folder, and package versions.
-
-Two sources:
-
-* ``synthetic`` -- scenes of the synthetic generator from the seed stream ``scene_seed(CALIB_SEED, i)``,
-  never the training (``TRAIN_SEED``) or held-out (``HELDOUT_SEED``) stream. Scenes are taken in stream
-  order into a fixed cycle of categories (:data:`CATEGORY_CYCLE`): ``photo`` (a real photograph under
-  its own bright light), ``procedural`` (drawn shapes and textures, bright) and ``low_key`` (night /
-  stage light over either background). A set of ``n`` scenes is a prefix of every larger set.
-* a folder in the NTIRE or Kalantari layout -- deterministic random ``size x size`` crops of its scenes
-  with ground truth, ``n`` in all, spread evenly over those scenes (crop ``j`` comes from scene
-  ``floor(j * S / n)`` of ``S``, at an offset drawn from ``default_rng([seed, j])``).
-
 Run from the repository root::
 
     python -m calib_data.build                                   # the shipped set, calib_data/default
     python -m calib_data.build --out /tmp/calib --data ../shared/data/ntire_samples/crops256 --n 8 --size 128
 
-The output is built in a temporary folder next to ``--out`` and renamed into place; an existing
-non-empty ``--out`` is replaced only with ``--force``, and only when it is itself a calibration set.
+``--data synthetic`` (the default) draws scenes of the synthetic generator from a seed stream of its own; a
+folder in the NTIRE or Kalantari layout gives deterministic random crops of its scenes with ground truth. What
+a set holds and how the scenes are chosen: :mod:`calib_data.generate`. The output is built in a temporary
+folder next to ``--out`` and renamed into place; an existing non-empty ``--out`` is replaced only with
+``--force``, and only when it is itself a calibration set.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import os
-import shlex
-import shutil
 import sys
-import tempfile
-from collections import deque
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-from tqdm import tqdm
-
-from calib_data import MANIFEST, file_sha256
+from calib_data import MANIFEST
+from calib_data.generate import CALIB_SEED, ROOT
 from eapnet.cli import Parser, command
-from eapnet.data import (
-    DataError,
-    read_kalantari,
-    read_ntire,
-    scene_sources_from_folder,
-    write_ntire,
-)
-from eapnet.data.ntire import ntire_paths
-from eapnet.data.patches import _source_name, load_scene
-from eapnet.data.synthetic import (
-    HELDOUT_SEED,
-    TRAIN_SEED,
-    generate_scene_with_info,
-    scene_seed,
-)
-from eapnet.runs import atomic_write_json, package_versions
-
-__all__ = ["CALIB_SEED", "CATEGORY_CYCLE", "build_from_folder", "build_synthetic", "get_args_parser", "main"]
-
-CALIB_SEED = 20_000_003
-"""Base seed of calibration scenes (``scene_seed(CALIB_SEED, i)``); differs from ``TRAIN_SEED`` (0) and
-``HELDOUT_SEED`` (10_000_019), so calibration never sees a training or held-out scene."""
-
-CATEGORY_CYCLE = ("photo", "procedural", "low_key", "procedural", "low_key", "photo", "procedural", "low_key")
-"""Category of synthetic slot ``j`` is ``CATEGORY_CYCLE[j % 8]``: per 8 scenes 2 photo, 3 procedural, 3 low-key."""
-
-MANIFEST_VERSION = 1
-ROOT = Path(__file__).resolve().parents[1]  # repository root: paths in the manifest are relative to it
-_MAX_SCAN = 1000  # stream scenes scanned per slot at most before giving up on a category
-
-
-def sample_id(index: int) -> str:
-    return f"{index:04d}"
-
-
-def scene_category(info: dict[str, Any]) -> str:
-    """``low_key`` for night / stage scenes, else ``photo`` or ``procedural`` by background."""
-    if info["low_key"]:
-        return "low_key"
-    return "photo" if info["kind"] == "photo" else "procedural"
-
-
-# --------------------------------------------------------------------------------------------
-# builders (write into an existing folder; return the manifest's per-scene records)
-# --------------------------------------------------------------------------------------------
-
-
-def build_synthetic(folder: Path, n: int, size: int, seed: int = CALIB_SEED, progress: bool = True
-                    ) -> list[dict[str, Any]]:
-    """Write ``n`` synthetic scenes of ``size x size`` into ``folder``; slot ``j`` is the next unused
-    scene of ``scene_seed(seed, i)`` (``i = 0, 1, ...``) of category ``CATEGORY_CYCLE[j % 8]``."""
-    pending: dict[str, deque[int]] = {c: deque() for c in set(CATEGORY_CYCLE)}  # scanned, not yet used
-    next_index, records = 0, []
-    for j in tqdm(range(n), desc="calib (synthetic)", unit="scene", disable=not progress):
-        want = CATEGORY_CYCLE[j % len(CATEGORY_CYCLE)]
-        if pending[want]:
-            i = pending[want].popleft()
-            ldrs, evs, gt, info = generate_scene_with_info(scene_seed(seed, i), size, size)
-        else:
-            for _ in range(_MAX_SCAN):
-                i, next_index = next_index, next_index + 1
-                ldrs, evs, gt, info = generate_scene_with_info(scene_seed(seed, i), size, size)
-                if scene_category(info) == want:
-                    break
-                pending[scene_category(info)].append(i)  # regenerated when its turn comes (saves memory)
-            else:
-                raise RuntimeError(f"no {want!r} scene among {_MAX_SCAN} generator scenes (are the photos "
-                                   f"shipped by scikit-image installed?)")
-        write_ntire(folder, sample_id(j), ldrs, evs, gt=gt)
-        records.append({"id": sample_id(j), "category": want, "stream_index": i, "scene_seed": info["seed"],
-                        "kind": info["kind"], "photo": info["source"], "low_key": info["low_key"],
-                        "evs": info["evs"], "white_level_code": round(info["white_level"] * 255),
-                        "light_change_stops": info["light_change_stops"]})
-    return records
-
-
-def _has_gt(source: Any) -> bool:
-    """Whether a scene source has ground truth, from file names where the reader is known."""
-    if isinstance(source, functools.partial) and source.func is read_ntire:
-        return ntire_paths(*source.args)["gt"].is_file()
-    if isinstance(source, functools.partial) and source.func is read_kalantari:
-        return (Path(source.args[0]) / "HDRImg.hdr").is_file()
-    return load_scene(source)[2] is not None
-
-
-def build_from_folder(folder: Path, source: Path, n: int, size: int, seed: int = CALIB_SEED,
-                      progress: bool = True) -> list[dict[str, Any]]:
-    """Write ``n`` crops of ``size x size`` of the scenes with ground truth under ``source`` (NTIRE or
-    Kalantari layout) into ``folder``; crop ``j`` is from scene ``floor(j * S / n)``."""
-    sources = scene_sources_from_folder(source)
-    named = [(_source_name(s, i), s) for i, s in enumerate(sources)]
-    with_gt = [(name, s) for name, s in named if _has_gt(s)]
-    if not with_gt:
-        raise DataError(f"{source}: none of its {len(named)} scenes has ground truth (ID_gt.png or HDRImg.hdr); "
-                        f"a calibration set needs it", source)
-    records, loaded = [], (None, None)
-    for j in tqdm(range(n), desc="calib (crops)", unit="crop", disable=not progress):
-        name, src = with_gt[j * len(with_gt) // n]
-        if loaded[0] != name:  # crops of one scene are consecutive: each scene is read once
-            loaded = (name, load_scene(src, name))
-        ldrs, evs, gt = loaded[1]
-        if gt is None:
-            raise DataError(f"{source}: scene {name} has no ground truth", source)
-        h, w = ldrs.shape[1:3]
-        if h < size or w < size:
-            raise DataError(f"{source}: scene {name} is {h}x{w}, smaller than --size {size}", source)
-        rng = np.random.default_rng([seed, j])
-        y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-        write_ntire(folder, sample_id(j), ldrs[:, y:y + size, x:x + size], evs, gt=gt[y:y + size, x:x + size])
-        records.append({"id": sample_id(j), "source_scene": name, "crop_yx": [y, x], "evs": evs.tolist()})
-    return records
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository root when inside it (the manifest's command runs from there)."""
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m calib_data.build", description=__doc__.split("\n")[0])
+    p = Parser(prog="eapnet-calib", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "calib_data" / "default",
                    help="output folder (default: the shipped set, calib_data/default)")
     p.add_argument("--data", "--source", dest="source", default="synthetic",
@@ -184,6 +40,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from eapnet.data import DataError, scene_sources_from_folder
+    from eapnet.data.synthetic import HELDOUT_SEED, TRAIN_SEED
+
     if args.n < 1:
         p.error(f"--n must be >= 1, got {args.n}")
     if args.size < 16 or args.size % 8:
@@ -212,68 +71,20 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             p.error(f"--out {out} is not a calibration set (no {MANIFEST}); refusing to replace it, even with --force")
 
 
-def _command(args: argparse.Namespace) -> str:
-    source = args.source if args.source == "synthetic" else _shown(Path(args.source))
-    return shlex.join(["python", "-m", "calib_data.build", "--out", _shown(args.out), "--data", source,
-                       "--n", str(args.n), "--size", str(args.size), "--seed", str(args.seed), "--force"])
-
-
-def _install(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``out``, replacing an existing ``out`` (checked by the caller)."""
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    shutil.rmtree(old)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @command
 def main(argv: list[str] | None = None) -> int:
     p = get_args_parser()
     args = p.parse_args(argv)
     _check_args(p, args)
-    out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    from calib_data.generate import build_set
+    from eapnet.data import DataError
+
     try:
-        if args.source == "synthetic":
-            scenes = build_synthetic(tmp, args.n, args.size, args.seed, progress=not args.quiet)
-        else:
-            scenes = build_from_folder(tmp, Path(args.source), args.n, args.size, args.seed, progress=not args.quiet)
-        files = {f.name: file_sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
-        atomic_write_json(tmp / MANIFEST, {
-            "manifest_version": MANIFEST_VERSION,
-            "source": args.source if args.source == "synthetic" else _shown(Path(args.source)),
-            "n": args.n,
-            "size": args.size,
-            "seed": args.seed,
-            "layout": "NTIRE: ID_short/medium/long.png, ID_exposures.npy (stops, medium = 0), ID_gt.png + "
-                      "ID_alignratio.npy (gamma-encoded HDR = png / alignratio); read with eapnet.data.read_ntire",
-            "command": _command(args),
-            "scenes": scenes,
-            "files": files,
-            "versions": package_versions(),
-        })
-        _install(tmp, out)
+        build_set(args.out, args.source, args.n, args.size, args.seed, progress=not args.quiet)
     except DataError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         p.error(str(exc))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    mb = sum(f.stat().st_size for f in out.iterdir()) / 1e6
-    print(f"wrote {args.n} scenes of {args.size}x{args.size} ({mb:.2f} MB) to {out}", file=sys.stderr)
+    mb = sum(f.stat().st_size for f in args.out.iterdir()) / 1e6
+    print(f"wrote {args.n} scenes of {args.size}x{args.size} ({mb:.2f} MB) to {args.out}", file=sys.stderr)
     return 0
 
 

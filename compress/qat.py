@@ -27,7 +27,7 @@ from eapnet.inference import TILE_OVERLAP
 from mobile_export.pipeline import ARTIFACTS
 
 
-def artifacts_arg(text: str) -> tuple[str, ...]:
+def _artifacts_arg(text: str) -> tuple[str, ...]:
     """``pte-int8,coreml-w8a8`` -> the artifact keys in export order; unknown or empty names fail."""
     names = [t.strip() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in ARTIFACTS]
@@ -43,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--export-size", type=size_arg, default=None,
                    help="HxW of the exported .pte / .mlpackage programs (default: --size)")
     p.add_argument("--no-export", action="store_true", help="stop after evaluation: no phone artifacts, no parity")
-    p.add_argument("--artifacts", type=artifacts_arg, default=ARTIFACTS, metavar="LIST",
+    p.add_argument("--artifacts", type=_artifacts_arg, default=ARTIFACTS, metavar="LIST",
                    help=f"comma-separated phone artifacts to export and check (default: all of {','.join(ARTIFACTS)})")
     p.add_argument("--tile", type=int_at_least(16), default=None, metavar="N",
                    help="also export the artifacts at NxN, for apps that run a frame in tiles, and check them "

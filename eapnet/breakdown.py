@@ -13,15 +13,20 @@ from eapnet import MODEL_NAMES, build_model
 from eapnet.macs import NTIRE_HEIGHT, NTIRE_WIDTH, count_params, macc_breakdown
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    p = Parser(description=__doc__.split("\n\n")[0],
+def get_args_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="eapnet-breakdown", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", "--variant", dest="variant", default="standard", choices=list(MODEL_NAMES),
                    help="model to count (default: standard)")
     p.add_argument("--size", type=size_arg, default=(NTIRE_HEIGHT, NTIRE_WIDTH), metavar="HxW",
                    help=f"scene size in pixels (default {NTIRE_HEIGHT}x{NTIRE_WIDTH})")
     p.add_argument("--depth", type=int, default=2, help="module nesting depth of the breakdown (default 2)")
+    return p
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    p = get_args_parser()
     args = p.parse_args(argv)
     args.height, args.width = args.size
     if args.depth < 1:

@@ -11,18 +11,15 @@ pixel passes no gradient, and a branch behind dead channels (or behind weights t
 
 Training logs both (``health.csv`` of a run folder) and ``tests/test_diagnostics.py`` checks a fresh model.
 
-    python -m eapnet.diagnostics --model standard               # a checkpoint or a fresh variant
+The command line is :mod:`eapnet.diagnose` (``eapnet-diagnostics``).
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
-from eapnet.cli import Parser, command
-from eapnet.model import EAPNet
 
 DEAD_THRESHOLD = 0.999
 """A channel is dead when it is zero on more than this share of the pixels (over all scenes given)."""
@@ -164,31 +161,3 @@ def report_lines(model: nn.Module, batches) -> list[str]:
         d = h["dead"].get(grp)
         lines.append(f"| `{grp}` | {'-' if d is None else f'{100 * d:.0f} %'} | {r:.1e} |")
     return lines
-
-
-@command
-def main(argv: list[str] | None = None) -> int:
-    p = Parser(description="Dead ReLU channels and gradient flow of a model, on held-out "
-                                            "synthetic scenes.")
-    p.add_argument("--model", default="standard",
-                   help="shipped name (standard, lightweight), a checkpoint path, or fresh:<variant> for a "
-                        "freshly initialised model")
-    p.add_argument("--scenes", type=int, default=8)
-    p.add_argument("--size", type=int, default=128)
-    args = p.parse_args(argv)
-    from eapnet import build_model, load_model
-    from eapnet.checkpoint import CheckpointError
-
-    try:
-        model = build_model(args.model.removeprefix("fresh:")) if args.model.startswith("fresh:") \
-            else load_model(args.model)
-    except (CheckpointError, ValueError) as e:
-        p.error(f"--model: {e}")
-    if not isinstance(model, EAPNet):
-        p.error("--model: only EAPNet models are diagnosed")
-    print("\n".join(report_lines(model, probe_batches(args.scenes, args.size))))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

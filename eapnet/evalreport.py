@@ -1,5 +1,5 @@
 """Evaluation of trained models against classical baselines: scores, output files and the report
-(the library behind ``python -m eapnet.evaluate``; ``eapnet.ship`` uses it for the model cards).
+(the library behind ``python -m eapnet.evaluate``; ``eapnet.shipping`` uses it for the model cards).
 
 Datasets (every scene has ground truth):
 

@@ -52,12 +52,12 @@ def _model_names(entries: Sequence[str], taken: set[str]) -> list[tuple[str, str
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
+def get_args_parser() -> argparse.ArgumentParser:
     from eapnet.cli import int_at_least
 
     from eapnet.baselines import ALL_BASELINES, BASELINES
 
-    p = Parser(prog="python -m eapnet.evaluate",
+    p = Parser(prog="eapnet-evaluate",
                description="Evaluate trained EAPNet models against classical HDR baselines.")
     p.add_argument("--models", nargs="*", default=["standard", "lightweight"], metavar="NAME_OR_CKPT",
                    help="shipped model names (standard, lightweight) or checkpoint paths; default: %(default)s")
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from eapnet.baselines import ALL_BASELINES
     from eapnet.checkpoint import CheckpointError, load_model
     from eapnet.data import SHARED_SAMPLES, DataError
-    p = _parser()
+    p = get_args_parser()
     args = p.parse_args(argv)
     out_dir(p, args, "eval", create=False)
 

@@ -9,6 +9,7 @@ shipped weights runs freshly initialised (seed fixed), and the report says which
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -28,9 +29,8 @@ from eapnet.variants import ROWS
 DEFAULT_DATA = SHARED_SAMPLES
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
-    p = Parser(description="Build both EAPNet variants, count MAccs, run them on real samples.")
+def get_args_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="eapnet-smoke", description="Build both EAPNet variants, count MAccs, run them on real samples.")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA,
                    help="folder with crops256/ and fullres_no_gt/ (NTIRE layout); default: %(default)s")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/smoke-<time>)")
@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-full-res", dest="full_res", action="store_false",
                    help="skip the 1900x1060 inference (it takes tens of seconds per variant on 2 cores)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed of the untrained models")
+    return p
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    p = get_args_parser()
     args = p.parse_args(argv)
     out_dir(p, args, "smoke", create=False)
 

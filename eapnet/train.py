@@ -24,8 +24,10 @@ from eapnet.runs import make_run_dir, record_run
 from eapnet.training import RESUME_MUTABLE, load_config, train, validate_config
 
 
-def build_parser(defaults: dict) -> argparse.ArgumentParser:
-    p = Parser(description=__doc__.split("\n\n")[0],
+def get_args_parser(defaults: dict | None = None) -> argparse.ArgumentParser:
+    """The parser; one flag per training key of ``defaults`` (default: the recipe, :func:`load_config`)."""
+    defaults = load_config(None) if defaults is None else defaults
+    p = Parser(prog="eapnet-train", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", type=Path, default=None, help="YAML file of training keys (safe-loaded)")
     p.add_argument("--resume", type=Path, default=None, help="run folder (or last.pt) to continue")
@@ -47,10 +49,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict, set[st
     pre.add_argument("--config", type=Path, default=None)
     known, _ = pre.parse_known_args(argv)
     defaults = load_config(known.config)
-    parser = build_parser(defaults)
+    parser = get_args_parser(defaults)
     args = parser.parse_args(argv)
     # A parser whose defaults are all SUPPRESS reveals which keys the user typed.
-    explicit_parser = build_parser(defaults)
+    explicit_parser = get_args_parser(defaults)
     for action in explicit_parser._actions:
         action.default = argparse.SUPPRESS
     explicit = set(vars(explicit_parser.parse_args(argv))) - {"config", "resume", "out", "overwrite", "debug", "verbose",

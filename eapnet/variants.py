@@ -3,16 +3,13 @@
 torchvision-style: ``tests/test_variants.py`` rebuilds each row and fails when the code's count drifts
 from the recorded one, and checks the two named variants against the paper (5 % MAccs, 10 % params).
 MAccs in the NTIRE 2022 convention at 1900x1060 (see eapnet/macs.py). Print the table:
-
-    python -m eapnet.variants
+:mod:`eapnet.paper_table` (``eapnet-variants``).
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from eapnet.cli import Parser, command
 from eapnet.model import LIGHTWEIGHT, STANDARD, EAPNetConfig, with_blocks
 
 
@@ -77,24 +74,3 @@ def table_markdown() -> str:
     lines.append(f"| ahdr | NTIRE 2022 baseline (AHDR) | {AHDR_MACCS / 1e9:.2f} | 2916.92 | "
                  f"{100 * (AHDR_MACCS / 2916.92e9 - 1):+.1f} % | {AHDR_PARAMS / 1e3:.2f} | 1141.28 |")
     return "\n".join(lines)
-
-
-@command
-def main(argv: list[str] | None = None) -> int:
-    p = Parser(description="Print recorded MAccs/params beside the paper's figures.")
-    p.add_argument("--measure", action="store_true", help="re-measure every row instead of printing the record")
-    args = p.parse_args(argv)
-    if args.measure:
-        from eapnet.macs import count_maccs, count_params
-        from eapnet.model import EAPNet
-
-        for r in ROWS:
-            m = EAPNet(r.config())
-            print(f"{r.key:<14} {count_maccs(m):>16,d} MAccs {count_params(m):>9,d} params")
-        return 0
-    print(table_markdown())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,7 @@
 """Core ML export: EAPNet -> ``.mlpackage`` (ML Program, iOS 17+), at a fixed input size.
 
-    python -m mobile_export.coreml_export --model standard                      # fp16, 1060x1900
-    python -m mobile_export.coreml_export --model lightweight --precision int8w --size 128x192 --out runs/cm
-    python -m mobile_export.coreml_export --model runs/x/int8-coreml.pt2        # w8a8 from a Core ML int8 program
+The library (:func:`export_mlpackage`, :func:`to_mlmodel`, :func:`read_metadata`, :func:`set_metadata`,
+:func:`open_mlpackage`); the command line is :mod:`mobile_export.export_coreml` (``eapnet-export-coreml``).
 
 The shared step (``mobile_export.common``: load -> eval -> ``torch.export`` at a fixed size) hands this module
 an ``ExportedProgram``; ``run_decompositions({})`` brings it to the ATen op set coremltools 9.0 reads, and
@@ -33,20 +32,15 @@ Core ML prediction needs macOS; ``mobile_export.mil_interp`` reference-executes 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from eapnet.cli import Parser, command
 from eapnet.evalsets import CALIBRATION_SCENES, as_batches, calibration
 
 from mobile_export.common import (
@@ -61,7 +55,6 @@ from mobile_export.common import (
 __all__ = [
     "PRECISIONS",
     "export_mlpackage",
-    "main",
     "open_mlpackage",
     "read_metadata",
     "set_metadata",
@@ -280,7 +273,7 @@ def set_metadata(path: str | os.PathLike, **kv) -> dict[str, str]:
     return dict(meta)
 
 
-# ------------------------------------------------------------------------------------------ command line
+# ------------------------------------------------------------------------------------------ running a package
 
 
 def _core_ml_runtime() -> bool:
@@ -326,61 +319,3 @@ def open_mlpackage(path: str | os.PathLike, *, threads: int | None = None):
             return torch.from_numpy(np.asarray(out, np.float32))
         executor = "reference-executed (mobile_export.mil_interp, not the Core ML runtime)"
     return Artifact(path, "mlpackage", meta.get("precision", "?"), size, executor, meta, run)
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import int_at_least, size_arg
-
-    p = Parser(prog="python -m mobile_export.coreml_export",
-               description="Export EAPNet to a Core ML .mlpackage (ML Program, iOS 17+).")
-    p.add_argument("--model", "--source", dest="source", required=True,
-                   help="'standard', 'lightweight', a .pt checkpoint or a .pt2 int8 program (compress/qat.py)")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="fp16, int8w (int8 weights), w8a8 or fp32 (reference); default fp16, w8a8 for a .pt2")
-    p.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, metavar="HxW",
-                   help=f"fixed input size in pixels (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
-    p.add_argument("--calib-scenes", type=int_at_least(1), default=CALIBRATION_SCENES,
-                   help="calib_data scenes for w8a8 post-training quantization of a float source")
-    p.add_argument("--out", default=None, help="output folder, may hold other artifacts (default runs/coreml-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="replace this artifact if --out already holds it")
-    return p
-
-
-@command
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    from eapnet.checkpoint import SHIPPED, CheckpointError
-    from eapnet.runs import OutputExistsError, make_run_dir, record_run
-
-    if args.source not in SHIPPED and not Path(args.source).is_file():
-        parser.error(f"--model {args.source!r}: neither one of {list(SHIPPED)} nor an existing file")
-    int8_source = args.source.endswith(".pt2")
-    precision = args.precision or ("w8a8" if int8_source else "fp16")
-    if int8_source and precision != "w8a8":
-        parser.error(f"--model {args.source} is an int8 program: only --precision w8a8 applies, not {precision}")
-    try:
-        src = load_source(args.source)
-    except (CheckpointError, ValueError, FileNotFoundError) as e:
-        parser.error(f"--model {args.source}: {e}")
-    # an artifact folder collects several exports: only this artifact must not exist yet
-    run_dir = make_run_dir(args.out, "coreml", overwrite=True) if args.out is None else Path(args.out)
-    target = run_dir / artifact_name(src.variant, "coreml", precision, args.size, "mlpackage")
-    if target.exists() and not args.overwrite:
-        raise OutputExistsError(f"--out {run_dir} already holds {target.name}; pass --overwrite to replace it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record_run(run_dir, {**vars(args), "precision": precision, "size": list(args.size)},
-               name=f"{target.stem}.run.json")
-    t = time.time()
-    path = export_mlpackage(src, run_dir, precision=precision, size=args.size,
-                            calib=args.calib_scenes if precision == "w8a8" else None)
-    from mobile_export.mil_interp import program_ops
-
-    ops = program_ops(path)
-    print(f"wrote {path} ({time.time() - t:.1f} s)")
-    print("ops: " + ", ".join(f"{k} {v}" for k, v in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,7 @@
 """ExecuTorch export: EAPNet -> ``.pte`` for the XNNPACK backend (phone CPUs), fp32 or int8, fully delegated.
 
-    python -m mobile_export.executorch_export --model standard                    # fp32, 1060x1900
-    python -m mobile_export.executorch_export --model standard --precision int8   # PTQ on calib_data
-    python -m mobile_export.executorch_export --model runs/compress-100G-x/int8.pt2 --size 512x768
+The library (:func:`export_pte`, :func:`ptq_source`, :func:`load_pte`, :func:`run_pte`, :func:`open_pte`, ...);
+the command line is :mod:`mobile_export.export_pte` (``eapnet-export-pte``).
 
 A straight line: load + ``torch.export`` at a fixed size (``mobile_export.common``) -> int8 PTQ if asked
 (``compress.quantize``, XNNPACK quantizer) -> :func:`make_delegable` -> ``to_edge_transform_and_lower`` with
@@ -38,38 +37,31 @@ Inputs and output of every ``.pte``: as ``mobile_export.common`` (``ldrs`` (1, 3
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import math
 import operator
 import os
 import re
-import shlex
 import signal
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from eapnet.cli import Parser, command
 from eapnet.evalsets import CALIBRATION_SCENES, as_batches, calibration
 
 from mobile_export.common import (
     DEFAULT_SIZE,
     Source,
     artifact_name,
-    example_inputs,
     export_fixed,
-    load_source,
 )
 
-__all__ = ["DelegationError", "delegation_report", "export_pte", "load_pte", "lower", "main",
-           "make_delegable", "open_pte", "ptq_source", "run_pte"]
+__all__ = ["DelegationError", "delegation_report", "export_pte", "load_pte", "lower", "make_delegable",
+           "open_pte", "ptq_source", "run_pte"]
 
 BACKEND = "xnnpack"
 PRECISIONS = ("fp32", "int8")
@@ -519,98 +511,3 @@ def run_pte(path: str | os.PathLike, ldrs: torch.Tensor, evs: torch.Tensor, *,
             threads: int | None = None) -> torch.Tensor:
     """One forward of a ``.pte`` in ExecuTorch's runtime (:func:`load_pte`, then run)."""
     return load_pte(path, threads=threads)(ldrs, evs)
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import int_at_least, size_arg
-
-    p = Parser(prog="python -m mobile_export.executorch_export",
-               description=__doc__.split("\n\n")[0],
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", "--source", dest="source", required=True,
-                   help="'standard', 'lightweight', a float checkpoint (.pt) or a compress/qat.py int8 program (.pt2)")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="default: the source's own (fp32 for a float model, int8 for a .pt2); int8 with a float "
-                        "source runs PTQ on the shipped calibration set")
-    p.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, help="HxW of the program's fixed input, pixels")
-    p.add_argument("--calib-scenes", type=int_at_least(1), default=CALIBRATION_SCENES,
-                   help="calibration scenes for int8 PTQ of a float source")
-    p.add_argument("--threads", type=int_at_least(1), default=None,
-                   help="XNNPACK threads for the runtime check (default: ExecuTorch's, one per core)")
-    p.add_argument("--allow-partial", action="store_true",
-                   help="write the .pte even if some ops stay outside the XNNPACK delegate")
-    p.add_argument("--out", default=None, help="output folder, may hold other artifacts (default runs/executorch-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="replace this artifact if --out already holds it")
-    return p
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = get_args_parser()
-    a = p.parse_args(argv)
-    src = str(a.source)
-    from eapnet.checkpoint import SHIPPED
-
-    if src not in SHIPPED:
-        if not src.endswith((".pt", ".pt2")):
-            p.error(f"--model must be one of {SHIPPED} or a .pt / .pt2 file, got {src!r}")
-        if not Path(src).is_file():
-            p.error(f"--model {src}: no such file")
-    return a
-
-
-@command
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from eapnet.runs import OutputExistsError, atomic_write_json, make_run_dir, record_run
-
-    t0 = time.time()
-    try:
-        source = load_source(args.source)
-        precision = args.precision or source.precision
-        # an artifact folder collects several exports: only this artifact must not exist yet
-        out = make_run_dir(args.out, "executorch", overwrite=True) if args.out is None else Path(args.out)
-        target = out / artifact_name(source.variant, BACKEND, precision, args.size, "pte")
-        if target.exists() and not args.overwrite:
-            raise OutputExistsError(f"--out {out} already holds {target.name}; pass --overwrite to replace it")
-        out.mkdir(parents=True, exist_ok=True)
-        resolved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-        argv = sys.argv[1:] if argv is None else list(argv)
-        record_run(out, resolved, name=f"{target.stem}.run.json",
-                   command=shlex.join(["python", "-m", "mobile_export.executorch_export", *argv]))
-        reference = source
-        if source.precision == "fp32" and precision == "int8":
-            reference = ptq_source(source, _default_calib(args.calib_scenes))   # the Q/DQ program to match
-        path = export_pte(reference, out, size=args.size, precision=precision,
-                          allow_partial=args.allow_partial)
-    except DelegationError as e:   # the model is not exportable as asked: bad input, not a crash
-        raise ValueError(str(e)) from e
-    export_s = time.time() - t0
-
-    ldrs, evs = example_inputs(args.size, seed=1)   # not the tracing input
-    t = time.time()
-    got = run_pte(path, ldrs, evs, threads=args.threads)
-    run_s = time.time() - t
-    with torch.no_grad():
-        diffs = {"vs_source": (got - source.module(ldrs, evs)).abs().max().item()}
-        if reference is not source:
-            diffs["vs_qdq_reference"] = (got - reference.module(ldrs, evs)).abs().max().item()
-    sidecar = path.with_suffix(".json")
-    summary = {**json.loads(sidecar.read_text()), "export_s": export_s, "runtime_forward_s": run_s,
-               "runtime_threads": args.threads, "max_abs_diff": diffs, "file_mb": path.stat().st_size / 2**20}
-    atomic_write_json(sidecar, summary)
-    d = summary["delegation"]
-    print(f"wrote {path} ({summary['file_mb']:.2f} MB) in {export_s:.0f} s")
-    print(f"delegation: {d['delegated_nodes']} nodes in {d['delegated_subgraphs']} XNNPACK subgraph(s), "
-          f"{d['non_delegated_nodes']} compute nodes outside" +
-          (": " + ", ".join(x["op"] for x in d["non_delegated"]) if d["non_delegated"] else ""))
-    print(f"runtime forward {run_s:.2f} s; max abs diff of the runtime output " +
-          ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in diffs.items()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Parity harness: every exported artifact against the float model it came from, with thresholds that fail.
 
-    python -m mobile_export.parity runs/compress-100G/export/*.pte runs/compress-100G/export/*.mlpackage \\
-        --out runs/compress-100G/parity
+The library (:func:`run_parity`, :func:`check`, :data:`THRESHOLDS`, :func:`report_markdown`, ...); the command
+line is :mod:`mobile_export.check_parity` (``eapnet-parity``).
 
 For each artifact (``.pte`` from ``mobile_export.executorch_export``, ``.mlpackage`` from
 ``mobile_export.coreml_export``):
@@ -33,20 +33,18 @@ For each artifact (``.pte`` from ``mobile_export.executorch_export``, ``.mlpacka
    first layers whose relative error jumps are named. When the eager model is within budget, the drift is in
    the artifact itself (lowering, runtime or a damaged file) and the report says so.
 
-``--out DIR`` writes ``parity.json``, ``parity.md`` and ``run.json``; the measured summary is written back
-into each artifact (``.mlpackage`` metadata ``parity``, the ``.pte``'s sidecar ``.json``) unless
-``--no-write-back``. Exit codes: 0 all pass, 1 a threshold is exceeded (or an artifact cannot be run), 2 bad
-arguments or inputs.
+The measured summary is written back into each artifact (``.mlpackage`` metadata ``parity``, the ``.pte``'s
+sidecar ``.json``) unless ``write_back=False`` (``--no-write-back``). The command also writes ``parity.json``,
+``parity.md`` and ``run.json`` (``--out DIR``); its exit codes: 0 all pass, 1 a threshold is exceeded (or an
+artifact cannot be run), 2 bad arguments or inputs.
 
 PSNR values are in dB, computed with the official scorer (``eapnet.metrics``); artifact-vs-float PSNR-mu is
 capped at :data:`PSNR_CAP` (identical outputs would be +inf).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
@@ -55,15 +53,14 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from eapnet.cli import Parser, command
 from eapnet.inference import TILE_OVERLAP, resolve_device
 from mobile_export.backends import Artifact, open_artifact
 from mobile_export.canvas import DATASETS, Canvas, Scene, centre_crop, crops, load_scenes, pack
 from mobile_export.common import ProgramModule
 from mobile_export.localise import layer_errors, localise
 
-__all__ = ["PSNR_CAP", "THRESHOLDS", "Artifact", "Threshold", "check", "main", "open_artifact", "resolve_float",
-           "run_parity"]
+__all__ = ["PSNR_CAP", "THRESHOLDS", "Artifact", "Threshold", "check", "open_artifact", "report_markdown",
+           "resolve_float", "run_parity"]
 
 PSNR_CAP = 150.0
 """dB; artifact-vs-float PSNR-mu above this is reported as this (identical outputs give +inf)."""
@@ -501,69 +498,3 @@ def report_markdown(rep: dict) -> str:
         elif d:
             lines.append(f"\nDiagnosis failed: {d['error']}")
     return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------------------ command line
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import add_overwrite, int_at_least
-
-    p = Parser(prog="python -m mobile_export.parity",
-               description="Check exported .pte / .mlpackage files against their float model.")
-    p.add_argument("artifacts", nargs="+", help=".pte and/or .mlpackage paths")
-    p.add_argument("--model", "--float", dest="float_spec", default=None,
-                   help="float reference (shipped name or .pt); default: the export's recorded source")
-    p.add_argument("--data", nargs="+", default=list(DATASETS), choices=DATASETS, help="datasets to compare on")
-    p.add_argument("--scenes", type=int_at_least(1), default=8, help="at most this many scenes per dataset")
-    p.add_argument("--all-exposures", action="store_true",
-                   help="compare the first --scenes scenes of each dataset whatever their exposure values (each "
-                        "extra exposure triple costs one full-size canvas per artifact); default: scenes that "
-                        "share the most common triple")
-    p.add_argument("--gutter", type=int_at_least(0), default=16, help="replicated-edge pixels around packed scenes")
-    p.add_argument("--stitch", action="store_true",
-                   help="the artifacts are tile programs: also run each one tiled over the full-size frame and "
-                        "check the stitched output against the float model on the whole frame")
-    p.add_argument("--tile-overlap", type=int_at_least(0), default=TILE_OVERLAP,
-                   help=f"pixels shared by neighbouring tiles with --stitch (default {TILE_OVERLAP})")
-    p.add_argument("--device", default="auto", help="device of the float model: auto (cuda if present), cpu, cuda")
-    p.add_argument("--threads", type=int_at_least(1), default=None, help="XNNPACK threads for .pte files")
-    p.add_argument("--out", "--report", dest="out", default=None, help="folder for parity.json, parity.md and run.json")
-    add_overwrite(p)
-    p.add_argument("--no-write-back", action="store_true", help="do not record the result in the artifacts")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-@command
-def main(argv: Sequence[str] | None = None) -> int:
-    from eapnet.cli import out_dir
-
-    p = get_args_parser()
-    args = p.parse_args(argv)
-    out = out_dir(p, args, "parity") if args.out else None   # before the comparison: a bad --out fails now
-    try:
-        resolve_device(args.device)
-    except ValueError as e:
-        p.error(f"--device: {e}")
-    rep = run_parity(args.artifacts, float_spec=args.float_spec, datasets=args.data, limit=args.scenes,
-                     gutter=args.gutter, device=args.device, threads=args.threads,
-                     write_back=not args.no_write_back, progress=not args.quiet,
-                     shared_exposures=not args.all_exposures, stitch=args.stitch,
-                     tile_overlap=args.tile_overlap)
-    md = report_markdown(rep)
-    if out is not None:
-        from eapnet.runs import atomic_write_json, atomic_write_text, record_run
-
-        record_run(out, vars(args))
-        atomic_write_json(out / "parity.json", rep)
-        atomic_write_text(out / "parity.md", md)
-    print(md)
-    if not rep["passed"]:
-        print("error: parity failed for " + ", ".join(r["artifact"] for r in rep["artifacts"] if not r["passed"]),
-              file=sys.stderr)
-    return 0 if rep["passed"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

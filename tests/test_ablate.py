@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from eapnet import build_model
-from eapnet.ablate import ablation_table, ablations, block_identity, bypass, main, residual_off, table_markdown
+from eapnet.ablate import main
+from eapnet.ablation import ablation_table, ablations, block_identity, bypass, residual_off, table_markdown
 from eapnet.model import radiance_merge
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from calib_data import DEFAULT, MANIFEST, load_calibration, verify
-from calib_data.build import CALIB_SEED, CATEGORY_CYCLE, get_args_parser, main
+from calib_data.build import get_args_parser, main
+from calib_data.generate import CALIB_SEED, CATEGORY_CYCLE
 from eapnet.data import DataError, MissingFileError, read_ntire, write_ntire
 from eapnet.data.synthetic import HELDOUT_SEED, TRAIN_SEED, generate_scene, scene_seed
 

@@ -1,4 +1,5 @@
-"""Core ML export (mobile_export.coreml_export): names, shapes, metadata, atomic writes, CLI errors.
+"""Core ML export (mobile_export.coreml_export; its CLI mobile_export.export_coreml): names, shapes, metadata,
+atomic writes, CLI errors.
 
 Numerical checks of the packages (reference-executed with mobile_export.mil_interp) are in test_mil_interp.py;
 the w8a8 and shipped-model conversions are slow (the Core ML quantizer takes ~1 min to prepare).
@@ -19,6 +20,7 @@ from eapnet.checkpoint import save_checkpoint
 from eapnet.macs import count_maccs, count_params
 from eapnet.model import EAPNet
 from mobile_export import coreml_export as cx
+from mobile_export import export_coreml as coreml_cli
 from mobile_export.common import Source, file_sha256, load_source
 from mobile_export.mil_interp import SUPPORTED_OPS, program_ops, run_mlpackage
 
@@ -48,7 +50,7 @@ def ckpt(tmp_path_factory):
 def cli_run(ckpt, tmp_path_factory):
     """The CLI's fp16 export of the tiny checkpoint: (run folder, package path)."""
     out = tmp_path_factory.mktemp("cli")
-    assert cx.main(["--source", str(ckpt), "--precision", "fp16", "--size", "32x48", "--out", str(out)]) == 0
+    assert coreml_cli.main(["--source", str(ckpt), "--precision", "fp16", "--size", "32x48", "--out", str(out)]) == 0
     return out, out / "tiny_coreml_fp16_32x48.mlpackage"
 
 
@@ -182,7 +184,7 @@ def test_api_rejects_bad_requests(ckpt, tmp_path):
 ])
 def test_cli_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        cx.main(argv)
+        coreml_cli.main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -190,10 +192,10 @@ def test_cli_bad_arguments(argv, message, capsys):
 def test_cli_int8_source_needs_w8a8(tmp_path, capsys):
     (tmp_path / "q.pt2").write_bytes(b"")
     with pytest.raises(SystemExit):
-        cx.main(["--source", str(tmp_path / "q.pt2"), "--precision", "int8w", "--out", str(tmp_path)])
+        coreml_cli.main(["--source", str(tmp_path / "q.pt2"), "--precision", "int8w", "--out", str(tmp_path)])
     assert "only --precision w8a8" in capsys.readouterr().err
     with pytest.raises(SystemExit):   # w8a8 by default for a .pt2: an unreadable one is named
-        cx.main(["--source", str(tmp_path / "q.pt2"), "--out", str(tmp_path)])
+        coreml_cli.main(["--source", str(tmp_path / "q.pt2"), "--out", str(tmp_path)])
     assert "q.pt2" in capsys.readouterr().err
 
 

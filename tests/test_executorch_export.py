@@ -19,6 +19,7 @@ from eapnet.checkpoint import save_checkpoint
 from eapnet.model import EAPNet, with_blocks
 from eapnet.training import pytorch_default_init
 from mobile_export import executorch_export as ee
+from mobile_export import export_pte as pte_cli
 from mobile_export.common import Source, example_inputs, export_fixed, load_source
 from mobile_export.pte_profile import profile_pte
 
@@ -76,7 +77,7 @@ def ckpt(tmp_path_factory, model):
 def fp32_run(tmp_path_factory, ckpt):
     """The CLI on the tiny checkpoint: fp32 .pte at 36x52."""
     out = tmp_path_factory.mktemp("fp32")
-    assert ee.main(["--model", str(ckpt), "--size", "36x52", "--out", str(out), "--threads", "1"]) == 0
+    assert pte_cli.main(["--model", str(ckpt), "--size", "36x52", "--out", str(out), "--threads", "1"]) == 0
     return out
 
 
@@ -297,7 +298,7 @@ def test_precision_mismatches_are_rejected(model):
 ])
 def test_cli_rejects_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        ee.main(argv)
+        pte_cli.main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
 

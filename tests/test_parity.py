@@ -1,6 +1,7 @@
 """Parity harness: packing of scenes onto fixed-size canvases, thresholds that fail, localisation of drift,
-and the CLI end to end on tiny exported artifacts: the true files pass, a deliberately corrupted ``.pte`` and a
-corrupted ``.mlpackage`` make it exit non-zero, the result is written back into the artifacts."""
+and the CLI (mobile_export.check_parity) end to end on tiny exported artifacts: the true files pass, a
+deliberately corrupted ``.pte`` and a corrupted ``.mlpackage`` make it exit non-zero, the result is written back
+into the artifacts."""
 import json
 import shutil
 
@@ -13,7 +14,7 @@ from torch import nn
 from compress.quantize import convert, prepare_ptq
 from eapnet.checkpoint import save_checkpoint
 from eapnet.model import EAPNet
-from mobile_export import canvas, localise, parity
+from mobile_export import canvas, check_parity, localise, parity
 from mobile_export.common import load_source
 
 CFG = TINY.replace(base="merge")
@@ -197,7 +198,7 @@ def test_true_artifacts_pass_and_record_parity(exported, tmp_path):
     shutil.copytree(exported["mlpackage"], pkg)
     shutil.copy(exported["ckpt"], tmp_path / "tiny.pt")    # found beside the artifacts, sha256 checked
     out = tmp_path / "report"
-    rc = parity.main([str(pte), str(pkg), "--data", *DATA, "--scenes", "2", "--out", str(out), "--quiet"])
+    rc = check_parity.main([str(pte), str(pkg), "--data", *DATA, "--scenes", "2", "--out", str(out), "--quiet"])
     assert rc == 0
     rep = json.loads((out / "parity.json").read_text())
     assert [r["passed"] for r in rep["artifacts"]] == [True, True]
@@ -269,8 +270,8 @@ def test_corrupted_pte_fails_and_is_diagnosed(exported, tmp_path, capsys):
     shutil.copy(exported["pte"].with_suffix(".json"), pte.with_suffix(".json"))
     _corrupt(pte, _model())
     out = tmp_path / "report"
-    rc = parity.main([str(pte), "--model", str(exported["ckpt"]), "--data", "calib", "--scenes", "2",
-                      "--out", str(out), "--quiet", "--no-write-back"])
+    rc = check_parity.main([str(pte), "--model", str(exported["ckpt"]), "--data", "calib", "--scenes", "2",
+                            "--out", str(out), "--quiet", "--no-write-back"])
     assert rc == 1
     assert "parity failed" in capsys.readouterr().err
     (r,) = json.loads((out / "parity.json").read_text())["artifacts"]
@@ -287,8 +288,8 @@ def test_corrupted_mlpackage_fails(exported, tmp_path):
     shutil.copytree(exported["mlpackage"], pkg)
     (blob,) = pkg.rglob("weight.bin")
     _corrupt(blob, _model())
-    rc = parity.main([str(pkg), "--model", str(exported["ckpt"]), "--data", "calib", "--scenes", "1", "--quiet",
-                      "--no-write-back"])
+    rc = check_parity.main([str(pkg), "--model", str(exported["ckpt"]), "--data", "calib", "--scenes", "1",
+                            "--quiet", "--no-write-back"])
     assert rc == 1
 
 
@@ -329,8 +330,9 @@ def test_damaged_programs_fail_one_row_each_and_the_run_completes(exported, tmp_
     (tmp_path / "badside.pte").write_bytes(data)
     (tmp_path / "badside.json").write_text("{not json")
     out = tmp_path / "report"
-    rc = parity.main([str(tmp_path / "random.pte"), str(good), str(tmp_path / "body.pte"),
-                      str(tmp_path / "badside.pte"), "--data", "calib", "--scenes", "1", "--out", str(out), "--quiet"])
+    rc = check_parity.main([str(tmp_path / "random.pte"), str(good), str(tmp_path / "body.pte"),
+                            str(tmp_path / "badside.pte"), "--data", "calib", "--scenes", "1", "--out", str(out),
+                            "--quiet"])
     assert rc == 1
     rep = json.loads((out / "parity.json").read_text())
     assert [r["passed"] for r in rep["artifacts"]] == [False, True, False, False]
@@ -378,7 +380,7 @@ def test_a_truncated_mlpackage_weight_file_is_named(exported, tmp_path):
 
 def test_cli_rejects_an_unknown_device(capsys):
     with pytest.raises(SystemExit) as e:
-        parity.main(["x.pte", "--device", "tpu"])
+        check_parity.main(["x.pte", "--device", "tpu"])
     assert e.value.code == 2
     assert "--device: device 'tpu': must be" in capsys.readouterr().err
 
@@ -390,6 +392,6 @@ def test_cli_rejects_an_unknown_device(capsys):
 ])
 def test_cli_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        parity.main(argv)
+        check_parity.main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err

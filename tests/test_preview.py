@@ -4,7 +4,7 @@ light."""
 import numpy as np
 import pytest
 
-from eapnet.preview import light_ghosts
+from eapnet.rendering import light_ghosts
 
 GAMMA = 2.24
 

@@ -98,7 +98,7 @@ CLIS = {
     "eapnet.evaluate": ["--models", "standard"],
     "eapnet.ablate": [],
     "eapnet.smoke": [],
-    "mobile_export.parity": ["missing.pte"],
+    "mobile_export.check_parity": ["missing.pte"],
     "bench.bench_mobile": [],
 }
 
@@ -124,8 +124,8 @@ def test_every_cli_refuses_to_overwrite_a_finished_run(module, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("module, name", [
-    ("mobile_export.executorch_export", "standard_xnnpack_fp32_32x32.pte"),
-    ("mobile_export.coreml_export", "standard_coreml_fp16_32x32.mlpackage"),
+    ("mobile_export.export_pte", "standard_xnnpack_fp32_32x32.pte"),
+    ("mobile_export.export_coreml", "standard_coreml_fp16_32x32.mlpackage"),
 ])
 def test_exporters_share_a_folder_but_never_replace_an_artifact(module, name, tmp_path, capsys):
     # an artifact folder collects several exports; only the same artifact again is refused
@@ -144,8 +144,8 @@ def test_exporters_share_a_folder_but_never_replace_an_artifact(module, name, tm
     assert (out / "other_artifact.pte").read_bytes() == b"kept"
 
 
-@pytest.mark.parametrize("module, args", [("mobile_export.parity", ["missing.pte"]), ("eapnet.evaluate",
-                                                                                     ["--models", "standard"])])
+@pytest.mark.parametrize("module, args", [("mobile_export.check_parity", ["missing.pte"]),
+                                          ("eapnet.evaluate", ["--models", "standard"])])
 def test_an_uncreatable_out_fails_before_the_work(module, args, tmp_path, capsys):
     # once only found after the whole comparison, and then the report was lost
     import importlib

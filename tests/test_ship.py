@@ -5,7 +5,8 @@ import pytest
 
 import eapnet
 from eapnet.checkpoint import read_checkpoint
-from eapnet.ship import _run_commit, main, wall_time_s
+from eapnet.ship import main
+from eapnet.shipping import _run_commit, wall_time_s
 from eapnet.train import main as train_main
 
 
@@ -72,7 +73,7 @@ def test_ship_refuses_a_mismatched_name(tmp_path, tiny_config):
 
 def test_lineage_follows_a_shipped_file_to_the_run_it_came_from(tmp_path, tiny_config):
     from eapnet.checkpoint import save_checkpoint
-    from eapnet.ship import lineage
+    from eapnet.shipping import lineage
 
     model = eapnet.build_model(tiny_config)
     first = tmp_path / "runs" / "first"
@@ -94,7 +95,7 @@ def test_lineage_recorded_in_the_shipped_file_outlives_the_run_folders(tmp_path,
     """A shipped file records its whole history: a run continued from it keeps that history when every run
     folder before it is gone, and re-shipping the same run takes the earlier history from the file it wrote."""
     from eapnet.checkpoint import save_checkpoint
-    from eapnet.ship import lineage
+    from eapnet.shipping import lineage
     from eapnet.training import load_config
 
     model = eapnet.build_model(tiny_config)
@@ -126,7 +127,7 @@ def test_lineage_finds_the_version_of_a_shipped_file_a_run_started_from(tmp_path
     import subprocess
 
     from eapnet.checkpoint import save_checkpoint
-    from eapnet.ship import lineage
+    from eapnet.shipping import lineage
     from eapnet.training import load_config
 
     model = eapnet.build_model(tiny_config)

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from eapnet.data import synthetic as syn
+from eapnet import synthesize
 from eapnet.data.synth import sources
 from eapnet.data.synthetic import (
     GAMMA,
@@ -361,7 +361,7 @@ def test_cli_writes_ntire_files(tmp_path):
     ntire = pytest.importorskip("eapnet.data.ntire", reason="eapnet.data.ntire (NTIRE writer) not available yet")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run(
-        [sys.executable, "-m", "eapnet.data.synthetic", "--out", str(tmp_path), "--num", "2", "--seed", "7",
+        [sys.executable, "-m", "eapnet.synthesize", "--out", str(tmp_path), "--num", "2", "--seed", "7",
          "--size", "40x56"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     assert ntire.list_ntire_ids(tmp_path) == ["syn7_00000", "syn7_00001"]
@@ -375,7 +375,7 @@ def test_cli_writes_ntire_files(tmp_path):
 
 def test_cli_rejects_bad_size(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        syn.main(["--out", str(tmp_path), "--num", "1", "--size", "big"])
+        synthesize.main(["--out", str(tmp_path), "--num", "1", "--size", "big"])
     assert exc.value.code != 0 and "HxW" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 

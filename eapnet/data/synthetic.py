@@ -57,18 +57,13 @@ warp / blur / polygon fill). The set of available source photos is part of the i
 different scikit-image install with other files would give other scenes.
 
 The parts live in ``eapnet/data/synth/`` (:mod:`eapnet.data.synth`: config, sources, content,
-motion, sensor); this module assembles them into scenes and keeps the public API and the CLI.
-
-CLI::
-
-    python -m eapnet.data.synthetic --out DIR --num N --seed S --size HxW
+motion, sensor); this module assembles them into scenes and keeps the public API. Scenes are written to an NTIRE folder by
+:mod:`eapnet.synthesize` (``eapnet-synthetic``).
 """
 
 from __future__ import annotations
 
 import math
-import sys
-import time
 from typing import Any
 
 import cv2
@@ -82,10 +77,8 @@ __all__ = [
     "generate_scene",
     "generate_scene_with_info",
     "scene_seed",
-    "main",
 ]
 
-from eapnet.cli import Parser, command
 from eapnet.data.synth.config import (
     _CROWD_STREAM,
     _DEFAULT_CONFIG,
@@ -338,39 +331,3 @@ class SceneSource:
         if self._mask is None:
             self()
         return self._mask
-
-
-# ------------------------------------------------------------------------------------------
-# CLI
-# ------------------------------------------------------------------------------------------
-
-
-
-@command
-def main(argv: list[str] | None = None) -> int:
-    """Write ``--num`` scenes in the NTIRE layout (``syn{seed}_{i:05d}_short.png`` ...)."""
-    from eapnet.cli import size_arg
-
-    p = Parser(prog="python -m eapnet.data.synthetic", description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("--num", type=int, required=True, help="number of scenes")
-    p.add_argument("--seed", type=int, default=TRAIN_SEED, help=f"base seed (held-out: {HELDOUT_SEED})")
-    p.add_argument("--size", type=size_arg, default=None, help="HxW, e.g. 1060x1900 (default 256x256)")
-    p.add_argument("--start", type=int, default=0, help="first scene index (to resume or shard)")
-    args = p.parse_args(argv)
-    if args.num < 0:
-        p.error("--num must be >= 0")
-
-    from eapnet.data.ntire import write_ntire  # lazy: the NumPy generator does not need it
-
-    h, w = args.size or (_DEFAULT_CONFIG.height, _DEFAULT_CONFIG.width)
-    t0 = time.perf_counter()
-    for i in range(args.start, args.start + args.num):
-        ldrs, evs, gt = generate_scene(scene_seed(args.seed, i), h, w)
-        write_ntire(args.out, f"syn{args.seed}_{i:05d}", ldrs, evs, gt=gt)
-    print(f"wrote {args.num} scenes {h}x{w} to {args.out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

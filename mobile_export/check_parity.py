@@ -1,0 +1,85 @@
+"""Check exported .pte / .mlpackage files against their float model.
+
+    python -m mobile_export.check_parity runs/compress-100G/export/*.pte runs/compress-100G/export/*.mlpackage \\
+        --out runs/compress-100G/parity
+    eapnet-parity export/*.pte export/*.mlpackage --data calib --scenes 4 --no-write-back
+
+Prints the Markdown report; ``--out DIR`` also writes ``parity.json``, ``parity.md`` and ``run.json``. The
+measured summary is written back into each artifact (``.mlpackage`` metadata ``parity``, the ``.pte``'s sidecar
+``.json``) unless ``--no-write-back``. Exit codes: 0 all pass, 1 a threshold is exceeded (or an artifact cannot
+be run), 2 bad arguments or inputs. What is compared, on which scenes, and the thresholds:
+:mod:`mobile_export.parity`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from eapnet.cli import Parser, command
+from eapnet.inference import TILE_OVERLAP, resolve_device
+from mobile_export.canvas import DATASETS
+from mobile_export.parity import report_markdown, run_parity
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    from eapnet.cli import add_overwrite, int_at_least
+
+    p = Parser(prog="eapnet-parity",
+               description="Check exported .pte / .mlpackage files against their float model.")
+    p.add_argument("artifacts", nargs="+", help=".pte and/or .mlpackage paths")
+    p.add_argument("--model", "--float", dest="float_spec", default=None,
+                   help="float reference (shipped name or .pt); default: the export's recorded source")
+    p.add_argument("--data", nargs="+", default=list(DATASETS), choices=DATASETS, help="datasets to compare on")
+    p.add_argument("--scenes", type=int_at_least(1), default=8, help="at most this many scenes per dataset")
+    p.add_argument("--all-exposures", action="store_true",
+                   help="compare the first --scenes scenes of each dataset whatever their exposure values (each "
+                        "extra exposure triple costs one full-size canvas per artifact); default: scenes that "
+                        "share the most common triple")
+    p.add_argument("--gutter", type=int_at_least(0), default=16, help="replicated-edge pixels around packed scenes")
+    p.add_argument("--stitch", action="store_true",
+                   help="the artifacts are tile programs: also run each one tiled over the full-size frame and "
+                        "check the stitched output against the float model on the whole frame")
+    p.add_argument("--tile-overlap", type=int_at_least(0), default=TILE_OVERLAP,
+                   help=f"pixels shared by neighbouring tiles with --stitch (default {TILE_OVERLAP})")
+    p.add_argument("--device", default="auto", help="device of the float model: auto (cuda if present), cpu, cuda")
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="XNNPACK threads for .pte files")
+    p.add_argument("--out", "--report", dest="out", default=None, help="folder for parity.json, parity.md and run.json")
+    add_overwrite(p)
+    p.add_argument("--no-write-back", action="store_true", help="do not record the result in the artifacts")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+@command
+def main(argv: Sequence[str] | None = None) -> int:
+    from eapnet.cli import out_dir
+
+    p = get_args_parser()
+    args = p.parse_args(argv)
+    out = out_dir(p, args, "parity") if args.out else None   # before the comparison: a bad --out fails now
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        p.error(f"--device: {e}")
+    rep = run_parity(args.artifacts, float_spec=args.float_spec, datasets=args.data, limit=args.scenes,
+                     gutter=args.gutter, device=args.device, threads=args.threads,
+                     write_back=not args.no_write_back, progress=not args.quiet,
+                     shared_exposures=not args.all_exposures, stitch=args.stitch,
+                     tile_overlap=args.tile_overlap)
+    md = report_markdown(rep)
+    if out is not None:
+        from eapnet.runs import atomic_write_json, atomic_write_text, record_run
+
+        record_run(out, vars(args))
+        atomic_write_json(out / "parity.json", rep)
+        atomic_write_text(out / "parity.md", md)
+    print(md)
+    if not rep["passed"]:
+        print("error: parity failed for " + ", ".join(r["artifact"] for r in rep["artifacts"] if not r["passed"]),
+              file=sys.stderr)
+    return 0 if rep["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
