@@ -3,13 +3,13 @@
 Run from the repository root::
 
     python -m calib_data.build                                   # the shipped set, calib_data/default
-    python -m calib_data.build --out /tmp/calib --data ../shared/data/ntire_samples/crops256 --n 8 --size 128
+    python -m calib_data.build --out /tmp/calib --data ../shared/data/ntire_samples/crops256 --num 8 --size 128
 
 ``--data synthetic`` (the default) draws scenes of the synthetic generator from a seed stream of its own; a
 folder in the NTIRE or Kalantari layout gives deterministic random crops of its scenes with ground truth. What
 a set holds and how the scenes are chosen: :mod:`calib_data.generate`. The output is built in a temporary
 folder next to ``--out`` and renamed into place; an existing non-empty ``--out`` is replaced only with
-``--force``, and only when it is itself a calibration set.
+``--overwrite``, and only when it is itself a calibration set.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from calib_data import MANIFEST
 from calib_data.generate import CALIB_SEED, ROOT
-from eapnet.cli import Parser, command
+from eapnet.cli import Parser, command, side_arg
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -29,12 +29,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="output folder (default: the shipped set, calib_data/default)")
     p.add_argument("--data", "--source", dest="source", default="synthetic",
                    help="'synthetic' (default) or a folder in the NTIRE or Kalantari layout to crop")
-    p.add_argument("--n", type=int, default=32, help="number of scenes / crops (default 32)")
-    p.add_argument("--size", type=int, default=128, help="frame side in pixels, a multiple of 8 (default 128)")
+    p.add_argument("--num", "--n", dest="n", type=int, default=32, help="number of scenes / crops (default 32)")
+    p.add_argument("--size", type=side_arg, default=128, metavar="N",
+                   help="frame side in pixels, N or NxN, a multiple of 8 (default 128)")
     p.add_argument("--seed", type=int, default=CALIB_SEED,
                    help=f"synthetic: base seed of the scene stream; folder: seed of the crop offsets "
                         f"(default CALIB_SEED = {CALIB_SEED})")
-    p.add_argument("--force", action="store_true", help="replace an existing calibration set at --out")
+    p.add_argument("--overwrite", "--force", dest="force", action="store_true",
+                   help="replace an existing calibration set at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -44,7 +46,7 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     from eapnet.data.synthetic import HELDOUT_SEED, TRAIN_SEED
 
     if args.n < 1:
-        p.error(f"--n must be >= 1, got {args.n}")
+        p.error(f"--num must be >= 1, got {args.n}")
     if args.size < 16 or args.size % 8:
         p.error(f"--size must be >= 16 and a multiple of 8, got {args.size}")
     if args.source == "synthetic":
@@ -66,9 +68,9 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not args.force:
-            p.error(f"--out {out} exists and is not empty; pass --force to replace it")
+            p.error(f"--out {out} exists and is not empty; pass --overwrite to replace it")
         if not (out / MANIFEST).is_file():
-            p.error(f"--out {out} is not a calibration set (no {MANIFEST}); refusing to replace it, even with --force")
+            p.error(f"--out {out} is not a calibration set (no {MANIFEST}); refusing to replace it, even with --overwrite")
 
 
 @command

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import torch
 
-from eapnet.cli import Parser, add_overwrite, command, int_at_least, out_dir
+from eapnet.cli import Parser, add_overwrite, command, int_at_least, out_dir, side_arg
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = Parser(prog="eapnet-ablate", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="standard", help="shipped name or checkpoint path (default: standard)")
     p.add_argument("--heldout", type=int_at_least(1), default=16, help="held-out synthetic scenes (default 16)")
-    p.add_argument("--size", type=int_at_least(16), default=256, help="their side in pixels (default 256)")
+    p.add_argument("--size", type=side_arg, default=256, metavar="N", help="their side in pixels, N or NxN (default 256)")
     p.add_argument("--no-real-crops", dest="real", action="store_false", help="skip the real NTIRE crops")
     p.add_argument("--out", type=Path, default=None, help="also write ablation.md and ablation.json here")
     add_overwrite(p)

@@ -85,6 +85,22 @@ def size_arg(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def side_arg(text: str) -> int:
+    """argparse type for a square scene's side: ``"256"`` or ``"256x256"`` -> 256 (pixels, >= 16); the same
+    ``HxW`` form as :func:`size_arg`, for the commands whose scenes are square."""
+    t = str(text).lower()
+    try:
+        h, w = parse_size(t) if "x" in t else (int(t), int(t))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e) if "x" in t else f"size must be N or NxN in pixels, got {text!r}") \
+            from None
+    if h != w:
+        raise argparse.ArgumentTypeError(f"these scenes are square: give N or NxN, got {text!r}")
+    if h < 16:
+        raise argparse.ArgumentTypeError(f"size must be at least 16, got {text!r}")
+    return h
+
+
 def int_at_least(lo: int):
     """argparse type: an integer >= ``lo``."""
     def parse(text: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eapnet.cli import Parser, command, int_at_least
+from eapnet.cli import Parser, command, int_at_least, side_arg
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="shipped name (standard, lightweight), a checkpoint path, or fresh:<variant> for a "
                         "freshly initialised model")
     p.add_argument("--scenes", type=int_at_least(1), default=8, help="held-out synthetic scenes (default 8)")
-    p.add_argument("--size", type=int_at_least(16), default=128, help="their side in pixels (default 128)")
+    p.add_argument("--size", type=side_arg, default=128, metavar="N",
+                   help="their side in pixels, N or NxN (default 128)")
     return p
 
 

@@ -53,7 +53,7 @@ def _model_names(entries: Sequence[str], taken: set[str]) -> list[tuple[str, str
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import int_at_least
+    from eapnet.cli import int_at_least, side_arg
 
     from eapnet.baselines import ALL_BASELINES, BASELINES
 
@@ -65,15 +65,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"classical baselines, from {', '.join(ALL_BASELINES)}; default: %(default)s")
     p.add_argument("--heldout", type=int_at_least(0), default=16,
                    help="held-out synthetic scenes (0 = none); default %(default)s")
-    p.add_argument("--size", type=int_at_least(16), default=256,
-                   help="side of the held-out synthetic scenes in pixels; default %(default)s")
+    p.add_argument("--size", type=side_arg, default=256, metavar="N",
+                   help="side of the held-out synthetic scenes in pixels, N or NxN; default %(default)s")
     p.add_argument("--no-real-crops", dest="real_crops", action="store_false",
                    help="skip the real NTIRE crops (SHARED_SAMPLES/crops256)")
     p.add_argument("--data", type=Path, action="append", default=[], metavar="DIR",
                    help="extra dataset folder with ground truth (NTIRE or Kalantari layout); repeatable")
     p.add_argument("--tile", type=int_at_least(16), default=None,
                    help="tiled inference with square tiles of this many pixels (default: whole frame)")
-    p.add_argument("--overlap", type=int_at_least(0), default=64,
+    p.add_argument("--tile-overlap", "--overlap", dest="overlap", type=int_at_least(0), default=64,
                    help="tile overlap in pixels, < tile/2; default %(default)s")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="autocast on CUDA")
     p.add_argument("--device", default="auto", help="torch device for the models (auto = cuda if available)")
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(args.baselines)) != len(args.baselines):
         p.error(f"--baselines names a baseline twice: {args.baselines}")
     if args.tile is not None and args.overlap >= args.tile // 2:
-        p.error(f"--overlap {args.overlap} must be < tile/2 = {args.tile // 2}")
+        p.error(f"--tile-overlap {args.overlap} must be < tile/2 = {args.tile // 2}")
     if not args.models and not args.baselines:
         p.error("nothing to evaluate: give --models and/or --baselines")
     try:

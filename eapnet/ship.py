@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from eapnet.checkpoint import WEIGHTS_DIR
-from eapnet.cli import Parser, command
+from eapnet.cli import Parser, command, side_arg
 from eapnet.shipping import DOCS_DIR
 
 
@@ -24,7 +24,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=Path, required=True, help="training run folder (eapnet.train --out)")
     p.add_argument("--name", required=True, choices=["standard", "lightweight"], help="shipped model name")
     p.add_argument("--heldout", type=int, default=16, help="held-out synthetic scenes for the card (default 16)")
-    p.add_argument("--size", type=int, default=256, help="held-out scene size (default 256)")
+    p.add_argument("--size", type=side_arg, default=256, metavar="N", help="held-out scene side, N or NxN (default 256)")
     p.add_argument("--hardware", default=None, help="training hardware for the card (default: this machine's CPU)")
     p.add_argument("--note", default="", help="extra remarks for the card (e.g. how the data differed)")
     p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR, help="where to write (default: %(default)s)")

@@ -129,11 +129,11 @@ def test_build_from_ntire_folder(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--size", "20"], "--size must be >= 16 and a multiple of 8, got 20"),
-    (["--n", "0"], "--n must be >= 1"),
+    (["--n", "0"], "--num must be >= 1"),
     (["--data", "MISSING"], "no such folder"),
     (["--data", "EMPTY"], "unrecognised layout"),
     (["--seed", str(HELDOUT_SEED)], "held-out seed"),
-    (["--out", "EXISTING"], "exists and is not empty; pass --force"),
+    (["--out", "EXISTING"], "exists and is not empty; pass --overwrite"),
     (["--out", "NOT_A_SET", "--force"], "is not a calibration set"),
 ])
 def test_bad_args(argv, message, tmp_path, capsys):
