@@ -293,8 +293,8 @@ def prepare_qat(model: nn.Module, backend: str = "xnnpack", example=None,
     range-equalised model (:func:`compress.equalise.equalise`, unless ``equalise`` is False) and calibrated
     on them (:func:`calibrate`); without ``calib``, calibrate it yourself before training. Then train it like
     the float model (any optimizer over ``prepared.parameters()``) on ldrs whose H, W are multiples of 8 (or
-    through :class:`Padded`). Weight observers follow the weights on every forward; :func:`freeze_observers`
-    stops all observers. ``.train()``/``.eval()`` raise on exported graphs; the mode is set with torchao's
+    through :class:`Padded`). Weight observers follow the weights on every forward (torchao's ``disable_observer``
+    applied to the graph stops them). ``.train()``/``.eval()`` raise on exported graphs; the mode is set with torchao's
     ``move_exported_model_to_train/eval`` (it only affects dropout and batch norm).
     """
     from torchao.quantization.pt2e import move_exported_model_to_train
@@ -363,13 +363,6 @@ def calibrate(prepared: torch.fx.GraphModule,
     for m in _activation_fake_quants(prepared):
         disable_observer(m)
     return prepared
-
-
-def freeze_observers(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """Stop the observers of a prepared graph (scales and zero points stay fixed; fake-quant stays on)."""
-    from torchao.quantization.pt2e import disable_observer
-
-    return prepared.apply(disable_observer)
 
 
 def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:

@@ -15,7 +15,6 @@ from compress.quantize import (
     _activation_fake_quants,
     convert,
     export_for_quant,
-    freeze_observers,
     load_quantized,
     prepare_ptq,
     prepare_qat,
@@ -29,6 +28,13 @@ from eapnet.training import pytorch_default_init
 # upsample="conv": the tiny model has transposed convs (2 PDUBs + the final x2) like the standard one.
 TINY_CONV = TINY.replace(upsample="conv", base="merge")
 QDQ = torch.ops.quantized_decomposed
+
+
+def freeze_observers(prepared):
+    """Stop every observer of a prepared graph: scales and zero points stay fixed, fake-quant stays on."""
+    from torchao.quantization.pt2e import disable_observer
+
+    return prepared.apply(disable_observer)
 
 
 def _float_model(cfg=TINY_CONV) -> EAPNet:
