@@ -91,8 +91,15 @@ def validate_config(cfg: dict) -> dict:
     if cfg["model"] not in ("standard", "lightweight", "ahdr") and not Path(cfg["model"]).is_file():
         raise ValueError(f"model must be standard, lightweight, ahdr or a JSON/YAML EAPNetConfig file, "
                          f"got {cfg['model']!r}")
-    if cfg["data"] != "synthetic" and not Path(cfg["data"]).is_dir():
-        raise ValueError(f"data must be 'synthetic' or an NTIRE/Kalantari folder; {cfg['data']!r} is not a folder")
+    if cfg["data"].startswith("synthetic"):
+        from eapnet.data.synth.config import PRESETS
+
+        preset = cfg["data"].partition(":")[2] or "default"
+        if cfg["data"] not in ("synthetic", f"synthetic:{preset}") or preset not in PRESETS:
+            raise ValueError(f"data {cfg['data']!r}: the synthetic generator's configs are "
+                             f"{', '.join('synthetic:' + k for k in PRESETS)} ('synthetic' = synthetic:default)")
+    elif not Path(cfg["data"]).is_dir():
+        raise ValueError(f"data must be 'synthetic[:config]' or an NTIRE/Kalantari folder; {cfg['data']!r} is not a folder")
     if cfg["init_from"] and not Path(cfg["init_from"]).is_file():
         raise ValueError(f"init_from {cfg['init_from']!r} is not a file")
     if cfg["patch"] % 8:
@@ -114,10 +121,11 @@ def model_from_arg(model: str) -> nn.Module:
 # ------------------------------------------------------------------------------------------------- data
 
 class SyntheticStream(Dataset):
-    """Sample ``g`` = a fresh synthetic ``patch`` x ``patch`` scene with seed (seed, g), randomly flipped/rotated."""
+    """Sample ``g`` = a fresh synthetic ``patch`` x ``patch`` scene with seed (seed, g), randomly flipped/rotated;
+    ``preset`` names the generator's config (:data:`eapnet.data.synth.config.PRESETS`)."""
 
-    def __init__(self, seed: int, patch: int):
-        self.seed, self.patch = seed, patch
+    def __init__(self, seed: int, patch: int, preset: str = "default"):
+        self.seed, self.patch, self.preset = seed, patch, preset
 
     def __len__(self):
         return 2**62
@@ -126,7 +134,9 @@ class SyntheticStream(Dataset):
         from eapnet.data.patches import augment, scene_to_tensors
         from eapnet.data.synthetic import generate_scene, scene_seed
 
-        s = scene_to_tensors(*generate_scene(scene_seed(self.seed, g), self.patch, self.patch))
+        from eapnet.data.synth.config import PRESETS
+
+        s = scene_to_tensors(*generate_scene(scene_seed(self.seed, g), self.patch, self.patch, PRESETS[self.preset]))
         k = int(np.random.default_rng([self.seed, g, 7]).integers(8))
         s["ldrs"], s["gt"] = augment(s["ldrs"], s["gt"], k)
         return {"ldrs": s["ldrs"].contiguous(), "evs": s["evs"], "gt": s["gt"].contiguous()}
@@ -409,7 +419,8 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         net = torch.compile(net)
     criterion = EAPNetLoss(alpha=cfg["loss_alpha"], beta=cfg["loss_beta"])
 
-    stream = SyntheticStream(cfg["seed"], cfg["patch"]) if cfg["data"] == "synthetic" else \
+    stream = SyntheticStream(cfg["seed"], cfg["patch"], cfg["data"].partition(":")[2] or "default") \
+        if cfg["data"].startswith("synthetic") else \
         FolderStream(cfg["data"], cfg["seed"], cfg["patch"], cfg["stride"])
     loader = DataLoader(stream, batch_size=cfg["batch_size"] // world,
                         sampler=StepSampler(start, cfg["batch_size"], rank, world),

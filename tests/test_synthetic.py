@@ -470,6 +470,37 @@ def test_light_changes_come_from_their_own_stream():
     assert generate_scene_with_info(0, 64, 64, still)[3]["light_change_stops"] == [0.0, 0.0]
 
 
+def test_light_changes_on_objects_light_only_the_objects():
+    """``light_change_on_objects``: the changed light multiplies a frame only where its moving objects are;
+    off (the default) it draws nothing, so the default scenes keep every random stream."""
+    import dataclasses
+
+    from eapnet.data.synth.config import PRESETS, SyntheticConfig
+    from eapnet.data.synth.motion import _light_changes
+
+    h = w = 64
+    objects = np.zeros((h, w), np.float32)
+    objects[:, 24:40] = 1.0                       # a standing figure
+    on = SyntheticConfig(light_change_prob_low_key=1.0, light_change_kinds=(1.0, 0.0, 0.0),
+                         light_change_size_range=(0.6, 0.8))
+    pools, _ = _light_changes(np.random.default_rng(3), on, h, w, True, (objects, objects))
+    lit, _ = _light_changes(np.random.default_rng(3), dataclasses.replace(on, light_change_on_objects=1.0),
+                            h, w, True, (objects, objects))
+    for pool, only in zip(pools, lit):
+        assert (pool > 1.01).mean() > 0.3                       # a pool lights the background too ...
+        assert np.array_equal(only[:, :24], np.ones_like(only[:, :24]))   # ... on objects only: not here
+        assert (only[:, 24:40] > 1.01).mean() > 0.1                       # but on the figure
+    # the first frame's light is the same pool, restricted to the figure (the draw for it shifts the second's)
+    assert np.allclose(lit[0][:, 24:40], pools[0][:, 24:40], rtol=1e-5)
+    # probability 0 draws nothing: the same stream as a config without the option
+    again, _ = _light_changes(np.random.default_rng(3), dataclasses.replace(on, light_change_on_objects=0.0),
+                              h, w, True, (objects, objects))
+    assert all(np.array_equal(a, b) for a, b in zip(again, pools))
+    with pytest.raises(ValueError, match="light_change_on_objects"):
+        SyntheticConfig(light_change_on_objects=1.5)
+    assert PRESETS["default"] == SyntheticConfig() and PRESETS["stage"].light_change_on_objects > 0
+
+
 def test_white_level_like_the_challenge():
     """Most scenes clip at code 248 like every real challenge frame, the others at a code in
     240..255; the white level is the top code of a clipped frame, and drawing it changes nothing else."""

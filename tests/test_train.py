@@ -79,11 +79,22 @@ def test_yaml_and_flags_override(tmp_path):
     assert cfg["lr"] == 0.001 and cfg["steps"] == 7 and explicit == {"steps", "compile"}
 
 
+def test_synthetic_data_names_a_generator_config():
+    from eapnet.data.synth.config import PRESETS
+    from eapnet.training import SyntheticStream
+
+    assert parse_args(["--data", "synthetic:stage"])[1]["data"] == "synthetic:stage"
+    a, b = SyntheticStream(3, 32)[5], SyntheticStream(3, 32, "default")[5]
+    assert torch.equal(a["ldrs"], b["ldrs"])            # "synthetic" is synthetic:default
+    assert SyntheticStream(3, 32, "stage").preset == "stage" and "stage" in PRESETS
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["--steps", "0"], "steps must be positive"),
     (["--amp", "fp8"], "amp must be"),
     (["--model", "huge"], "model must be"),
     (["--data", "/no/such/folder"], "data must be"),
+    (["--data", "synthetic:nope"], "configs are synthetic:default, synthetic:stage"),
     (["--patch", "100"], "multiple of 8"),
 ])
 def test_bad_config_is_rejected_clearly(argv, msg, capsys):

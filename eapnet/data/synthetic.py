@@ -73,6 +73,7 @@ __all__ = [
     "GAMMA",
     "TRAIN_SEED",
     "HELDOUT_SEED",
+    "PRESETS",
     "SyntheticConfig",
     "generate_scene",
     "generate_scene_with_info",
@@ -82,6 +83,7 @@ __all__ = [
 from eapnet.data.synth.config import (
     _CROWD_STREAM,
     _DEFAULT_CONFIG,
+    PRESETS,
     _LIGHT_STREAM,
     _LOW_KEY_DARK,
     _LOW_KEY_STREAM,
@@ -228,9 +230,11 @@ def generate_scene_with_info(seed: int, height: int = 256, width: int = 256,
                          others or photos, textures, (illum, fy, fx, margin) if low_key else None)
 
     # --- render, veiling glare, auto-expose, white balance ---
-    coverage = np.zeros((h, w), np.float32)  # where any frame shows a moving object or a changed light
-    radiance = [_render(canvas, margin, h, w, cams[i], sprites, i, coverage) for i in range(3)]
-    changed, light_stops = _light_changes(np.random.default_rng([int(seed), _LIGHT_STREAM]), cfg, h, w, low_key)
+    alphas = [np.zeros((h, w), np.float32) for _ in range(3)]   # the moving objects in each frame
+    radiance = [_render(canvas, margin, h, w, cams[i], sprites, i, alphas[i]) for i in range(3)]
+    coverage = np.maximum(np.maximum(alphas[0], alphas[1]), alphas[2])  # ... and where a light changed (below)
+    changed, light_stops = _light_changes(np.random.default_rng([int(seed), _LIGHT_STREAM]), cfg, h, w, low_key,
+                                          (alphas[0], alphas[2]))
     for i, field in zip((0, 2), changed):
         if field is not None:   # the gt keeps the medium frame's light
             radiance[i] *= field

@@ -178,14 +178,15 @@ def _add_crowd(sprites: list, rng: np.random.Generator, cfg: SyntheticConfig, h:
     return n
 
 
-def _light_changes(rng: np.random.Generator, cfg: SyntheticConfig, h: int, w: int,
-                   low_key: bool) -> tuple[list[np.ndarray | None], list[float]]:
+def _light_changes(rng: np.random.Generator, cfg: SyntheticConfig, h: int, w: int, low_key: bool,
+                   objects: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[list[np.ndarray | None], list[float]]:
     """Lights that differ between exposures, from the scene's own light stream: for the short and the long
     frame, ``None`` (same light as the medium frame) or an ``(h, w, 3)`` float32 factor on that frame's
     linear radiance: 1..3 soft pools of light, each on in that frame only (up to ``2**stops`` brighter in a
     gel's or warm white's channels), on in the medium frame only (as much darker) or of another colour
-    (brighter in some channels, darker in others); pools that overlap add in stops. Also the peak change
-    per frame in stops (0 = unchanged)."""
+    (brighter in some channels, darker in others); pools that overlap add in stops. With probability
+    ``cfg.light_change_on_objects`` a frame's change lights only ``objects`` (the ``(h, w)`` alpha of the
+    moving objects in the short and in the long frame). Also the peak change per frame in stops (0 = unchanged)."""
     p = (cfg.light_change_prob_low_key if low_key else cfg.light_change_prob_bright) if cfg.object_motion else 0.0
     s = min(h, w)
 
@@ -194,7 +195,7 @@ def _light_changes(rng: np.random.Generator, cfg: SyntheticConfig, h: int, w: in
                 else _gel(rng, int(rng.choice(len(_GELS), p=_GEL_P)), 0.05))
 
     fields, stops = [], []
-    for _ in range(2):
+    for k in range(2):
         if rng.random() >= p:
             fields.append(None)
             stops.append(0.0)
@@ -219,8 +220,11 @@ def _light_changes(rng: np.random.Generator, cfg: SyntheticConfig, h: int, w: in
             direction = direction / max(float(np.abs(direction).max()), 0.25)
             change += spot[..., None] * direction.astype(np.float32)
         np.clip(change, -1.0, 1.0, out=change)
-        field = np.exp2(np.float32(st) * change)
-        fields.append(cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR))
+        field = cv2.resize(np.exp2(np.float32(st) * change), (w, h), interpolation=cv2.INTER_LINEAR)
+        # drawn only when asked for, so that the default scenes keep their random streams
+        if cfg.light_change_on_objects > 0 and objects is not None and rng.random() < cfg.light_change_on_objects:
+            field = np.exp2(np.log2(field) * objects[k][..., None]).astype(np.float32)
+        fields.append(field)
         stops.append(round(st * float(np.abs(change).max()), 4))
     return fields, stops
 
