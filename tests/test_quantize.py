@@ -276,6 +276,28 @@ def test_coreml_qat_converts_to_its_fake_quant_form(float_model):
     assert QDQ.dequantize_per_channel.default in {n.target for n in q.graph.nodes if n.op == "call_function"}
 
 
+def test_float_modules_stay_float_and_the_rest_int8(float_model, monkeypatch):
+    # FLOAT_MODULES (Core ML keeps the short frame's encoder float): every conv inside a listed module keeps
+    # float weights and output; the other encoders' convs stay int8. Checked with the XNNPACK flavour (faster).
+    import compress.quantize as quantize
+
+    assert quantize.FLOAT_MODULES["coreml"] == ("encoders.0",) and quantize.FLOAT_MODULES["xnnpack"] == ()
+    monkeypatch.setitem(quantize.FLOAT_MODULES, "xnnpack", ("encoders.0",))
+    q = convert(prepare_ptq(float_model, "xnnpack", _calib_batches()))
+
+    def path(n):
+        return list(n.meta["nn_module_stack"].values())[-1][0]
+
+    convs = [n for n in q.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    short = [c for c in convs if path(c).startswith("encoders.0.")]
+    medium = [c for c in convs if path(c).startswith("encoders.1.")]
+    assert short and medium
+    assert all(c.args[1].op == "get_attr" for c in short), [path(c) for c in short]
+    assert all("dequantize" in str(c.args[1].target) for c in medium)
+    assert not quantize._in_modules(medium[0], ("encoders.0",)) and quantize._in_modules(short[0], ("encoders",))
+    assert not quantize._in_modules(short[0], ("encoders.01",))
+
+
 def test_the_output_head_stays_float(float_model):
     # Only the convs are int8: the HDR output (residual + radiance merge, ReLU) keeps float precision, so
     # it is not limited to 255 levels (measured ~216 distinct values per tensor with an int8 head).
