@@ -244,7 +244,6 @@ def compare_losses(a: list[tuple[int, float]], b: list[tuple[int, float]], windo
             "max_window_rel_diff": max(abs(w["rel_diff"]) for w in wins)}
 
 
-
 def benchmark(variants: Sequence[str], device: torch.device, *, batch: int | None = None, patch: int | None = None,
               train_steps: int = 16, train_warmup: int = 4, threads: int = os.cpu_count() or 1, loss_steps: int = 0,
               profile: bool = False, repeats: int = 5, skip_train: bool = False, skip_modes: bool = False,

@@ -47,8 +47,8 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
     if args.n < 1:
         p.error(f"--num must be >= 1, got {args.n}")
-    if args.size < 16 or args.size % 8:
-        p.error(f"--size must be >= 16 and a multiple of 8, got {args.size}")
+    if args.size % 8:
+        p.error(f"--size must be a multiple of 8, got {args.size}")
     if args.source == "synthetic":
         if args.seed in (TRAIN_SEED, HELDOUT_SEED):
             p.error(f"--seed {args.seed} is the {'training' if args.seed == TRAIN_SEED else 'held-out'} seed; "

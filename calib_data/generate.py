@@ -51,7 +51,7 @@ from eapnet.data import (
 from eapnet.data.ntire import ntire_paths
 from eapnet.data.patches import _source_name, load_scene
 from eapnet.data.synthetic import generate_scene_with_info, scene_seed
-from eapnet.runs import atomic_write_json, package_versions
+from eapnet.runs import _umask, atomic_write_json, package_versions
 
 __all__ = ["CALIB_SEED", "CATEGORY_CYCLE", "build_from_folder", "build_set", "build_synthetic", "rebuild_command"]
 
@@ -214,9 +214,3 @@ def _install(tmp: Path, out: Path) -> None:
     os.replace(out, old / out.name)
     os.replace(tmp, out)
     shutil.rmtree(old)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -95,6 +95,12 @@ def calibration(folder: str | os.PathLike | None = None, limit: int | None = CAL
     return [Scene(sid, l, e, g) for sid, l, e, g in load_calibration(Path(folder) if folder else DEFAULT, limit)]
 
 
+def calibration_batches(folder: str | os.PathLike | None = None, limit: int | None = CALIBRATION_SCENES
+                        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`calibration` as the ``(ldrs, evs)`` batches of 4 that calibration and range equalisation take."""
+    return [(ldrs, evs) for ldrs, evs, _ in as_batches(calibration(folder, limit))]
+
+
 def load(item: Sequence, dataset: str = "scenes") -> Scene:
     """One scene from ``(id, source)`` (lazy), ``(id, ldrs, evs, gt)`` or a :class:`Scene`; validated.
     A source with a ``motion_mask()`` method (synthetic scenes) gives the motion mask too."""

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"not {args.name!r}")
     if not args.weights_dir.is_dir():
         p.error(f"--weights-dir {args.weights_dir}: no such folder")
-    lines, out_pt, card = ship(model, ckpt, args.run, args.name, heldout=args.heldout, size=args.size,
+    lines, out_pt, card = ship(model, ckpt, src, args.name, heldout=args.heldout, size=args.size,
                                hardware=args.hardware, note=args.note, weights_dir=args.weights_dir,
                                preview_dir=args.preview_dir)
     print("\n".join(lines))

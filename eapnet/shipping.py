@@ -189,17 +189,18 @@ def _committed_versions(path: Path) -> list:
         return load
     return [loader(c) for c in commits]
 
-def ship(model: nn.Module, ckpt: dict, run: Path, name: str, *, heldout: int = 16, size: int = 256,
+
+def ship(model: nn.Module, ckpt: dict, src: Path, name: str, *, heldout: int = 16, size: int = 256,
          hardware: str | None = None, note: str = "", weights_dir: Path = WEIGHTS_DIR,
          preview_dir: Path | None = DOCS_DIR) -> tuple[list[str], Path, Path]:
-    """Measure ``model`` (the EMA model of ``ckpt``, read from :func:`run_checkpoint` of the training folder
-    ``run``) and write ``<weights_dir>/<name>.pt`` and its card ``<name>.md``, together, once every measurement
+    """Measure ``model`` (the EMA model of ``ckpt``, read from ``src``: :func:`run_checkpoint` of a training folder)
+    and write ``<weights_dir>/<name>.pt`` and its card ``<name>.md``, together, once every measurement
     succeeded. Evaluation on ``heldout`` synthetic scenes of ``size``^2 and the real crops (into
     ``run/ship_eval``), the block ablation, the dead-channel share, and the preview of the real full-size frame
     into ``preview_dir`` (None: no preview) when the shared samples hold it. ``hardware``: the training hardware
     for the card (default: this machine's CPU); ``note``: extra remarks. Returns the card's lines, the weights
     file and the card file."""
-    src = run_checkpoint(run)
+    run = src.parent
     cfg = ckpt["train_config"]
     out_pt = weights_dir / f"{name}.pt"
     from eapnet.ablation import ablation_table, table_markdown

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eapnet.evalsets import CALIBRATION_SCENES, as_batches, calibration
+from eapnet.evalsets import CALIBRATION_SCENES, calibration_batches
 
 from mobile_export.common import (
     DEFAULT_SIZE,
@@ -115,7 +115,7 @@ def _calibration_batches(calib) -> list[tuple[torch.Tensor, torch.Tensor]]:
         n = CALIBRATION_SCENES if calib is None else calib
         if n < 1:
             raise ValueError(f"need at least one calibration scene, got {n}")
-        return [(ldrs, evs) for ldrs, evs, _ in as_batches(calibration(limit=n))]
+        return calibration_batches(limit=n)
     batches = list(calib)
     if not batches:
         raise ValueError("calib holds no batches")

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import torch
 
-from eapnet.evalsets import CALIBRATION_SCENES, as_batches, calibration
+from eapnet.evalsets import calibration_batches
 
 from mobile_export.common import (
     DEFAULT_SIZE,
@@ -330,10 +330,6 @@ def _op_name(target) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _default_calib(scenes: int = CALIBRATION_SCENES) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(ldrs, evs) for ldrs, evs, _ in as_batches(calibration(limit=scenes))]
-
-
 def ptq_source(source: Source, calib: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Source:
     """Int8 ``Source`` of a float ``source`` by post-training quantization with the XNNPACK quantizer.
 
@@ -345,7 +341,7 @@ def ptq_source(source: Source, calib: Sequence[tuple[torch.Tensor, torch.Tensor]
 
     if source.precision != "fp32":
         raise ValueError(f"PTQ needs a float source; {source.path} is already {source.precision}")
-    calib = _default_calib() if calib is None else list(calib)
+    calib = calibration_batches() if calib is None else list(calib)
     qmodel = Padded(convert(prepare_ptq(source.module, BACKEND, calib))).eval()
     return Source(qmodel, "int8", source.variant, source.path, source.sha256, source.config, source.maccs,
                   source.params, BACKEND)

@@ -22,13 +22,12 @@ from pathlib import Path
 import torch
 
 from eapnet.cli import Parser, command
-from eapnet.evalsets import CALIBRATION_SCENES
+from eapnet.evalsets import CALIBRATION_SCENES, calibration_batches
 from mobile_export.common import DEFAULT_SIZE, artifact_name, example_inputs, load_source
 from mobile_export.executorch_export import (
     BACKEND,
     PRECISIONS,
     DelegationError,
-    _default_calib,
     export_pte,
     ptq_source,
     run_pte,
@@ -93,7 +92,7 @@ def main(argv=None) -> int:
                    command=shlex.join(["python", "-m", "mobile_export.export_pte", *argv]))
         reference = source
         if source.precision == "fp32" and precision == "int8":
-            reference = ptq_source(source, _default_calib(args.calib_scenes))   # the Q/DQ program to match
+            reference = ptq_source(source, calibration_batches(limit=args.calib_scenes))   # the Q/DQ program to match
         path = export_pte(reference, out, size=args.size, precision=precision,
                           allow_partial=args.allow_partial)
     except DelegationError as e:   # the model is not exportable as asked: bad input, not a crash

@@ -128,7 +128,7 @@ def test_build_from_ntire_folder(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--size", "20"], "--size must be >= 16 and a multiple of 8, got 20"),
+    (["--size", "20"], "--size must be a multiple of 8, got 20"),
     (["--n", "0"], "--num must be >= 1"),
     (["--data", "MISSING"], "no such folder"),
     (["--data", "EMPTY"], "unrecognised layout"),

@@ -16,6 +16,7 @@ from torch import nn
 
 from compress.quantize import Padded, convert, prepare_ptq, save_quantized
 from eapnet.checkpoint import save_checkpoint
+from eapnet.evalsets import calibration_batches
 from eapnet.model import EAPNet, with_blocks
 from eapnet.training import pytorch_default_init
 from mobile_export import executorch_export as ee
@@ -56,7 +57,7 @@ def _inputs(seed: int = 1):
 
 
 def _calib():
-    return ee._default_calib(4)   # 4 scenes of the shipped calibration set, one batch
+    return calibration_batches(limit=4)   # 4 scenes of the shipped calibration set, one batch
 
 
 def _no_temp_files(folder):
@@ -218,7 +219,7 @@ def test_shipped_standard_fully_delegated(tmp_path, precision):
     source = load_source("standard")
     model = source.module
     if precision == "int8":
-        source = ee.ptq_source(source, ee._default_calib(8))
+        source = ee.ptq_source(source, calibration_batches(limit=8))
     size = (68, 100)
     pte = ee.export_pte(source, tmp_path, size=size)
     d = json.loads(pte.with_suffix(".json").read_text())["delegation"]
