@@ -1,0 +1,59 @@
+"""Latency of int8-friendly alternatives to the int8 program's float islands (``bench/knobs.py``).
+
+    python bench/bench_knobs.py                                   # shipped standard, 544x960, 2 threads
+    python bench/bench_knobs.py --size 1060x1900 --runs 3 --threads 1 --out reports/bench-knobs
+
+Exports each variant's fp32 and int8 ``.pte`` (reused from ``--artifacts``), times them round-robin in one
+process and prints the table; ``--out DIR`` writes ``bench.json``, ``bench.md`` and ``run.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from bench.knobs import VARIANTS, markdown, probe
+
+from eapnet.cli import Parser, command
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    from eapnet.cli import add_overwrite, int_at_least, size_arg
+
+    p = Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="standard", help="shipped name or float .pt checkpoint")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument("--size", type=size_arg, default=(544, 960), help="HxW of the programs (default 544x960)")
+    p.add_argument("--runs", type=int_at_least(1), default=3, help="timed runs per program (median)")
+    p.add_argument("--threads", type=int_at_least(1), default=os.cpu_count() or 1)
+    p.add_argument("--artifacts", default="runs/bench-knobs-artifacts", help="folder of exported .pte files (reused)")
+    p.add_argument("--out", default=None, help="folder for bench.json, bench.md and run.json")
+    add_overwrite(p)
+    return p
+
+
+@command
+def main(argv=None) -> int:
+    from eapnet.cli import out_dir
+
+    p = get_args_parser()
+    args = p.parse_args(argv)
+    if args.size[0] % 8 or args.size[1] % 8:
+        p.error(f"--size {args.size[0]}x{args.size[1]}: both sides must be multiples of 8")
+    out = out_dir(p, args, "bench") if args.out else None
+    rows = probe(args.model, args.variants, args.size, runs=args.runs, threads=args.threads,
+                 folder=Path(args.artifacts))
+    md = markdown(rows, args.size, args.runs, args.threads)
+    print(md)
+    if out is not None:
+        from eapnet.runs import atomic_write_json, atomic_write_text, record_run
+
+        record_run(out, vars(args))
+        atomic_write_json(out / "bench.json", {"runs": args.runs, "threads": args.threads, "rows": rows})
+        atomic_write_text(out / "bench.md", md)
+    return 0 if all("error" not in r for r in rows if r["variant"] == "base") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
