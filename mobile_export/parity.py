@@ -278,9 +278,15 @@ def _worst_scene(scenes: Sequence[Scene], rows: list[dict], threshold: Threshold
     return centre_crop(scene, (_DIAGNOSE_SIDE, _DIAGNOSE_SIDE))
 
 
-def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold) -> dict:
-    """Why an artifact failed: eager (PyTorch) program of the same precision vs float on ``scene`` (the
-    artifact's worst, :func:`_worst_scene`), and for int8 the per-layer error (:func:`localise`)."""
+def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold, gutter: int = 16) -> dict:
+    """Why an artifact failed, on ``scene`` (the artifact's worst, :func:`_worst_scene`) taken alone: the eager
+    (PyTorch) program of the same precision vs float, and the artifact itself vs float, each on the scene
+    without the other scenes of the packed canvas (the artifact on a canvas that holds only this scene);
+    for int8 also the per-layer error (:func:`localise`).
+
+    The verdict: the eager program already drifts (the model or its quantization), or only the artifact does
+    (lowering, runtime or a damaged file), or neither does on the scene alone: then the failure came with the
+    canvas, whose neighbouring scenes reach into a small scene through the network's receptive field."""
     from eapnet.inference import predict, to_batch
 
     x, e = to_batch(scene.ldrs, scene.evs)
@@ -289,16 +295,27 @@ def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold) 
         eager, how = _eager_int8(artifact, float_src)
     else:
         eager, how = float_src.module, "the float model itself (fp32/fp16/int8w programs have no eager twin)"
-    out = predict(eager, scene.ldrs, scene.evs)
-    row = _scene_row(scene, out, ref)
-    verdict = ("the eager program already drifts: the error is in the model/quantization"
-               if row["psnr_mu_vs_float"] < threshold.floor(row.get("float_psnr_mu")) else
-               "the eager program is within budget: the drift comes from the artifact itself (lowering, "
-               "runtime or a damaged file)")
+    row = _scene_row(scene, predict(eager, scene.ldrs, scene.evs), ref)
+    (canvas,) = pack([scene], artifact.size, gutter)
+    (art_out,), (art_ref,) = (_predict_canvases(m, [canvas], "diagnosis", False)
+                              for m in (ProgramModule(artifact), float_src.module))
+    (placed, art_crop), (_, ref_crop) = next(crops(canvas, art_out)), next(crops(canvas, art_ref))
+    art_row = _scene_row(placed, art_crop, ref_crop)   # placed: the scene as it fits the artifact's size
+    floor = threshold.floor(row.get("float_psnr_mu"))
+    if row["psnr_mu_vs_float"] < floor:
+        verdict = "the eager program already drifts: the error is in the model/quantization"
+    elif art_row["psnr_mu_vs_float"] < floor:
+        verdict = ("the eager program is within budget and the artifact is not: the drift comes from the "
+                   "artifact itself (lowering, runtime or a damaged file)")
+    else:
+        verdict = ("on the scene alone both the eager program and the artifact are within budget: the failure "
+                   "comes with the packed canvas (its other scenes reach into this one through the receptive "
+                   "field), so the error is the model's quantization in that context, not the artifact's")
     where = f"{scene.dataset}/{scene.id}" + (f" (centre {scene.ldrs.shape[1]}x{scene.ldrs.shape[2]})"
                                              if scene.cropped_from else "")
     d = {"scene": where, "eager": how, "eager_psnr_mu_vs_float": row["psnr_mu_vs_float"],
-         "eager_max_abs_vs_float": row["max_abs_vs_float"], "verdict": verdict}
+         "eager_max_abs_vs_float": row["max_abs_vs_float"],
+         "artifact_alone_psnr_mu_vs_float": art_row["psnr_mu_vs_float"], "verdict": verdict}
     if artifact.precision in ("int8", "w8a8"):
         d["layers"] = localise(layer_errors(float_src.module, eager, x, e))
     return d
@@ -374,7 +391,7 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
             "seconds": round(time.time() - t0, 1), **({"stitched": stitched} if stitched else {})})
         if fails and threshold is not None:
             try:
-                entry["diagnosis"] = diagnose(art, src, _worst_scene(scenes, rows, threshold), threshold)
+                entry["diagnosis"] = diagnose(art, src, _worst_scene(scenes, rows, threshold), threshold, gutter)
             except Exception as e:   # diagnosis is a help, never the reason the report is lost
                 entry["diagnosis"] = {"error": f"{type(e).__name__}: {e}"}
         results.append(entry)
@@ -490,8 +507,10 @@ def report_markdown(rep: dict) -> str:
         lines += ["", f"## {r['artifact']}: failed", ""] + [f"- {f}" for f in r["failures"]]
         d = r.get("diagnosis")
         if d and "error" not in d:
-            lines += ["", f"Diagnosis on {d['scene']}: {d['eager']} scores {_f(d['eager_psnr_mu_vs_float'])} dB "
-                          f"PSNR-mu vs float; {d['verdict']}."]
+            alone = (f", the artifact {_f(d['artifact_alone_psnr_mu_vs_float'])} dB"
+                     if "artifact_alone_psnr_mu_vs_float" in d else "")
+            lines += ["", f"Diagnosis on {d['scene']} alone: {d['eager']} scores {_f(d['eager_psnr_mu_vs_float'])} dB "
+                          f"PSNR-mu vs float{alone}; {d['verdict']}."]
             for j in d.get("layers", {}).get("first_jumps", []):
                 lines.append(f"- error jumps at `{j['layer']}`: relative error {j['rel_err']:.3g}"
                              + (f" ({j['x_previous_max']:.1f}x the largest before)" if j["x_previous_max"] else ""))
