@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.knobs import VARIANTS, markdown, probe
+from mobile_export.latency import save_report
 
 from eapnet.cli import Parser, command
 
@@ -47,11 +48,7 @@ def main(argv=None) -> int:
     md = markdown(rows, args.size, args.runs, args.threads)
     print(md)
     if out is not None:
-        from eapnet.runs import atomic_write_json, atomic_write_text, record_run
-
-        record_run(out, vars(args))
-        atomic_write_json(out / "bench.json", {"runs": args.runs, "threads": args.threads, "rows": rows})
-        atomic_write_text(out / "bench.md", md)
+        save_report(out, vars(args), rows, md, args.runs, args.threads)
     return 0 if all("error" not in r for r in rows if r["variant"] == "base") else 1
 
 

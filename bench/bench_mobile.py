@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from mobile_export.latency import RUNTIMES, bench, report_markdown
+from mobile_export.latency import RUNTIMES, bench, report_markdown, save_report
 
 from eapnet.cli import Parser, command
 
@@ -58,11 +58,7 @@ def main(argv=None) -> int:
     print(md)
     failed = any("error" in v for r in rows for k, v in r.items() if k.startswith((*RUNTIMES, "profile")) and isinstance(v, dict))
     if out is not None:
-        from eapnet.runs import atomic_write_json, atomic_write_text, record_run
-
-        record_run(out, vars(args))
-        atomic_write_json(out / "bench.json", {"runs": args.runs, "threads": args.threads, "rows": rows})
-        atomic_write_text(out / "bench.md", md)
+        save_report(out, vars(args), rows, md, args.runs, args.threads)
     return 1 if failed else 0
 
 

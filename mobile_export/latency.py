@@ -334,3 +334,12 @@ if __name__ == "__main__":  # the measuring subprocess (see the module docstring
 
     kind, path, size, runs, threads = sys.argv[1:6]
     print(json.dumps(worker(kind, path, parse_size(size), int(runs), int(threads))))
+
+
+def save_report(out, args: dict, rows: list[dict], md: str, runs: int, threads: int) -> None:
+    """A bench command's output folder: ``run.json`` (``args``), ``bench.json`` (the rows) and ``bench.md``."""
+    from eapnet.runs import atomic_write_json, atomic_write_text, record_run
+
+    record_run(out, args)
+    atomic_write_json(Path(out) / "bench.json", {"runs": runs, "threads": threads, "rows": rows})
+    atomic_write_text(Path(out) / "bench.md", md)
