@@ -30,8 +30,11 @@ For each artifact (``.pte`` from ``mobile_export.executorch_export``, ``.mlpacka
    full-size frame and the stitched output checked against the float model's whole-frame output.
 5. **Localise** a failure (``mobile_export.localise``): the quantized eager model (the ``.pt2``, or post-training quantization redone on
    ``calib_data``) is compared with the float model layer by layer (every conv, in execution order); the
-   first layers whose relative error jumps are named. When the eager model is within budget, the drift is in
-   the artifact itself (lowering, runtime or a damaged file) and the report says so.
+   first layers whose relative error jumps are named. When the eager model is within budget and the int8
+   ``.pte`` alone is not, the drift is in the artifact itself (lowering, runtime or a damaged file): the program
+   is lowered again with every conv's int8 output as an extra output and compared with the eager program's
+   (:func:`mobile_export.localise.program_gaps`), naming the first conv where lowering departs; when the
+   re-lowered program is faithful, the shipped file itself is the culprit (damaged or from another program).
 
 The measured summary is written back into each artifact (``.mlpackage`` metadata ``parity``, the ``.pte``'s
 sidecar ``.json``) unless ``write_back=False`` (``--no-write-back``). The command also writes ``parity.json``,
@@ -57,7 +60,7 @@ from eapnet.inference import TILE_OVERLAP, resolve_device
 from mobile_export.backends import Artifact, open_artifact
 from mobile_export.canvas import DATASETS, Canvas, Scene, centre_crop, crops, load_scenes, pack
 from mobile_export.common import ProgramModule
-from mobile_export.localise import layer_errors, localise
+from mobile_export.localise import layer_errors, localise, program_gaps
 
 __all__ = ["PSNR_CAP", "THRESHOLDS", "Artifact", "Threshold", "check", "open_artifact", "report_markdown",
            "resolve_float", "run_parity"]
@@ -259,6 +262,8 @@ def _eager_int8(artifact: Artifact, float_src) -> tuple[nn.Module | None, str]:
     return _w8a8_module(float_src, None)[0], "PTQ redone (Core ML quantizer, calib_data)"
 
 
+_GAP_FLOOR = 0.2   # a .pte's conv outputs differ from its eager program's by fixed-point rounding that grows
+                   # through the network (up to rel. error 0.14 in a faithful 150 G program): jumps above this only
 _DIAGNOSE_SIDE = 512   # the eager int8 reference ops are slow: diagnose at most a 512 x 512 centre crop
 
 
@@ -318,6 +323,22 @@ def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold, 
          "artifact_alone_psnr_mu_vs_float": art_row["psnr_mu_vs_float"], "verdict": verdict}
     if artifact.precision in ("int8", "w8a8"):
         d["layers"] = localise(layer_errors(float_src.module, eager, x, e))
+    if artifact.kind == "pte" and artifact.precision == "int8" and d["verdict"].startswith("the eager program is within"):
+        try:   # where the .pte leaves its eager program; a help that must not lose the figures above
+            rows, relowered = program_gaps(eager, x, e)
+            a = d["artifact_layers"] = localise(rows, floor=_GAP_FLOOR)
+            a["relowered_psnr_mu_vs_float"] = _scene_row(
+                scene, relowered[0].permute(1, 2, 0).numpy(), ref)["psnr_mu_vs_float"]
+            if a["relowered_psnr_mu_vs_float"] < floor:
+                a["verdict"] = ("the program lowered again drifts on the scene alone too: lowering or the runtime "
+                                "is the cause" + (f", first at `{a['first_jumps'][0]['layer']}`"
+                                                  if a["first_jumps"] else ""))
+            else:
+                a["verdict"] = ("the program lowered again is within budget on the scene alone: the shipped file is "
+                                "not what this program lowers to (a damaged file, or one exported from another "
+                                "program or at another size)")
+        except Exception as err:
+            d["artifact_layers"] = {"error": f"{type(err).__name__}: {err}"}
     return d
 
 
@@ -514,6 +535,19 @@ def report_markdown(rep: dict) -> str:
             for j in d.get("layers", {}).get("first_jumps", []):
                 lines.append(f"- error jumps at `{j['layer']}`: relative error {j['rel_err']:.3g}"
                              + (f" ({j['x_previous_max']:.1f}x the largest before)" if j["x_previous_max"] else ""))
+            a = d.get("artifact_layers", {})
+            if "error" in a:
+                lines.append(f"\nLocalisation inside the .pte failed: {a['error']}")
+            elif a:
+                lines += ["", f"Inside the .pte (the eager program lowered again with each conv's int8 output as a "
+                              f"program output, {a['layers']} taps, run against the eager program; "
+                              f"{_f(a['relowered_psnr_mu_vs_float'])} dB vs float): {a['verdict']}."]
+                for j in a["first_jumps"] or ([a["worst"]] if a["worst"] else []):
+                    steps = ("" if j["max_steps"] is None else
+                             f", up to {j['max_steps']:.0f} quantization steps, {100 * j['off_share']:.2f} % of "
+                             f"values more than one step apart")
+                    lines.append(f"- {'departs' if 'x_previous_max' in j else 'largest gap'} at `{j['layer']}`: "
+                                 f"relative error {j['rel_err']:.3g}{steps}")
         elif d:
             lines.append(f"\nDiagnosis failed: {d['error']}")
     return "\n".join(lines) + "\n"

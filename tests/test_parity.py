@@ -186,6 +186,43 @@ def test_layer_errors_match_every_conv_of_an_int8_model():
     assert "tail.pw" in [j["layer"] for j in loc["first_jumps"]]
 
 
+@pytest.mark.slow   # one lowering of a tiny int8 program with every conv as an output: ~60 s
+def test_program_gaps_read_every_conv_from_the_pte_and_find_a_tampered_one(monkeypatch):
+    """program_gaps pairs each conv's int8 output in the runtime with the eager program's; a .pte whose
+    tail.pw weights were altered during lowering is localised there, the layers before it stay faithful."""
+    from eapnet.inference import example_inputs
+    from mobile_export import executorch_export as ee
+
+    model = _model()
+    q = convert(prepare_ptq(model, "xnnpack", [example_inputs((64, 64), batch=2)]))
+    real_lower = ee.lower
+
+    def tampered(ep, **kw):   # double the int8 weight scales of tail.pw inside the program only
+        conv = next(n for n in ep.graph.nodes if n.target == torch.ops.aten.conv2d.default
+                    and list(n.meta["nn_module_stack"].values())[-1][0] == "tail.pw")
+        scales = conv.args[1].args[1]
+        sig = ep.graph_signature
+        key = (sig.inputs_to_lifted_tensor_constants.get(scales.name) or sig.inputs_to_buffers.get(scales.name)
+               or sig.inputs_to_parameters.get(scales.name))
+        store = ep.constants if key in ep.constants else ep.state_dict
+        store[key] = store[key] * 2
+        return real_lower(ep, **kw)
+
+    monkeypatch.setattr(ee, "lower", tampered)
+    x, e = example_inputs((64, 64))
+    rows, hdr = localise.program_gaps(q, x, e)
+    assert tuple(hdr.shape) == (1, 3, 64, 64)
+    names = [r["layer"] for r in rows]
+    convs = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert names[-1] == "<output>" and sorted(names[:-1]) == sorted(c for c in convs if c != "out")  # float head
+    assert rows[0]["max_steps"] < 1.01 and rows[0]["rel_err"] < 1e-3   # the first conv: at most rounding flips
+    before = rows[:names.index("tail.pw")]
+    assert max(r["rel_err"] for r in before) < 0.05   # rounding differences only (XNNPACK requantizes in fixed point)
+    loc = localise.localise(rows)
+    assert loc["worst"]["layer"] == "tail.pw" and loc["worst"]["rel_err"] > 0.3
+    assert "tail.pw" in [j["layer"] for j in loc["first_jumps"]]
+
+
 # ------------------------------------------------------------------------------------------ end to end
 
 
@@ -284,6 +321,32 @@ def test_corrupted_pte_fails_and_is_diagnosed(exported, tmp_path, capsys):
     assert r["diagnosis"]["scene"].split(" ")[0] == f"{worst['dataset']}/{worst['id']}"
     assert "**FAIL**" in (out / "parity.md").read_text()
     assert "parity" not in json.loads(pte.with_suffix(".json").read_text())     # --no-write-back
+
+
+@pytest.mark.slow   # int8 export, parity and a second lowering with every conv tapped: ~4 min
+def test_corrupted_int8_pte_is_localised_inside_the_artifact(exported, tmp_path):
+    """An int8 .pte whose float head was altered after export: the eager program is within budget, the artifact
+    is not, and lowering the program again with every conv tapped is faithful: the file is to blame."""
+    from mobile_export.executorch_export import export_pte
+
+    from eapnet.evalsets import calibration_batches
+
+    pte = export_pte(load_source(exported["ckpt"]), tmp_path, size=SIZE, precision="int8",
+                     calib=calibration_batches(limit=4))
+    shutil.copy(exported["ckpt"], tmp_path / "tiny.pt")
+    _corrupt(pte, _model())
+    out = tmp_path / "report"
+    rc = check_parity.main([str(pte), "--model", str(tmp_path / "tiny.pt"), "--data", "calib", "--scenes", "2",
+                            "--out", str(out), "--quiet", "--no-write-back"])
+    assert rc == 1
+    (r,) = json.loads((out / "parity.json").read_text())["artifacts"]
+    d = r["diagnosis"]
+    assert "drift comes from the artifact itself" in d["verdict"], d
+    a = d["artifact_layers"]   # the file was damaged, not the lowering: a fresh lowering is faithful
+    assert a["first_jumps"] == [] and a["relowered_psnr_mu_vs_float"] > d["artifact_alone_psnr_mu_vs_float"] + 10
+    assert "the shipped file is not what this program lowers to" in a["verdict"]
+    md = (out / "parity.md").read_text()
+    assert "Inside the .pte" in md and "a damaged file" in md
 
 
 def test_corrupted_mlpackage_fails(exported, tmp_path):
