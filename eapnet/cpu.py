@@ -176,6 +176,31 @@ def native_bf16() -> bool:
     return False
 
 
+_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
+def cpu_features() -> list[str]:
+    """The instruction-set extensions of this CPU that decide int8 and bf16 speed (/proc/cpuinfo flags among
+    AVX2, AVX-512, the VNNI int8 dot products, AVX512-BF16 and AMX); empty where /proc/cpuinfo does not
+    exist. An int8 XNNPACK program gains most over fp32 with VNNI: machines without it differ by design."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [x for x in _ISA if x in flags]
+    except OSError:
+        pass
+    return []
+
+
+def machine() -> str:
+    """One line naming the CPU, its core count and :func:`cpu_features`, for reports and run records."""
+    import os
+
+    return f"{cpu_name()}, {os.cpu_count()} cores, {' '.join(cpu_features()) or 'no AVX2'}"
+
+
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
     try:

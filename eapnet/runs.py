@@ -161,7 +161,10 @@ def make_run_dir(out: str | os.PathLike | None, prefix: str, root: str | os.Path
 def record_run(run_dir: str | os.PathLike, args: dict[str, Any], name: str = "run.json",
                command: str | None = None) -> Path:
     """Write ``run_dir/<name>``: resolved arguments, the command that reproduces the run (``command``, e.g.
-    ``python -m eapnet.train --steps 10``; default: this process's argv), git commit, versions, start time."""
+    ``python -m eapnet.train --steps 10``; default: this process's argv), git commit, versions, the machine
+    (``eapnet.cpu.machine``: CPU, cores, the ISA extensions that decide int8/bf16 speed), start time."""
+    from eapnet.cpu import machine
+
     path = Path(run_dir) / name
     atomic_write_json(path, {
         "args": args,
@@ -169,6 +172,7 @@ def record_run(run_dir: str | os.PathLike, args: dict[str, Any], name: str = "ru
         "argv": sys.argv,
         "git_commit": git_commit(),
         "versions": package_versions(),
+        "machine": machine(),
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
     })
     return path

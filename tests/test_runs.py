@@ -46,6 +46,25 @@ def test_record_run_has_args_versions_and_commit(tmp_path):
     assert rec["args"] == {"target": "100G"}
     assert rec["versions"]["torch"].startswith("2.")
     assert "python" in rec["versions"] and "git_commit" in rec
+    from eapnet.cpu import cpu_features, cpu_name
+
+    assert rec["machine"].startswith(cpu_name())   # the CPU and the ISA extensions that decide int8 speed
+    assert all(f in rec["machine"] for f in cpu_features())
+
+
+def test_cpu_features_read_the_flags(tmp_path, monkeypatch):
+    import builtins
+
+    from eapnet import cpu
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Test CPU\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k))
+    assert cpu.cpu_features() == ["avx2", "avx512f", "avx512_vnni"]
+    assert cpu.machine().startswith("Test CPU, ") and cpu.machine().endswith("avx2 avx512f avx512_vnni")
+    info.write_text("model name\t: Old CPU\nflags\t\t: fpu sse2\n")
+    assert cpu.cpu_features() == [] and cpu.machine().endswith("no AVX2")
 
 
 def test_make_run_dir_default_name_and_file_clash(tmp_path):
