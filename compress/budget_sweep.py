@@ -16,8 +16,9 @@ Each budget is one run of the main job (:func:`mobile_export.pipeline.compress_a
 (``bench_runs``, 0 = skip). The baselines (``compress.pipeline.METHODS``) run at the same budgets, fine-tuned and
 quantized the same way (``<out>/<budget>G-uniform/``, ``<out>/<budget>G-blocks/``; float and int8 eager models,
 no phone artifacts): ``uniform`` width scaling with every PDUB and ``blocks``, PDUBs dropped at full width (a
-budget below one full-width PDUB is unreachable for it and recorded as such). A run folder that holds a
-``report.json`` is finished and kept; an interrupted one starts again. The sweep writes:
+budget below one full-width PDUB is unreachable for it and recorded as such, in the run folder's
+``unreachable.json``). A run folder that holds a ``report.json`` is finished and kept; an interrupted one starts
+again. Tables can be rebuilt from the run folders alone (:func:`tabulate`). The sweep writes:
 
 - ``sweep.md``: one row per budget and method: GMAccs, k params, PDUBs, PSNR-μ of the float model, the int8
   eager model, the int8 ``.pte`` and the W8A8 ``.mlpackage`` (real crops; held-out synthetic), latency of eager fp32,
@@ -238,11 +239,16 @@ def _tabulate_run(run: Path, budget: int, state: dict) -> None:
     rep = json.loads((run / "report.json").read_text())
     bench_file = run / "bench" / "bench.json"     # bench/bench_mobile.py --out <run>/bench
     bench_row = json.loads(bench_file.read_text())["rows"][0] if bench_file.is_file() else None
+    if rep.get("export") and not rep["export"]["passed"]:
+        state["failed"][run.name] = 1     # a parity failure: the report says which artifact
     state["rows"] += rows_from_report(budget, rep)
     state["shipped"].update(_shipped_points(rep))
     state["summary"].append(summary_row(budget, rep, bench_row))
     if rep.get("export"):
         state["size"] = rep["export"]["size"]
+
+
+UNREACHABLE = "unreachable.json"   # in a run folder: the method cannot meet that budget (and why)
 
 
 def _new_state() -> dict:
@@ -266,6 +272,8 @@ def tabulate(out: Path, runs: list[tuple[Path, int]]) -> str:
     state = _new_state()
     for run, budget in runs:
         _tabulate_run(run, budget, state)
+    for f in sorted(out.glob(f"*/{UNREACHABLE}")):
+        state["failed"][f.parent.name] = 2
     return _write_tables(out, **state)
 
 
@@ -292,17 +300,15 @@ def run_sweep(out: Path, cfgs: Mapping[tuple[int, str], CompressConfig], job: Ca
                 shutil.rmtree(run)
             run.mkdir(parents=True)
             try:
-                rep = job(cfg, run, export_size=export_size, parity_scenes=parity_scenes, export=searched,
-                          progress=progress)
-                if rep["export"] is not None and not rep["export"]["passed"]:
-                    state["failed"][run.name] = 1     # a parity failure: the report says which artifact
+                job(cfg, run, export_size=export_size, parity_scenes=parity_scenes, export=searched,
+                    progress=progress)
             except BudgetError as e:
                 print(f"{run.name}: {e}", file=sys.stderr)
+                atomic_write_json(run / UNREACHABLE, {"budget": budget, "method": method, "error": str(e)})
                 state["failed"][run.name] = 2
+                _write_tables(out, **state)
                 continue
         rep = json.loads((run / "report.json").read_text())
-        if rep.get("export") and not rep["export"]["passed"]:
-            state["failed"][run.name] = 1
         bench_file = run / "bench" / "bench.json"
         if bench is not None and bench_runs and rep.get("export") and not bench_file.is_file():
             threads = os.cpu_count() or 1

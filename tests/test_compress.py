@@ -497,7 +497,9 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
     # the tables can be rebuilt from the run folders alone (reports + bench.json), e.g. after a code change
     (tmp_path / "sweep.md").unlink()
     assert sweep.main(["--retabulate", str(tmp_path)]) == 0
-    assert "30.80 / 30.40 / 28.00" in (tmp_path / "sweep.md").read_text()
+    md = (tmp_path / "sweep.md").read_text()
+    assert "30.80 / 30.40 / 28.00" in md and "FAIL: coreml-w8a8" in md
+    assert "1e-08G: budget unreachable for this method" in md and "1.5e-07G: a parity failure" in md
     with pytest.raises(SystemExit):
         sweep.main(["--budgets", "100", "--out", str(tmp_path / "x"), "--patch", "30"])
 
