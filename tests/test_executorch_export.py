@@ -316,3 +316,21 @@ def test_int8_multiscale_full_alignment_runs(tmp_path):
     ldrs, evs = example_inputs((40, 56))
     out = ee.run_pte(path, ldrs, evs)
     assert tuple(out.shape) == (1, 3, 40, 56) and bool(torch.isfinite(torch.as_tensor(out)).all())
+
+
+@pytest.mark.slow   # two lowerings of a tiny model, ~2 min on 2 cores
+def test_consistent_base_lowers_fully_and_matches(tmp_path):
+    # The de-ghosting base (two stride-1 box filters, ramps instead of comparisons) stays inside one XNNPACK
+    # subgraph in fp32 and int8, and the fp32 program computes what the eager model does.
+    cfg = TINY.replace(base="consistent")
+    m = _model(cfg)
+    src = Source(m, "fp32", "tiny-consistent", "x", "0", cfg.to_dict(), None, None, None)
+    ldrs, evs = example_inputs((40, 56))
+    for prec in ("fp32", "int8"):
+        path = ee.export_pte(src, tmp_path, size=(40, 56), precision=prec, calib=_calib())
+        d = json.loads(path.with_suffix(".json").read_text())["delegation"]
+        assert d["delegated_subgraphs"] == 1 and d["non_delegated_nodes"] == 0, (prec, d)
+        out = torch.as_tensor(ee.run_pte(path, ldrs, evs))
+        with torch.no_grad():
+            ref = m(ldrs, evs)
+        assert (out - ref).abs().max() < (1e-4 if prec == "fp32" else 0.2), prec

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from eapnet import LIGHTWEIGHT, STANDARD, VARIANTS, EAPNetConfig, build_model
-from eapnet.model import EAPNet, ev_align, pad_frames, radiance_merge, with_blocks
+from eapnet.model import EAPNet, consistent_merge, ev_align, pad_frames, radiance_merge, with_blocks
 from eapnet.variants import ROWS
 
 
@@ -91,6 +91,49 @@ def test_radiance_merge_of_consistent_frames_is_the_scene():
     evs = torch.tensor([[-1.0, 0.0, 1.0]])
     ldrs = torch.cat([(lin * 2.0 ** e) ** (1 / 2.24) for e in evs[0]], 1)
     torch.testing.assert_close(radiance_merge(ldrs, evs), lin[:, 0] ** (1 / 2.24), rtol=1e-5, atol=1e-6)
+
+
+def _exposures(lin, evs):
+    return torch.cat([(lin * 2.0 ** e).clamp(0, 1) ** (1 / 2.24) for e in evs[0]], 1)
+
+
+def test_consistent_merge_is_the_merge_where_frames_agree_and_the_medium_frame_where_they_do_not():
+    torch.manual_seed(0)
+    lin = (0.002 + 0.02 * torch.rand(1, 1, 1, 40, 48)).expand(1, 1, 3, 40, 48)
+    evs = torch.tensor([[-1.0, 0.0, 1.0]])
+    ldrs = _exposures(lin, evs)
+    # consistent frames: every weight kept, the plain merge
+    torch.testing.assert_close(consistent_merge(ldrs, evs), radiance_merge(ldrs, evs), rtol=1e-5, atol=1e-6)
+    # a light on a 16x16 patch in the long frame only (4 stops brighter, unclipped): the plain merge ghosts
+    # there, the consistent one follows the medium frame (the reference), and stays the plain merge far away
+    lit = ldrs.clone()
+    lit[:, 2, :, 12:28, 16:32] = (lin[:, 0, :, 12:28, 16:32] * 2 * 16) ** (1 / 2.24)
+    plain, ours = radiance_merge(lit, evs), consistent_merge(lit, evs)
+    medium = ldrs[:, 1]
+    inside = (..., slice(16, 24), slice(20, 28))
+    assert (plain[inside] - medium[inside]).abs().mean() > 0.05
+    torch.testing.assert_close(ours[inside], medium[inside], rtol=0, atol=2e-3)
+    torch.testing.assert_close(ours[..., :, :4], plain[..., :, :4], rtol=1e-5, atol=1e-6)
+
+
+def test_consistent_merge_keeps_the_short_frame_where_the_medium_frame_clips():
+    lin = torch.full((1, 1, 3, 24, 24), 0.05)
+    lin[..., 8:16, 8:16] = 3.0            # a highlight: clipped in the medium and long frames, not the short
+    evs = torch.tensor([[-2.0, 0.0, 2.0]])
+    ldrs = _exposures(lin, evs)
+    ours, plain = consistent_merge(ldrs, evs), radiance_merge(ldrs, evs)
+    centre = (..., slice(10, 14), slice(10, 14))
+    truth = 3.0 ** (1 / 2.24)             # the short frame's radiance; the medium and long frames read 1.0
+    assert (ours[centre] - truth).abs().max() < 0.05 and (ours[centre] >= plain[centre]).all()
+
+
+def test_consistent_base_is_a_config_choice():
+    ldrs, evs = _inputs(32, 40)
+    m = EAPNet(build_model("lightweight").config.replace(base="consistent")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m(ldrs, evs), consistent_merge(ldrs, evs), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="base must be one of"):
+        m.config.replace(base="median")
 
 
 @pytest.mark.parametrize("name", ["standard", "lightweight"])
