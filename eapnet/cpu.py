@@ -39,7 +39,10 @@ from torch import nn
 class _DepthwiseStride1(torch.autograd.Function):
     """Depthwise 3x3, stride 1, padding = dilation, with the two-pass backward of the module docstring."""
 
+    # The backward runs under the forward's autocast state (bf16 on CPUs with native bf16): without it the
+    # saved bf16 activations would meet the fp32 weights.
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, x, weight, bias, dilation: int):
         ctx.save_for_backward(x, weight)
         ctx.dilation = dilation
@@ -47,6 +50,7 @@ class _DepthwiseStride1(torch.autograd.Function):
         return F.conv2d(x, weight, bias, padding=dilation, dilation=dilation, groups=x.shape[1])
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         d = ctx.dilation
@@ -59,10 +63,10 @@ class _DepthwiseStride1(torch.autograd.Function):
             H, W = grad_out.shape[-2:]
             taps = [(xp[:, :, i * d: i * d + H, j * d: j * d + W] * grad_out).sum((0, 2, 3))
                     for i in range(3) for j in range(3)]
-            gw = torch.stack(taps, 1).view_as(weight)
+            gw = torch.stack(taps, 1).view_as(weight).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = grad_out.sum((0, 2, 3))
-        return gx, gw, gb, None
+            gb = grad_out.sum((0, 2, 3)).to(weight.dtype)
+        return None if gx is None else gx.to(x.dtype), gw, gb, None
 
 
 class FastDepthwiseConv2d(nn.Conv2d):

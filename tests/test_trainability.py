@@ -85,6 +85,25 @@ def test_fast_depthwise_equals_the_conv(stride, dilation, channels_last):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
+def test_fast_depthwise_backward_under_bf16_autocast_matches_the_conv():
+    # Training uses bf16 autocast on CPUs with native bf16: the backward must see the forward's autocast state
+    # (bf16 activations saved, fp32 weights) and return gradients in the inputs' dtypes.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)
+    fast = FastDepthwiseConv2d.from_conv(conv)
+    x = torch.randn(2, 8, 20, 16).bfloat16()
+    grads = []
+    for m in (conv, fast):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = m(xi)
+        g = torch.autograd.grad(y.float().square().sum(), (xi, conv.weight, conv.bias))
+        assert [t.dtype for t in g] == [torch.bfloat16, torch.float32, torch.float32]
+        grads.append(g)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b.float(), a.float(), rtol=0.05, atol=0.05 * float(a.abs().max()))
+
+
 def test_fast_depthwise_swaps_only_dilated_depthwise_convs_and_keeps_the_model():
     torch.manual_seed(0)
     model = build_model("standard")
