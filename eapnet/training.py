@@ -74,6 +74,8 @@ def validate_config(cfg: dict) -> dict:
     for k in ("health_every", "recycle_every"):
         if not isinstance(cfg[k], int) or cfg[k] < 0:
             raise ValueError(f"{k} must be a step count >= 0, got {cfg[k]!r}")
+    if cfg["base"] not in ("", "reference", "merge", "consistent"):
+        raise ValueError(f"base must be '' (the model's own), reference, merge or consistent, got {cfg['base']!r}")
     if cfg["init"] not in ("he", "pytorch"):
         raise ValueError(f"init must be he (the model's own) or pytorch (PyTorch's default), got {cfg['init']!r}")
     if cfg["fast_depthwise"] not in ("auto", "on", "off"):
@@ -116,6 +118,19 @@ def model_from_arg(model: str) -> nn.Module:
     if not isinstance(d, dict):
         raise ValueError(f"--model {model}: expected a mapping of EAPNetConfig fields")
     return build_model(EAPNetConfig.from_dict(d))
+
+
+def on_base(model: nn.Module, base: str) -> nn.Module:
+    """``model`` (an EAPNet) with its residual added to ``base`` (``EAPNetConfig.base``) instead, same weights:
+    the base has no parameters, so a trained model moves onto a new base and is fine-tuned there."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, EAPNetConfig):
+        raise ValueError(f"base {base!r}: only an EAPNet has a base (this model is {type(model).__name__})")
+    if config.base == base:
+        return model
+    moved = type(model)(config.replace(base=base)).train(model.training)
+    moved.load_state_dict(model.state_dict())
+    return moved
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -382,6 +397,8 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         model = model_from_arg(cfg["model"])
         if cfg["init"] == "pytorch":
             pytorch_default_init(model)
+    if resume is None and cfg["base"]:
+        model = on_base(model, cfg["base"])
     ema = build_from_spec(model_spec(model))
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]))

@@ -232,6 +232,16 @@ def test_init_from_starts_from_a_checkpoints_ema_weights(tmp_path, tiny_json):
     for k, v in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][k], v, rtol=0, atol=1e-6)
     assert b["step"] == 1
+    # --base moves the weights onto another base: same weights, the checkpoint rebuilds on the new base
+    third = tmp_path / "third"
+    assert main(["--model", tiny_json, "--init-from", str(first / "model.pt"), "--base", "consistent", "--steps",
+                 "1", "--out", str(third), *FAST, "--lr", "1e-12", "--warmup-steps", "1"]) == 0
+    c = read_checkpoint(third / "last.pt")
+    assert c["model"]["config"]["base"] == "consistent" and a["model"]["config"]["base"] != "consistent"
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(c["state_dict"][k], v, rtol=0, atol=1e-6)
+    with pytest.raises(SystemExit):
+        main(["--model", tiny_json, "--base", "median", "--steps", "1", "--out", str(tmp_path / "x")])
 
 
 def test_ahdr_baseline_trains_through_the_same_loop(tmp_path):
