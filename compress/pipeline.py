@@ -263,8 +263,8 @@ def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, lo
     """Stages 1-2 for ``cfg.method`` (:data:`METHODS`). Returns ``{"model", "search", "uniform", "uniform_config",
     "skipped"}``; ``search`` describes how the model was chosen (``method``, kept PDUBs, zero-shot damage)."""
     from compress.prune import drop_blocks, prune_to
-    from compress.search import (BudgetError, blocks_config, check_reachable, config_maccs, damage_fn,
-                                 greedy_search, sensitivity, uniform_config)
+    from compress.search import (BudgetError, blocks_config, candidate_searches, check_reachable, config_maccs,
+                                 damage_fn, sensitivity, uniform_config)
     from eapnet.evalsets import as_batches
     from eapnet.macs import count_maccs, format_maccs
 
@@ -290,13 +290,21 @@ def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, lo
     calib_in = [(l, e) for l, e, _ in batches]
     name = f"{base.name}-{target / 1e9:g}G"
     search: dict = {"method": cfg.method}
+    damage = damage_fn(teacher, calib_in)
     if cfg.method == "search":
         sens = sensitivity(teacher, calib_in, importance=cfg.importance, calib_gt=batches, progress=progress)
-        res = greedy_search(sens, target, height=h, width=w)
-        kept = drop_blocks(teacher, res.kept_blocks) if base.block == "pdub" else teacher
-        student = prune_to(kept, res.config.replace(name=name), cfg.importance, batches)
+        tried = []
+        for res in candidate_searches(sens, target, height=h, width=w):   # measured, not predicted
+            kept = drop_blocks(teacher, res.kept_blocks) if base.block == "pdub" else teacher
+            model = prune_to(kept, res.config.replace(name=name), cfg.importance, batches)
+            tried.append((damage(model), res, model))
+        _, res, student = min(tried, key=lambda t: t[0])
         search.update(kept_blocks=res.kept_blocks, steps=res.steps, predicted_damage=res.predicted_damage,
-                      sensitivity=sens.to_dict())
+                      sensitivity=sens.to_dict(),
+                      candidates=[{"kept_blocks": r.kept_blocks, "maccs": r.maccs, "predicted_damage": r.predicted_damage,
+                                   "zero_shot_damage": d, "chosen": r is res} for d, r, _ in tried])
+        log("search candidates (PDUBs kept: zero-shot damage): " + "; ".join(
+            f"{r.kept_blocks}: {d:.3g}" + (" <- chosen" if r is res else "") for d, r, _ in tried))
     elif cfg.method == "uniform":
         student = prune_to(teacher, uni_cfg.replace(name=name), cfg.importance, batches)
         search.update(kept_blocks=list(range(base.num_blocks)), width_scale=s)
@@ -311,7 +319,6 @@ def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, lo
     maccs = count_maccs(student, h, w)
     if maccs > target:  # the choice counts with the same counter; this guards the slicing
         raise RuntimeError(f"pruned model has {format_maccs(maccs)} MAccs > target {format_maccs(target)}")
-    damage = damage_fn(teacher, calib_in)
     search["zero_shot_damage"] = damage(student)
     uniform = None if uni_cfg is None else {
         "config": uni_cfg.to_dict(), "scale": s, "maccs": config_maccs(uni_cfg, h, w),

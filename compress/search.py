@@ -12,6 +12,8 @@ EAPNet's config knobs, with block dropping as one more kind of move:
 2. :func:`greedy_search` starts from the full config and repeatedly takes the move (one knob one step of
    :data:`LADDER` narrower, or one block dropped) with the least added damage per MAcc saved (damage of
    unmeasured widths interpolated), until the MAccs, counted by the project's one counter, fit the budget.
+   :func:`candidate_searches` runs it free and once per PDUB count (the most important PDUBs kept, widths
+   only), and the caller keeps the candidate whose pruned model measures least damage.
 3. Two baselines to beat: :func:`uniform_config`, every width scaled by one factor (bisected, NNCF-like),
    all blocks kept; and :func:`blocks_config`, only whole PDUBs dropped (the paper's own knob).
 
@@ -42,6 +44,7 @@ __all__ = [
     "BudgetError",
     "Sensitivity",
     "blocks_config",
+    "candidate_searches",
     "check_reachable",
     "config_maccs",
     "greedy_search",
@@ -223,15 +226,21 @@ class SearchResult:
 
 
 def greedy_search(sens: Sensitivity, target_maccs: int, *, height: int = NTIRE_HEIGHT,
-                  width: int = NTIRE_WIDTH) -> SearchResult:
+                  width: int = NTIRE_WIDTH, keep: Sequence[int] | None = None) -> SearchResult:
     """Cheapest config (by summed predicted damage) from ``sens.base`` whose MAccs are <= ``target_maccs``.
 
     Moves: one width knob one ladder step narrower, or one PDUB dropped (its knobs go with it). Each step
-    takes the move with the least added damage per MAcc saved. Raises :class:`BudgetError` (with the
-    minimum reachable MAccs) when even the smallest network is over budget."""
+    takes the move with the least added damage per MAcc saved. ``keep``: start from these PDUBs only (the
+    others dropped) and move widths only. Raises :class:`BudgetError` (with the minimum reachable MAccs) when
+    even the smallest network is over budget."""
     base = sens.base
     check_reachable(base, target_maccs, height=height, width=width)
     blocks = list(range(base.num_blocks)) if base.block == "pdub" else []
+    fixed = keep is not None and base.block == "pdub"
+    if fixed:
+        blocks = sorted(set(keep))
+        if not blocks or not set(blocks) <= set(range(base.num_blocks)):
+            raise ValueError(f"keep: PDUB indices of a {base.num_blocks}-block model, got {list(keep)}")
     widths = {k: get_width(base, k) for k in width_knobs(base)}
 
     def build(blocks, widths) -> EAPNetConfig:
@@ -254,7 +263,7 @@ def greedy_search(sens: Sensitivity, target_maccs: int, *, height: int = NTIRE_H
             if base.block == "pdub" else d
 
     cur_cfg = build(blocks, widths)
-    cur_maccs, cur_damage = config_maccs(cur_cfg, height, width), 0.0
+    cur_maccs, cur_damage = config_maccs(cur_cfg, height, width), damage(blocks, widths)
     steps = []
     saved_at: dict[str, int] = {}  # last exact MAcc saving of each move (lazy greedy: recounted when picked)
     while cur_maccs > target_maccs:
@@ -266,7 +275,7 @@ def greedy_search(sens: Sensitivity, target_maccs: int, *, height: int = NTIRE_H
             i = lad.index(w)
             if i + 1 < len(lad):
                 moves[f"{k} {w}->{lad[i + 1]}"] = (blocks, {**widths, k: lad[i + 1]})
-        if len(blocks) > 1:
+        if len(blocks) > 1 and not fixed:
             for j in blocks:
                 moves[f"drop pdub.{j}"] = ([b for b in blocks if b != j], widths)
         added = {label: max(damage(b, w) - cur_damage, 0.0) for label, (b, w) in moves.items()}
@@ -293,6 +302,27 @@ def greedy_search(sens: Sensitivity, target_maccs: int, *, height: int = NTIRE_H
         saved_at = {m: v for m, v in saved_at.items() if not m.startswith("drop ")}  # block set changed
         steps.append({"move": best, "maccs": cur_maccs, "predicted_damage": cur_damage})
     return SearchResult(cur_cfg, cur_maccs, list(blocks), cur_damage, steps)
+
+
+def candidate_searches(sens: Sensitivity, target_maccs: int, *, height: int = NTIRE_HEIGHT,
+                       width: int = NTIRE_WIDTH) -> list[SearchResult]:
+    """Block count and widths searched jointly: :func:`greedy_search` free, then once per PDUB count ``k``
+    with the ``k`` PDUBs whose removal alone hurts most kept and only widths moved; the configs that meet
+    the budget, each once. The summed single-knob damages of :func:`greedy_search` rank moves well but
+    underestimate many knobs pruned together (a network thinned everywhere), so the caller measures each
+    candidate's real damage and picks (``compress.pipeline.search_and_prune``)."""
+    out = [greedy_search(sens, target_maccs, height=height, width=width)]
+    base = sens.base
+    if base.block == "pdub" and base.num_blocks > 1:
+        order = sorted(range(base.num_blocks), key=lambda j: -sens.blocks.get(j, 0.0))
+        for k in range(base.num_blocks, 0, -1):
+            try:
+                r = greedy_search(sens, target_maccs, height=height, width=width, keep=order[:k])
+            except BudgetError:
+                continue
+            if all(r.config != c.config for c in out):
+                out.append(r)
+    return out
 
 
 def blocks_config(base: EAPNetConfig, target_maccs: int, order: Sequence[int] | None = None, *,

@@ -250,6 +250,31 @@ def test_a_budget_above_the_model_needs_no_moves(sens):
     assert res.config == SMALL and res.steps == []
 
 
+def test_candidate_searches_fix_each_block_count_and_the_pipeline_keeps_the_least_measured_damage(sens):
+    from compress.search import candidate_searches
+
+    m, s = sens
+    target = int(config_maccs(SMALL, *RES) * 0.5)
+    cands = candidate_searches(s, target, height=RES[0], width=RES[1])
+    free = greedy_search(s, target, height=RES[0], width=RES[1])
+    assert cands[0].config == free.config                      # the free search first
+    assert all(c.maccs <= target for c in cands) and len({c.config for c in cands}) == len(cands)
+    order = sorted(range(3), key=lambda j: -s.blocks[j])      # the PDUBs whose removal alone hurts most stay
+    counts = {len(c.kept_blocks): c for c in cands[1:]}
+    assert counts and all(c.kept_blocks == sorted(order[:k]) for k, c in counts.items())
+    for c in cands[1:]:
+        assert not any(st["move"].startswith("drop ") for st in c.steps)
+    with pytest.raises(ValueError, match="PDUB indices"):
+        greedy_search(s, target, height=RES[0], width=RES[1], keep=[5])
+    # the pipeline measures every candidate and keeps the one that damages least
+    _, st = _method_stage("search", target)
+    tried = st["search"]["candidates"]
+    assert len(tried) == len(cands) and sum(c["chosen"] for c in tried) == 1
+    chosen = next(c for c in tried if c["chosen"])
+    assert chosen["zero_shot_damage"] == min(c["zero_shot_damage"] for c in tried) == st["search"]["zero_shot_damage"]
+    assert chosen["kept_blocks"] == st["search"]["kept_blocks"]
+
+
 def _method_stage(method, target, **kw):
     from compress.pipeline import CompressConfig, search_and_prune
 
