@@ -167,17 +167,22 @@ def keep_freed_memory() -> bool:
     return bool(ok and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1)
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX-BF16 or AVX512-BF16); elsewhere bf16 is emulated
-    and slower than fp32. Reads /proc/cpuinfo (False where it does not exist)."""
+def _cpuinfo(key: str) -> str | None:
+    """The value of the first ``key`` line of /proc/cpuinfo (``None`` where there is none or no such file)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return bool(set(line.split(":", 1)[1].split()) & {"amx_bf16", "avx512_bf16"})
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return False
+    return None
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX-BF16 or AVX512-BF16); elsewhere bf16 is emulated
+    and slower than fp32."""
+    return bool({"amx_bf16", "avx512_bf16"} & set(cpu_features()))
 
 
 _ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
@@ -187,15 +192,8 @@ def cpu_features() -> list[str]:
     """The instruction-set extensions of this CPU that decide int8 and bf16 speed (/proc/cpuinfo flags among
     AVX2, AVX-512, the VNNI int8 dot products, AVX512-BF16 and AMX); empty where /proc/cpuinfo does not
     exist. An int8 XNNPACK program gains most over fp32 with VNNI: machines without it differ by design."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [x for x in _ISA if x in flags]
-    except OSError:
-        pass
-    return []
+    flags = set((_cpuinfo("flags") or "").split())
+    return [x for x in _ISA if x in flags]
 
 
 def machine() -> str:
@@ -207,13 +205,6 @@ def machine() -> str:
 
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     import platform
 
-    return platform.processor() or "unknown"
+    return _cpuinfo("model name") or platform.processor() or "unknown"

@@ -63,6 +63,9 @@ def test_cpu_features_read_the_flags(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "open", lambda p, *a, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k))
     assert cpu.cpu_features() == ["avx2", "avx512f", "avx512_vnni"]
     assert cpu.machine().startswith("Test CPU, ") and cpu.machine().endswith("avx2 avx512f avx512_vnni")
+    assert not cpu.native_bf16()
+    info.write_text("model name\t: Bf16 CPU\nflags\t\t: avx2 avx512f avx512_bf16\n")
+    assert cpu.native_bf16() and cpu.cpu_name() == "Bf16 CPU"
     info.write_text("model name\t: Old CPU\nflags\t\t: fpu sse2\n")
     assert cpu.cpu_features() == [] and cpu.machine().endswith("no AVX2")
 
