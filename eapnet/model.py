@@ -34,8 +34,9 @@ _CHOICES = {
     "align": ("off", "full", "half"),
     "attention": ("full", "half"),
     "upsample": ("bilinear", "conv"),
-    "base": ("reference", "merge", "consistent"),
+    "base": ("reference", "merge", "consistent"),   # what the residual adds to: medium frame, or a merge
 }
+BASES = _CHOICES["base"]
 
 
 @dataclass(frozen=True)
@@ -447,10 +448,17 @@ def radiance_merge(ldrs: torch.Tensor, evs: torch.Tensor, gamma: float = GAMMA) 
     the medium frame alone has to learn from scratch; frames are not aligned, so moving content ghosts
     and is left to the network (attention and alignment see the same frames).
     """
-    x = ldrs.clamp(0, 1)
-    w = (torch.minimum(x, 1 - x) + 1 / 256).mean(2, keepdim=True)              # (B, 3, 1, H, W)
-    logx = torch.log(x.clamp_min(0.5 / 255)) - evs.to(x.dtype)[:, :, None, None, None] * (math.log(2) / gamma)
+    x, w, logx = _merge_terms(ldrs, evs, gamma)
     return torch.exp((w * logx).sum(1) / w.sum(1))
+
+
+def _merge_terms(ldrs: torch.Tensor, evs: torch.Tensor, gamma: float):
+    """``(x, w, logx)`` of :func:`radiance_merge`: the clamped frames, their hat weights (B, 3, 1, H, W) and
+    exposure-aligned log values (B, 3, 3, H, W)."""
+    x = ldrs.clamp(0, 1)
+    w = (torch.minimum(x, 1 - x) + 1 / 256).mean(2, keepdim=True)
+    logx = torch.log(x.clamp_min(0.5 / 255)) - evs.to(x.dtype)[:, :, None, None, None] * (math.log(2) / gamma)
+    return x, w, logx
 
 
 def _box(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -466,20 +474,18 @@ def consistent_merge(ldrs: torch.Tensor, evs: torch.Tensor, gamma: float = GAMMA
     Same inputs, output and weights as :func:`radiance_merge`, each side frame's weight multiplied by
     ``exp(-(max(|d| - n, 0) / tau) ** 2)``: ``d`` is the ``window`` x ``window`` local mean of the log ratio
     of that frame to the medium frame (natural log of the exposure-aligned gamma-encoded values, channel
-    mean: one stop is ln 2 / 2.24 = 0.31, so a frame 2 stops off keeps 14 % of its weight, 4 stops off
-    none), ``n`` the medium frame's
-    noise in that mean (``noise`` gamma-encoded units per pixel, divided by the window side), so that noise
-    does not reject a frame and a moved hand or a light that changed between exposures (a whole window
-    off) does. Where the medium frame clips (any channel > 0.97) it is only a lower bound: a brighter side
-    frame agrees there. Against the plain merge (``eapnet.baselines``; light ghosts on the real full-size
-    NTIRE frame, PSNR-mu on the 4 real crops and 16 held-out synthetic 256² scenes): 0.015 vs 0.37 stops,
-    26.01 vs 24.78 dB and 25.83 vs 24.34 dB. No learned parameters; elementwise ops and two stride-1 average pools, which the
-    MAcc count (learned layers) leaves out like the rest of the input processing."""
+    mean: one stop is ln 2 / 2.24 = 0.31, so a frame 1 stop off keeps 46 % of its weight, 2 stops off 4 %,
+    4 stops off none), ``n`` the medium frame's noise in that mean (``noise`` gamma-encoded units per pixel,
+    divided by the window side), so that noise does not reject a frame and a moved hand or a light that
+    changed between exposures (a whole window off) does. Where the medium frame clips (any channel > 0.97) it
+    is only a lower bound: a brighter side frame agrees there. Against the plain merge (``eapnet.baselines``;
+    light ghosts on the real full-size NTIRE frame, PSNR-mu on the 4 real crops and 16 held-out synthetic 256²
+    scenes): 0.015 vs 0.37 stops, 26.01 vs 24.78 dB and 25.83 vs 24.34 dB. No learned parameters: elementwise
+    ops and two stride-1 average pools, which the MAcc count (learned layers) leaves out like the rest of the
+    input processing."""
     # Written with ops XNNPACK delegates (no comparisons, where, amax or mid-tensor unsqueeze): steps are
     # clamped ramps, the noise division a tensor-by-tensor one.
-    x = ldrs.clamp(0, 1)
-    w = (torch.minimum(x, 1 - x) + 1 / 256).mean(2, keepdim=True)              # (B, 3, 1, H, W)
-    logx = torch.log(x.clamp_min(0.5 / 255)) - evs.to(x.dtype)[:, :, None, None, None] * (math.log(2) / gamma)
+    x, w, logx = _merge_terms(ldrs, evs, gamma)
     lum = logx.mean(2)                                                         # (B, 3, H, W)
     med = x[:, 1]                                                              # (B, 3, H, W)
     d = _box(torch.cat([lum[:, 0:1] - lum[:, 1:2], lum[:, 2:3] - lum[:, 1:2]], 1), window)  # short, long

@@ -36,6 +36,7 @@ from eapnet.cpu import keep_freed_memory, native_bf16, use_fast_depthwise
 from eapnet.diagnostics import health, probe_batches
 from eapnet.evalsets import heldout_synthetic, materialise, real_crops, score
 from eapnet.losses import EAPNetLoss
+from eapnet.model import BASES
 from eapnet.recycle import find_dead, recycle
 from eapnet.runs import atomic_write_json, atomic_write_text
 
@@ -74,8 +75,8 @@ def validate_config(cfg: dict) -> dict:
     for k in ("health_every", "recycle_every"):
         if not isinstance(cfg[k], int) or cfg[k] < 0:
             raise ValueError(f"{k} must be a step count >= 0, got {cfg[k]!r}")
-    if cfg["base"] not in ("", "reference", "merge", "consistent"):
-        raise ValueError(f"base must be '' (the model's own), reference, merge or consistent, got {cfg['base']!r}")
+    if cfg["base"] not in ("", *BASES):
+        raise ValueError(f"base must be '' (the model's own) or one of {', '.join(BASES)}, got {cfg['base']!r}")
     if cfg["init"] not in ("he", "pytorch"):
         raise ValueError(f"init must be he (the model's own) or pytorch (PyTorch's default), got {cfg['init']!r}")
     if cfg["fast_depthwise"] not in ("auto", "on", "off"):
