@@ -298,7 +298,7 @@ def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, lo
             kept = drop_blocks(teacher, res.kept_blocks) if base.block == "pdub" else teacher
             model = prune_to(kept, res.config.replace(name=name), cfg.importance, batches)
             tried.append((damage(model), res, model))
-        _, res, student = min(tried, key=lambda t: t[0])
+        search["zero_shot_damage"], res, student = min(tried, key=lambda t: t[0])
         search.update(kept_blocks=res.kept_blocks, steps=res.steps, predicted_damage=res.predicted_damage,
                       sensitivity=sens.to_dict(),
                       candidates=[{"kept_blocks": r.kept_blocks, "maccs": r.maccs, "predicted_damage": r.predicted_damage,
@@ -319,7 +319,8 @@ def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, lo
     maccs = count_maccs(student, h, w)
     if maccs > target:  # the choice counts with the same counter; this guards the slicing
         raise RuntimeError(f"pruned model has {format_maccs(maccs)} MAccs > target {format_maccs(target)}")
-    search["zero_shot_damage"] = damage(student)
+    if "zero_shot_damage" not in search:   # the search measured its candidates already
+        search["zero_shot_damage"] = damage(student)
     uniform = None if uni_cfg is None else {
         "config": uni_cfg.to_dict(), "scale": s, "maccs": config_maccs(uni_cfg, h, w),
         "zero_shot_damage": (search["zero_shot_damage"] if cfg.method == "uniform"

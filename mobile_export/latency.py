@@ -339,11 +339,10 @@ if __name__ == "__main__":  # the measuring subprocess (see the module docstring
 def save_report(out, args: dict, rows: list[dict], md: str, runs: int, threads: int) -> None:
     """A bench command's output folder: ``run.json`` (``args``), ``bench.json`` (the rows) and ``bench.md``
     (``md`` under a line naming the CPU: int8 speed depends on its VNNI support)."""
+    from eapnet.cpu import machine
     from eapnet.runs import atomic_write_json, atomic_write_text, record_run
 
-    from eapnet.cpu import machine
-
+    cpu = machine()
     record_run(out, args)
-    atomic_write_json(Path(out) / "bench.json", {"runs": runs, "threads": threads, "machine": machine(),
-                                                 "rows": rows})
-    atomic_write_text(Path(out) / "bench.md", f"CPU: {machine()}.\n\n{md}")
+    atomic_write_json(Path(out) / "bench.json", {"runs": runs, "threads": threads, "machine": cpu, "rows": rows})
+    atomic_write_text(Path(out) / "bench.md", f"CPU: {cpu}.\n\n{md}")

@@ -26,7 +26,6 @@ def layer_errors(float_model: nn.Module, quant_model: nn.Module, ldrs: torch.Ten
     from eapnet.model import pad_frames
 
     gm = quant_model.inner if isinstance(quant_model, Padded) else quant_model
-    H, W = ldrs.shape[-2:]
     if isinstance(quant_model, Padded):
         ldrs = pad_frames(ldrs, quant_model.multiple)
     skip = rescaled_layers(float_model)

@@ -307,9 +307,10 @@ def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold, 
     (placed, art_crop), (_, ref_crop) = next(crops(canvas, art_out)), next(crops(canvas, art_ref))
     art_row = _scene_row(placed, art_crop, ref_crop)   # placed: the scene as it fits the artifact's size
     floor = threshold.floor(row.get("float_psnr_mu"))
+    artifact_drifts = row["psnr_mu_vs_float"] >= floor and art_row["psnr_mu_vs_float"] < floor
     if row["psnr_mu_vs_float"] < floor:
         verdict = "the eager program already drifts: the error is in the model/quantization"
-    elif art_row["psnr_mu_vs_float"] < floor:
+    elif artifact_drifts:
         verdict = ("the eager program is within budget and the artifact is not: the drift comes from the "
                    "artifact itself (lowering, runtime or a damaged file)")
     else:
@@ -323,7 +324,7 @@ def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold, 
          "artifact_alone_psnr_mu_vs_float": art_row["psnr_mu_vs_float"], "verdict": verdict}
     if artifact.precision in ("int8", "w8a8"):
         d["layers"] = localise(layer_errors(float_src.module, eager, x, e))
-    if artifact.kind == "pte" and artifact.precision == "int8" and d["verdict"].startswith("the eager program is within"):
+    if artifact_drifts and artifact.kind == "pte" and artifact.precision == "int8":
         try:   # where the .pte leaves its eager program; a help that must not lose the figures above
             rows, relowered = program_gaps(eager, x, e)
             a = d["artifact_layers"] = localise(rows, floor=_GAP_FLOOR)
