@@ -1,10 +1,12 @@
 """Latency probe of int8-friendly alternatives to the ops XNNPACK runs in float inside an int8 ``.pte``.
 
-The int8 program of an EAPNet keeps four kinds of float islands (``reports/bench-profile``): bilinear x2
-resizes and 2x2 average pools (ExecuTorch's XNNPACK partitioner takes ``upsample_bilinear2d`` and
-``avg_pool2d`` in fp32 only), the attention's sigmoid (fp32 only) and the float output head; each island
-costs a quantize / dequantize pair (XNNPACK's Convert). This module measures, without retraining (latency
-does not depend on the weights), what replacing them with ops XNNPACK does run in int8 would buy:
+With ExecuTorch's stock XNNPACK partitioner and quantizer, the int8 program of an EAPNet kept four kinds of
+float islands (``reports/bench-profile``): bilinear x2 resizes and 2x2 average pools (the partitioner takes
+``upsample_bilinear2d`` and ``avg_pool2d`` in fp32 only), the attention's sigmoid (fp32 only) and the float
+output head; each island cost a quantize / dequantize pair (XNNPACK's Convert). The export now keeps the
+first three in int8 without changing the model (``mobile_export.executorch_export.partitioner_configs``,
+``compress.quantize``). This module measures, without retraining (latency does not depend on the weights),
+what model-level replacements by ops XNNPACK runs in int8 buy on top:
 
 - ``hard-gate``: the attention gate ``clamp(logit, 0, 1)`` (a hard sigmoid with its slope and offset folded
   into the conv before it) instead of ``sigmoid(logit)``;

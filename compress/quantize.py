@@ -124,7 +124,8 @@ def quantizer_for(backend: str, *, qat: bool = True):
         # not set_module_type: an exported graph's weight nodes carry no nn_module_stack, so a module-type
         # filter rejects the whole conv and leaves it float (measured).
         q.set_operator_type(torch.ops.aten.conv_transpose2d.input, _xnnpack_config(per_channel=False, qat=qat))
-        return _float_head(q, float_modules=FLOAT_MODULES["xnnpack"])
+        return _float_head(q, float_modules=FLOAT_MODULES["xnnpack"],
+                           int8_resizes=_xnnpack_config(per_channel=True, qat=qat).input_activation)
     if backend == "coreml":
         from coremltools.optimize.torch.quantization import (
             LinearQuantizerConfig,
@@ -228,7 +229,98 @@ def _in_modules(node: torch.fx.Node, prefixes: Sequence[str]) -> bool:
     return any(p == pre or p.startswith(pre + ".") for p in paths for pre in prefixes)
 
 
-def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Sequence[str] = ()):
+_RESIZES = (torch.ops.aten.upsample_bilinear2d.vec, torch.ops.aten.upsample_bilinear2d.default)
+
+
+def _share_resize_qparams(model: torch.fx.GraphModule, spec) -> int:
+    """Annotate every bilinear resize: input quantized with ``spec``, output with the input's parameters
+    (a shared spec); returns how many.
+
+    Why: XNNPACK runs an int8 bilinear resize only with equal input and output quantization parameters; the
+    XNNPACK quantizer leaves resizes unannotated, so each output was quantized at its user's own scale and the
+    resize ran in float between two converts (``mobile_export.executorch_export.partitioner_configs``). A
+    bilinear resize interpolates between its inputs, so its output needs no wider range than its input."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+    n = 0
+    for node in model.graph.nodes:
+        if node.op == "call_function" and node.target in _RESIZES and Q_ANNOTATION_KEY not in node.meta:
+            src = node.args[0]
+            node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(
+                input_qspec_map={src: spec}, output_qspec=SharedQuantizationSpec((src, node)), _annotated=True)
+            n += 1
+    return n
+
+
+def _share_split_qparams(model: torch.fx.GraphModule) -> int:
+    """Every user of a ``torch.split`` half quantizes it with the split input's parameters (a shared spec);
+    returns how many inputs it changed.
+
+    Why: the XNNPACK quantizer leaves the split unannotated and quantizes each half at its user's own scale
+    (``Alignment``: the ``1 + scale`` and the ``+ bias``), so the int8 program requantized the whole tensor and
+    each half (three Converts per alignment, 65 ms of the 100 G standard's int8 program at 544x960, 1 thread).
+    With the source's parameters the halves are plain int8 slices."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+    splits = (torch.ops.aten.split_with_sizes.default, torch.ops.aten.split.Tensor)
+    n = 0
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target not in splits:
+            continue
+        src = node.args[0]
+        if Q_ANNOTATION_KEY not in src.meta:       # a float source (not quantized): nothing to share
+            continue
+        for half in node.users:
+            for user in half.users:
+                a = user.meta.get(Q_ANNOTATION_KEY)
+                if a is not None and half in a.input_qspec_map:
+                    a.input_qspec_map[half] = SharedQuantizationSpec(src)
+                    n += 1
+    return n
+
+
+def _pools_as_convs(model: torch.fx.GraphModule) -> int:
+    """Replace each 2x2 stride-2 average pool by the same function as a depthwise conv with fixed 1/4 weights (a
+    buffer of ``model``); returns how many.
+
+    Why: XNNPACK has no int8 average pooling, so in the int8 program each pool was a float island between two
+    Converts of a full-resolution tensor (the half-resolution attention's and alignment's inputs: 97 ms of the
+    100 G standard's int8 program at 544x960, 1 thread). As a conv it is an int8 depthwise conv; its weights
+    quantize exactly (1/4 is 127 steps of a per-channel scale of 1/508). The float graph computes the same
+    values: a conv with these weights is the pool."""
+    n = 0
+    for node in list(model.graph.nodes):
+        if node.op != "call_function" or node.target != torch.ops.aten.avg_pool2d.default:
+            continue
+        names = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+        a = dict(zip(names, node.args)) | node.kwargs
+        if not (list(a["kernel_size"]) == [2, 2] and list(a.get("stride") or [2, 2]) == [2, 2]
+                and a.get("padding", 0) in (0, [0, 0]) and not a.get("ceil_mode", False)
+                and a.get("divisor_override") is None):
+            continue
+        x = a["input"]
+        c = x.meta["val"].shape[1]
+        name = f"_pool_as_conv_{n}"
+        model.register_buffer(name, torch.full((c, 1, 2, 2), 0.25))
+        with model.graph.inserting_before(node):
+            w = model.graph.get_attr(name)
+            conv = model.graph.call_function(torch.ops.aten.conv2d.default,
+                                             (x, w, None, [2, 2], [0, 0], [1, 1], c))
+        w.meta["val"] = getattr(model, name)
+        conv.meta = dict(node.meta)
+        node.replace_all_uses_with(conv)
+        model.graph.erase_node(node)
+        n += 1
+    if n:
+        model.graph.lint()
+        model.recompile()
+    return n
+
+
+def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Sequence[str] = (),
+                int8_resizes=None):
     """``quantizer`` with the output head left in float: the output conv (a conv whose result feeds no other
     conv) and every op after it (the residual add to the radiance merge, the final ReLU, the crop) keep float
     inputs, weights and outputs. ``histogram_qat`` not None: activations get histogram observers
@@ -239,7 +331,12 @@ def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Seq
     μ-law tone mapping magnifies every step (measured on a 100 G standard, 16 held-out scenes, PTQ: float
     28.92 dB with an int8 output conv, 29.17 with a float one, 29.51 for the float model; any other module
     group left float gains at most 0.11 dB). The output conv is ~2 % of the MAccs (32 -> 3 channels); the
-    rest stays int8, and XNNPACK runs the float conv and elementwise ops as well."""
+    rest stays int8, and XNNPACK runs the float conv and elementwise ops as well.
+
+    ``int8_resizes``: an activation spec; then bilinear resizes keep their input's int8 parameters
+    (:func:`_share_resize_qparams`), the halves of a split their source's (:func:`_share_split_qparams`) and
+    2x2 average pools become depthwise convs (:func:`_pools_as_convs`): the int8 program of an XNNPACK
+    ``.pte`` then converts to float only for the output head."""
     from torchao.quantization.pt2e.quantizer.quantizer import (
         Q_ANNOTATION_KEY,
         Quantizer,
@@ -249,7 +346,10 @@ def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Seq
         inner = quantizer  # the backend's own quantizer (its config, for inspection)
 
         def transform_for_annotation(self, model):
-            return quantizer.transform_for_annotation(model)
+            model = quantizer.transform_for_annotation(model)
+            if int8_resizes is not None:
+                _pools_as_convs(model)
+            return model
 
         def annotate(self, model):
             if type(quantizer).__name__ == "CoreMLQuantizer" and TRIM_COREML_PATTERNS:
@@ -257,6 +357,9 @@ def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Seq
                     model = quantizer.annotate(model)
             else:
                 model = quantizer.annotate(model)
+            if int8_resizes is not None:
+                _share_resize_qparams(model, int8_resizes)
+                _share_split_qparams(model)
             if histogram_qat is not None:
                 _histogram_activations(model, histogram_qat)
             convs = (torch.ops.aten.conv2d.default, torch.ops.aten.conv_transpose2d.input)

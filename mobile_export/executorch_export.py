@@ -32,6 +32,12 @@ requantize before a requantizing int8 slice (:func:`_requantize_before_slices`).
 Measured: the fp32 ``.pte`` matches eager within 2.4e-7 (tiny) / 1.2e-7 (standard, 1060x1900); int8 ones
 match the Q/DQ reference within 1-2 steps of the output conv's int8 scale (tests/test_executorch_export.py).
 
+Int8 programs stay int8 up to the float output head: bilinear resizes and sigmoids run on int8 tensors
+(:func:`partitioner_configs`; the XNNPACK quantizer of ``compress.quantize`` gives each resize and each split
+half its input's parameters and makes the 2x2 average pools depthwise convs). Before, each of those ops was a
+float island between two XNNPACK Converts: the 100 G standard's int8 program had 51 Converts, now 7 (the input
+frames and the head).
+
 Inputs and output of every ``.pte``: as ``mobile_export.common`` (``ldrs`` (1, 3, 3, H, W) in [0, 1],
 ``evs`` (1, 3) stops; ``hdr`` (1, 3, H, W) gamma-encoded HDR, >= 0) at the fixed exported size.
 """
@@ -258,9 +264,68 @@ def lower(ep: torch.export.ExportedProgram, reasons: bool = False):
     from executorch.exir import to_edge_transform_and_lower
 
     with _partitioner_reasons() if reasons else contextlib.nullcontext({}) as why:
-        edge = to_edge_transform_and_lower(make_delegable(ep), partitioner=[XnnpackPartitioner()])
+        edge = to_edge_transform_and_lower(make_delegable(ep),
+                                           partitioner=[XnnpackPartitioner(configs=partitioner_configs())])
     edge.why_not_delegated = why
     return edge
+
+
+def partitioner_configs() -> list:
+    """ExecuTorch's XNNPACK partitioner configs, with bilinear resizes and sigmoids also taken on int8 tensors.
+
+    ExecuTorch 1.5.1 offers ``upsample_bilinear2d`` and ``sigmoid`` in fp32 only, so in an int8 program each
+    became a float island: int8 -> fp32 convert, the float op, fp32 -> int8 convert (XNNPACK's Convert was 243
+    of 1,654 ms of the 100 G standard's int8 program at 1900x1060, the float resizes 120 ms more). XNNPACK
+    itself runs both on int8: the resize needs equal input and output quantization parameters (the XNNPACK
+    quantizer of ``compress.quantize`` shares them), the sigmoid is a lookup table for any pair. A resize
+    whose ``dequantize -> resize -> quantize`` pattern has unequal parameters (an int8 program quantized
+    before that sharing) stays an fp32 op with its converts, as before. The resize visitor is replaced too:
+    ExecuTorch's defines the resize's tensors without their quantization parameters.
+    """
+    from executorch.backends.xnnpack.operators.node_visitor import (
+        _node_visitor_dict,
+        register_node_visitor,
+    )
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.config.generic_node_configs import (
+        SigmoidConfig,
+        UpsampleBilinear2dConfig,
+    )
+    from executorch.backends.xnnpack.partition.config.xnnpack_config import (
+        ConfigPrecisionType,
+    )
+    from executorch.backends.xnnpack.utils.quant_utils import is_dequant, is_quant
+
+    both = [ConfigPrecisionType.FP32, ConfigPrecisionType.STATIC_QUANT]
+
+    class Int8Resize(UpsampleBilinear2dConfig):
+        def supported_precision_types(self):
+            return both
+
+        def get_node_and_deps(self, node, ep):
+            deps = super().get_node_and_deps(node, ep)
+            dq, q = node.args[0], next(iter(node.users))
+            if (len(deps) > 1 and is_dequant(dq) and is_quant(q)
+                    and tuple(dq.args[1:]) != tuple(q.args[1:])):      # int8 resize cannot requantize
+                return [node]
+            return deps
+
+    class Int8Sigmoid(SigmoidConfig):
+        def supported_precision_types(self):
+            return both
+
+    resize_visitor = _node_visitor_dict[f"aten.{UpsampleBilinear2dConfig.target_name}"]
+    if not getattr(resize_visitor, "defines_quant_params", False):
+        class Int8ResizeVisitor(resize_visitor):
+            defines_quant_params = True
+
+            def define_node(self, node, xnn_graph, vals_to_ids, debug_handle):
+                self.define_nodes_tensor_inputs_outputs(node, xnn_graph, vals_to_ids, convert_to_nhwc=True)
+                super().define_node(node, xnn_graph, vals_to_ids, debug_handle)
+
+        register_node_visitor(Int8ResizeVisitor)
+    swap = {UpsampleBilinear2dConfig: Int8Resize, SigmoidConfig: Int8Sigmoid}
+    return [swap.get(c, c) for c in ALL_PARTITIONER_CONFIGS]
 
 
 @contextlib.contextmanager

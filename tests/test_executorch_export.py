@@ -22,7 +22,7 @@ from eapnet.training import pytorch_default_init
 from mobile_export import executorch_export as ee
 from mobile_export import export_pte as pte_cli
 from mobile_export.common import Source, example_inputs, export_fixed, load_source
-from mobile_export.pte_profile import profile_pte
+from mobile_export.pte_profile import classify, profile_pte
 
 # Like the standard model: transposed-conv upsampling and the radiance-merge base (pow, exp2, log, exp,
 # minimum, mean over channels, sum over frames), half-resolution attention and alignment (split).
@@ -154,6 +154,24 @@ def _output_step(module: Padded) -> float:
     return float(scales[-1])
 
 
+def _check_int8_islands(reference: Padded, prof) -> None:
+    """Bilinear resizes keep their input's int8 parameters in the Q/DQ program, and the program runs them, the
+    sigmoids and the split's slices on int8 tensors: no Convert right before any of them (a float island or a
+    requantization starts with one), and no (float) average pooling."""
+    resizes = [n for n in reference.inner.graph.nodes if n.op == "call_function"
+               and n.target in (torch.ops.aten.upsample_bilinear2d.vec, torch.ops.aten.upsample_bilinear2d.default)]
+    assert resizes
+    for n in resizes:
+        dq = n.args[0]
+        assert dq.target == QDQ.dequantize_per_tensor.default, n.name
+        assert all(u.target == QDQ.quantize_per_tensor.default and u.args[1:] == dq.args[1:] for u in n.users), n.name
+    names = [e.name for e in prof.events]
+    islands = [i for i, name in enumerate(names) if name.startswith(("Resize Bilinear", "Sigmoid", "Slice (ND, X8)"))]
+    assert len(islands) >= len(resizes)
+    assert not [names[i - 1] for i in islands if names[i - 1].startswith("Convert")]
+    assert not [name for name in names if name.startswith("Average Pooling")]
+
+
 def test_int8_pte_by_ptq_fully_delegated_and_matches_qdq(tmp_path, monkeypatch):
     """export_pte(float source, precision="int8"): PTQ (ptq_source) -> lowering; transposed convs included.
 
@@ -175,14 +193,15 @@ def test_int8_pte_by_ptq_fully_delegated_and_matches_qdq(tmp_path, monkeypatch):
     assert calls == [(source, calib)]
     assert pte.name == "small_xnnpack_int8_36x52.pte" and not _no_temp_files(out)
     _check_int8(pte, reference.module, model)
-    # its ETDump profile: int8 convolutions, the conversions around float islands, times that add up
+    # its ETDump profile: int8 convolutions, the conversions into the float head, times that add up
     prof = profile_pte(pte, runs=2, threads=1)
     fmt = prof.by_format()
-    assert prof.runs == 2 and fmt["int8"] > 0 and fmt["convert"] > 0
+    assert prof.runs == 2 and fmt["int8"] > 0 and any(classify(e.name)[1] == "convert" for e in prof.events)
     assert any(r["format"] == "int8" and r["kind"].startswith(("Convolution", "Fully Connected"))
                for r in prof.table())
     lo, hi = prof.outside_int8_share()
     assert 0 < lo <= hi < 1 and 0.3 * prof.execute_ms <= prof.operator_ms <= prof.execute_ms * 1.05
+    _check_int8_islands(reference.module, prof)
     # The requantize-before-slice rewrite leaves the Q/DQ program bit-identical (the float rewrites alone
     # change float rounding in the preprocessing, so the baseline has them too).
     ep = export_fixed(reference.module, SIZE)

@@ -13,6 +13,7 @@ from compress.quantize import (
     QUANT_BACKENDS,
     Padded,
     _activation_fake_quants,
+    _pools_as_convs,
     convert,
     export_for_quant,
     load_quantized,
@@ -318,3 +319,30 @@ def test_the_output_head_stays_float(float_model):
     assert convs[-1].args[1].op == "get_attr"
     assert not any("quantize" in str(u.target) for u in convs[-1].users)
     assert all("dequantize" in str(c.args[1].target) for c in convs[:-1])
+
+
+def test_xnnpack_int8_resizes_splits_and_pools_need_no_requantization():
+    """For XNNPACK the 2x2 average pools become depthwise convs with the same values, and bilinear resizes and
+    the halves of a split keep their input's int8 parameters (XNNPACK runs them in int8 only so)."""
+    m = _float_model(TINY_CONV.replace(attention="half", align="half"))
+    gm = export_for_quant(m)
+    ldrs, evs = example_inputs((32, 48), batch=2, seed=3)
+    want = gm(ldrs, evs)
+    pools = [n for n in gm.graph.nodes if n.target == torch.ops.aten.avg_pool2d.default]
+    assert len(pools) == 8 and _pools_as_convs(gm) == 8       # 2 side frames x 2 scales x (attention, alignment)
+    assert not [n for n in gm.graph.nodes if n.target == torch.ops.aten.avg_pool2d.default]
+    torch.testing.assert_close(gm(ldrs, evs), want, rtol=1e-5, atol=1e-5)
+
+    q = convert(prepare_ptq(m, "xnnpack", _calib_batches()))
+    nodes = list(q.graph.nodes)
+    assert not [n for n in nodes if n.target == torch.ops.aten.avg_pool2d.default]
+    resizes = [n for n in nodes if n.target in (torch.ops.aten.upsample_bilinear2d.vec,
+                                                 torch.ops.aten.upsample_bilinear2d.default)]
+    splits = [n for n in nodes if n.target in (torch.ops.aten.split_with_sizes.default, torch.ops.aten.split.Tensor)]
+    assert len(resizes) == 8 + 2 and len(splits) == 4           # + each PDUB's inner bilinear x2
+    for n in resizes + splits:
+        dq = n.args[0]
+        assert dq.target == QDQ.dequantize_per_tensor.default, n.name
+        outs = list(n.users) if n in resizes else [u for half in n.users for u in half.users]
+        assert outs and all(u.target == QDQ.quantize_per_tensor.default and u.args[1:] == dq.args[1:]
+                            for u in outs), n.name
