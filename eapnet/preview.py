@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     _, ghosts = render(model, args.out, crop, folder, args.id, label=Path(args.model).stem)
     print(f"wrote {args.out}")
     print(f"light ghosts (stops off the medium frame where only the long frame is lit, beyond elsewhere; "
-          f"0 = none): base {ghosts['base']:.2f}, model {ghosts['model']:.2f}")
+          f"0 = none): radiance merge {ghosts['base']:.2f}, "
+          + (f"consistent merge (its base) {ghosts['own_base']:.2f}, " if "own_base" in ghosts else "")
+          + f"model {ghosts['model']:.2f}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Side-by-side preview of the real full-size challenge frame: medium LDR / radiance-merge base / model.
+"""Side-by-side preview of the real full-size challenge frame: medium LDR / radiance merge / the model's own
+base where it has another (the consistent merge) / model.
 
 The command line is :mod:`eapnet.preview` (``eapnet-preview``).
 
@@ -72,17 +73,21 @@ def light_ghosts(hdr: np.ndarray, ldrs: np.ndarray, evs: np.ndarray, *, lit_stop
 
 
 def preview_panels(model, ldrs: np.ndarray, evs: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """``{"medium", "base", "model"}`` 8-bit RGB ``(H, W, 3)`` images of one scene, sharing one tone map, and
-    :func:`light_ghosts` of the base and the model (stops)."""
-    from eapnet.baselines import radiance_merge
+    """``{"medium", "base", ["own_base",] "model"}`` 8-bit RGB ``(H, W, 3)`` images of one scene, sharing one
+    tone map, and :func:`light_ghosts` of each merge and the model (stops). ``base`` is the radiance merge (the
+    unaligned merge whose ghosts the preview is about); ``own_base`` the model's own base image where its config
+    names another (``base="consistent"``: :func:`eapnet.baselines.consistent_merge`)."""
+    from eapnet.baselines import consistent_merge, radiance_merge
     from eapnet.outputs import tonemap_preview
     from eapnet.inference import predict
 
     base = radiance_merge(ldrs, evs)
-    out = np.maximum(predict(model, ldrs, evs), 0.0)
-    panels = {"medium": tonemap_preview(np.clip(ldrs[1], 0, 1), base), "base": tonemap_preview(base, base),
-              "model": tonemap_preview(out, base)}
-    return panels, {"base": light_ghosts(base, ldrs, evs), "model": light_ghosts(out, ldrs, evs)}
+    images = {"medium": np.clip(ldrs[1], 0, 1), "base": base}
+    if getattr(getattr(model, "config", None), "base", "merge") == "consistent":
+        images["own_base"] = consistent_merge(ldrs, evs)
+    images["model"] = np.maximum(predict(model, ldrs, evs), 0.0)
+    panels = {k: tonemap_preview(v, base) for k, v in images.items()}
+    return panels, {k: light_ghosts(v, ldrs, evs) for k, v in images.items() if k != "medium"}
 
 
 def compose(panels: dict[str, np.ndarray], crop: tuple[int, int, int, int], width: int = 640,
@@ -92,7 +97,8 @@ def compose(panels: dict[str, np.ndarray], crop: tuple[int, int, int, int], widt
     import cv2
 
     y0, y1, x0, x1 = crop
-    names = {"medium": "medium frame", "base": "radiance merge (base)", "model": label}
+    names = {"medium": "medium frame", "base": "radiance merge" + ("" if "own_base" in panels else " (base)"),
+             "own_base": "consistent merge (its base)", "model": label}
     top, bottom = [], []
     for key, img in panels.items():
         H, W = img.shape[:2]
@@ -117,7 +123,7 @@ def compose(panels: dict[str, np.ndarray], crop: tuple[int, int, int, int], widt
 def render(model, out: Path, crop=DEFAULT_CROP, folder: Path | None = None, sample: str = "0000",
            label: str = "model") -> tuple[Path, dict[str, float]]:
     """Render the preview of ``folder/sample`` (default: the shared full-size frame) to ``out`` (PNG); returns
-    the path and :func:`light_ghosts` of the base and the model (stops)."""
+    the path and :func:`light_ghosts` of each panel but the medium frame (stops; see :func:`preview_panels`)."""
     import cv2
 
     from eapnet.data import SHARED_SAMPLES, read_ntire

@@ -287,14 +287,18 @@ def ship(model: nn.Module, ckpt: dict, src: Path, name: str, *, heldout: int = 1
               f"scenes of 128^2; the worst module is `{worst}` with {dead[worst][0]} of {dead[worst][1]}.", ""]
     if preview is not None:
         lines += ["## The real full-size frame", "",
-                  f"![medium / base / {name} on the real 1900x1060 challenge frame](../../docs/{preview.name})",
-                  "", "`python -m eapnet.preview --model {0} --out docs/{1}`: medium frame, radiance-merge base "
-                  "and the model on the challenge's full-size example (no ground truth), one tone map; bottom "
+                  f"![medium / merge / {name} on the real 1900x1060 challenge frame](../../docs/{preview.name})",
+                  "", "`python -m eapnet.preview --model {0} --out docs/{1}`: medium frame, radiance merge, the "
+                  "model's own base where it has another (the consistent merge) and the model on the "
+                  "challenge's full-size example (no ground truth), one tone map; bottom "
                   "row a 1:1 crop of the crowd, where people moved between the exposures.".format(name,
                                                                                                  preview.name), "",
                   f"Light ghosts (`eapnet.rendering.light_ghosts`): where only the long frame is lit, the output "
                   f"departs from the medium frame by {ghosts['model']:.2f} stops more than elsewhere (mean, "
-                  f"either way; the base {ghosts['base']:.2f}; 0 = the lit regions follow the medium frame).", ""]
+                  f"either way; the radiance merge {ghosts['base']:.2f}"
+                  + (f", the consistent merge the model adds its correction to {ghosts['own_base']:.2f}"
+                     if "own_base" in ghosts else "")
+                  + "; 0 = the lit regions follow the medium frame).", ""]
     lines += ["## Commands", "", "```bash", *(cmd for c in chain for cmd in c["commands"]),
               f"python -m eapnet.ship --run {run} --name {name} --heldout {heldout} --size {size}",
               "```", "", "Resolved training config (every key of `eapnet/configs/train.yaml`):", "", "```yaml",
