@@ -490,7 +490,7 @@ def consistent_merge(ldrs: torch.Tensor, evs: torch.Tensor, gamma: float = GAMMA
     med = x[:, 1]                                                              # (B, 3, H, W)
     d = _box(torch.cat([lum[:, 0:1] - lum[:, 1:2], lum[:, 2:3] - lum[:, 1:2]], 1), window)  # short, long
     m = _box(med.mean(1, keepdim=True), window).clamp_min(1 / 255)            # local medium level
-    dev = (d.abs() * m - noise / window).clamp_min(0) / m                      # |d| beyond the noise
+    dev = (d.abs() * m - noise / window).clamp_min(0.0) / m                    # |d| beyond the noise
     top = torch.maximum(torch.maximum(med[:, 0:1], med[:, 1:2]), med[:, 2:3])
     clipped = ((top - 0.97) * 1e4).clamp(0, 1)                                 # ~ top > 0.97
     c = torch.exp(-(dev * (1 - clipped * (d * 1e4).clamp(0, 1)) / tau) ** 2)  # a brighter side frame agrees

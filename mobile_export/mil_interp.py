@@ -409,6 +409,7 @@ def _unary(fn):
     return run
 
 
+_OPS["abs"] = _unary(np.abs)
 _OPS["exp"] = _unary(np.exp)
 _OPS["exp2"] = _unary(np.exp2)
 _OPS["relu"] = _unary(lambda x: np.maximum(x, np.float32(0)))

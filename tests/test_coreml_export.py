@@ -123,6 +123,21 @@ def test_int8_weights_package(ckpt, tmp_path):
     assert np.abs(got - want).max() < 2e-2
 
 
+def test_consistent_base_converts_and_matches(tmp_path):
+    # The de-ghosting base of the shipped models: its ops convert (an int scalar in clamp_min once failed
+    # coremltools' dtype check) and the fp16 package computes what the eager model does.
+    model = _tiny_model(TINY.replace(base="consistent"))
+    path = cx.export_mlpackage(Source(model, "fp32", "tiny-consistent", "x", "0"), tmp_path, size=SIZE)
+    assert set(program_ops(path)) <= SUPPORTED_OPS
+    ldrs, evs = torch.rand(1, 3, 3, *SIZE), torch.tensor([[-1.0, 0.0, 1.0]])
+    with torch.no_grad():
+        want = model(ldrs, evs).numpy()
+    err = np.abs(run_mlpackage(path, {"ldrs": ldrs.numpy(), "evs": evs.numpy()})["hdr"] - want)
+    # fp16 rounding moves the base's steep ramps (the clipping test, 1e4 per unit) across their knee at a
+    # pixel or two of these random frames: measured mean 2.2e-4, 99.9th percentile 2.1e-3, max 0.037
+    assert err.mean() < 1e-3 and np.quantile(err, 0.999) < 1e-2 and err.max() < 0.1, (err.mean(), err.max())
+
+
 def test_failed_conversion_writes_nothing(ckpt, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("conversion failed")
@@ -264,5 +279,9 @@ def test_shipped_standard_fp16(tmp_path):
     ldrs, evs = torch.rand(1, 3, 3, 128, 192, generator=g), torch.tensor([[-2.0, 0.0, 2.0]])
     with torch.no_grad():
         want = src.module(ldrs, evs).numpy()
-    got = run_mlpackage(path, {"ldrs": ldrs.numpy(), "evs": evs.numpy()})["hdr"]
-    assert np.abs(got - want).max() < 2e-2 and np.abs(got - want).mean() < 1e-3
+    err = np.abs(run_mlpackage(path, {"ldrs": ldrs.numpy(), "evs": evs.numpy()})["hdr"] - want)
+    # The consistent-merge base's clipping test is a ramp 1e-4 wide at 0.97, below fp16's resolution there
+    # (4.9e-4): where the medium frame's brightest channel falls in it, fp16 decides "clipped" otherwise and
+    # the base takes or rejects the brighter side frame (measured on these random frames: 0.16 % of the
+    # values more than 0.02 off, max 0.72; mean 6.2e-4). The rest follows float to fp16 rounding.
+    assert err.mean() < 1e-3 and (err > 2e-2).mean() < 5e-3, (err.mean(), (err > 2e-2).mean())
