@@ -221,15 +221,15 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
 
 def motion_markdown(report: dict, base: str = "radiance_merge") -> list[str]:
     """Lines of the moving-regions table: PSNR-μ inside the synthetic motion masks per method, and each
-    method's margin over ``base`` (the radiance merge every EAPNet adds its residual to). Empty when no
-    dataset has motion masks."""
+    method's margin over ``base`` (the radiance merge: the per-pixel merge of unaligned frames, which ghosts
+    where things moved). Empty when no dataset has motion masks."""
     ds = [d for d, res in report["results"].items() if any("psnr_mu_motion" in r for r in res.values())]
     if not ds:
         return []
     out = ["", ("De-ghosting: PSNR-μ (dB) inside the moving regions of the synthetic scenes (the generator's "
                 "motion masks: where a moving object shows in some frame and the frames disagree; whole-image "
                 "tone map, MSE over the masked pixels), mean over the scenes that have such regions"
-                + (f"; margin over `{base}`, the base the model corrects" if base in report["methods"] else "")
+                + (f"; margin over `{base}`, the merge of the unaligned frames" if base in report["methods"] else "")
                 + "."), ""]
     head = "| method | " + " | ".join(f"{d} PSNR-μ (moving) | {d} whole frame" for d in ds) + " |"
     out += [head, "|---|" + "---:|" * (2 * len(ds))]

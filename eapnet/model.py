@@ -462,8 +462,13 @@ def _merge_terms(ldrs: torch.Tensor, evs: torch.Tensor, gamma: float):
 
 
 def _box(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean over a ``k`` x ``k`` window (stride 1) of a ``(B, N, H, W)`` map, edges replicated (same size)."""
-    return F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, 1)
+    """Mean over a ``k`` x ``k`` window (stride 1) of a ``(B, N, H, W)`` map, edges replicated (same size).
+
+    Separable: a ``k`` x 1 mean, then 1 x ``k`` (2k adds per pixel instead of k²; the same mean up to float
+    rounding). The two 9x9 boxes of :func:`consistent_merge` took 186 ms of the 1.66 s int8 program of the
+    100 G standard at 1900x1060 (2 threads) as one pooling each."""
+    x = F.pad(x, (k // 2,) * 4, mode="replicate")
+    return F.avg_pool2d(F.avg_pool2d(x, (k, 1), 1), (1, k), 1)
 
 
 def consistent_merge(ldrs: torch.Tensor, evs: torch.Tensor, gamma: float = GAMMA, *, tau: float = 0.35,
