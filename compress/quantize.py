@@ -125,7 +125,7 @@ def quantizer_for(backend: str, *, qat: bool = True):
         # filter rejects the whole conv and leaves it float (measured).
         q.set_operator_type(torch.ops.aten.conv_transpose2d.input, _xnnpack_config(per_channel=False, qat=qat))
         return _float_head(q, float_modules=FLOAT_MODULES["xnnpack"],
-                           int8_resizes=_xnnpack_config(per_channel=True, qat=qat).input_activation)
+                           int8_everywhere=_xnnpack_config(per_channel=True, qat=qat).input_activation)
     if backend == "coreml":
         from coremltools.optimize.torch.quantization import (
             LinearQuantizerConfig,
@@ -286,8 +286,8 @@ def _pools_as_convs(model: torch.fx.GraphModule) -> int:
     buffer of ``model``); returns how many.
 
     Why: XNNPACK has no int8 average pooling, so in the int8 program each pool was a float island between two
-    Converts of a full-resolution tensor (the half-resolution attention's and alignment's inputs: 97 ms of the
-    100 G standard's int8 program at 544x960, 1 thread). As a conv it is an int8 depthwise conv; its weights
+    Converts of a full-resolution tensor (the half-resolution attention's and alignment's inputs: 99 ms of the
+    100 G standard's int8 program at 544x960, 1 thread, pools and their Converts). As a conv it is an int8 depthwise conv; its weights
     quantize exactly (1/4 is 127 steps of a per-channel scale of 1/508). The float graph computes the same
     values: a conv with these weights is the pool."""
     n = 0
@@ -320,7 +320,7 @@ def _pools_as_convs(model: torch.fx.GraphModule) -> int:
 
 
 def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Sequence[str] = (),
-                int8_resizes=None):
+                int8_everywhere=None):
     """``quantizer`` with the output head left in float: the output conv (a conv whose result feeds no other
     conv) and every op after it (the residual add to the radiance merge, the final ReLU, the crop) keep float
     inputs, weights and outputs. ``histogram_qat`` not None: activations get histogram observers
@@ -333,7 +333,7 @@ def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Seq
     group left float gains at most 0.11 dB). The output conv is ~2 % of the MAccs (32 -> 3 channels); the
     rest stays int8, and XNNPACK runs the float conv and elementwise ops as well.
 
-    ``int8_resizes``: an activation spec; then bilinear resizes keep their input's int8 parameters
+    ``int8_everywhere`` (XNNPACK): an activation spec; then bilinear resizes keep their input's int8 parameters
     (:func:`_share_resize_qparams`), the halves of a split their source's (:func:`_share_split_qparams`) and
     2x2 average pools become depthwise convs (:func:`_pools_as_convs`): the int8 program of an XNNPACK
     ``.pte`` then converts to float only for the output head."""
@@ -347,7 +347,7 @@ def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Seq
 
         def transform_for_annotation(self, model):
             model = quantizer.transform_for_annotation(model)
-            if int8_resizes is not None:
+            if int8_everywhere is not None:
                 _pools_as_convs(model)
             return model
 
@@ -357,8 +357,8 @@ def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Seq
                     model = quantizer.annotate(model)
             else:
                 model = quantizer.annotate(model)
-            if int8_resizes is not None:
-                _share_resize_qparams(model, int8_resizes)
+            if int8_everywhere is not None:
+                _share_resize_qparams(model, int8_everywhere)
                 _share_split_qparams(model)
             if histogram_qat is not None:
                 _histogram_activations(model, histogram_qat)

@@ -21,8 +21,9 @@ not these (measured on EAPNet; the partitioner's own reasons in brackets):
   (an int64 gather), none of which XNNPACK takes;
 - int Python scalars (``1 + scale``, ``1 - x``) become int64 constants cast to float32 outside the delegate;
 - ``torch.cat`` of a single tensor (a one-block model's feature fusion) [only 2 or more tensors];
-- int8 only: the halves of the alignment's split, requantized to their users' scales [XNNPACK static slice
-  requires matching input and output quantization parameters].
+- int8 programs quantized before ``compress.quantize`` shared a split's parameters with its halves: the
+  halves of the alignment's split, requantized to their users' scales [XNNPACK static slice requires matching
+  input and output quantization parameters].
 
 :func:`make_delegable` rewrites them at export time into equivalent delegable ops (see ``_REWRITES``):
 ``exp2(e) = exp(e ln 2)``, ``x ** g = exp(g log max(x, tiny))``, sums and means over a non-spatial dim =
@@ -212,9 +213,11 @@ def _requantize_before_slices(gm: torch.fx.GraphModule) -> int:
     """Int8 programs: ``dq(s1) -> slice -> q(s2)`` with ``s1 != s2`` becomes ``dq(s1) -> q(s2) -> dq(s2) -> slice
     -> q(s2)``; returns how many slices it changed.
 
-    Why: the XNNPACK quantizer leaves ``torch.split`` (``Alignment``) unannotated, so each half of the split
-    is requantized to its user's scale, and XNNPACK's int8 slice cannot requantize [needs matching input and
-    output quantization parameters]; the slice then stays outside the delegate. Slicing and per-tensor
+    Why: ExecuTorch's XNNPACK quantizer leaves ``torch.split`` (``Alignment``) unannotated, so each half of
+    the split is requantized to its user's scale, and XNNPACK's int8 slice cannot requantize [needs matching
+    input and output quantization parameters]; the slice then stays outside the delegate. Programs quantized
+    by ``compress.quantize`` now give the halves their source's parameters (``_share_split_qparams``) and
+    need no change here; ``.pt2`` programs quantized before still do. Slicing and per-tensor
     quantization commute and ``q(dq(q(y))) = q(y)``, so the result is bit-identical in the Q/DQ reference;
     XNNPACK runs the requantization as a convert (int8 -> fp32 -> int8) and the slice in int8.
     """

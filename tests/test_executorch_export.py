@@ -14,6 +14,7 @@ import torch
 from conftest import TINY
 from torch import nn
 
+import compress.quantize as cq
 from compress.quantize import Padded, convert, prepare_ptq, save_quantized
 from eapnet.checkpoint import save_checkpoint
 from eapnet.evalsets import calibration_batches
@@ -202,12 +203,18 @@ def test_int8_pte_by_ptq_fully_delegated_and_matches_qdq(tmp_path, monkeypatch):
     lo, hi = prof.outside_int8_share()
     assert 0 < lo <= hi < 1 and 0.3 * prof.execute_ms <= prof.operator_ms <= prof.execute_ms * 1.05
     _check_int8_islands(reference.module, prof)
-    # The requantize-before-slice rewrite leaves the Q/DQ program bit-identical (the float rewrites alone
-    # change float rounding in the preprocessing, so the baseline has them too).
-    ep = export_fixed(reference.module, SIZE)
+    # This quantizer gives the split's halves their source's parameters: no slice to requantize.
+    assert ee._requantize_before_slices(export_fixed(reference.module, SIZE).graph_module) == 0
+    # A program quantized without that sharing (a .pt2 from before it) needs the requantize-before-slice
+    # rewrite, which leaves the Q/DQ program bit-identical (the float rewrites alone change float rounding in
+    # the preprocessing, so the baseline has them too).
+    monkeypatch.setattr(cq, "_share_split_qparams", lambda gm: 0)
+    ep = export_fixed(Padded(convert(prepare_ptq(model, "xnnpack", calib))).eval(), SIZE)
+    counted = []
+    real = ee._requantize_before_slices
+    monkeypatch.setattr(ee, "_requantize_before_slices", lambda gm: counted.append(real(gm)) or counted[-1])
     rewritten = ee.make_delegable(copy.deepcopy(ep))
-    assert any(n.target == QDQ.quantize_per_tensor.default and n.args[0].target == QDQ.dequantize_per_tensor.default
-               for n in rewritten.graph.nodes)
+    assert counted == [4]                              # the two halves of each side frame's alignment split
     monkeypatch.setattr(ee, "_requantize_before_slices", lambda gm: 0)
     baseline = ee.make_delegable(ep)
     ldrs, evs = _inputs()
