@@ -19,7 +19,7 @@ not these (measured on EAPNet; the partitioner's own reasons in brackets):
 - ``x[:, i]`` (``select.int``) and ``torch.split`` (``Alignment``): no XNNPACK op;
 - replicate padding (``pad_frames``): core ATen decomposes it to ``arange``/``clamp``/``index.Tensor``
   (an int64 gather), none of which XNNPACK takes;
-- int Python scalars (``1 + scale``, ``1 - x``) become int64 constants cast to float32 outside the delegate;
+- int Python scalars (``1 - x``) become int64 constants cast to float32 outside the delegate;
 - ``torch.cat`` of a single tensor (a one-block model's feature fusion) [only 2 or more tensors];
 - int8 programs quantized before ``compress.quantize`` shared a split's parameters with its halves: the
   halves of the alignment's split, requantized to their users' scales [XNNPACK static slice requires matching

@@ -32,10 +32,11 @@ QDQ = torch.ops.quantized_decomposed
 
 
 def freeze_observers(prepared):
-    """Stop every observer of a prepared graph: scales and zero points stay fixed, fake-quant stays on."""
+    """Stop every observer of a prepared graph but the dynamic one (the output conv's input, measured on each
+    forward as the converted program does): scales and zero points stay fixed, fake-quant stays on."""
     from torchao.quantization.pt2e import disable_observer
 
-    return prepared.apply(disable_observer)
+    return prepared.apply(lambda m: None if getattr(m, "is_dynamic", False) else disable_observer(m))
 
 
 def _float_model(cfg=TINY_CONV) -> EAPNet:
@@ -75,7 +76,10 @@ def test_calibrated_qat_graph_freezes_activation_ranges_and_equals_ptq(float_mod
     weights = [prepared.get_submodule(n.target) for n in prepared.graph.nodes if n.op == "call_module"
                and n.target.startswith("activation_post_process") and n.args[0].op == "get_attr"]
     int8_convs = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in float_model.modules()) - 1
-    assert len(acts) > 20 and len(weights) >= int8_convs     # (and a few constant tensors)
+    assert len(acts) > 20 and len(weights) >= int8_convs + 1     # (and a few constant tensors)
+    (dynamic,) = [m for m in acts if m.is_dynamic]      # the output conv's input: its range is each input's own
+    acts = [m for m in acts if m is not dynamic]
+    assert dynamic.observer_enabled[0] and dynamic.fake_quant_enabled[0]
     assert all(not m.observer_enabled[0] and m.fake_quant_enabled[0] for m in acts)
     assert all(m.observer_enabled[0] for m in weights)     # weight ranges follow the trained weights
     # 0 QAT steps is post-training quantization: the same qparams as PTQ on the same batches, so the same model
@@ -87,7 +91,7 @@ def test_calibrated_qat_graph_freezes_activation_ranges_and_equals_ptq(float_mod
         scales = [m.scale.clone() for m in acts]
         p = copy.deepcopy(prepared)
         p(ldrs * 0 + 1, evs * 2)
-    acts_after = _activation_fake_quants(p)
+    acts_after = [m for m in _activation_fake_quants(p) if not m.is_dynamic]
     assert all(torch.equal(a.scale, s) for a, s in zip(acts_after, scales, strict=True))
 
 
@@ -153,8 +157,22 @@ def _assert_xnnpack_weight_granularity(gm, n_transposed: int):
     ops = _weight_dequant_ops(gm)
     # Per-channel transposed-conv weights break ExecuTorch lowering: they must be per-tensor.
     assert ops[torch.ops.aten.conv_transpose2d.input] == [QDQ.dequantize_per_tensor.default] * n_transposed
-    *int8, head = ops[torch.ops.aten.conv2d.default]
-    assert set(int8) == {QDQ.dequantize_per_channel.default} and head == "get_attr"   # the output conv is float
+    # every conv2d has per-channel int8 weights, the output conv too (its input is quantized per run, its output
+    # stays float: _assert_dynamic_head)
+    assert set(ops[torch.ops.aten.conv2d.default]) == {QDQ.dequantize_per_channel.default}
+    _assert_dynamic_head(gm)
+
+
+def _assert_dynamic_head(gm):
+    """The output conv (the last conv2d) takes its input quantized with parameters chosen per run from that
+    input (choose_qparams -> quantize -> dequantize), int8 per-channel weights, and gives a float output."""
+    conv = [n for n in gm.graph.nodes if n.target == torch.ops.aten.conv2d.default][-1]
+    dq = conv.args[0]
+    assert dq.target == QDQ.dequantize_per_tensor.tensor, dq.target
+    assert dq.args[0].target == QDQ.quantize_per_tensor.tensor
+    assert dq.args[1].args[0].target == QDQ.choose_qparams.tensor        # scale = getitem(choose_qparams, 0)
+    assert conv.args[1].target == QDQ.dequantize_per_channel.default
+    assert not any("quantize" in str(u.target) for u in conv.users)
 
 
 def test_xnnpack_transposed_conv_weights_per_tensor_others_per_channel(converted):
@@ -299,9 +317,9 @@ def test_float_modules_stay_float_and_the_rest_int8(float_model, monkeypatch):
     assert not quantize._in_modules(short[0], ("encoders.01",))
 
 
-def test_the_output_head_stays_float(float_model):
-    # Only the convs are int8: the HDR output (residual + radiance merge, ReLU) keeps float precision, so
-    # it is not limited to 255 levels (measured ~216 distinct values per tensor with an int8 head).
+def test_the_output_head_keeps_float_output(float_model):
+    # The HDR output (residual + radiance merge, ReLU) and the output conv's result keep float precision, so
+    # they are not limited to 255 levels (measured ~216 distinct values per tensor with an int8 head).
     ldrs, evs = example_inputs((32, 40), batch=2)
     q = convert(prepare_ptq(float_model, "xnnpack", [(ldrs, evs)]))
     with torch.no_grad():
@@ -313,11 +331,10 @@ def test_the_output_head_stays_float(float_model):
         chain.append(str(out_node.target))
         out_node = out_node.args[0]
     assert any("relu" in t for t in chain) and any("add" in t for t in chain), chain
-    # ...and so does the output conv (the correction added to the base): float weights, float output; the
-    # convs before it have int8 weights
+    # ...and so does the output conv's (the correction added to the base): int8 weights and an int8 input
+    # quantized per run, float output
+    _assert_dynamic_head(q)
     convs = [n for n in q.graph.nodes if n.target == torch.ops.aten.conv2d.default]
-    assert convs[-1].args[1].op == "get_attr"
-    assert not any("quantize" in str(u.target) for u in convs[-1].users)
     assert all("dequantize" in str(c.args[1].target) for c in convs[:-1])
 
 
