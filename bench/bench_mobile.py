@@ -7,7 +7,8 @@
 
 The measurement is mobile_export/latency.py (each runtime in its own process; peak resident memory from
 ``VmHWM``). Ratios (eager / pte) are of figures measured in one invocation; the machine is shared, so single
-numbers are noisy. ``--out DIR`` writes ``bench.json``, ``bench.md`` and ``run.json``.
+numbers are noisy. The fp32 / int8 ``.pte`` ratio is measured once more with both programs in one process,
+run in turns, so that load drifts hit both alike. ``--out DIR`` writes ``bench.json``, ``bench.md`` and ``run.json``.
 """
 from __future__ import annotations
 

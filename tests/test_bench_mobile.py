@@ -47,7 +47,12 @@ def test_bench_measures_every_runtime_and_reuses_artifacts(tmp_path):
         assert (prof["by_format_ms"]["int8"] > 0) == (precision == "int8")
         m = row[f"pte {precision}"]
         assert 0 < m["planned_mb"] < m["peak_rss_mb"]
-    assert row["int8_vs_fp32_pte"] == pytest.approx(row["pte fp32"]["median_s"] / row["pte int8"]["median_s"])
+    # the goal's ratio: both programs in one process, run in turns; the separate processes' ratio beside it
+    pair = row["pte pair"]
+    assert [p.split("_xnnpack_")[1] for p in pair["paths"]] == ["fp32_32x48.pte", "int8_32x48.pte"]
+    assert [len(t) for t in pair["runs_s"]] == [2, 2] and len(pair["round_ratios"]) == 2
+    assert row["int8_vs_fp32_pte"] == pytest.approx(pair["median_s"][0] / pair["median_s"][1])
+    assert row["int8_vs_fp32_pte_apart"] == pytest.approx(row["pte fp32"]["median_s"] / row["pte int8"]["median_s"])
     md = (out / "bench.md").read_text()
     assert "## Where the time goes" in md and "## Where the memory goes" in md and "pte fp32 / int8" in md
     # --tile: the .pte files at the tile size run over the larger frame in overlapping tiles
