@@ -304,11 +304,12 @@ def _corrupt(path, weight, scale=-3):
     path.write_bytes(bytes(data))
 
 
-def _int8_head_weight(qmodel) -> torch.Tensor:
-    """The int8 weights of the output conv (the last conv) of a ``compress.quantize`` Q/DQ program."""
+def _head_weight(qmodel) -> torch.Tensor:
+    """The weights of the output conv (the last conv) of a ``compress.quantize`` Q/DQ program as the program
+    holds them: fp32 (a float head), or int8 (``compress.quantize.DYNAMIC_HEAD``)."""
     gm = qmodel.inner
-    conv = [n for n in gm.graph.nodes if n.target == torch.ops.aten.conv2d.default][-1]
-    return getattr(gm, conv.args[1].args[0].target)      # dequantize_per_channel(int8 weight, scale, ...)
+    w = [n for n in gm.graph.nodes if n.target == torch.ops.aten.conv2d.default][-1].args[1]
+    return getattr(gm, w.target if w.op == "get_attr" else w.args[0].target)   # or dequantize(int8 weight, ...)
 
 
 def test_corrupted_pte_fails_and_is_diagnosed(exported, tmp_path, capsys):
@@ -344,7 +345,7 @@ def test_corrupted_int8_pte_is_localised_inside_the_artifact(exported, tmp_path)
     q = ptq_source(load_source(exported["ckpt"]), calibration_batches(limit=4))
     pte = export_pte(q, tmp_path, size=SIZE)
     shutil.copy(exported["ckpt"], tmp_path / "tiny.pt")
-    _corrupt(pte, _int8_head_weight(q.module))
+    _corrupt(pte, _head_weight(q.module))
     out = tmp_path / "report"
     rc = check_parity.main([str(pte), "--model", str(tmp_path / "tiny.pt"), "--data", "calib", "--scenes", "2",
                             "--out", str(out), "--quiet", "--no-write-back"])

@@ -76,10 +76,7 @@ def test_calibrated_qat_graph_freezes_activation_ranges_and_equals_ptq(float_mod
     weights = [prepared.get_submodule(n.target) for n in prepared.graph.nodes if n.op == "call_module"
                and n.target.startswith("activation_post_process") and n.args[0].op == "get_attr"]
     int8_convs = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in float_model.modules()) - 1
-    assert len(acts) > 20 and len(weights) >= int8_convs + 1     # (and a few constant tensors)
-    (dynamic,) = [m for m in acts if m.is_dynamic]      # the output conv's input: its range is each input's own
-    acts = [m for m in acts if m is not dynamic]
-    assert dynamic.observer_enabled[0] and dynamic.fake_quant_enabled[0]
+    assert len(acts) > 20 and len(weights) >= int8_convs     # (and a few constant tensors)
     assert all(not m.observer_enabled[0] and m.fake_quant_enabled[0] for m in acts)
     assert all(m.observer_enabled[0] for m in weights)     # weight ranges follow the trained weights
     # 0 QAT steps is post-training quantization: the same qparams as PTQ on the same batches, so the same model
@@ -157,10 +154,8 @@ def _assert_xnnpack_weight_granularity(gm, n_transposed: int):
     ops = _weight_dequant_ops(gm)
     # Per-channel transposed-conv weights break ExecuTorch lowering: they must be per-tensor.
     assert ops[torch.ops.aten.conv_transpose2d.input] == [QDQ.dequantize_per_tensor.default] * n_transposed
-    # every conv2d has per-channel int8 weights, the output conv too (its input is quantized per run, its output
-    # stays float: _assert_dynamic_head)
-    assert set(ops[torch.ops.aten.conv2d.default]) == {QDQ.dequantize_per_channel.default}
-    _assert_dynamic_head(gm)
+    *int8, head = ops[torch.ops.aten.conv2d.default]
+    assert set(int8) == {QDQ.dequantize_per_channel.default} and head == "get_attr"   # the output conv is float
 
 
 def _assert_dynamic_head(gm):
@@ -331,11 +326,34 @@ def test_the_output_head_keeps_float_output(float_model):
         chain.append(str(out_node.target))
         out_node = out_node.args[0]
     assert any("relu" in t for t in chain) and any("add" in t for t in chain), chain
-    # ...and so does the output conv's (the correction added to the base): int8 weights and an int8 input
-    # quantized per run, float output
-    _assert_dynamic_head(q)
+    # ...and so does the output conv (the correction added to the base): float weights, float output; the
+    # convs before it have int8 weights
     convs = [n for n in q.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    assert convs[-1].args[1].op == "get_attr"
+    assert not any("quantize" in str(u.target) for u in convs[-1].users)
     assert all("dequantize" in str(c.args[1].target) for c in convs[:-1])
+
+
+def test_dynamic_head_runs_the_output_conv_in_int8_with_a_float_output(float_model, monkeypatch):
+    """DYNAMIC_HEAD (off by default): the output conv's input is quantized per run, its weights are int8, its
+    output float; QAT keeps that input's observer live (calibrate freezes the others) and converts to the PTQ
+    graph, and the converted program equals its fake-quant form."""
+    import compress.quantize as cq
+
+    monkeypatch.setattr(cq, "DYNAMIC_HEAD", True)
+    ldrs, evs = example_inputs((32, 40), batch=2)
+    q = convert(prepare_ptq(float_model, "xnnpack", _calib_batches()))
+    _assert_dynamic_head(q)
+    p = prepare_qat(float_model, "xnnpack", calib=_calib_batches())
+    (dynamic,) = [m for m in _activation_fake_quants(p) if m.is_dynamic]
+    assert dynamic.observer_enabled[0] and dynamic.fake_quant_enabled[0]
+    qat = convert(p)
+    _assert_dynamic_head(qat)
+    with torch.no_grad():
+        fake, real, ptq, ref = freeze_observers(p)(ldrs, evs), qat(ldrs, evs), q(ldrs, evs), float_model(ldrs, evs)
+    torch.testing.assert_close(real, ptq, rtol=0, atol=1e-6)
+    torch.testing.assert_close(real, fake, rtol=0, atol=1e-5)
+    assert real.unique().numel() > 2000 and _psnr(real, ref) > 30
 
 
 def test_xnnpack_int8_resizes_splits_and_pools_need_no_requantization():
