@@ -2,6 +2,7 @@
 and the CLI (mobile_export.check_parity) end to end on tiny exported artifacts: the true files pass, a
 deliberately corrupted ``.pte`` and a corrupted ``.mlpackage`` make it exit non-zero, the result is written back
 into the artifacts."""
+import functools
 import json
 import shutil
 
@@ -309,7 +310,8 @@ def _head_weight(qmodel) -> torch.Tensor:
     holds them: fp32 (a float head), or int8 (``compress.quantize.DYNAMIC_HEAD``)."""
     gm = qmodel.inner
     w = [n for n in gm.graph.nodes if n.target == torch.ops.aten.conv2d.default][-1].args[1]
-    return getattr(gm, w.target if w.op == "get_attr" else w.args[0].target)   # or dequantize(int8 weight, ...)
+    target = w.target if w.op == "get_attr" else w.args[0].target   # or dequantize(int8 weight, scale, ...)
+    return functools.reduce(getattr, target.split("."), gm)
 
 
 def test_corrupted_pte_fails_and_is_diagnosed(exported, tmp_path, capsys):
