@@ -120,6 +120,14 @@ def test_fp32_pte_profile_is_all_float(fp32_run):
     # elementwise operators take a larger share on a busy machine: 0.33 in one loaded suite run)
     assert prof.outside_int8_share()[1] > 0.999 and 0.3 * prof.execute_ms <= prof.operator_ms <= prof.execute_ms * 1.05
     assert {e.name.split(" #")[0] for e in prof.events} >= {"Convolution (NHWC, F32) IGEMM"}
+    # the alignments' scale and bias halves stay channels-last: each alignment runs slice, slice, add (1 + scale),
+    # multiply, with no transpose before the multiply (with a scalar 1 the scale went to NCHW and back around
+    # the add, and no alignment matched this sequence)
+    kinds = [e.name.split(" (")[0] for e in prof.events]
+    after = {i: kinds[i + 2:i + 7] for i in range(len(kinds) - 1) if kinds[i:i + 2] == ["Slice", "Slice"]}
+    halves = {i: ops for i, ops in after.items() if [k for k in ops if k != "Transpose"][:2] == ["Add", "Multiply"]}
+    assert len(halves) == 4                       # 2 side frames x 2 scales: f * (1 + scale) + bias
+    assert not [ops for ops in halves.values() if "Transpose" in ops[:ops.index("Multiply")]]
 
 
 def test_run_pte_checks_the_input_shape(fp32_run):
