@@ -125,8 +125,7 @@ def quantizer_for(backend: str, *, qat: bool = True):
         # filter rejects the whole conv and leaves it float (measured).
         q.set_operator_type(torch.ops.aten.conv_transpose2d.input, _xnnpack_config(per_channel=False, qat=qat))
         return _float_head(q, float_modules=FLOAT_MODULES["xnnpack"],
-                           int8_everywhere=_xnnpack_config(per_channel=True, qat=qat).input_activation,
-                           dynamic_head=_xnnpack_dynamic_config(qat) if DYNAMIC_HEAD else None)
+                           int8_everywhere=_xnnpack_config(per_channel=True, qat=qat).input_activation)
     if backend == "coreml":
         from coremltools.optimize.torch.quantization import (
             LinearQuantizerConfig,
@@ -321,10 +320,10 @@ def _pools_as_convs(model: torch.fx.GraphModule) -> int:
 
 
 def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Sequence[str] = (),
-                int8_everywhere=None, dynamic_head=None):
+                int8_everywhere=None):
     """``quantizer`` with the output head left in float: the output conv (a conv whose result feeds no other
     conv) and every op after it (the residual add to the radiance merge, the final ReLU, the crop) keep float
-    inputs, weights and outputs (the output conv computes in int8 with ``dynamic_head``, its output stays float). ``histogram_qat`` not None: activations get histogram observers
+    inputs, weights and outputs. ``histogram_qat`` not None: activations get histogram observers
     (:func:`_histogram_activations`, for QAT when True).
 
     Why: the head's output is the HDR image itself, and the output conv's is the correction added to it; in
@@ -337,18 +336,7 @@ def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Seq
     ``int8_everywhere`` (XNNPACK): an activation spec; then bilinear resizes keep their input's int8 parameters
     (:func:`_share_resize_qparams`), the halves of a split their source's (:func:`_share_split_qparams`) and
     2x2 average pools become depthwise convs (:func:`_pools_as_convs`): the int8 program of an XNNPACK
-    ``.pte`` then converts to float only for the output head.
-
-    ``dynamic_head`` (XNNPACK, :func:`_xnnpack_dynamic_config`): the output conv computes in int8 with a float
-    output: per-channel int8 weights, its input quantized on each run from that input's own min / max
-    (XNNPACK's dynamically quantized conv). Its output is never quantized, so the 255-level problem above
-    does not arise. Measured on the main job's 100 G standard at 1900x1060 (2 threads, ETDump): the float conv
-    and its input's Convert took 100 ms, the int8 conv with its two Converts 62; PTQ int8 eager PSNR-μ
-    30.46 / 29.23 dB held-out / real against 30.48 / 29.17 with the float conv (float model 30.92 / 29.09),
-    but the ``.pte``'s parity (``mobile_export.check_parity``, calib / heldout / real, GT drop) 0.474 / 0.411 /
-    -0.142 dB against 0.450 / 0.394 / -0.088, worst scene vs float 30.52 against 30.94 dB: off by default
-    (:data:`DYNAMIC_HEAD`), the main job's int8 budget (0.5 dB) has too little to spare."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+    ``.pte`` then converts to float only for the output head."""
     from torchao.quantization.pt2e.quantizer.quantizer import (
         Q_ANNOTATION_KEY,
         Quantizer,
@@ -384,33 +372,12 @@ def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Seq
                 if node.op == "call_function" and (node not in feeds_conv or output_conv
                                                    or _in_modules(node, float_modules)):
                     node.meta.pop(Q_ANNOTATION_KEY, None)
-                if output_conv and dynamic_head is not None and not _in_modules(node, float_modules):
-                    node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(
-                        input_qspec_map={node.args[0]: dynamic_head.input_activation,
-                                         node.args[1]: dynamic_head.weight}, _annotated=True)
             return model
 
         def validate(self, model):
             return quantizer.validate(model)
 
     return FloatHead()
-
-
-DYNAMIC_HEAD = False
-"""Whether the XNNPACK quantizer runs the output conv as a dynamically quantized int8 conv with a float
-output (see :func:`_float_head`: 38 ms faster at 1900x1060, 0.02 dB more parity drop); False keeps it float."""
-
-
-def _xnnpack_dynamic_config(qat: bool):
-    """The XNNPACK output conv's config: int8 per-channel weights, its input quantized per run from its own
-    min / max (dynamic), float output."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        get_symmetric_quantization_config,
-    )
-
-    act = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat, is_dynamic=True).input_activation
-    return dataclasses.replace(_xnnpack_config(per_channel=True, qat=qat), input_activation=act,
-                               output_activation=None)
 
 
 def _xnnpack_config(per_channel: bool, qat: bool):
@@ -522,8 +489,7 @@ def calibrate(prepared: torch.fx.GraphModule,
     _observe(prepared, batches)
     prepared.apply(enable_fake_quant)
     for m in _activation_fake_quants(prepared):
-        if not getattr(m, "is_dynamic", False):   # a dynamic one measures each input
-            disable_observer(m)
+        disable_observer(m)
     return prepared
 
 
@@ -533,23 +499,7 @@ def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    model = copy.deepcopy(prepared)
-    _rebind_annotations(model)
-    return convert_pt2e(move_exported_model_to_eval(model))
-
-
-def _rebind_annotations(model: torch.fx.GraphModule) -> None:
-    """Point each annotation's input keys at ``model``'s own nodes (by name), in place of the graph it was
-    copied from: convert locates a dynamically quantized input's ``choose_qparams`` by walking from that
-    node's users, which in the original graph are the observers, not the converted ops."""
-    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
-
-    by_name = {n.name: n for n in model.graph.nodes}
-    for node in model.graph.nodes:
-        a = node.meta.get(Q_ANNOTATION_KEY)
-        if a is not None and any(by_name.get(k.name) is not k for k in a.input_qspec_map):
-            node.meta[Q_ANNOTATION_KEY] = dataclasses.replace(
-                a, input_qspec_map={by_name.get(k.name, k): v for k, v in a.input_qspec_map.items()})
+    return convert_pt2e(move_exported_model_to_eval(copy.deepcopy(prepared)))
 
 
 class Padded(nn.Module):

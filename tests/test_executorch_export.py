@@ -138,31 +138,29 @@ def test_run_pte_checks_the_input_shape(fp32_run):
 
 
 def _check_int8(pte, reference: Padded, model: nn.Module):
-    """Fully delegated, and the runtime output is the Q/DQ reference's (see :func:`_close_to_reference`)."""
+    """Fully delegated, and the runtime output is within a few int8 steps of the Q/DQ reference."""
     d = json.loads(pte.with_suffix(".json").read_text())["delegation"]
     assert d["non_delegated_nodes"] == 0, d["non_delegated"]
     ldrs, evs = _inputs()
     got = ee.run_pte(pte, ldrs, evs)
     with torch.no_grad():
         ref, flt = reference(ldrs, evs), model(ldrs, evs)
-    _close_to_reference(got, ref, flt)
+    # XNNPACK's int8 kernels round differently from the Q/DQ reference ops now and then (4-7 % of the output
+    # values): by at most a step or two of the output conv's int8 scale (measured max 1.0 step for SMALL,
+    # 2.0 for CFG, 1.0 for the standard model at 1060x1900; mean 0.01-0.04 step). The float model is further
+    # away: that is the quantization error itself.
+    step = _output_step(reference)
+    diff = (got - ref).abs()
+    assert diff.max().item() <= 2.5 * step, (diff.max().item(), step)
+    assert diff.mean().item() < 0.1 * step, (diff.mean().item(), step)
     assert (got - flt).abs().max().item() < 0.05
 
 
-def _close_to_reference(got, ref, flt, share: float = 0.5):
-    """An int8 program's runtime output ``got`` against its Q/DQ reference ``ref`` and the float model's ``flt``:
-    no farther from the float model than the reference (its quantization error), and apart from the reference
-    by less than ``share`` of that error. XNNPACK's int8 kernels round differently from the Q/DQ reference ops
-    now and then (with ``compress.quantize.DYNAMIC_HEAD`` the output conv's input is also quantized per run
-    from its own range, where one changed step of that range moves every output value a little). Measured
-    mean |got - ref| / mean |ref - flt|: 0.33 for CFG, whose quantization error is tiny (8e-5); with the
-    dynamic head 0.13 for SMALL, 0.19 for the shipped standard at 68x100; max |got - ref| / max |ref - flt|
-    0.12 - 0.65."""
-    err = (ref - flt).abs()
-    assert (got - flt).abs().mean().item() <= 1.1 * err.mean().item()
-    diff = (got - ref).abs()
-    assert diff.mean().item() < share * err.mean().item(), (diff.mean().item(), err.mean().item())
-    assert diff.max().item() < err.max().item(), (diff.max().item(), err.max().item())
+def _output_step(module: Padded) -> float:
+    """Scale of the last quantize node of a Q/DQ program: the output conv's int8 step."""
+    scales = [n.args[1] for n in module.inner.graph.nodes
+              if n.op == "call_function" and n.target == QDQ.quantize_per_tensor.default]
+    return float(scales[-1])
 
 
 def _check_int8_islands(reference: Padded, prof) -> None:
@@ -267,8 +265,10 @@ def test_shipped_standard_fully_delegated(tmp_path, precision):
     if precision == "fp32":
         assert (got - want).abs().max().item() < 1e-4
     else:
+        step, diff = _output_step(source.module), (got - want).abs()
+        assert diff.max().item() <= 2.5 * step and diff.mean().item() < 0.1 * step, (diff.max(), diff.mean(), step)
         with torch.no_grad():
-            _close_to_reference(got, want, model(ldrs, evs))
+            assert (got - model(ldrs, evs)).abs().max().item() < 0.05
 
 
 def test_failed_write_leaves_no_partial_pte(tmp_path, monkeypatch, model):

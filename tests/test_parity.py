@@ -2,7 +2,6 @@
 and the CLI (mobile_export.check_parity) end to end on tiny exported artifacts: the true files pass, a
 deliberately corrupted ``.pte`` and a corrupted ``.mlpackage`` make it exit non-zero, the result is written back
 into the artifacts."""
-import functools
 import json
 import shutil
 
@@ -286,39 +285,27 @@ def test_a_tile_program_is_also_checked_stitched_over_the_full_size_frame(export
     assert len(fail) == 1 and fail[0].startswith("fullres/0000: PSNR-mu vs float")
 
 
-def _corrupt(path, weight, scale=-3):
-    """Scale the output conv's weights (``weight``: fp32, or the int8 values of an int8 program) where they sit in
-    ``path`` (a .pte's delegate constants, an fp32 .mlpackage's weight.bin): a file that still loads and runs,
-    and computes the wrong picture."""
-    w = weight.detach()
-    dtype = np.int8 if w.dtype == torch.int8 else np.float32
+def _corrupt(path, model, scale=-3.0):
+    """Scale the output conv's fp32 weights where they sit in ``path`` (a .pte's delegate constants, an fp32
+    .mlpackage's weight.bin): a file that still loads and runs, and computes the wrong picture."""
+    w = model.out.weight.detach()
     data = bytearray(path.read_bytes())
     for layout in (w, w.permute(0, 2, 3, 1)):      # OIHW (Core ML), OHWI (XNNPACK packs for NHWC)
-        w_np = layout.contiguous().numpy().astype(dtype).ravel()
+        w_np = layout.contiguous().numpy().astype(np.float32).ravel()
         at = data.find(w_np.tobytes())
         if at >= 0:
             w = w_np
             break
     assert at >= 0, f"the conv's weights are stored in neither layout in {path.name}"
-    data[at:at + w.nbytes] = np.clip(w.astype(np.float32) * scale, -127, 127).astype(dtype).tobytes() \
-        if dtype == np.int8 else (w * scale).tobytes()
+    data[at:at + w.nbytes] = (w * scale).tobytes()
     path.write_bytes(bytes(data))
-
-
-def _head_weight(qmodel) -> torch.Tensor:
-    """The weights of the output conv (the last conv) of a ``compress.quantize`` Q/DQ program as the program
-    holds them: fp32 (a float head), or int8 (``compress.quantize.DYNAMIC_HEAD``)."""
-    gm = qmodel.inner
-    w = [n for n in gm.graph.nodes if n.target == torch.ops.aten.conv2d.default][-1].args[1]
-    target = w.target if w.op == "get_attr" else w.args[0].target   # or dequantize(int8 weight, scale, ...)
-    return functools.reduce(getattr, target.split("."), gm)
 
 
 def test_corrupted_pte_fails_and_is_diagnosed(exported, tmp_path, capsys):
     pte = tmp_path / exported["pte"].name
     shutil.copy(exported["pte"], pte)
     shutil.copy(exported["pte"].with_suffix(".json"), pte.with_suffix(".json"))
-    _corrupt(pte, _model().out.weight)
+    _corrupt(pte, _model())
     out = tmp_path / "report"
     rc = check_parity.main([str(pte), "--model", str(exported["ckpt"]), "--data", "calib", "--scenes", "2",
                             "--out", str(out), "--quiet", "--no-write-back"])
@@ -338,16 +325,16 @@ def test_corrupted_pte_fails_and_is_diagnosed(exported, tmp_path, capsys):
 
 @pytest.mark.slow   # int8 export, parity and a second lowering with every conv tapped: ~4 min
 def test_corrupted_int8_pte_is_localised_inside_the_artifact(exported, tmp_path):
-    """An int8 .pte whose output conv was altered after export: the eager program is within budget, the artifact
+    """An int8 .pte whose float head was altered after export: the eager program is within budget, the artifact
     is not, and lowering the program again with every conv tapped is faithful: the file is to blame."""
-    from mobile_export.executorch_export import export_pte, ptq_source
+    from mobile_export.executorch_export import export_pte
 
     from eapnet.evalsets import calibration_batches
 
-    q = ptq_source(load_source(exported["ckpt"]), calibration_batches(limit=4))
-    pte = export_pte(q, tmp_path, size=SIZE)
+    pte = export_pte(load_source(exported["ckpt"]), tmp_path, size=SIZE, precision="int8",
+                     calib=calibration_batches(limit=4))
     shutil.copy(exported["ckpt"], tmp_path / "tiny.pt")
-    _corrupt(pte, _head_weight(q.module))
+    _corrupt(pte, _model())
     out = tmp_path / "report"
     rc = check_parity.main([str(pte), "--model", str(tmp_path / "tiny.pt"), "--data", "calib", "--scenes", "2",
                             "--out", str(out), "--quiet", "--no-write-back"])
@@ -366,7 +353,7 @@ def test_corrupted_mlpackage_fails(exported, tmp_path):
     pkg = tmp_path / exported["mlpackage"].name
     shutil.copytree(exported["mlpackage"], pkg)
     (blob,) = pkg.rglob("weight.bin")
-    _corrupt(blob, _model().out.weight)
+    _corrupt(blob, _model())
     rc = check_parity.main([str(pkg), "--model", str(exported["ckpt"]), "--data", "calib", "--scenes", "1",
                             "--quiet", "--no-write-back"])
     assert rc == 1

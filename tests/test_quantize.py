@@ -32,11 +32,10 @@ QDQ = torch.ops.quantized_decomposed
 
 
 def freeze_observers(prepared):
-    """Stop every observer of a prepared graph but the dynamic one (the output conv's input, measured on each
-    forward as the converted program does): scales and zero points stay fixed, fake-quant stays on."""
+    """Stop every observer of a prepared graph: scales and zero points stay fixed, fake-quant stays on."""
     from torchao.quantization.pt2e import disable_observer
 
-    return prepared.apply(lambda m: None if getattr(m, "is_dynamic", False) else disable_observer(m))
+    return prepared.apply(disable_observer)
 
 
 def _float_model(cfg=TINY_CONV) -> EAPNet:
@@ -88,7 +87,7 @@ def test_calibrated_qat_graph_freezes_activation_ranges_and_equals_ptq(float_mod
         scales = [m.scale.clone() for m in acts]
         p = copy.deepcopy(prepared)
         p(ldrs * 0 + 1, evs * 2)
-    acts_after = [m for m in _activation_fake_quants(p) if not m.is_dynamic]
+    acts_after = _activation_fake_quants(p)
     assert all(torch.equal(a.scale, s) for a, s in zip(acts_after, scales, strict=True))
 
 
@@ -156,18 +155,6 @@ def _assert_xnnpack_weight_granularity(gm, n_transposed: int):
     assert ops[torch.ops.aten.conv_transpose2d.input] == [QDQ.dequantize_per_tensor.default] * n_transposed
     *int8, head = ops[torch.ops.aten.conv2d.default]
     assert set(int8) == {QDQ.dequantize_per_channel.default} and head == "get_attr"   # the output conv is float
-
-
-def _assert_dynamic_head(gm):
-    """The output conv (the last conv2d) takes its input quantized with parameters chosen per run from that
-    input (choose_qparams -> quantize -> dequantize), int8 per-channel weights, and gives a float output."""
-    conv = [n for n in gm.graph.nodes if n.target == torch.ops.aten.conv2d.default][-1]
-    dq = conv.args[0]
-    assert dq.target == QDQ.dequantize_per_tensor.tensor, dq.target
-    assert dq.args[0].target == QDQ.quantize_per_tensor.tensor
-    assert dq.args[1].args[0].target == QDQ.choose_qparams.tensor        # scale = getitem(choose_qparams, 0)
-    assert conv.args[1].target == QDQ.dequantize_per_channel.default
-    assert not any("quantize" in str(u.target) for u in conv.users)
 
 
 def test_xnnpack_transposed_conv_weights_per_tensor_others_per_channel(converted):
@@ -312,9 +299,9 @@ def test_float_modules_stay_float_and_the_rest_int8(float_model, monkeypatch):
     assert not quantize._in_modules(short[0], ("encoders.01",))
 
 
-def test_the_output_head_keeps_float_output(float_model):
-    # The HDR output (residual + radiance merge, ReLU) and the output conv's result keep float precision, so
-    # they are not limited to 255 levels (measured ~216 distinct values per tensor with an int8 head).
+def test_the_output_head_stays_float(float_model):
+    # Only the convs are int8: the HDR output (residual + radiance merge, ReLU) keeps float precision, so
+    # it is not limited to 255 levels (measured ~216 distinct values per tensor with an int8 head).
     ldrs, evs = example_inputs((32, 40), batch=2)
     q = convert(prepare_ptq(float_model, "xnnpack", [(ldrs, evs)]))
     with torch.no_grad():
@@ -332,28 +319,6 @@ def test_the_output_head_keeps_float_output(float_model):
     assert convs[-1].args[1].op == "get_attr"
     assert not any("quantize" in str(u.target) for u in convs[-1].users)
     assert all("dequantize" in str(c.args[1].target) for c in convs[:-1])
-
-
-def test_dynamic_head_runs_the_output_conv_in_int8_with_a_float_output(float_model, monkeypatch):
-    """DYNAMIC_HEAD (off by default): the output conv's input is quantized per run, its weights are int8, its
-    output float; QAT keeps that input's observer live (calibrate freezes the others) and converts to the PTQ
-    graph, and the converted program equals its fake-quant form."""
-    import compress.quantize as cq
-
-    monkeypatch.setattr(cq, "DYNAMIC_HEAD", True)
-    ldrs, evs = example_inputs((32, 40), batch=2)
-    q = convert(prepare_ptq(float_model, "xnnpack", _calib_batches()))
-    _assert_dynamic_head(q)
-    p = prepare_qat(float_model, "xnnpack", calib=_calib_batches())
-    (dynamic,) = [m for m in _activation_fake_quants(p) if m.is_dynamic]
-    assert dynamic.observer_enabled[0] and dynamic.fake_quant_enabled[0]
-    qat = convert(p)
-    _assert_dynamic_head(qat)
-    with torch.no_grad():
-        fake, real, ptq, ref = freeze_observers(p)(ldrs, evs), qat(ldrs, evs), q(ldrs, evs), float_model(ldrs, evs)
-    torch.testing.assert_close(real, ptq, rtol=0, atol=1e-6)
-    torch.testing.assert_close(real, fake, rtol=0, atol=1e-5)
-    assert real.unique().numel() > 2000 and _psnr(real, ref) > 30
 
 
 def test_xnnpack_int8_resizes_splits_and_pools_need_no_requantization():
