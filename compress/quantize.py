@@ -44,6 +44,7 @@ from torch import nn
 from torch.export import Dim
 
 from compress.equalise import equalise as range_equalise
+from compress.safe_pt2 import safe_load
 from eapnet.model import pad_frames
 from eapnet.runs import atomic_path
 
@@ -568,17 +569,15 @@ def read_quantized_meta(path: str | os.PathLike) -> dict:
 
 def load_quantized(path: str | os.PathLike) -> tuple[Padded, dict]:
     """``(Padded(program), meta)`` from a file written by :func:`save_quantized`: the int8 model with the
-    float model's interface (any H, W, eval mode) and the ``meta`` dict saved with it."""
+    float model's interface (any H, W, eval mode) and the ``meta`` dict saved with it. The file is untrusted:
+    :func:`compress.safe_pt2.safe_load` refuses anything whose loading could run code (``ValueError``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no quantized model at {path}")
     extra = {_META_NAME: ""}
     import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed Q/DQ ops
 
-    try:
-        ep = torch.export.load(path, extra_files=extra)
-    except Exception as e:  # torch raises assorted zip/pickle/flatbuffer errors for a damaged file
-        raise ValueError(f"{path} is not a readable torch.export program ({type(e).__name__}: {e})") from e
+    ep = safe_load(path, extra_files=extra)   # refuses an archive whose loading could run code
     if not extra[_META_NAME]:
         raise ValueError(f"{path} has no {_META_NAME}: not written by compress.quantize.save_quantized")
     return Padded(ep.module()).eval(), json.loads(extra[_META_NAME])

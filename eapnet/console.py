@@ -11,11 +11,14 @@ bars that do not go to a terminal (a log file, ``nohup``) redraw every 30 s, not
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 
 # (logger name, message pattern, why it is harmless here)
 KNOWN_LOG_MESSAGES = (
@@ -29,6 +32,12 @@ KNOWN_LOG_MESSAGES = (
      "every .mlpackage is checked against the float model by mobile_export.parity instead"),
     ("coremltools", r"Failed to load _ML\w+Proxy",
      "the Core ML runtime exists only on macOS; elsewhere parity runs the MIL reference interpreter"),
+)
+# (pattern of a line a native library writes to stderr, why it is harmless here)
+KNOWN_NATIVE_LINES = (
+    (r"^\[cpuinfo_utils\.cpp:\d+\] ",
+     "ExecuTorch's thread-pool sizing probes ARM-only /sys files on every program load and falls back to the "
+     "core count it gets from the OS"),
 )
 # (category, message pattern, why)
 KNOWN_WARNINGS = (
@@ -69,3 +78,32 @@ def install(verbose: bool | None = None) -> None:
             logger.addFilter(_Known(patterns))
     for category, pattern, _ in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=category)
+
+
+@contextlib.contextmanager
+def native_stderr(verbose: bool | None = None) -> Iterator[None]:
+    """Hide the :data:`KNOWN_NATIVE_LINES` that C++ code writes straight to file descriptor 2 inside the block
+    (the logging filters above cannot see them); every other line is passed on to stderr when the block ends,
+    in order, so a native error message is never lost. Nothing is captured when ``verbose`` (default:
+    :func:`verbose_requested`)."""
+    if verbose_requested() if verbose is None else verbose:
+        yield
+        return
+    fd = 2   # native code writes to descriptor 2 whatever Python's sys.stderr is
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as buf:
+        os.dup2(buf.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            buf.seek(0)
+            patterns = [re.compile(p) for p, _ in KNOWN_NATIVE_LINES]
+            kept = [ln for ln in buf.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not any(p.search(ln) for p in patterns)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from eapnet.console import native_stderr
+
 __all__ = ["layer_errors", "localise", "program_gaps"]
 
 _CONV = (nn.Conv2d, nn.ConvTranspose2d)
@@ -149,7 +151,9 @@ def program_gaps(quant_model: nn.Module, ldrs: torch.Tensor, evs: torch.Tensor
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "taps.pte"
         path.write_bytes(program.buffer)
-        got = Runtime.get().load_program(path).load_method("forward").execute((x, e))
+        with native_stderr():
+            method = Runtime.get().load_program(path).load_method("forward")
+        got = method.execute((x, e))
     rows = []
     for (name, node), a, b in zip(taps.items(), got[1:], eager[1:]):
         scale = float(node.args[1])

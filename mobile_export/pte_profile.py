@@ -21,6 +21,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eapnet.console import native_stderr
+
 __all__ = ["FORMATS", "OpEvent", "Profile", "classify", "planned_memory_mb", "profile_pte", "profile_from_etdump"]
 
 FORMATS = ("int8", "float", "convert", "move32", "move8", "untyped")
@@ -179,7 +181,8 @@ def profile_pte(path: str | os.PathLike, *, runs: int = 2, threads: int | None =
         raise ValueError(f"runs must be >= 1, got {runs}")
     set_threads(threads)
     # the pybindings loader, not load_pte's Runtime: only it can record an ETDump
-    module = portable_lib._load_for_executorch(str(path), enable_etdump=True)
+    with native_stderr():
+        module = portable_lib._load_for_executorch(str(path), enable_etdump=True)
     size = tuple(module.method_meta("forward").input_tensor_meta(0).sizes())[-2:]
     ldrs, evs = example_inputs(size, seed=seed)
     for _ in range(runs + 1):

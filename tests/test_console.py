@@ -83,3 +83,34 @@ def test_debug_shows_the_traceback_and_usage_errors_are_one_line(capsys):
         _main(["--nope"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == "demo: error: unrecognized arguments: --nope"
+
+
+def test_native_stderr_hides_known_lines_and_passes_the_rest_on(capfd):
+    with console.native_stderr(verbose=False):
+        os.write(2, b"[cpuinfo_utils.cpp:71] Reading file /sys/devices/soc0/image_version\n")
+        os.write(2, b"E 00:00:00 method.cpp:42] Missing operator: aten::foo\n")
+    with console.native_stderr(verbose=True):
+        os.write(2, b"[cpuinfo_utils.cpp:87] shown when verbose\n")
+    err = capfd.readouterr().err
+    assert "image_version" not in err
+    assert "Missing operator: aten::foo" in err and "shown when verbose" in err
+
+
+def test_opening_a_pte_prints_nothing(tmp_path):
+    """The runtime's five cpuinfo lines per load are hidden: a real load in a fresh process."""
+    code = ("import torch\nfrom torch import nn\n"
+            "from executorch.exir import to_edge_transform_and_lower\n"
+            "from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner\n"
+            "from mobile_export.executorch_export import load_pte\n"
+            "import sys\n"
+            "ep = torch.export.export(nn.Conv2d(3, 3, 3).eval(), (torch.rand(1, 3, 8, 8),))\n"
+            "prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()\n"
+            f"open({str(tmp_path / 'c.pte')!r}, 'wb').write(prog.buffer)\n"
+            "sys.stderr.flush()\n"
+            "print('---', file=sys.stderr, flush=True)\n"
+            f"load_pte({str(tmp_path / 'c.pte')!r})\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "EAPNET_VERBOSE": "0"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    after_load = done.stderr.split("---", 1)[1]
+    assert "cpuinfo" not in after_load, after_load
