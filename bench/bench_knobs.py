@@ -17,18 +17,18 @@ from pathlib import Path
 from bench.knobs import VARIANTS, markdown, probe
 from mobile_export.latency import save_report
 
-from eapnet.cli import Parser, command
+from eapnet.cli import Parser, command, threads_arg
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     from eapnet.cli import add_overwrite, int_at_least, size_arg
 
-    p = Parser(description=__doc__.split("\n\n")[0])
+    p = Parser(prog="eapnet-bench-knobs", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="standard", help="shipped name or float .pt checkpoint")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--size", type=size_arg, default=(544, 960), help="HxW of the programs (default 544x960)")
     p.add_argument("--runs", type=int_at_least(1), default=3, help="timed runs per program (median)")
-    p.add_argument("--threads", type=int_at_least(1), default=os.cpu_count() or 1)
+    p.add_argument("--threads", type=threads_arg, default=os.cpu_count() or 1)
     p.add_argument("--artifacts", default="runs/bench-knobs-artifacts", help="folder of exported .pte files (reused)")
     p.add_argument("--out", default=None, help="folder for bench.json, bench.md and run.json")
     add_overwrite(p)

@@ -17,18 +17,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from eapnet.cli import Parser, command
+from eapnet.cli import Parser, command, threads_arg
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     from eapnet.cli import add_overwrite, int_at_least, size_arg
 
-    p = Parser(description=__doc__.split("\n\n")[0])
+    p = Parser(prog="eapnet-bench-mil", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="standard", help="shipped name or float .pt checkpoint")
     p.add_argument("--size", type=size_arg, default=(256, 384), metavar="HxW", help="canvas size")
     p.add_argument("--precisions", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16", "int8w", "w8a8"])
     p.add_argument("--runs", type=int_at_least(1), default=3, help="timed runs per figure (median)")
-    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=threads_arg, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=None, help="folder for bench.json, bench.md and run.json")
     add_overwrite(p)
     return p

@@ -19,19 +19,19 @@ from pathlib import Path
 
 from mobile_export.latency import RUNTIMES, bench, report_markdown, save_report
 
-from eapnet.cli import Parser, command
+from eapnet.cli import Parser, command, threads_arg
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     from eapnet.cli import add_overwrite, int_at_least, size_arg
 
-    p = Parser(description=__doc__.split("\n\n")[0])
+    p = Parser(prog="eapnet-bench-mobile", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["standard", "lightweight"],
                    help="shipped names or float .pt checkpoints")
     p.add_argument("--int8", default=None, help="an int8 .pt2 (compress/qat.py) for the single --models entry")
     p.add_argument("--sizes", type=size_arg, nargs="+", default=[(1060, 1900), (512, 512)], help="HxW")
     p.add_argument("--runs", type=int_at_least(1), default=5, help="timed runs per figure (median)")
-    p.add_argument("--threads", type=int_at_least(1), default=os.cpu_count() or 1)
+    p.add_argument("--threads", type=threads_arg, default=os.cpu_count() or 1)
     p.add_argument("--tile", type=int_at_least(16), default=None, metavar="N",
                    help="also run the .pte files exported at NxN tiled over each larger size (multiple of 8)")
     p.add_argument("--profile", action="store_true",

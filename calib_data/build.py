@@ -22,6 +22,10 @@ from calib_data import MANIFEST
 from calib_data.generate import CALIB_SEED, ROOT
 from eapnet.cli import Parser, command, side_arg
 
+MAX_SIZE = 4096
+"""Largest ``--size`` (px): the largest side an exported program takes (``compress.quantize``); one scene of
+4096x4096 already holds 0.8 GB of float32 frames and ground truth."""
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = Parser(prog="eapnet-calib", description=__doc__.split("\n")[0])
@@ -31,7 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="'synthetic' (default) or a folder in the NTIRE or Kalantari layout to crop")
     p.add_argument("--num", "--n", dest="n", type=int, default=32, help="number of scenes / crops (default 32)")
     p.add_argument("--size", type=side_arg, default=128, metavar="N",
-                   help="frame side in pixels, N or NxN, a multiple of 8 (default 128)")
+                   help=f"frame side in pixels, N or NxN, a multiple of 8 up to {MAX_SIZE} (default 128)")
     p.add_argument("--seed", type=int, default=CALIB_SEED,
                    help=f"synthetic: base seed of the scene stream; folder: seed of the crop offsets "
                         f"(default CALIB_SEED = {CALIB_SEED})")
@@ -49,6 +53,8 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--num must be >= 1, got {args.n}")
     if args.size % 8:
         p.error(f"--size must be a multiple of 8, got {args.size}")
+    if args.size > MAX_SIZE:   # beyond it a scene's arrays run to gigabytes (OpenCV refuses the allocation)
+        p.error(f"--size must be at most {MAX_SIZE} (the largest exported side), got {args.size}")
     if args.source == "synthetic":
         if args.seed in (TRAIN_SEED, HELDOUT_SEED):
             p.error(f"--seed {args.seed} is the {'training' if args.seed == TRAIN_SEED else 'held-out'} seed; "

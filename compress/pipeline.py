@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from eapnet.cli import max_threads
 from eapnet.inference import resolve_device
 
 DEFAULTS = Path(__file__).resolve().parent / "configs" / "compress.yaml"
@@ -45,6 +46,23 @@ METHODS = ("search", "uniform", "blocks")
 """How a budget is met: ``search`` (the greedy choice of PDUB count and per-layer widths), ``uniform`` (every
 width scaled by one factor, all PDUBs kept: the NNCF-style baseline) or ``blocks`` (only PDUBs dropped, every
 width kept: the paper's own knob, its Table 2)."""
+
+
+def _check_calib_sizes(folder: str, limit: int) -> None:
+    """ValueError ``calib: ...`` where one of the first ``limit`` scenes of the calibration ``folder`` is smaller
+    than 16x16 (HxW; read from the PNG headers): the int8 program is traced at the calibration size, and a side
+    of one padded step (8 px) is specialised by ``torch.export``, whose guard then fails after the search."""
+    from eapnet.data import DataError, list_ntire_ids
+    from eapnet.data.ntire import ntire_frame_size
+
+    try:
+        for sid in list_ntire_ids(folder)[:limit]:
+            h, w = ntire_frame_size(folder, sid)
+            if h < 16 or w < 16:
+                raise ValueError(f"calib: scene {sid} of {folder} is {h}x{w} (HxW); calibration scenes must be "
+                                 f"at least 16x16")
+    except DataError as e:
+        raise ValueError(f"calib: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -112,6 +130,10 @@ class CompressConfig:
             bad("data", "no such folder (use 'synthetic' or an NTIRE/Kalantari folder)")
         if self.calib and not Path(self.calib).is_dir():
             bad("calib", "no such folder")
+        if self.calib:
+            _check_calib_sizes(self.calib, self.calib_scenes)
+        if not isinstance(self.threads, int) or not 0 <= self.threads <= max_threads():
+            bad("threads", f"must be a CPU thread count from 0 to {max_threads()} (4 per core; 0 = torch's default)")
         try:
             resolve_device(self.device)
         except ValueError as e:

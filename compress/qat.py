@@ -24,6 +24,8 @@ from pathlib import Path
 from compress.pipeline import add_config_args, config_from_args
 from eapnet.cli import Parser, add_overwrite, command, int_at_least, size_arg
 from eapnet.inference import TILE_OVERLAP
+from eapnet.macs import FRAME_SIZE
+from eapnet.memory import MemoryBudgetError, check_size, checkpoint_config, estimate_peak_bytes, require_memory
 from mobile_export.pipeline import ARTIFACTS
 
 
@@ -42,15 +44,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--export-size", type=size_arg, default=None,
                    help="HxW of the exported .pte / .mlpackage programs (default: --size)")
+    p.add_argument("--allow-large", action="store_true",
+                   help="run even where the estimated memory of the export and parity stage exceeds what this "
+                        "machine has free")
     p.add_argument("--no-export", action="store_true", help="stop after evaluation: no phone artifacts, no parity")
-    p.add_argument("--artifacts", type=_artifacts_arg, default=ARTIFACTS, metavar="LIST",
+    p.add_argument("--artifacts", type=_artifacts_arg, default=None, metavar="LIST",
                    help=f"comma-separated phone artifacts to export and check (default: all of {','.join(ARTIFACTS)})")
     p.add_argument("--tile", type=int_at_least(16), default=None, metavar="N",
                    help="also export the artifacts at NxN, for apps that run a frame in tiles, and check them "
                         "stitched over the full-size frame (multiple of 8)")
-    p.add_argument("--tile-overlap", type=int_at_least(0), default=TILE_OVERLAP, metavar="PX",
+    p.add_argument("--tile-overlap", type=int_at_least(0), default=None, metavar="PX",
                    help=f"pixels shared by neighbouring tiles in that check (default {TILE_OVERLAP})")
-    p.add_argument("--parity-scenes", type=int_at_least(1), default=4,
+    p.add_argument("--parity-scenes", type=int_at_least(1), default=None,
                    help="scenes per dataset in the parity check of the exported artifacts (default 4)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compress-<budget>-<time>)")
     add_overwrite(p)
@@ -62,11 +67,49 @@ def parse_args(argv=None):
     """``(namespace, CompressConfig)``; bad values exit 2 with the flag named."""
     p = get_args_parser()
     args = p.parse_args(argv)
+    export_flags = {"--export-size": args.export_size, "--artifacts": args.artifacts, "--tile": args.tile,
+                    "--tile-overlap": args.tile_overlap, "--parity-scenes": args.parity_scenes}
+    given = [flag for flag, value in export_flags.items() if value is not None]
+    if args.no_export and given:
+        p.error(f"--no-export makes no phone artifacts and checks none: {', '.join(given)} would be ignored")
+    if args.tile_overlap is not None and args.tile is None:
+        p.error("--tile-overlap sets the overlap of the --tile check: give --tile N too, or drop it")
+    args.artifacts = args.artifacts or ARTIFACTS
+    args.tile_overlap = TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
+    args.parity_scenes = 4 if args.parity_scenes is None else args.parity_scenes
     if args.tile is not None and args.tile % 8:
         p.error(f"--tile {args.tile}: must be a multiple of 8 (EAPNet's padding multiple)")
     if args.tile is not None and not args.tile_overlap < args.tile // 2:
         p.error(f"--tile-overlap {args.tile_overlap}: must be below half the tile ({args.tile // 2})")
-    return args, config_from_args(p, args)
+    cfg = config_from_args(p, args)
+    if not args.no_export:
+        _check_export(p, args, cfg)
+    return args, cfg
+
+
+def _check_export(p: argparse.ArgumentParser, args: argparse.Namespace, cfg) -> None:
+    """The export stage's sizes, before any compression work: a ``--tile`` that does not fit the full-size
+    frame its stitched check runs over, and (unless ``--allow-large``) a stage whose estimated memory
+    (``eapnet.memory``, from the input model's config: the compressed one is narrower) exceeds what this machine
+    has available: the artifacts at ``--export-size`` and, with ``--tile``, the float model on the whole frame."""
+    h, w = FRAME_SIZE
+    if args.tile is not None and args.tile > min(h, w):
+        p.error(f"--tile {args.tile}: larger than the {h}x{w} full-size frame its stitched check runs over "
+                f"(at most {min(h, w)})")
+    if args.allow_large:
+        return
+    try:
+        config = checkpoint_config(cfg.model)
+    except ValueError as e:   # CheckpointError: missing, damaged, foreign or insane file
+        p.error(f"--model {cfg.model}: {e}")
+    try:
+        check_size(config, args.export_size or cfg.size, "ship", flag="--export-size")
+        if args.tile is not None and config is not None:
+            require_memory(estimate_peak_bytes(config, h, w), f"--tile {args.tile}",
+                           f"the stitched check's whole-frame float reference at {h}x{w}",
+                           "pass --allow-large to try anyway")
+    except MemoryBudgetError as e:
+        p.error(str(e))
 
 
 @command
@@ -80,7 +123,8 @@ def main(argv=None) -> int:
     args, cfg = parse_args(argv)
     if resolve_device(cfg.device).type == "cpu":
         keep_freed_memory()  # a process-wide malloc setting: no page faults on each step's activations (eapnet/cpu.py)
-    run_dir = make_run_dir(args.out, f"compress-{cfg.target_maccs / 1e9:g}G", overwrite=args.overwrite)
+    run_dir = make_run_dir(args.out, f"compress-{cfg.target_maccs / 1e9:g}G", tool="eapnet-compress",
+                           overwrite=args.overwrite, inputs=[cfg.model, cfg.data, cfg.calib])
     record_run(run_dir, {**cfg.to_dict(), "export_size": list(args.export_size or cfg.size),
                          "no_export": args.no_export, "artifacts": list(args.artifacts),
                          "parity_scenes": args.parity_scenes, "tile": args.tile, "tile_overlap": args.tile_overlap,

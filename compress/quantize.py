@@ -549,6 +549,10 @@ def save_quantized(path: str | os.PathLike, gm: nn.Module, example=None, meta: d
     return path
 
 
+_MAX_META_BYTES = 1 << 20
+"""Largest metadata member read from a ``.pt2`` (1 MiB; save_quantized writes a few kB)."""
+
+
 def read_quantized_meta(path: str | os.PathLike) -> dict:
     """The ``meta`` dict of a file written by :func:`save_quantized`, without loading its program (which takes
     ~20 s for a standard EAPNet)."""
@@ -562,6 +566,9 @@ def read_quantized_meta(path: str | os.PathLike) -> dict:
             names = [n for n in z.namelist() if n.endswith(f"/extra/{_META_NAME}")]
             if not names:
                 raise ValueError(f"{path} has no {_META_NAME}: not written by compress.quantize.save_quantized")
+            if z.getinfo(names[0]).file_size > _MAX_META_BYTES:
+                raise ValueError(f"{path}: its {_META_NAME} is {z.getinfo(names[0]).file_size >> 20} MiB, not the "
+                                 "few kB save_quantized writes")
             return json.loads(z.read(names[0]))
     except (zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is not a readable torch.export program ({type(e).__name__}: {e})") from e

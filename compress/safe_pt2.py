@@ -66,9 +66,10 @@ _SHAPE_SYMBOL = re.compile(r"[su]\d+")
 _QUOTED_SYMBOL = re.compile(r"'[su]\d+'")
 _NAME = re.compile(r"[A-Za-z_]\w*")
 _EXPR_PUNCT = set(" (),=+-*/%<>!")
-# A guard: L['input'].size()[k] or .stride()[k] terms joined by integer arithmetic, comparisons, and/or/not.
+# A guard: L['input'].size()[k] or .stride()[k] terms joined by integer arithmetic, comparisons, and/or/not,
+# max / min / abs and the integer functions of shape expressions.
 _GUARD_TERM = re.compile(r"L\['[A-Za-z_]\w*'\]\.(?:size|stride)\(\)\[\d+\]")
-_GUARD_WORDS = frozenset({"and", "or", "not"})
+_GUARD_WORDS = _EXPR_NAMES | {"and", "or", "not", "max", "min", "abs"}
 
 
 def _bad_expr(text: object, names: frozenset[str], quoted_symbols: bool) -> bool:

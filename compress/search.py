@@ -111,7 +111,7 @@ def check_reachable(base: EAPNetConfig, target_maccs: int, *, height: int = NTIR
     floor = config_maccs(minimum_config(base), height, width)
     if target_maccs < floor:
         raise BudgetError(f"target {format_maccs(target_maccs)} MAccs is below the smallest network this search "
-                          f"can reach from {base.name!r} ({format_maccs(floor)} at {width}x{height}: one PDUB, "
+                          f"can reach from {base.name!r} ({format_maccs(floor)} at {height}x{width} (HxW): one PDUB, "
                           f"every width at its floor)")
 
 

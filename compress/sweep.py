@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from compress.budget_sweep import METHOD_ORDER, finished_runs, run_sweep, tabulate
     from eapnet.cli import out_dir
-    from eapnet.runs import record_run
+    from eapnet.runs import lock_run_dir, record_run
 
     if args.retabulate:
         out = Path(args.retabulate)
@@ -75,6 +75,7 @@ def main(argv=None) -> int:
         except (OSError, ValueError, KeyError) as e:
             p.error(f"--resume {out}: not a sweep folder of this tool ({type(e).__name__}: {e})")
         args = p.parse_args(recorded)
+        lock_run_dir(out, tool=p.prog, flag="--resume")
         record_run(out, {"resumed": str(out)}, name=f"run-resume-{time.strftime('%Y%m%d-%H%M%S')}.json")
     elif not args.budgets:
         p.error("--budgets is required (or --retabulate or --resume a sweep folder)")

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from eapnet.model import EAPNet, EAPNetConfig
+from eapnet.model import MAX_COUNT, MAX_WIDTH, EAPNet, EAPNetConfig
 from eapnet.runs import atomic_path
 
 FORMAT = "eapnet-checkpoint"
@@ -131,6 +132,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message goes on to suggest weights_only=False, i.e. running the file's code: never that
+        with open(path, "rb") as f:
+            head = f.read(2)
+        pickled = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")   # PROTO 2-5
+        if not (zipfile.is_zipfile(path) or pickled):
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither the zip archive torch.save "
+                                  "writes nor a pickle): another kind of file, not loaded") from e
         raise CheckpointError(f"{path} holds objects that safe loading (weights_only) refuses: not a checkpoint "
                               "this project wrote, and not loaded") from e
     except Exception as e:   # a text file, a truncated zip, ...: torch raises KeyError, EOFError, RuntimeError
@@ -144,7 +151,37 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("model", "state_dict", "step"):
         if key not in ckpt:
             raise CheckpointError(f"{path} lacks the {key!r} entry")
+    check_spec(ckpt["model"], str(path))
     return ckpt
+
+
+_AHDR_FIELDS = {"feat": MAX_WIDTH, "growth": MAX_WIDTH, "layers": MAX_COUNT, "blocks": MAX_COUNT}
+
+
+def check_spec(spec, source: str) -> None:
+    """CheckpointError naming ``source`` (the file) and the field when a model spec is not one this code can
+    build within sane sizes (``eapnet.model.MAX_WIDTH`` channels, ``MAX_COUNT`` blocks or layers): checked
+    before any weight is allocated, so a config of 65,536 channels is refused, not a 17 GB allocation."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
+        raise CheckpointError(f"{source}: model spec must be a mapping with a 'config' mapping, got {spec!r:.80}")
+    kind, cfg = spec.get("kind"), spec.get("config", {})
+    if kind == "eapnet":
+        try:
+            EAPNetConfig.from_dict(dict(cfg))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: model config: {e}") from None
+    elif kind == "ahdr":
+        for key, v in cfg.items():
+            if key == "gamma":
+                continue
+            if key not in _AHDR_FIELDS:
+                raise CheckpointError(f"{source}: model config: unknown AHDR field {key!r}; known: "
+                                      f"{sorted(_AHDR_FIELDS) + ['gamma']}")
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= _AHDR_FIELDS[key]:
+                raise CheckpointError(f"{source}: model config: AHDR {key} must be an int in "
+                                      f"[1, {_AHDR_FIELDS[key]:,}], got {v!r}")
+    else:
+        raise CheckpointError(f"{source}: unknown model kind {kind!r} in checkpoint")
 
 
 def model_from_checkpoint(ckpt: dict, ema: bool = True) -> nn.Module:

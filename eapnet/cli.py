@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -66,14 +67,22 @@ def command(main):
     return run
 
 
+MAX_SIDE = 16384
+"""Largest side in pixels a size argument takes: no phone camera's frame is larger (200 MP sensors are about
+16,000 x 12,000). What a size within it costs in memory is checked by ``eapnet.memory`` where it matters."""
+
+
 def parse_size(text: str) -> tuple[int, int]:
-    """``"1060x1900"`` -> ``(1060, 1900)`` (H x W, pixels, each >= 16); ValueError naming the text otherwise."""
+    """``"1060x1900"`` -> ``(1060, 1900)`` (H x W, pixels, each in [16, ``MAX_SIDE``]); ValueError naming the
+    text otherwise."""
     try:
         h, w = (int(v) for v in str(text).lower().split("x"))
     except ValueError:
         raise ValueError(f"size must be HxW in pixels, e.g. 1060x1900; got {text!r}") from None
     if h < 16 or w < 16:
         raise ValueError(f"size must be at least 16x16, got {text!r}")
+    if max(h, w) > MAX_SIDE:
+        raise ValueError(f"size must be at most {MAX_SIDE}x{MAX_SIDE} (larger than any camera frame), got {text!r}")
     return h, w
 
 
@@ -98,6 +107,9 @@ def side_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"these scenes are square: give N or NxN, got {text!r}")
     if h < 16:
         raise argparse.ArgumentTypeError(f"size must be at least 16, got {text!r}")
+    if h > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"size must be at most {MAX_SIDE} (larger than any camera frame), "
+                                         f"got {text!r}")
     return h
 
 
@@ -114,6 +126,21 @@ def int_at_least(lo: int):
     return parse
 
 
+def max_threads() -> int:
+    """Most CPU threads a ``--threads`` may ask for: 4 per core of this machine. More is a typo (a pool of
+    100,000 threads exhausts the machine before the first result), never a speed-up."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def threads_arg(text: str) -> int:
+    """argparse type of every ``--threads``: an integer from 1 to :func:`max_threads`."""
+    n = int_at_least(1)(text)
+    if n > max_threads():
+        raise argparse.ArgumentTypeError(f"{n} threads is more than 4 per core of this machine's "
+                                         f"{os.cpu_count() or 1} cores (at most {max_threads()})")
+    return n
+
+
 def maccs_arg(text: str) -> int:
     """argparse type for a MAcc budget (``eapnet.macs.parse_maccs``: ``100G``, ``1.5e11``, ``150000M``)."""
     from eapnet.macs import parse_maccs
@@ -124,18 +151,34 @@ def maccs_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_overwrite(p: argparse.ArgumentParser) -> None:
-    """The ``--overwrite`` flag of every command with an output folder (see :func:`eapnet.runs.make_run_dir`)."""
+def add_overwrite(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    """The ``--overwrite`` flag of every command that would replace earlier outputs; ``help`` says what it
+    replaces (default: the run folder, see :func:`eapnet.runs.check_run_dir`)."""
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the run folder given as --out (only one this tool wrote: it holds a run.json)")
+                   help=help or "replace the run folder given as --out, only one this same command wrote (its "
+                                "run.json says so) and that holds none of this call's inputs")
+
+
+def _path_values(args: argparse.Namespace) -> list[str | Path]:
+    """Every string or path among the arguments other than ``--out`` (list entries included): the paths
+    this call reads are among them, and those naming no existing path are skipped by the check."""
+    values = []
+    for key, value in vars(args).items():
+        if key != "out":
+            values += [v for v in (value if isinstance(value, (list, tuple)) else [value])
+                       if isinstance(v, (str, Path)) and str(v)]
+    return values
 
 
 def out_dir(p: argparse.ArgumentParser, args: argparse.Namespace, prefix: str, create: bool = True, **kw):
     """The command's output folder (:func:`eapnet.runs.make_run_dir` of ``args.out``, honouring
-    ``args.overwrite``); a folder that would lose work is the parser's error: one line, exit 2. With
-    ``create=False`` only check (:func:`eapnet.runs.check_run_dir`), before the first slow step."""
+    ``args.overwrite``), claimed for the command ``p.prog`` (the console name, e.g. ``eapnet-parity``); the
+    paths among the other arguments are the call's inputs, which the folder must not hold. A folder that
+    would lose work is the parser's error: one line, exit 2. With ``create=False`` only check
+    (:func:`eapnet.runs.check_run_dir`), before the first slow step."""
     from eapnet.runs import OutputExistsError, check_run_dir, make_run_dir
 
+    kw = {"tool": p.prog, "inputs": _path_values(args), **kw}
     try:
         if not create:
             check_run_dir(args.out, overwrite=args.overwrite, **kw)

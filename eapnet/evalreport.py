@@ -113,7 +113,7 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
     if save_outputs and models:
         require_exr()
 
-    out = make_run_dir(out_dir, "eval", overwrite=overwrite)
+    out = make_run_dir(out_dir, "eval", tool="eapnet-evaluate", overwrite=overwrite)
     settings = {"tile": tile, "overlap": overlap if tile is not None else None, "amp": amp,
                 "save_outputs": save_outputs, "torch_threads": torch.get_num_threads(),
                 "devices": {n: str(getattr(next(m.parameters(), None), "device", "cpu")) for n, m in models.items()}}

@@ -20,6 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from eapnet.cpu import cpu_channels_last
+from eapnet.data.ntire import check_exposures
+from eapnet.memory import config_of, estimate_peak_bytes, require_memory
+
 
 def resolve_device(name: str) -> torch.device:
     """The one reading of a ``--device`` value: ``auto`` -> CUDA when available, else CPU; ``cpu``, ``cuda`` or
@@ -46,8 +50,6 @@ def check_scene(ldrs: np.ndarray, evs: np.ndarray) -> None:
     """ValueError naming the problem where a scene is not what the model can use: ``ldrs`` not floats in
     [0, 1] (8-bit values must be divided by 255 first), NaN/inf anywhere, or exposures the readers would
     refuse (``eapnet.data.ntire.check_exposures``: strictly increasing, within ``EV_SPAN`` stops)."""
-    from eapnet.data.ntire import check_exposures
-
     if ldrs.dtype.kind != "f":
         raise ValueError(f"ldrs must be floats in [0, 1], got dtype {ldrs.dtype}"
                          + (" (8-bit codes: divide by 255)" if ldrs.dtype == np.uint8 else ""))
@@ -60,14 +62,24 @@ def check_scene(ldrs: np.ndarray, evs: np.ndarray) -> None:
     check_exposures(evs, "evs")
 
 
+def frame_size(ldrs) -> tuple[int, int]:
+    """``(H, W)`` of a scene's ``ldrs`` ``(3, H, W, 3)`` from its shape alone (no copy); ValueError naming
+    ``ldrs`` for another shape or an empty (0-pixel) frame."""
+    shape = np.shape(ldrs)
+    if len(shape) != 4 or shape[0] != 3 or shape[-1] != 3:
+        raise ValueError(f"ldrs must be (3 frames, H, W, 3 channels), got {shape}")
+    if min(shape[1:3]) < 1:
+        raise ValueError(f"ldrs: the frame is {shape[1]}x{shape[2]} pixels (HxW); need at least 1x1")
+    return int(shape[1]), int(shape[2])
+
+
 def to_batch(ldrs: np.ndarray, evs: np.ndarray, device: str | torch.device = "cpu"):
     """NumPy scene -> model inputs ``(1, 3, 3, H, W)`` and ``(1, 3)`` float32 tensors on ``device``;
     the scene is checked first (:func:`check_scene`)."""
     if torch.is_tensor(ldrs) or torch.is_tensor(evs):
         raise TypeError("to_batch takes NumPy arrays (3, H, W, 3) and (3,); call the model for tensors")
     ldrs = np.asarray(ldrs)
-    if ldrs.ndim != 4 or ldrs.shape[0] != 3 or ldrs.shape[-1] != 3:
-        raise ValueError(f"ldrs must be (3 frames, H, W, 3 channels), got {ldrs.shape}")
+    frame_size(ldrs)
     evs = np.asarray(evs, dtype=np.float64).reshape(-1)
     if evs.shape != (3,):
         raise ValueError(f"evs must hold 3 exposure values, got shape {evs.shape}")
@@ -75,6 +87,10 @@ def to_batch(ldrs: np.ndarray, evs: np.ndarray, device: str | torch.device = "cp
     evs = evs.astype(np.float32)
     x = torch.from_numpy(np.ascontiguousarray(ldrs.transpose(0, 3, 1, 2), dtype=np.float32))[None]
     return x.to(device), torch.from_numpy(evs)[None].to(device)
+
+
+AMP = (None, "off", "bf16", "fp16")
+"""``amp`` values of :func:`predict`: None / "off" (fp32), or autocast to bf16 / fp16 (CUDA only)."""
 
 
 def _autocast(device: torch.device, amp: str | None):
@@ -90,26 +106,65 @@ def _device_of(model: nn.Module) -> torch.device:
 
 TILE_OVERLAP = 64
 """Default pixels shared by neighbouring tiles in tiled inference."""
+MIN_TILE = 16
+"""Smallest tile side in pixels (the least any size argument takes: ``eapnet.cli.parse_size``)."""
+
+
+def _pixels(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def tile_size(tile) -> tuple[int, int] | None:
+    """``tile`` as ``(H, W)`` pixels: None (whole frame), ``N`` (square) or a pair ``(H, W)`` of integers, each
+    at least :data:`MIN_TILE`; ValueError naming ``tile`` for anything else (16.5, ``(16,)``, ``"512"``)."""
+    if tile is None:
+        return None
+    sides = (tile, tile) if _pixels(tile) else tuple(tile) if isinstance(tile, (tuple, list)) else None
+    if sides is None or len(sides) != 2 or not all(_pixels(v) for v in sides):
+        raise ValueError(f"tile must be an integer N or a pair (H, W) of integers, in pixels; got {tile!r}")
+    if min(sides) < MIN_TILE:
+        raise ValueError(f"tile must be at least {MIN_TILE} pixels, got {sides[0]}x{sides[1]}")
+    return int(sides[0]), int(sides[1])
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, ldrs: np.ndarray, evs: np.ndarray, *, tile: int | tuple[int, int] | None = None,
-            overlap: int = TILE_OVERLAP, amp: str | None = None) -> np.ndarray:
-    """HDR for one scene (see module docstring). ``tile``: tile size in pixels, ``N`` (square) or ``(H, W)``
-    (None = whole frame); every tile has exactly that size when the frame is at least that large, so a program
-    exported at the tile size (a phone artifact) runs every tile; ``overlap``: pixels shared by neighbouring
-    tiles; ``amp``: None/"off", "bf16" or "fp16" (CUDA only)."""
-    from eapnet.cpu import cpu_channels_last
+            overlap: int = TILE_OVERLAP, amp: str | None = None, allow_large: bool = False) -> np.ndarray:
+    """HDR for one scene (see module docstring).
 
+    ``tile``: tile size in pixels, ``N`` (square) or ``(H, W)`` (None = whole frame); every tile has exactly
+    that size when the frame is at least that large, so a program exported at the tile size (a phone artifact)
+    runs every tile. A tile as large as the frame on a side is clamped to the frame there (a tile covering the
+    whole frame runs it whole, and needs the whole frame's memory): a dataset of mixed sizes takes one tile
+    setting. ``overlap``: pixels shared by neighbouring tiles (an integer in [0, tile/2)). ``amp``: one of
+    :data:`AMP` (autocast on CUDA only). Arguments are checked (ValueError naming the argument) before anything
+    runs, then the memory the run needs: for an EAPNet (``eapnet.memory.estimate_peak_bytes``: the whole frame,
+    or one tile plus the frame's buffers) a run that exceeds the available RAM (GPU memory on CUDA) is refused
+    with the figures (:class:`eapnet.memory.MemoryBudgetError`, a ValueError) unless ``allow_large``."""
+    tile = tile_size(tile)
+    if not _pixels(overlap) or overlap < 0:
+        raise ValueError(f"overlap must be an integer number of pixels >= 0, got {overlap!r}")
+    if amp not in AMP:
+        raise ValueError(f"amp must be one of {AMP}, got {amp!r}")
+    H, W = frame_size(ldrs)
     device = _device_of(model)
+    whole = tile is None or (tile[0] >= H and tile[1] >= W)
+    if not whole and not overlap < min(tile) // 2:
+        raise ValueError(f"overlap must be in [0, tile/2) = [0, {min(tile) // 2}), got {overlap}")
+    config = config_of(model)
+    if config is not None and not allow_large:
+        p = next(model.parameters(), None)
+        half = (amp in ("bf16", "fp16") and device.type == "cuda") or (p is not None and p.element_size() == 2)
+        need = estimate_peak_bytes(config, H, W, tile=None if whole else tile, half=half)
+        doing = "whole-frame inference" if whole else f"tiled inference ({tile[0]}x{tile[1]} tiles)"
+        hint = "pass tile=N to run it in tiles" if whole else "pass a smaller tile"
+        require_memory(need, f"frame {H}x{W}", doing, f"{hint}, or allow_large=True to try anyway", device)
     x, e = to_batch(ldrs, evs, device)
-    H, W = x.shape[-2:]
-    th, tw = (tile, tile) if isinstance(tile, int) else (tile or (H, W))
     with _autocast(device, amp), cpu_channels_last(model):
-        if tile is None or (th >= H and tw >= W):
+        if whole:
             y = model(x, e).float()
         else:
-            y = _tiled(model, x, e, (th, tw), overlap)
+            y = _tiled(model, x, e, tile, overlap)
     return y[0].permute(1, 2, 0).cpu().numpy().astype(np.float32, copy=False)
 
 
@@ -139,10 +194,6 @@ def _ramp(n: int, overlap: int, first: bool, last: bool) -> torch.Tensor:
 
 
 def _tiled(model: nn.Module, x: torch.Tensor, e: torch.Tensor, tile: tuple[int, int], overlap: int) -> torch.Tensor:
-    if min(tile) < 16:
-        raise ValueError(f"tile must be at least 16 pixels, got {tile[0]}x{tile[1]}")
-    if not 0 <= overlap < min(tile) // 2:
-        raise ValueError(f"overlap must be in [0, tile/2) = [0, {min(tile) // 2}), got {overlap}")
     H, W = x.shape[-2:]
     out = torch.zeros(x.shape[0], 3, H, W, device=x.device)
     norm = torch.zeros(1, 1, H, W, device=x.device)

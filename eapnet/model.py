@@ -37,6 +37,12 @@ _CHOICES = {
     "base": ("reference", "merge", "consistent"),   # what the residual adds to: medium frame, or a merge
 }
 BASES = _CHOICES["base"]
+MAX_WIDTH = 4096
+"""Most channels any width of a config may have: the paper's models are at most 160 wide and pruning only
+narrows them, while one 1x1 conv of a 65,536-wide PDUB level holds 17 GB of fp32 weights. Checked before a
+model is built (a checkpoint's config names it: ``eapnet.checkpoint.read_checkpoint``)."""
+MAX_COUNT = 64
+"""Most blocks (``num_blocks``) or dense layers (``drdb_layers``) a config may have: Table 2 goes to 5."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,9 @@ class EAPNetConfig:
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"EAPNetConfig.{key} must be a positive int, got {v!r}")
+            bound = MAX_COUNT if key in ("num_blocks", "drdb_layers") else MAX_WIDTH
+            if v > bound:
+                raise ValueError(f"EAPNetConfig.{key} is {v:,}, more than any sane variant uses (at most {bound:,})")
         # Frozen dataclass: normalise lists (e.g. from JSON/YAML) to tuples so configs hash and compare.
         widths = tuple(tuple(int(w) for w in row) for row in self.pdub_widths)
         object.__setattr__(self, "pdub_widths", widths)
@@ -83,6 +92,9 @@ class EAPNetConfig:
             for row in widths:
                 if len(row) != 3 or min(row) < 1:
                     raise ValueError(f"EAPNetConfig.pdub_widths rows must be three positive ints, got {row}")
+                if max(row) > MAX_WIDTH:
+                    raise ValueError(f"EAPNetConfig.pdub_widths row {row} has {max(row):,} channels, more than any "
+                                     f"sane variant uses (at most {MAX_WIDTH:,})")
         if not (self.gamma > 0):
             raise ValueError(f"EAPNetConfig.gamma must be positive, got {self.gamma!r}")
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from eapnet.cli import Parser, command
+from eapnet.cli import Parser, add_overwrite, command
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", default="0000", help="sample id in that folder (default 0000)")
     p.add_argument("--crop", default=None, help="1:1 crop y0:y1,x0:x1 (default: the crowd below the stage)")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    add_overwrite(p, help="replace --out if it exists")
     return p
 
 
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--out {args.out}: the preview is a .png file")
     if not args.out.parent.is_dir():
         p.error(f"--out {args.out}: folder {args.out.parent} does not exist")
+    if args.out.exists() and not args.overwrite:
+        p.error(f"--out {args.out} already exists; pass --overwrite to replace it, or choose another file")
     folder = args.data or SHARED_SAMPLES / "fullres_no_gt"
     if not folder.is_dir():
         p.error(f"--data {folder}: no such folder")

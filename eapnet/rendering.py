@@ -23,7 +23,7 @@ import numpy as np
 
 from eapnet.metrics import DEFAULT_GAMMA as GAMMA
 
-DEFAULT_CROP = (600, 900, 760, 1240)  # y0, y1, x0, x1 at 1900x1060: hands and heads below the stage
+DEFAULT_CROP = (600, 900, 760, 1240)  # y0, y1, x0, x1 in a 1060x1900 (HxW) frame: hands and heads below the stage
 
 
 def parse_crop(text: str) -> tuple[int, int, int, int]:
@@ -103,7 +103,7 @@ def compose(panels: dict[str, np.ndarray], crop: tuple[int, int, int, int], widt
     for key, img in panels.items():
         H, W = img.shape[:2]
         if y1 > H or x1 > W:
-            raise ValueError(f"crop {crop} lies outside the {W}x{H} frame")
+            raise ValueError(f"crop {y0}:{y1},{x0}:{x1} (y0:y1,x0:x1) lies outside the {H}x{W} (HxW) frame")
         small = cv2.resize(img, (width, round(H * width / W)), interpolation=cv2.INTER_AREA)
         cut = img[y0:y1, x0:x1]
         cut = cv2.resize(cut, (width, round(cut.shape[0] * width / cut.shape[1])), interpolation=cv2.INTER_NEAREST)

@@ -6,7 +6,8 @@
 Reads the run's ``model.pt`` (or, for a run stopped early, ``last.pt``), writes ``eapnet/weights/<name>.pt``
 (EMA weights, config, step and training config: a few MB) and its card ``eapnet/weights/<name>.md``, and the
 preview of the real full-size frame ``docs/fullres_<name>.png``, after measuring the shipped model
-(:func:`eapnet.shipping.ship`; what the card records: :mod:`eapnet.shipping`).
+(:func:`eapnet.shipping.ship`; what the card records: :mod:`eapnet.shipping`). Files shipped before under
+``--name`` are replaced only with ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from eapnet.checkpoint import WEIGHTS_DIR
-from eapnet.cli import Parser, command, side_arg
+from eapnet.cli import Parser, add_overwrite, command, side_arg
 from eapnet.shipping import DOCS_DIR
 
 
@@ -30,6 +31,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR, help="where to write (default: %(default)s)")
     p.add_argument("--preview-dir", type=Path, default=DOCS_DIR,
                    help="where the full-size frame's preview goes (default: %(default)s)")
+    add_overwrite(p, help="replace the weights, card and preview of --name shipped before")
     return p
 
 
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p = get_args_parser()
     args = p.parse_args(argv)
     from eapnet.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
-    from eapnet.shipping import run_checkpoint, ship
+    from eapnet.shipping import run_checkpoint, ship, shipped_files
 
     src = run_checkpoint(args.run)
     try:
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"not {args.name!r}")
     if not args.weights_dir.is_dir():
         p.error(f"--weights-dir {args.weights_dir}: no such folder")
+    taken = [f for f in shipped_files(args.name, args.weights_dir, args.preview_dir) if f.exists()]
+    if taken and not args.overwrite:
+        p.error(f"{taken[0]} already exists (shipped before); pass --overwrite to replace the {args.name} "
+                "weights, card and preview")
     lines, out_pt, card = ship(model, ckpt, src, args.name, heldout=args.heldout, size=args.size,
                                hardware=args.hardware, note=args.note, weights_dir=args.weights_dir,
                                preview_dir=args.preview_dir)

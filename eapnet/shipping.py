@@ -190,6 +190,17 @@ def _committed_versions(path: Path) -> list:
     return [loader(c) for c in commits]
 
 
+def shipped_files(name: str, weights_dir: Path = WEIGHTS_DIR, preview_dir: Path | None = DOCS_DIR) -> list[Path]:
+    """The files :func:`ship` writes for ``name``: weights, card and, where the shared samples hold the real
+    full-size frame and ``preview_dir`` is given, its preview."""
+    from eapnet.data import SHARED_SAMPLES
+
+    files = [weights_dir / f"{name}.pt", weights_dir / f"{name}.md"]
+    if preview_dir is not None and (SHARED_SAMPLES / "fullres_no_gt").is_dir():
+        files.append(preview_dir / f"fullres_{name}.png")
+    return files
+
+
 def ship(model: nn.Module, ckpt: dict, src: Path, name: str, *, heldout: int = 16, size: int = 256,
          hardware: str | None = None, note: str = "", weights_dir: Path = WEIGHTS_DIR,
          preview_dir: Path | None = DOCS_DIR) -> tuple[list[str], Path, Path]:
@@ -288,8 +299,8 @@ def ship(model: nn.Module, ckpt: dict, src: Path, name: str, *, heldout: int = 1
     if preview is not None:
         lines += ["## The real full-size frame", "",
                   f"![medium / merge / {name} on the real 1900x1060 challenge frame](../../docs/{preview.name})",
-                  "", "`python -m eapnet.preview --model {0} --out docs/{1}`: medium frame, radiance merge, the "
-                  "model's own base where it has another (the consistent merge) and the model on the "
+                  "", "`python -m eapnet.preview --model {0} --out docs/{1} --overwrite`: medium frame, radiance "
+                  "merge, the model's own base where it has another (the consistent merge) and the model on the "
                   "challenge's full-size example (no ground truth), one tone map; bottom "
                   "row a 1:1 crop of the crowd, where people moved between the exposures.".format(name,
                                                                                                  preview.name), "",
@@ -300,7 +311,7 @@ def ship(model: nn.Module, ckpt: dict, src: Path, name: str, *, heldout: int = 1
                      if "own_base" in ghosts else "")
                   + "; 0 = the lit regions follow the medium frame).", ""]
     lines += ["## Commands", "", "```bash", *(cmd for c in chain for cmd in c["commands"]),
-              f"python -m eapnet.ship --run {run} --name {name} --heldout {heldout} --size {size}",
+              f"python -m eapnet.ship --run {run} --name {name} --heldout {heldout} --size {size} --overwrite",
               "```", "", "Resolved training config (every key of `eapnet/configs/train.yaml`):", "", "```yaml",
               yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```"]
     # weights and card are written together, after every measurement succeeded

@@ -18,9 +18,11 @@ import shlex
 import sys
 from pathlib import Path
 
+import torch
+
 from eapnet.cli import Parser, add_overwrite, command
 from eapnet.checkpoint import CheckpointError, read_checkpoint
-from eapnet.runs import make_run_dir, record_run
+from eapnet.runs import lock_run_dir, make_run_dir, record_run
 from eapnet.training import RESUME_MUTABLE, load_config, train, validate_config
 
 
@@ -91,10 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("under torchrun pass --out so that every rank agrees on the run folder")
     if args.resume is not None and args.out is not None:
         raise ValueError("--resume continues the run in its own folder; drop --out")
+    if cfg["device"] == "cuda" and not torch.cuda.is_available():   # before the run folder, not in the loop
+        whose = " (the resumed run's)" if resume is not None and "device" not in explicit else ""
+        raise ValueError(f"--device cuda{whose}: CUDA is not available on this machine; pass --device cpu or auto")
     if int(os.environ.get("RANK", "0")) == 0:
         if resume is None:
-            run_dir = make_run_dir(run_dir, f"train-{cfg['model']}", overwrite=args.overwrite,
-                                   resume_hint=f"--resume {run_dir} to continue it")
+            run_dir = make_run_dir(run_dir, f"train-{cfg['model']}", tool="eapnet-train", overwrite=args.overwrite,
+                                   resume_hint=f"--resume {run_dir} to continue it",
+                                   inputs=[cfg["model"], cfg["init_from"], cfg["data"]])
+        else:
+            lock_run_dir(run_dir, tool="eapnet-train", flag="--resume")
         # A resumed run keeps the original run.json and records its own beside it.
         name = f"run-resume-{resume['step']}.json" if resume is not None else "run.json"
         given = list(sys.argv[1:] if argv is None else argv)

@@ -75,6 +75,9 @@ def validate_config(cfg: dict) -> dict:
     for k in ("health_every", "recycle_every"):
         if not isinstance(cfg[k], int) or cfg[k] < 0:
             raise ValueError(f"{k} must be a step count >= 0, got {cfg[k]!r}")
+    for k in ("threads", "num_workers"):
+        if not isinstance(cfg[k], int) or cfg[k] < 0:
+            raise ValueError(f"{k} must be an integer >= 0, got {cfg[k]!r}")
     if cfg["base"] not in ("", *BASES):
         raise ValueError(f"base must be '' (the model's own) or one of {', '.join(BASES)}, got {cfg['base']!r}")
     if cfg["init"] not in ("he", "pytorch"):

@@ -16,6 +16,7 @@ exporter module with an export function ``(source, out_dir, *, precision, size) 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ARTIFACTS", "BACKENDS", "Artifact", "Backend", "artifact_backend", "open_artifact"]
+from eapnet.runs import file_sha256
+
+__all__ = ["ARTIFACTS", "BACKENDS", "Artifact", "Backend", "artifact_backend", "artifact_sha256", "check_stamp",
+           "open_artifact"]
 
 
 @dataclass
@@ -38,6 +42,9 @@ class Artifact:
     executor: str                   # what executes it, e.g. "reference-executed (mobile_export.mil_interp)"
     meta: dict = field(default_factory=dict)
     run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    sha256: str = ""                # artifact_sha256 of the file when opened
+    stamp: str = "unchecked"        # check_stamp: "verified" | "unrecorded" | "mismatch" (meta is not this file's)
+    warnings: list[str] = field(default_factory=list)   # check_stamp's lines
 
     def __call__(self, ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
         return self.run(ldrs, evs)
@@ -51,6 +58,7 @@ class Backend:
     shipped: tuple[str, str]        # (float, int8) precisions the main job ships
     exporter: str                   # "module:function", (source, out_dir, *, precision, size) -> Path
     opener: str                     # "module:function", (path, *, threads) -> Artifact
+    hasher: str = ""                # "module:function", (path) -> hex sha256 of the content; "" = the file's bytes
 
     def export(self, source, out_dir: str | os.PathLike, *, precision: str, size: tuple[int, int]) -> Path:
         return _function(self.exporter)(source, out_dir, precision=precision, size=size)
@@ -68,7 +76,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("xnnpack", "pte", ".pte", ("fp32", "int8"),
             "mobile_export.executorch_export:export_pte", "mobile_export.executorch_export:open_pte"),
     Backend("coreml", "coreml", ".mlpackage", ("fp16", "w8a8"),
-            "mobile_export.coreml_export:export_mlpackage", "mobile_export.coreml_export:open_mlpackage"),
+            "mobile_export.coreml_export:export_mlpackage", "mobile_export.coreml_export:open_mlpackage",
+            "mobile_export.coreml_export:package_sha256"),
 )}
 
 ARTIFACTS: tuple[str, ...] = tuple(f"{b.key}-{p}" for b in BACKENDS.values() for p in b.shipped)
@@ -84,8 +93,55 @@ def artifact_backend(key: str) -> tuple[Backend, str]:
     raise ValueError(f"unknown artifact {key!r}; choose from {list(ARTIFACTS)}")
 
 
+def artifact_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of an artifact's own content, the hash its export and parity stamps record: the ``hasher``
+    of the backend its suffix names (``.pte``: the file's bytes; ``.mlpackage``:
+    :func:`mobile_export.coreml_export.package_sha256`, which leaves out the metadata the stamps live in)."""
+    path = Path(path)
+    backend = next((b for b in BACKENDS.values() if b.suffix == path.suffix), None)
+    if backend is None or not backend.hasher:
+        return file_sha256(path)
+    return _function(backend.hasher)(path)
+
+
+def check_stamp(path: str | os.PathLike, meta: dict, sha256: str | None = None) -> tuple[str, list[str]]:
+    """``(state, warning lines)`` of the hashes that ``meta`` (sidecar / metadata) records for the artifact at
+    ``path`` (``sha256``: its :func:`artifact_sha256`, computed when not given).
+
+    ``"verified"``: the export's ``artifact_sha256`` is the file's. ``"unrecorded"``: none is recorded (an export
+    from before artifacts were hashed): a warning, the claims are taken as they are. ``"mismatch"``: the file is
+    not the one exported with this sidecar / metadata (replaced, or its weights changed since), so none of its
+    claims (source, precision, parity) describe it. A parity stamp measured on another file adds a warning."""
+    path = Path(path)
+    sha = sha256 or artifact_sha256(path)
+    recorded = meta.get("artifact_sha256")
+    lines = []
+    if recorded is None:
+        state = "unrecorded"
+        lines.append(f"{path.name}: no artifact sha256 recorded (exported before artifacts were hashed): its "
+                     f"recorded source and parity cannot be checked against the file; export it again")
+    elif recorded != sha:
+        state = "mismatch"
+        lines.append(f"STAMP MISMATCH {path.name}: its {'metadata' if path.is_dir() else 'sidecar'} records "
+                     f"artifact sha256 {recorded[:12]}..., the file is {sha[:12]}...: the recorded source and parity "
+                     f"do not describe this file")
+    else:
+        state = "verified"
+    stamp = meta.get("parity")
+    if isinstance(stamp, str):   # .mlpackage metadata holds JSON strings ("pending" before any parity run)
+        try:
+            stamp = json.loads(stamp)
+        except ValueError:
+            stamp = None
+    if isinstance(stamp, dict) and stamp.get("artifact_sha256") not in (None, sha):
+        lines.append(f"STALE PARITY {path.name}: its parity stamp ({stamp.get('measured', '?')}) was measured on "
+                     f"another file (sha256 {stamp['artifact_sha256'][:12]}...): it says nothing about this one")
+    return state, lines
+
+
 def open_artifact(path: str | os.PathLike, *, threads: int | None = None) -> Artifact:
-    """Open an exported file for execution with its backend (chosen by suffix).
+    """Open an exported file for execution with its backend (chosen by suffix), its stamp checked
+    (:func:`check_stamp`: ``Artifact.sha256``, ``stamp``, ``warnings``).
 
     Raises ``FileNotFoundError`` for a missing path, ``ValueError`` for anything else than our artifacts
     (unknown suffix, no sidecar/metadata, an unloadable program)."""
@@ -94,6 +150,9 @@ def open_artifact(path: str | os.PathLike, *, threads: int | None = None) -> Art
         raise FileNotFoundError(f"no artifact at {path}")
     for b in BACKENDS.values():
         if path.suffix == b.suffix:
-            return b.open(path, threads=threads)
+            art = b.open(path, threads=threads)
+            art.sha256 = artifact_sha256(path)
+            art.stamp, art.warnings = check_stamp(path, art.meta, art.sha256)
+            return art
     raise ValueError(f"{path}: not an exported artifact (want one of "
                      f"{', '.join(b.suffix for b in BACKENDS.values())})")

@@ -6,7 +6,9 @@
 
 Prints the Markdown report; ``--out DIR`` also writes ``parity.json``, ``parity.md`` and ``run.json``. The
 measured summary is written back into each artifact (``.mlpackage`` metadata ``parity``, the ``.pte``'s sidecar
-``.json``) unless ``--no-write-back``. Exit codes: 0 all pass, 1 a threshold is exceeded (or an artifact cannot
+``.json``) unless ``--no-write-back``, naming the artifact's hash and the reference used. An artifact whose recorded
+hash is not the file's, or a ``--model`` that is not the export's recorded source, is warned about loudly (see
+:mod:`mobile_export.parity`). Exit codes: 0 all pass, 1 a threshold is exceeded (or an artifact cannot
 be run), 2 bad arguments or inputs. What is compared, on which scenes, and the thresholds:
 :mod:`mobile_export.parity`.
 """
@@ -15,8 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from eapnet.cli import Parser, command
+from eapnet.cli import Parser, command, threads_arg
 from eapnet.inference import TILE_OVERLAP, resolve_device
 from mobile_export.canvas import DATASETS
 from mobile_export.parity import report_markdown, run_parity
@@ -29,7 +32,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                description="Check exported .pte / .mlpackage files against their float model.")
     p.add_argument("artifacts", nargs="+", help=".pte and/or .mlpackage paths")
     p.add_argument("--model", "--float", dest="float_spec", default=None,
-                   help="float reference (shipped name or .pt); default: the export's recorded source")
+                   help="float reference (shipped name or .pt); default: the export's recorded source (another "
+                        "model is warned about and recorded as the reference in the stamp)")
     p.add_argument("--data", nargs="+", default=list(DATASETS), choices=DATASETS, help="datasets to compare on")
     p.add_argument("--scenes", type=int_at_least(1), default=8, help="at most this many scenes per dataset")
     p.add_argument("--all-exposures", action="store_true",
@@ -40,15 +44,49 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--stitch", action="store_true",
                    help="the artifacts are tile programs: also run each one tiled over the full-size frame and "
                         "check the stitched output against the float model on the whole frame")
-    p.add_argument("--tile-overlap", type=int_at_least(0), default=TILE_OVERLAP,
+    p.add_argument("--tile-overlap", type=int_at_least(0), default=None,
                    help=f"pixels shared by neighbouring tiles with --stitch (default {TILE_OVERLAP})")
     p.add_argument("--device", default="auto", help="device of the float model: auto (cuda if present), cpu, cuda")
-    p.add_argument("--threads", type=int_at_least(1), default=None, help="XNNPACK threads for .pte files")
+    p.add_argument("--threads", type=threads_arg, default=None, help="XNNPACK threads for .pte files")
     p.add_argument("--out", "--report", dest="out", default=None, help="folder for parity.json, parity.md and run.json")
     add_overwrite(p)
     p.add_argument("--no-write-back", action="store_true", help="do not record the result in the artifacts")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, through ``p.error`` (one line, exit 2), what would otherwise fail late or be ignored: an artifact
+    neither ``.pte`` nor ``.mlpackage``, a ``--model`` that is not a float reference (a shipped name or an
+    existing ``.pt``: judged by name, nothing is loaded), flags that apply to nothing asked for. Missing
+    artifacts: :func:`main`, after ``--out`` (whose refusal comes first)."""
+    from eapnet.checkpoint import SHIPPED
+    from mobile_export.backends import BACKENDS
+
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        p.error(f"--device: {e}")
+    suffixes = tuple(b.suffix for b in BACKENDS.values())
+    seen: dict[Path, str] = {}
+    for a in args.artifacts:
+        if Path(a).suffix not in suffixes:
+            p.error(f"{a}: not an exported artifact (want one of {', '.join(suffixes)})")
+        if Path(a).resolve() in seen:   # checked twice, and its stamp written twice
+            p.error(f"{a}: given twice (also as {seen[Path(a).resolve()]})")
+        seen[Path(a).resolve()] = a
+    spec = args.float_spec
+    if spec is not None and spec not in SHIPPED:
+        if Path(spec).suffix != ".pt":
+            p.error(f"--model {spec}: the reference must be a float model, one of {', '.join(SHIPPED)} or a .pt "
+                    f"checkpoint" + (" (a .pt2 is an int8 program)" if spec.endswith(".pt2") else ""))
+        if not Path(spec).is_file():
+            p.error(f"--model {spec}: no such file")
+    if args.tile_overlap is not None and not args.stitch:
+        p.error("--tile-overlap sets the overlap of --stitch: give --stitch too, or drop it")
+    if args.threads is not None and not any(Path(a).suffix == ".pte" for a in args.artifacts):
+        p.error("--threads sets XNNPACK's threads for .pte files: none among the artifacts")
+    args.tile_overlap = TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
 
 
 @command
@@ -57,11 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = get_args_parser()
     args = p.parse_args(argv)
+    _check_args(p, args)
     out = out_dir(p, args, "parity") if args.out else None   # before the comparison: a bad --out fails now
-    try:
-        resolve_device(args.device)
-    except ValueError as e:
-        p.error(f"--device: {e}")
+    missing = [a for a in args.artifacts if not Path(a).exists()]
+    if missing:
+        p.error(f"{missing[0]}: no such artifact" + (f" ({len(missing)} missing)" if len(missing) > 1 else ""))
     rep = run_parity(args.artifacts, float_spec=args.float_spec, datasets=args.data, limit=args.scenes,
                      gutter=args.gutter, device=args.device, threads=args.threads,
                      write_back=not args.no_write_back, progress=not args.quiet,

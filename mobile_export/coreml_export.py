@@ -25,16 +25,19 @@ Interface of every package: inputs ``ldrs`` (1, 3, 3, H, W) float32 gamma-encode
 medium, long) and ``evs`` (1, 3) float32 stops relative to the medium frame; output ``hdr`` (1, 3, H, W)
 float32, gamma-encoded HDR (medium-frame units, >= 0). I/O stays float32 at every precision (an fp16 program
 casts inside). Metadata (``user_defined_metadata``): variant, maccs (NTIRE 2022 MAccs at 1060x1900), params,
-source file and its sha256, precision, size, and ``parity`` ("pending" until the parity harness writes it with
+source file and its sha256, precision, size, ``artifact_sha256`` (the package's own content hash, metadata left out:
+``mobile_export.backends.artifact_sha256``) and ``parity`` ("pending" until the parity harness writes it with
 :func:`set_metadata`). Packages are written atomically: built beside the target, then renamed into place.
 
 Core ML prediction needs macOS; ``mobile_export.mil_interp`` reference-executes a package anywhere.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -42,6 +45,7 @@ import numpy as np
 import torch
 
 from eapnet.evalsets import CALIBRATION_SCENES, calibration_batches
+from eapnet.runs import file_sha256
 
 from mobile_export.common import (
     DEFAULT_SIZE,
@@ -212,6 +216,7 @@ def _save_atomic(mlmodel, path: Path) -> None:
     try:
         staged = tmp / path.name
         mlmodel.save(str(staged))
+        set_metadata(staged, artifact_sha256=package_sha256(staged))   # metadata is outside the hash
         if path.exists():
             # An .mlpackage is a folder: os.replace cannot overwrite a non-empty one. Move the old one aside
             # (same folder, a rename) and put it back if the second rename fails.
@@ -230,14 +235,56 @@ def _save_atomic(mlmodel, path: Path) -> None:
 # ------------------------------------------------------------------------------------------ metadata
 
 
+MAX_PACKAGE_BYTES = 4 << 30
+"""Largest ``.mlpackage`` read (4 GiB of files; a standard EAPNet package is about 1 MB)."""
+
+
+def _check_package_files(path: Path) -> None:
+    """``ValueError`` unless every entry below the package is a plain file or folder, none a link or device, and
+    together at most :data:`MAX_PACKAGE_BYTES`: a package from someone else must not lead a reader to files
+    outside it (a weight file linked to ``/etc/shadow``) or into an endless read (one linked to ``/dev/zero``)."""
+    total = 0
+    for root, dirs, files in os.walk(path, followlinks=False):
+        for name in dirs + files:
+            entry = Path(root) / name
+            st = entry.lstat()
+            if entry.is_symlink() or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                raise ValueError(f"{path}: refused: {entry.relative_to(path)} is a link or special file, not a "
+                                 "plain file of the package")
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    if total > MAX_PACKAGE_BYTES:
+        raise ValueError(f"{path}: refused: {total / 2**30:.1f} GiB of files, more than the "
+                         f"{MAX_PACKAGE_BYTES >> 30} GiB an EAPNet package can need")
+
+
 def _spec_file(path: str | os.PathLike) -> Path:
     """The protobuf spec file inside an ``.mlpackage`` (its manifest's root model)."""
     path = Path(path)
     if not (path / "Manifest.json").is_file():
         raise FileNotFoundError(f"{path} is not an .mlpackage (no Manifest.json)")
+    _check_package_files(path)
     from coremltools.libmodelpackage import ModelPackage
 
     return Path(ModelPackage(str(path)).getRootModel().path())
+
+
+def package_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of an ``.mlpackage``'s content: its spec without ``description.metadata``, serialized
+    deterministically, then every file under the spec's ``weights/`` folder (relative path and sha256 of its
+    bytes, in path order). Metadata is left out because the export and parity stamps live there
+    (:func:`set_metadata` rewrites only ``description.metadata.userDefined``); the program, its inputs and
+    outputs and its weights are in."""
+    from coremltools.proto import Model_pb2
+
+    spec_path = _spec_file(path)
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_path.read_bytes())
+    spec.description.ClearField("metadata")
+    h = hashlib.sha256(spec.SerializeToString(deterministic=True))
+    weights = spec_path.parent / "weights"
+    for f in sorted(p for p in weights.rglob("*") if p.is_file()):
+        h.update(f"\0{f.relative_to(weights).as_posix()}\0{file_sha256(f)}".encode())
+    return h.hexdigest()
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -58,6 +58,7 @@ from pathlib import Path
 
 import torch
 
+from eapnet.console import native_stderr
 from eapnet.evalsets import calibration_batches
 
 from mobile_export.common import (
@@ -420,7 +421,8 @@ def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, i
                allow_partial: bool = False) -> Path:
     """Write ``<variant>_xnnpack_<precision>_<H>x<W>.pte`` for ``source`` into ``out_dir``; returns its path.
 
-    Beside it, ``<same name>.json``: source file and sha256, precision, size and :func:`delegation_report`.
+    Beside it, ``<same name>.json``: the ``.pte``'s own sha256 (``artifact_sha256``, checked when it is opened:
+    ``mobile_export.backends.check_stamp``), source file and sha256, precision, size and :func:`delegation_report`.
 
     ``size``: (H, W) in pixels of the program's fixed input. ``precision``: ``None`` = the source's own
     (``"fp32"`` for a float model, ``"int8"`` for a ``.pt2`` int8 program); ``"int8"`` with a float source
@@ -457,10 +459,12 @@ def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, i
         program.write_to_file(f)
         f.flush()
         os.fsync(f.fileno())
+    from mobile_export.backends import artifact_sha256
+
     atomic_write_json(path.with_suffix(".json"), {
-        "pte": path.name, "variant": source.variant, "precision": precision, "size": list(size),
-        "backend": BACKEND, "source": source.path, "source_sha256": source.sha256, "maccs": source.maccs,
-        "params": source.params, "delegation": report})
+        "pte": path.name, "artifact_sha256": artifact_sha256(path), "variant": source.variant,
+        "precision": precision, "size": list(size), "backend": BACKEND, "source": source.path,
+        "source_sha256": source.sha256, "maccs": source.maccs, "params": source.params, "delegation": report})
     return path
 
 
@@ -531,7 +535,8 @@ def load_pte(path: str | os.PathLike, *, threads: int | None = None):
     check_pte(path)
     set_threads(threads)
     try:
-        method = Runtime.get().load_program(path).load_method("forward")
+        with native_stderr():
+            method = Runtime.get().load_program(path).load_method("forward")
     except Exception as e:  # the runtime raises RuntimeError/ValueError variants for a damaged file
         raise ValueError(f"{path} is not a loadable ExecuTorch program ({type(e).__name__}: {e})") from e
     want = tuple(method.metadata.input_tensor_meta(0).sizes())

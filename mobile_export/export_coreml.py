@@ -17,8 +17,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from compress.quantize import read_quantized_meta
 from eapnet.cli import Parser, command
 from eapnet.evalsets import CALIBRATION_SCENES
+from eapnet.memory import MemoryBudgetError, check_size, checkpoint_config
+from eapnet.model import EAPNetConfig
 from mobile_export.common import DEFAULT_SIZE, artifact_name, load_source
 from mobile_export.coreml_export import PRECISIONS, export_mlpackage
 
@@ -34,8 +37,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="fp16, int8w (int8 weights), w8a8 or fp32 (reference); default fp16, w8a8 for a .pt2")
     p.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, metavar="HxW",
                    help=f"fixed input size in pixels (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
-    p.add_argument("--calib-scenes", type=int_at_least(1), default=CALIBRATION_SCENES,
-                   help="calib_data scenes for w8a8 post-training quantization of a float source")
+    p.add_argument("--calib-scenes", type=int_at_least(1), default=argparse.SUPPRESS,
+                   help=f"calib_data scenes for w8a8 post-training quantization of a float source "
+                        f"(default {CALIBRATION_SCENES})")
+    p.add_argument("--allow-large", action="store_true",
+                   help="export even where the estimated memory of the export exceeds what this machine has free")
     p.add_argument("--out", default=None, help="output folder, may hold other artifacts (default runs/coreml-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace this artifact if --out already holds it")
     return p
@@ -54,12 +60,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     precision = args.precision or ("w8a8" if int8_source else "fp16")
     if int8_source and precision != "w8a8":
         parser.error(f"--model {args.source} is an int8 program: only --precision w8a8 applies, not {precision}")
+    if "calib_scenes" in vars(args) and (int8_source or precision != "w8a8"):
+        parser.error("--calib-scenes sets the scenes of w8a8 PTQ of a float source: " +
+                     (f"--model {args.source} is already int8" if int8_source else
+                      "give --precision w8a8 too, or drop it"))
+    args.calib_scenes = getattr(args, "calib_scenes", CALIBRATION_SCENES)
+    if not args.allow_large:   # before any model is built or file written
+        try:
+            if int8_source:   # the float config it was quantized from, in the program's metadata
+                meta = read_quantized_meta(args.source).get("config")
+                config = EAPNetConfig.from_dict(meta) if meta else None
+            else:
+                config = checkpoint_config(args.source)
+            check_size(config, args.size, "coreml")
+        except MemoryBudgetError as e:
+            parser.error(str(e))
+        except (ValueError, OSError) as e:   # a damaged or foreign file: CheckpointError, ...
+            parser.error(f"--model {args.source}: {e}")
     try:
         src = load_source(args.source)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         parser.error(f"--model {args.source}: {e}")
     # an artifact folder collects several exports: only this artifact must not exist yet
-    run_dir = make_run_dir(args.out, "coreml", overwrite=True) if args.out is None else Path(args.out)
+    run_dir = (make_run_dir(args.out, "coreml", tool="eapnet-export-coreml", overwrite=True) if args.out is None
+               else Path(args.out))
     target = run_dir / artifact_name(src.variant, "coreml", precision, args.size, "mlpackage")
     if target.exists() and not args.overwrite:
         raise OutputExistsError(f"--out {run_dir} already holds {target.name}; pass --overwrite to replace it")

@@ -21,8 +21,11 @@ from pathlib import Path
 
 import torch
 
-from eapnet.cli import Parser, command
+from compress.quantize import read_quantized_meta
+from eapnet.cli import Parser, command, threads_arg
 from eapnet.evalsets import CALIBRATION_SCENES, calibration_batches
+from eapnet.memory import MemoryBudgetError, check_size, checkpoint_config
+from eapnet.model import EAPNetConfig
 from mobile_export.common import DEFAULT_SIZE, artifact_name, example_inputs, load_source
 from mobile_export.executorch_export import (
     BACKEND,
@@ -46,9 +49,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="default: the source's own (fp32 for a float model, int8 for a .pt2); int8 with a float "
                         "source runs PTQ on the shipped calibration set")
     p.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, help="HxW of the program's fixed input, pixels")
-    p.add_argument("--calib-scenes", type=int_at_least(1), default=CALIBRATION_SCENES,
-                   help="calibration scenes for int8 PTQ of a float source")
-    p.add_argument("--threads", type=int_at_least(1), default=None,
+    p.add_argument("--allow-large", action="store_true",
+                   help="export even where the estimated memory of the export exceeds what this machine has free")
+    p.add_argument("--calib-scenes", type=int_at_least(1), default=argparse.SUPPRESS,
+                   help=f"calibration scenes for int8 PTQ of a float source (default: {CALIBRATION_SCENES})")
+    p.add_argument("--threads", type=threads_arg, default=None,
                    help="XNNPACK threads for the runtime check (default: ExecuTorch's, one per core)")
     p.add_argument("--allow-partial", action="store_true",
                    help="write the .pte even if some ops stay outside the XNNPACK delegate")
@@ -68,6 +73,25 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--model must be one of {SHIPPED} or a .pt / .pt2 file, got {src!r}")
         if not Path(src).is_file():
             p.error(f"--model {src}: no such file")
+    int8_source = src.endswith(".pt2")
+    if int8_source and a.precision == "fp32":
+        p.error(f"--model {src} is an int8 program: --precision fp32 needs its float checkpoint (.pt)")
+    if "calib_scenes" in vars(a) and (int8_source or a.precision != "int8"):
+        p.error("--calib-scenes sets the scenes of int8 PTQ of a float source: " +
+                (f"--model {src} is already int8" if int8_source else "give --precision int8 too, or drop it"))
+    a.calib_scenes = getattr(a, "calib_scenes", CALIBRATION_SCENES)
+    if not a.allow_large:   # before any model is built or file written
+        try:
+            if int8_source:   # the float config it was quantized from, in the program's metadata
+                meta = read_quantized_meta(src).get("config")
+                config = EAPNetConfig.from_dict(meta) if meta else None
+            else:
+                config = checkpoint_config(src)
+            check_size(config, a.size, f"pte-{a.precision or ('int8' if int8_source else 'fp32')}")
+        except MemoryBudgetError as e:
+            p.error(str(e))
+        except (ValueError, OSError) as e:   # a damaged or foreign file: CheckpointError, ...
+            p.error(f"--model {src}: {e}")
     return a
 
 
@@ -81,7 +105,8 @@ def main(argv=None) -> int:
         source = load_source(args.source)
         precision = args.precision or source.precision
         # an artifact folder collects several exports: only this artifact must not exist yet
-        out = make_run_dir(args.out, "executorch", overwrite=True) if args.out is None else Path(args.out)
+        out = (make_run_dir(args.out, "executorch", tool="eapnet-export-pte", overwrite=True) if args.out is None
+               else Path(args.out))
         target = out / artifact_name(source.variant, BACKEND, precision, args.size, "pte")
         if target.exists() and not args.overwrite:
             raise OutputExistsError(f"--out {out} already holds {target.name}; pass --overwrite to replace it")

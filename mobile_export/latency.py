@@ -157,15 +157,19 @@ def _runtime_error(stderr: str) -> str:
 
 
 def _artifact(spec: str, precision: str, size, folder: Path, int8: str | None, log) -> Path:
-    """The ``.pte`` of ``spec`` at ``size``: reused from ``folder`` when its source sha256 matches, else exported."""
+    """The ``.pte`` of ``spec`` at ``size``: reused from ``folder`` when its sidecar names this source's sha256 and
+    the file's own (``mobile_export.backends.check_stamp``), else exported."""
+    from mobile_export.backends import check_stamp
     from mobile_export.common import artifact_name, load_source
     from mobile_export.executorch_export import BACKEND, export_pte
 
     src = load_source(int8 if (precision == "int8" and int8) else spec)
     path = folder / artifact_name(src.variant, BACKEND, precision, size, "pte")
     side = path.with_suffix(".json")
-    if path.is_file() and side.is_file() and json.loads(side.read_text()).get("source_sha256") == src.sha256:
-        return path
+    if path.is_file() and side.is_file():
+        meta = json.loads(side.read_text())
+        if meta.get("source_sha256") == src.sha256 and check_stamp(path, meta)[0] == "verified":
+            return path
     t = time.time()
     path = export_pte(src, folder, size=size, precision=precision)
     log(f"exported {path.name} in {time.time() - t:.0f} s")

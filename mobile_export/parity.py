@@ -36,8 +36,17 @@ For each artifact (``.pte`` from ``mobile_export.executorch_export``, ``.mlpacka
    (:func:`mobile_export.localise.program_gaps`), naming the first conv where lowering departs; when the
    re-lowered program is faithful, the shipped file itself is the culprit (damaged or from another program).
 
+Trust: every artifact's own content hash (``mobile_export.backends.artifact_sha256``) is recorded at export and
+checked when it is opened. When it is not the file's, the sidecar / metadata does not describe the file: a
+``STAMP MISMATCH`` warning, and its recorded source is not used (the artifact fails unless ``--model`` names
+the reference; its thresholds still follow the recorded precision). An export without a recorded hash gets a warning. A ``--model`` that is not the export's
+recorded source (by sha256) gets a ``REFERENCE IS NOT THE EXPORT SOURCE`` warning; its verdict is computed and
+reported as the verdict against that model ("vs --model, not its source" in the table).
+
 The measured summary is written back into each artifact (``.mlpackage`` metadata ``parity``, the ``.pte``'s
-sidecar ``.json``) unless ``write_back=False`` (``--no-write-back``). The command also writes ``parity.json``,
+sidecar ``.json``) unless ``write_back=False`` (``--no-write-back``): a stamp with the verdict, the artifact's
+hash when measured, the reference used (path, sha256) and ``reference_is_export_source``, so that a verdict
+against another model is never read as the source's. The command also writes ``parity.json``,
 ``parity.md`` and ``run.json`` (``--out DIR``); its exit codes: 0 all pass, 1 a threshold is exceeded (or an
 artifact cannot be run), 2 bad arguments or inputs.
 
@@ -130,10 +139,10 @@ def resolve_float(artifact: Artifact, override: str | None = None):
     ``override`` (a shipped name or ``.pt``) wins. Otherwise the export's source is looked up as recorded,
     then beside the artifact and one folder up, then among the shipped models; its sha256 must match the one
     recorded at export. An int8 ``.pt2`` source leads on to the float checkpoint named in its metadata
-    (``float``, relative to the ``.pt2``). Raises ``ValueError`` naming what is missing.
+    (``float``, relative to the ``.pt2``). An artifact whose stamp does not describe it (``stamp ==
+    "mismatch"``, :func:`mobile_export.backends.check_stamp`) has no trusted source: only ``override`` serves.
+    Raises ``ValueError`` naming what is missing.
     """
-    from eapnet.checkpoint import SHIPPED, shipped_path
-    from eapnet.runs import file_sha256
     from mobile_export.common import load_source
 
     if override is not None:
@@ -141,6 +150,17 @@ def resolve_float(artifact: Artifact, override: str | None = None):
         if src.precision != "fp32":
             raise ValueError(f"--model {override}: the reference must be a float model, not {src.precision}")
         return src
+    return load_source(_export_float(artifact))
+
+
+def _export_float(artifact: Artifact) -> Path:
+    """The float checkpoint the export's recorded source leads to (see :func:`resolve_float`)."""
+    from eapnet.checkpoint import SHIPPED, shipped_path
+    from eapnet.runs import file_sha256
+
+    if artifact.stamp == "mismatch":
+        raise ValueError(f"{artifact.path.name}: its recorded artifact sha256 is not the file's, so its recorded "
+                         f"source is not trusted; pass --model with the model this file was exported from")
     name, sha = _source_of(artifact)
     if not name:
         raise ValueError(f"{artifact.path}: no source recorded; pass --model")
@@ -158,11 +178,39 @@ def resolve_float(artifact: Artifact, override: str | None = None):
         if not meta.get("float"):
             raise ValueError(f"{found} (the int8 source of {artifact.path.name}) records no float checkpoint; "
                              f"pass --model")
+        if not isinstance(meta["float"], str) or Path(meta["float"]).name != meta["float"]:
+            # written by compress.pipeline as a file name beside the .pt2; a path would lead anywhere
+            raise ValueError(f"{found} names float checkpoint {meta['float']!r}, not a file name beside it; "
+                             f"pass --model")
         fp = found.parent / meta["float"]
         if not fp.is_file():
             raise ValueError(f"{found} names float checkpoint {meta['float']}, not found at {fp}; pass --model")
-        return load_source(fp)
-    return load_source(found)
+        return fp
+    return found
+
+
+def _reference(artifact: Artifact, src, override: str | None) -> tuple[bool, str | None]:
+    """``(is the reference the export's own float model, a warning line when it is not)``. Without
+    ``override`` the reference is the recorded source by construction; an override counts as it when its sha256
+    is the recorded source's or that of the float checkpoint the recorded source leads to."""
+    from eapnet.runs import file_sha256
+
+    if override is None:
+        return True, None
+    name, sha = _source_of(artifact)
+    if artifact.stamp == "mismatch":
+        why = "the file is not the one its sidecar / metadata was written for, so it has no trusted source"
+    elif sha == src.sha256:
+        return True, None
+    else:
+        try:
+            if file_sha256(_export_float(artifact)) == src.sha256:
+                return True, None
+            why = f"the export recorded {name or '?'} (sha256 {str(sha)[:12]}...)"
+        except ValueError as e:
+            why = f"the export's recorded source cannot be checked ({e})"
+    return False, (f"REFERENCE IS NOT THE EXPORT SOURCE {artifact.path.name}: its verdict is against --model "
+                   f"{override} (sha256 {src.sha256[:12]}...) only: {why}")
 
 
 # ------------------------------------------------------------------------------------------ comparison
@@ -367,7 +415,11 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
         entry = {"artifact": Path(spec).name, "path": str(spec)}
         try:
             art = open_artifact(spec, threads=threads)
+            for w in art.warnings:
+                log(f"WARNING {w}")
+            entry.update(artifact_sha256=art.sha256, stamp=art.stamp, warnings=list(art.warnings))
             src = resolve_float(art, float_spec)
+            is_source, w = _reference(art, src, float_spec)
         except Exception as e:   # a missing, damaged or unattributable artifact is a failure of that artifact
             if not isinstance(e, (FileNotFoundError, ValueError)):
                 e = f"{Path(spec).name} cannot be opened ({type(e).__name__}: {e})"
@@ -375,6 +427,9 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
             results.append(entry)
             log(f"FAIL {Path(spec).name}: {e}")
             continue
+        if w:
+            log(f"WARNING {w}")
+            entry["warnings"].append(w)
         threshold = THRESHOLDS.get(art.precision)
         canvases = pack(scenes, art.size, gutter)
         key = (src.sha256, art.size)
@@ -406,8 +461,9 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
                       for f in check(art.precision, s_rows, s_threshold)]
         entry.update({
             "kind": art.kind, "precision": art.precision, "size": list(art.size), "executor": art.executor,
-            "variant": art.meta.get("variant"), "float": {"path": src.path, "sha256": src.sha256,
-                                                          "device": str(dev)},
+            "variant": art.meta.get("variant"),
+            "float": {"path": src.path, "sha256": src.sha256, "device": str(dev), "is_export_source": is_source},
+            "export_source": dict(zip(("path", "sha256"), _source_of(art))),   # as recorded: see "stamp"
             "threshold": asdict(threshold) if threshold else None, "canvases": len(canvases),
             "summary": _summary(rows), "scenes": rows, "failures": fails, "passed": not fails,
             "seconds": round(time.time() - t0, 1), **({"stitched": stitched} if stitched else {})})
@@ -458,12 +514,20 @@ def _one_line(summary: dict) -> str:
 
 
 def _write_back(art: Artifact, entry: dict) -> None:
-    """Record the measured parity in the artifact (``.mlpackage`` metadata / ``.pte`` sidecar), atomically."""
+    """Record the measured parity in the artifact (``.mlpackage`` metadata / ``.pte`` sidecar), atomically.
+
+    The stamp names what was measured: the artifact's own hash at check time (``artifact_sha256``, re-checked
+    whenever the artifact is opened), the reference actually used (``reference``: path and sha256) and whether
+    it is the export's own float model (``reference_is_export_source``). ``passed`` is the verdict against that
+    reference: with ``reference_is_export_source`` false it says nothing about the recorded source."""
     from eapnet.runs import atomic_write_json
 
-    record = {"passed": entry["passed"], "executor": entry["executor"],
-              "measured": time.strftime("%Y-%m-%d"), "float_sha256": entry["float"]["sha256"],
-              "summary": entry["summary"], "failures": entry["failures"]}
+    record = {"passed": entry["passed"], "executor": entry["executor"], "measured": time.strftime("%Y-%m-%d"),
+              "artifact_sha256": entry["artifact_sha256"],
+              "reference": {"path": entry["float"]["path"], "sha256": entry["float"]["sha256"]},
+              "reference_is_export_source": entry["float"]["is_export_source"],
+              "summary": entry["summary"], "failures": entry["failures"],
+              **({"warnings": entry["warnings"]} if entry["warnings"] else {})}
     if art.kind == "mlpackage":
         from mobile_export.coreml_export import set_metadata
 
@@ -503,8 +567,14 @@ def report_markdown(rep: dict) -> str:
             x = s.get(d, {})
             cells.append(f"{_f(x.get('psnr_mu'))} / {_f(x.get('float_psnr_mu'))} ({_f(x.get('gt_drop'), '+.3f')})"
                          if "gt_drop" in x else "–")
-        cells.append("pass" if r["passed"] else "**FAIL**")
+        verdict = "pass" if r["passed"] else "**FAIL**"
+        if r.get("float", {}).get("is_export_source") is False:
+            verdict += " (vs --model, not its source)"
+        cells.append(verdict)
         lines.append("| " + " | ".join(cells) + " |")
+    warned = [w for r in rep["artifacts"] for w in r.get("warnings", [])]   # each line names its artifact
+    if warned:
+        lines += ["", "Warnings:", ""] + [f"- **{w}**" for w in warned]
     tiled = [r for r in rep["artifacts"] if r.get("stitched")]
     if tiled:
         lines += ["", "Tile programs run tiled over whole scenes, the stitched frame against the float model on the "

@@ -152,6 +152,20 @@ def test_bad_args(argv, message, tmp_path, capsys):
     assert (tmp_path / "NOT_A_SET" / "keep.txt").is_file() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("size, message", [
+    ("5000", "eapnet-calib: error: --size must be at most 4096"),   # this command's own limit
+    ("100000", "eapnet-calib: error: argument --size: size must be at most 16384"),   # every size argument's
+])
+def test_a_huge_size_is_one_line_before_any_allocation(tmp_path, capsys, size, message):
+    # was OpenCV's "error: error: ... Failed to allocate ... bytes" (exit 1)
+    with pytest.raises(SystemExit) as exc:
+        main(["--size", size, "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert message in err and size in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_force_replaces_a_calibration_set(rebuilt3, tmp_path):
     out = tmp_path / "set"
     shutil.copytree(rebuilt3, out)

@@ -1,5 +1,6 @@
 """The one checkpoint format: round trips, rebuilding from the file alone, clear errors."""
 import json
+import re
 
 import pytest
 import torch
@@ -81,6 +82,17 @@ def test_missing_corrupt_and_foreign_files_are_named(tmp_path, tiny_config):
         read_checkpoint(tmp_path)
 
 
+@pytest.mark.parametrize("blob", [b'{"hello": 1}', bytes(range(256)) * 4, b"\x89PNG\r\n\x1a\n" + bytes(64)])
+def test_a_file_that_is_no_pickle_at_all_is_not_called_unsafe(tmp_path, blob):
+    # torch's safe unpickler refuses these too; they were reported as holding objects safe loading refuses
+    path = tmp_path / "other.pt"
+    path.write_bytes(blob)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(path)
+    assert str(e.value) == (f"{path} is not a PyTorch checkpoint (neither the zip archive torch.save writes nor a "
+                            "pickle): another kind of file, not loaded")
+
+
 def test_nan_weights_are_refused_at_load(tmp_path, tiny_config):
     model = build_model(tiny_config)
     with torch.no_grad():
@@ -114,3 +126,36 @@ def test_weights_that_do_not_fit_the_spec(tmp_path, tiny_config):
 def test_unknown_name():
     with pytest.raises(CheckpointError, match="unknown model"):
         eapnet.load_model("huge")
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("pdub_widths", [[65536, 8, 8], [8, 8, 8]],
+     r"pdub_widths row \(65536, 8, 8\) has 65,536 channels, more than any sane variant uses \(at most 4,096\)"),
+    ("enc_channels", 65536, r"enc_channels is 65,536, more than any sane variant uses \(at most 4,096\)"),
+    ("num_blocks", 1000, r"num_blocks is 1,000, more than any sane variant uses \(at most 64\)"),
+    ("tail_channels", "32", r"tail_channels must be a positive int, got '32'"),
+])
+def test_an_insane_config_is_refused_at_load_before_any_allocation(tmp_path, tiny_config, monkeypatch, field, value,
+                                                                   words):
+    # a config of 65,536 channels once made load_model allocate 17 GB
+    import eapnet.checkpoint as checkpoint
+
+    path = save_checkpoint(tmp_path / "huge.pt", build_model(tiny_config))
+    ck = torch.load(path, weights_only=True)
+    ck["model"]["config"][field] = value
+    torch.save(ck, path)
+    monkeypatch.setattr(checkpoint, "EAPNet", lambda cfg: pytest.fail("the model was built"))
+    with pytest.raises(CheckpointError) as e:
+        eapnet.load_model(path)
+    assert re.fullmatch(rf"{re.escape(str(path))}: model config: EAPNetConfig\.{words}", str(e.value)), str(e.value)
+
+
+def test_an_insane_ahdr_spec_is_refused_at_load(tmp_path, tiny_config):
+    path = save_checkpoint(tmp_path / "ahdr.pt", build_model(tiny_config))
+    ck = torch.load(path, weights_only=True)
+    for config, words in (({"feat": 65536}, r"AHDR feat must be an int in \[1, 4,096\], got 65536"),
+                          ({"width": 8}, "unknown AHDR field 'width'")):
+        ck["model"] = {"kind": "ahdr", "config": config}
+        torch.save(ck, path)
+        with pytest.raises(CheckpointError, match=rf"ahdr\.pt: model config: {words}"):
+            read_checkpoint(path)

@@ -460,6 +460,44 @@ def test_qat_cli_refuses_an_unknown_artifact(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["--threads", "-1"], "--threads: must be a CPU thread count from 0 to"),   # was torch's RuntimeError, exit 1
+    (["--threads", "100000"], "(4 per core; 0 = torch's default)"),   # started the job with a 100,000-thread pool
+    (["--no-export", "--artifacts", "pte-int8"], "--no-export makes no phone artifacts and checks none: --artifacts"),
+    (["--no-export", "--tile", "64", "--parity-scenes", "2"], "none: --tile, --parity-scenes would be ignored"),
+    (["--tile-overlap", "8"], "--tile-overlap sets the overlap of the --tile check: give --tile N too"),
+])
+def test_qat_cli_refuses_bad_and_conflicting_flags_in_one_line(argv, needle, tmp_path, capsys):
+    from compress.qat import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--target-maccs", "100G", *argv, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_qat_cli_refuses_calibration_scenes_too_small_to_trace(tmp_path, capsys):
+    # 1x1 scenes once ran the search (minutes) and then failed in torch.export's guard (AssertionError, exit 1)
+    from compress.pipeline import CompressConfig
+    from compress.qat import main
+    from eapnet.data import write_ntire
+    from eapnet.data.synthetic import generate_scene
+
+    tiny = tmp_path / "tiny"
+    ldrs = torch.tensor([0.2, 0.5, 0.8]).view(3, 1, 1, 1).expand(3, 1, 1, 3).numpy()
+    write_ntire(tiny, "0000", ldrs, [-2, 0, 2], gt=ldrs[1])
+    with pytest.raises(SystemExit) as e:
+        main(["--target-maccs", "100G", "--calib", str(tiny), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"--calib: scene 0000 of {tiny} is 1x1 (HxW); calibration scenes must be at least 16x16" in err
+    assert not (tmp_path / "run").exists()
+    ok = tmp_path / "ok"
+    write_ntire(ok, "0000", *generate_scene(1, 16, 24))
+    assert CompressConfig.load(target_maccs=10**9, calib=str(ok)).calib == str(ok)
+
+
 def test_qat_cli_unreachable_budget_exits_with_the_minimum(tmp_path, capsys):
     from compress.qat import main
 
@@ -467,7 +505,7 @@ def test_qat_cli_unreachable_budget_exits_with_the_minimum(tmp_path, capsys):
                "--calib-scenes", "1", "--out", str(tmp_path / "run"), "--quiet"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "below the smallest network" in err and "target 1.00 M MAccs" in err and "at 96x64: one PDUB" in err
+    assert "below the smallest network" in err and "target 1.00 M MAccs" in err and "at 64x96 (HxW): one PDUB" in err
 
 
 def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):

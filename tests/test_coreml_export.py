@@ -21,6 +21,7 @@ from eapnet.macs import count_maccs, count_params
 from eapnet.model import EAPNet
 from mobile_export import coreml_export as cx
 from mobile_export import export_coreml as coreml_cli
+from mobile_export.backends import artifact_sha256
 from mobile_export.common import Source, file_sha256, load_source
 from mobile_export.mil_interp import SUPPORTED_OPS, program_ops, run_mlpackage
 
@@ -88,6 +89,7 @@ def test_metadata_names_the_source(cli_run, ckpt):
     assert meta["params"] == str(count_params(model))
     assert meta["source_sha256"] == file_sha256(ckpt) and meta["source"] == "tiny.pt"
     assert meta["parity"] == "pending"
+    assert meta["artifact_sha256"] == artifact_sha256(path)      # the package's own content hash
 
 
 def test_set_metadata_rewrites_only_the_spec(cli_run, tmp_path):
@@ -96,7 +98,9 @@ def test_set_metadata_rewrites_only_the_spec(cli_run, tmp_path):
     shutil.copytree(original, path)
     weights = path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
     before = hashlib.sha256(weights.read_bytes()).hexdigest()
+    content = artifact_sha256(path)
     meta = cx.set_metadata(path, parity={"max_abs": 1e-3, "device": "reference"}, note="x")
+    assert artifact_sha256(path) == content        # metadata (where the stamps live) is outside the hash
     assert json.loads(meta["parity"]) == {"device": "reference", "max_abs": 1e-3}
     assert cx.read_metadata(path)["note"] == "x"
     assert "note" not in cx.set_metadata(path, note=None)
@@ -105,6 +109,10 @@ def test_set_metadata_rewrites_only_the_spec(cli_run, tmp_path):
     assert ct.models.MLModel(str(path), skip_model_load=True).user_defined_metadata["variant"] == "tiny"
     with pytest.raises(FileNotFoundError, match="not an .mlpackage"):
         cx.set_metadata(tmp_path / "missing.mlpackage", parity="x")
+    data = bytearray(weights.read_bytes())
+    data[-4:] = bytes(b ^ 0xFF for b in data[-4:])
+    weights.write_bytes(bytes(data))
+    assert artifact_sha256(path) != content        # but the weights are in
 
 
 def test_int8_weights_package(ckpt, tmp_path):
@@ -161,7 +169,10 @@ class _FakeModel:
             raise OSError("disk full")
 
 
-def test_atomic_save_replaces_or_leaves_the_old_package(tmp_path):
+def test_atomic_save_replaces_or_leaves_the_old_package(tmp_path, monkeypatch):
+    # the fake packages hold no spec to hash and stamp: this test is about the replacement only
+    monkeypatch.setattr(cx, "package_sha256", lambda path: "0" * 64)
+    monkeypatch.setattr(cx, "set_metadata", lambda path, **kw: None)
     target = tmp_path / "m.mlpackage"
     with pytest.raises(OSError, match="disk full"):
         cx._save_atomic(_FakeModel("a", fail=True), target)
@@ -202,6 +213,20 @@ def test_cli_bad_arguments(argv, message, capsys):
         coreml_cli.main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_calib_scenes_where_no_ptq_runs(tmp_path, capsys):
+    q = tmp_path / "q.pt2"
+    q.write_bytes(b"")        # refused before it is loaded
+    for argv, why in [(["--source", "standard", "--calib-scenes", "4"], "give --precision w8a8 too, or drop it"),
+                      (["--source", str(q), "--calib-scenes", "4"], f"--model {q} is already int8")]:
+        with pytest.raises(SystemExit) as e:
+            coreml_cli.main([*argv, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2, err
+        assert err == ("eapnet-export-coreml: error: --calib-scenes sets the scenes of w8a8 PTQ of a float source: "
+                       f"{why}\n")
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_int8_source_needs_w8a8(tmp_path, capsys):
@@ -293,3 +318,28 @@ def test_shipped_standard_fp16(tmp_path):
     # the base takes or rejects the brighter side frame (measured on these random frames: 0.16 % of the
     # values more than 0.02 off, max 0.72; mean 6.2e-4). The rest follows float to fp16 rounding.
     assert err.mean() < 1e-3 and (err > 2e-2).mean() < 5e-3, (err.mean(), (err > 2e-2).mean())
+
+
+@pytest.mark.parametrize("kind", ["link_out", "device", "huge"])
+def test_a_package_leading_outside_itself_is_refused_before_reading(tmp_path, kind, monkeypatch):
+    """A weight file linked to a file outside the package (or to /dev/zero: an endless read) is never read."""
+    pkg = tmp_path / "evil.mlpackage"
+    weights = pkg / "Data" / "com.apple.CoreML" / "weights"
+    weights.mkdir(parents=True)
+    (pkg / "Manifest.json").write_text("{}")
+    if kind == "link_out":
+        secret = tmp_path / "secret.txt"
+        secret.write_text("not yours")
+        (weights / "weight.bin").symlink_to(secret)
+        words = r"weight\.bin is a link or special file"
+    elif kind == "device":
+        (weights / "weight.bin").symlink_to("/dev/zero")
+        words = r"weight\.bin is a link or special file"
+    else:
+        (weights / "weight.bin").write_bytes(b"\0" * 2048)
+        monkeypatch.setattr(cx, "MAX_PACKAGE_BYTES", 1024)
+        words = "more than the 0 GiB"
+    with pytest.raises(ValueError, match=rf"evil\.mlpackage: refused: .*{words}"):
+        cx.read_metadata(pkg)
+    with pytest.raises(ValueError, match="refused"):
+        artifact_sha256(pkg)

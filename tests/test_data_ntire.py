@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -308,6 +310,38 @@ def test_corrupt_image(tmp_path, content):
         read_ntire(tmp_path, "0007")
 
 
+@pytest.mark.parametrize("damage, words", [
+    ("cut", ["corrupt PNG", r"truncated: chunk IDAT at byte \d+ needs"]),
+    ("no_iend", ["corrupt PNG", "truncated: no IEND chunk"]),
+    ("flip", ["corrupt PNG", r"chunk IDAT at byte \d+ fails its CRC"]),
+])
+def test_a_damaged_png_is_one_clean_message_without_libpng_noise(tmp_path, capfd, damage, words):
+    # libpng printed "libpng error: ..." (and OpenCV a WARN line) on stderr itself before the DataError
+    make_sample(tmp_path)
+    path = tmp_path / "0007_medium.png"
+    data = bytearray(path.read_bytes())
+    data = {"cut": data[: len(data) // 2], "no_iend": data[:-12], "flip": data}[damage]
+    if damage == "flip":
+        data[45] ^= 0xFF     # inside the first IDAT (IHDR ends at byte 33)
+    path.write_bytes(bytes(data))
+    capfd.readouterr()
+    with expect_error(DataError, *words, sid_file="0007_medium.png"):
+        read_ntire(tmp_path, "0007")
+    assert capfd.readouterr().err == ""   # file descriptor 2: what the C libraries print too
+
+
+def test_a_png_claiming_a_huge_frame_is_refused_before_decoding(tmp_path):
+    # A valid 60000x60000 16-bit IHDR over a few bytes of image data: decoding would allocate 20 GiB first.
+    make_sample(tmp_path)
+    path = tmp_path / "0007_gt.png"
+    data = bytearray(path.read_bytes())
+    struct.pack_into(">II", data, 16, 60000, 60000)
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    with expect_error(DataError, "claims 60000x60000 pixels", "20.1 GiB", sid_file="0007_gt.png"):
+        read_ntire(tmp_path, "0007")
+
+
 def test_frames_of_different_sizes(tmp_path):
     make_sample(tmp_path)
     write_png(tmp_path / "0007_long.png", np.zeros((8, 10, 3), np.uint8))
@@ -434,3 +468,33 @@ def test_sample_constructor_validates():
         NtireSample("x", frames, np.array([-1, 0, 1]), gt_png=np.zeros((4, 5, 3), np.uint16))
     with expect_error(DataError, "invalid sample id"):
         NtireSample("a/b", frames, np.array([-1, 0, 1]))
+
+
+def _npy_header_only(path: Path, shape: tuple[int, ...], data: bytes = b"") -> None:
+    """A ``.npy`` file whose header claims ``shape`` float64 values, followed by ``data`` only."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": shape})
+        f.write(data)
+
+
+@pytest.mark.parametrize("file, words", [
+    ("exposures.npy", ["exposures must be 3 finite values", r"the header says shape \(1000000000,\)"]),
+    ("alignratio.npy", ["align ratio must be one real number", r"the header says dtype float64 shape \(1000000000,\)"]),
+])
+def test_an_npy_header_is_checked_before_its_data_is_read(tmp_path, monkeypatch, file, words):
+    # an exposures file whose header claimed 1e9 floats was read in full (8 GB) before its shape was checked
+    make_sample(tmp_path)
+    _npy_header_only(tmp_path / f"0007_{file}", (10**9,), bytes(64))
+    real_load, loaded = np.load, []
+    monkeypatch.setattr(np, "load", lambda p, *a, **k: loaded.append(Path(p).name) or real_load(p, *a, **k))
+    with expect_error(DataError, *words, sid_file=f"0007_{file}"):
+        read_ntire(tmp_path, "0007")
+    assert f"0007_{file}" not in loaded
+
+
+def test_an_npy_file_shorter_than_its_header_says_is_truncated(tmp_path):
+    make_sample(tmp_path)
+    _npy_header_only(tmp_path / "0007_exposures.npy", (3,), np.float64(-3.0).tobytes())
+    with expect_error(DataError, r"truncated \.npy file \(exposures\): its header's float64 \(3,\) needs 152 bytes, "
+                      "the file has 136", sid_file="0007_exposures.npy"):
+        read_ntire(tmp_path, "0007")

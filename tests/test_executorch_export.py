@@ -22,7 +22,7 @@ from eapnet.model import EAPNet, with_blocks
 from eapnet.training import pytorch_default_init
 from mobile_export import executorch_export as ee
 from mobile_export import export_pte as pte_cli
-from mobile_export.common import Source, example_inputs, export_fixed, load_source
+from mobile_export.common import Source, example_inputs, export_fixed, file_sha256, load_source
 from mobile_export.pte_profile import classify, profile_pte
 
 # Like the standard model: transposed-conv upsampling and the radiance-merge base (pow, exp2, log, exp,
@@ -102,6 +102,7 @@ def test_fp32_pte_fully_delegated_and_matches_eager(fp32_run, model):
     assert d["non_delegated_nodes"] == 0 and d["non_delegated"] == []
     assert d["delegated_subgraphs"] >= 1 and d["delegated_nodes"] > 100
     assert info["max_abs_diff"]["vs_source"] < 1e-4          # the CLI's own check on its input
+    assert info["artifact_sha256"] == file_sha256(pte)      # the .pte's own hash, re-checked when opened
     assert pte.with_suffix(".run.json").is_file() and not _no_temp_files(fp32_run)   # one record per artifact
     ldrs, evs = _inputs()
     got = ee.run_pte(pte, ldrs, evs)
@@ -336,6 +337,25 @@ def test_cli_rejects_bad_arguments(argv, message, capsys):
         pte_cli.main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_flags_that_cannot_apply_in_one_line(tmp_path, capsys):
+    # --precision fp32 of an int8 program failed after the output folder was made; --calib-scenes was ignored
+    q = tmp_path / "q.pt2"
+    q.write_bytes(b"")        # judged by name: nothing is loaded
+    for argv, message in [
+        (["--model", str(q), "--precision", "fp32"],
+         f"--model {q} is an int8 program: --precision fp32 needs its float checkpoint (.pt)"),
+        (["--model", "standard", "--calib-scenes", "4"],
+         "--calib-scenes sets the scenes of int8 PTQ of a float source: give --precision int8 too, or drop it"),
+        (["--model", str(q), "--calib-scenes", "4"],
+         f"--calib-scenes sets the scenes of int8 PTQ of a float source: --model {q} is already int8"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            pte_cli.main([*argv, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err == f"eapnet-export-pte: error: {message}\n", err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow   # 95 s on 2 cores; a config no shipped model uses

@@ -152,3 +152,48 @@ def test_cpu_inference_runs_channels_last_and_restores_the_model(scene):
     lin = torch.nn.Linear(3, 3)
     with cpu_channels_last(lin):
         assert lin.weight.is_contiguous()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"tile": 16.5}, r"tile must be an integer N or a pair \(H, W\) of integers, in pixels; got 16\.5"),
+    ({"tile": (16,)}, r"tile must be an integer N or a pair \(H, W\) .* got \(16,\)"),
+    ({"tile": (32, 32, 32)}, r"tile must be .* got \(32, 32, 32\)"),
+    ({"tile": (32, 40.0)}, r"tile must be .* got \(32, 40\.0\)"),
+    ({"tile": "512"}, r"tile must be .* got '512'"),
+    ({"tile": True}, r"tile must be .* got True"),
+    ({"tile": (64, 8)}, r"tile must be at least 16 pixels, got 64x8"),
+    ({"tile": 64, "overlap": 12.5}, r"overlap must be an integer number of pixels >= 0, got 12\.5"),
+    ({"tile": 64, "overlap": -1}, r"overlap must be an integer number of pixels >= 0, got -1"),
+    ({"amp": "int4"}, r"amp must be one of \(None, 'off', 'bf16', 'fp16'\), got 'int4'"),
+])
+def test_predict_names_the_argument_it_cannot_use(scene, tiny_config, kwargs, message):
+    # these failed inside the library ("cannot unpack non-iterable float", a slice of floats) or, for amp,
+    # ran without a word (any unknown amp was fp16 on CUDA and fp32 on CPU)
+    ldrs, evs, _ = scene
+    m = build_model(tiny_config).eval()
+    with pytest.raises(ValueError, match=message):
+        predict(m, ldrs, evs, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(3, 0, 0, 3), (3, 0, 8, 3), (3, 8, 0, 3)])
+def test_an_empty_frame_is_named(tiny_config, shape):
+    # a 0x0 frame failed in NumPy ("zero-size array to reduction operation minimum which has no identity")
+    m = build_model(tiny_config).eval()
+    with pytest.raises(ValueError, match=rf"ldrs: the frame is {shape[1]}x{shape[2]} pixels \(HxW\); need at least 1x1"):
+        predict(m, np.zeros(shape, np.float32), np.array([-2.0, 0.0, 2.0]))
+
+
+def test_a_tile_larger_than_the_frame_is_clamped_to_it(scene):
+    """Documented choice: a tile side at least the frame's runs that side whole (one tile setting serves a
+    dataset of mixed sizes); the other side is still tiled at the tile's size."""
+    ldrs, evs, _ = scene   # 96x136
+    m = _LocalNet().eval()
+    sizes = []
+    m.register_forward_hook(lambda mod, args, out: sizes.append(tuple(args[0].shape[-2:])))
+    whole = predict(m, ldrs, evs)
+    sizes.clear()
+    np.testing.assert_allclose(predict(m, ldrs, evs, tile=(64, 4096), overlap=16), whole, atol=1e-5)
+    assert set(sizes) == {(64, 136)} and len(sizes) == 2
+    sizes.clear()
+    np.testing.assert_array_equal(predict(m, ldrs, evs, tile=4096), whole)
+    assert sizes == [(96, 136)]

@@ -3,6 +3,7 @@ and the CLI (mobile_export.check_parity) end to end on tiny exported artifacts: 
 deliberately corrupted ``.pte`` and a corrupted ``.mlpackage`` make it exit non-zero, the result is written back
 into the artifacts."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -15,7 +16,8 @@ from compress.quantize import convert, prepare_ptq
 from eapnet.checkpoint import save_checkpoint
 from eapnet.model import EAPNet
 from mobile_export import canvas, check_parity, localise, parity
-from mobile_export.common import load_source
+from mobile_export.backends import artifact_sha256, check_stamp, open_artifact
+from mobile_export.common import file_sha256, load_source
 
 CFG = TINY.replace(base="merge")
 SIZE = (96, 128)   # canvas: calibration scenes (128²) are centre-cropped onto it; multiples of 8: no-op crop (alias)
@@ -252,6 +254,12 @@ def test_true_artifacts_pass_and_record_parity(exported, tmp_path):
     recorded = json.loads(read_metadata(pkg)["parity"])
     assert recorded["passed"] is True and recorded["summary"]["heldout"]["scenes"] == 2
     assert json.loads(pte.with_suffix(".json").read_text())["parity"]["passed"] is True
+    for path, stamp in ((pkg, recorded), (pte, json.loads(pte.with_suffix(".json").read_text())["parity"])):
+        # the stamp names the file it measured and the reference it used: the export's own source
+        assert stamp["artifact_sha256"] == artifact_sha256(path) and "warnings" not in stamp
+        assert stamp["reference"]["sha256"] == file_sha256(exported["ckpt"])
+        assert stamp["reference_is_export_source"] is True
+    assert all(r["stamp"] == "verified" and r["warnings"] == [] for r in rep["artifacts"])
 
 
 def test_a_tile_program_is_also_checked_stitched_over_the_full_size_frame(exported, monkeypatch):
@@ -359,6 +367,107 @@ def test_corrupted_mlpackage_fails(exported, tmp_path):
     assert rc == 1
 
 
+def _copy_pte(pte, folder, name=None):
+    dst = folder / (name or pte.name)
+    shutil.copy(pte, dst)
+    shutil.copy(pte.with_suffix(".json"), dst.with_suffix(".json"))
+    return dst
+
+
+def test_a_pte_swapped_in_beside_the_real_sidecar_is_not_stamped_as_its_source(exported, tmp_path, capsys):
+    """The .pte of an untrained model under the real artifact's name, beside the real sidecar: its recorded
+    source is not trusted (fails without --model); with --model untrained.pt it is checked, said loudly, and the
+    stamp names untrained.pt and this file, never the recorded source."""
+    from mobile_export.executorch_export import export_pte
+
+    torch.manual_seed(1)
+    untrained = save_checkpoint(tmp_path / "other" / "untrained.pt", EAPNet(CFG).eval(), step=0)
+    swapped = export_pte(load_source(untrained), tmp_path / "other", size=SIZE)
+    pte = _copy_pte(exported["pte"], tmp_path)
+    shutil.copy(swapped, pte)
+    shutil.copy(exported["ckpt"], tmp_path / "tiny.pt")     # the recorded source is right there: still not used
+    side = pte.with_suffix(".json")
+    before = json.loads(side.read_text())
+    args = [str(pte), "--data", "calib", "--scenes", "1", "--quiet"]
+
+    assert check_parity.main(args + ["--out", str(tmp_path / "plain")]) == 1
+    (r,) = json.loads((tmp_path / "plain" / "parity.json").read_text())["artifacts"]
+    assert r["stamp"] == "mismatch" and r["warnings"][0].startswith(f"STAMP MISMATCH {pte.name}")
+    assert "recorded source is not trusted; pass --model" in r["failures"][0]
+    assert f"WARNING STAMP MISMATCH {pte.name}" in capsys.readouterr().out
+    assert json.loads(side.read_text()) == before                     # nothing written back
+
+    assert check_parity.main(args + ["--model", str(untrained), "--out", str(tmp_path / "forced")]) == 0
+    (r,) = json.loads((tmp_path / "forced" / "parity.json").read_text())["artifacts"]
+    assert r["passed"] and r["float"]["is_export_source"] is False
+    assert r["warnings"][1].startswith(f"REFERENCE IS NOT THE EXPORT SOURCE {pte.name}")
+    assert f"WARNING REFERENCE IS NOT THE EXPORT SOURCE {pte.name}" in capsys.readouterr().out
+    assert "pass (vs --model, not its source)" in (tmp_path / "forced" / "parity.md").read_text()
+    after = json.loads(side.read_text())
+    stamp = after.pop("parity")
+    assert after == before                                            # the export's claims are left as they were
+    assert stamp["passed"] is True and stamp["reference_is_export_source"] is False
+    assert stamp["reference"] == {"path": str(untrained), "sha256": file_sha256(untrained)}
+    assert stamp["artifact_sha256"] == file_sha256(swapped) != before["artifact_sha256"]
+    assert open_artifact(pte).stamp == "mismatch"                     # and the next reader is told again
+
+
+def test_a_reference_other_than_the_recorded_source_is_named(exported, tmp_path):
+    """A --model with the same weights but other bytes (sha256) than the recorded source: the verdict stands,
+    and it is recorded as a verdict against that model; the recorded source itself passed as --model is not."""
+    pte = _copy_pte(exported["pte"], tmp_path)
+    twin = save_checkpoint(tmp_path / "twin.pt", _model(), step=7)
+    same = tmp_path / "elsewhere" / "tiny.pt"
+    same.parent.mkdir()
+    shutil.copy(exported["ckpt"], same)
+    quiet = {"datasets": ["calib"], "limit": 1, "progress": False, "log": lambda *a: None}
+    rep = parity.run_parity([pte], float_spec=str(twin), **quiet)
+    (r,) = rep["artifacts"]
+    assert r["passed"] and r["stamp"] == "verified" and r["float"]["is_export_source"] is False
+    assert len(r["warnings"]) == 1 and f"the export recorded {exported['ckpt']} (sha256" in r["warnings"][0]
+    stamp = json.loads(pte.with_suffix(".json").read_text())["parity"]
+    assert stamp["reference"]["sha256"] == file_sha256(twin) != r["export_source"]["sha256"]
+    assert stamp["reference_is_export_source"] is False and stamp["warnings"] == r["warnings"]
+    (r,) = parity.run_parity([pte], float_spec=str(same), write_back=False, **quiet)["artifacts"]
+    assert r["float"]["is_export_source"] is True and r["warnings"] == []
+
+
+@pytest.mark.parametrize("kind", ["pte", "mlpackage"])
+def test_an_artifact_changed_after_export_is_flagged_and_unattributed(exported, tmp_path, kind):
+    """Weights rescaled after export, the sidecar / metadata untouched: the recorded hash no longer matches, the
+    recorded source (found beside it) is not used, and the artifact fails with the reason."""
+    if kind == "pte":
+        path = _copy_pte(exported["pte"], tmp_path)
+        blob = path
+    else:
+        path = tmp_path / exported["mlpackage"].name
+        shutil.copytree(exported["mlpackage"], path)
+        (blob,) = path.rglob("weight.bin")
+    shutil.copy(exported["ckpt"], tmp_path / "tiny.pt")
+    recorded = open_artifact(path).meta["artifact_sha256"]
+    assert recorded == artifact_sha256(path) == artifact_sha256(exported[kind])
+    _corrupt(blob, _model(), scale=2.0)
+    art = open_artifact(path)
+    assert art.stamp == "mismatch" and art.sha256 != recorded
+    assert art.warnings[0].startswith(f"STAMP MISMATCH {path.name}") and recorded[:12] in art.warnings[0]
+    with pytest.raises(ValueError, match="recorded source is not trusted; pass --model"):
+        parity.resolve_float(art)
+    (r,) = parity.run_parity([path], datasets=["calib"], limit=1, progress=False, log=lambda *a: None)["artifacts"]
+    assert not r["passed"] and "pass --model" in r["failures"][0] and r["stamp"] == "mismatch"
+
+
+def test_stamps_without_a_hash_or_from_another_file_are_warned_about(exported):
+    pte = exported["pte"]
+    meta = json.loads(pte.with_suffix(".json").read_text())
+    sha = artifact_sha256(pte)
+    assert check_stamp(pte, meta, sha) == ("verified", [])
+    state, lines = check_stamp(pte, {k: v for k, v in meta.items() if k != "artifact_sha256"}, sha)
+    assert state == "unrecorded" and "no artifact sha256 recorded" in lines[0]
+    state, lines = check_stamp(pte, {**meta, "parity": {"artifact_sha256": "0" * 64, "measured": "2026-01-01"}})
+    assert state == "verified" and lines[0].startswith(f"STALE PARITY {pte.name}")
+    assert check_stamp(pte, {**meta, "parity": "pending"}, sha) == ("verified", [])   # .mlpackage before parity
+
+
 def test_unreadable_or_unresolvable_artifacts_fail_clearly(exported, tmp_path, capsys):
     junk = tmp_path / "junk.pte"
     junk.write_bytes(b"not a program")
@@ -461,3 +570,47 @@ def test_cli_bad_arguments(argv, message, capsys):
         check_parity.main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["afile"], "afile: not an exported artifact (want one of .pte, .mlpackage)"),
+    (["a.pte", "--model", "int8.pt2"], "--model int8.pt2: the reference must be a float model, one of standard, "
+                                       "lightweight or a .pt checkpoint (a .pt2 is an int8 program)"),
+    (["a.pte", "--model", "missing.pt"], "--model missing.pt: no such file"),
+    (["a.pte", "--tile-overlap", "8"], "--tile-overlap sets the overlap of --stitch: give --stitch too, or drop it"),
+    (["a.mlpackage", "--threads", "2"], "--threads sets XNNPACK's threads for .pte files: none among the artifacts"),
+    (["missing.pte"], "missing.pte: no such artifact"),
+    (["a.pte", "./a.pte"], "./a.pte: given twice (also as a.pte)"),
+    (["a.pte", "--threads", "100000"], "argument --threads: 100000 threads is more than 4 per core of this "
+                                       f"machine's {os.cpu_count()} cores (at most {4 * os.cpu_count()})"),
+])
+def test_cli_refuses_what_is_not_an_artifact_or_a_float_reference_in_one_line(argv, message, tmp_path, capsys,
+                                                                               monkeypatch):
+    # each was accepted and failed per artifact after the scenes were loaded (exit 1), or was silently ignored;
+    # int8.pt2 (never created) is refused by its name: nothing is loaded
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.pte").write_bytes(b"")
+    (tmp_path / "a.mlpackage").mkdir()
+    out = [] if "missing.pte" in argv else ["--out", "report"]   # a missing artifact is named after --out's check
+    with pytest.raises(SystemExit) as e:
+        check_parity.main([*argv, *out])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err == f"eapnet-parity: error: {message}\n", err
+    assert not (tmp_path / "report").exists()
+
+
+def test_an_int8_source_may_name_its_float_model_only_beside_itself(tmp_path):
+    """The .pt2's metadata names the float checkpoint parity compares with: a path would lead anywhere."""
+    import zipfile
+
+    from mobile_export.backends import Artifact
+
+    pt2 = tmp_path / "run" / "int8.pt2"
+    pt2.parent.mkdir()
+    with zipfile.ZipFile(pt2, "w") as z:
+        z.writestr("int8/extra/eapnet_quant.json", json.dumps({"float": "../../elsewhere/model.pt"}))
+    (tmp_path / "elsewhere").mkdir()
+    art = Artifact(path=tmp_path / "run" / "x.pte", kind="pte", precision="int8", size=(16, 16), executor="-",
+                   meta={"source": str(pt2), "source_sha256": file_sha256(pt2)}, stamp="verified")
+    with pytest.raises(ValueError, match=r"names float checkpoint '../../elsewhere/model.pt', not a file name"):
+        parity._export_float(art)

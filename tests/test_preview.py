@@ -4,7 +4,7 @@ light."""
 import numpy as np
 import pytest
 
-from eapnet.rendering import light_ghosts
+from eapnet.rendering import compose, light_ghosts
 
 GAMMA = 2.24
 
@@ -34,3 +34,28 @@ def test_light_ghosts_measures_the_leaked_stops():
 def test_light_ghosts_without_a_changed_light_is_nan():
     ldrs, evs, scene, _ = _triplet(lit_gain=1.0)
     assert np.isnan(light_ghosts(scene ** (1 / GAMMA), ldrs, evs))
+
+
+def test_a_crop_outside_the_frame_names_it_as_hxw():
+    # the frame's size was printed WxH (20x30 read as 30x20) beside a crop given as y0:y1,x0:x1
+    panels = {"medium": np.zeros((20, 30, 3), np.uint8)}
+    with pytest.raises(ValueError) as e:
+        compose(panels, (0, 25, 0, 10))
+    assert str(e.value) == "crop 0:25,0:10 (y0:y1,x0:x1) lies outside the 20x30 (HxW) frame"
+
+
+def test_preview_replaces_an_existing_file_only_with_overwrite(tmp_path, capsys):
+    from eapnet.preview import main
+
+    png = tmp_path / "existing.png"
+    png.write_bytes(b"an earlier preview")
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(png)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"--out {png} already exists; pass --overwrite" in err, err
+    assert png.read_bytes() == b"an earlier preview"
+    # with --overwrite the file is no obstacle: the next check (the missing data folder) speaks
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(png), "--overwrite", "--data", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--data" in err and "no such folder" in err and "already exists" not in err, err

@@ -195,3 +195,20 @@ def test_metadata_reader_never_unpickles(clean, tmp_path):
     evil = _pickled_weight(clean, tmp_path, marker)
     assert read_quantized_meta(evil) == {"config": {"name": "tiny"}}
     assert not marker.exists()
+
+
+def test_metadata_reader_refuses_an_oversized_member(clean, tmp_path):
+    big = _rewrite(clean, tmp_path / "big.pt2",
+                   lambda n, d: json.dumps({"pad": "x" * (2 << 20)}).encode() if n.endswith(META) else d)
+    with pytest.raises(ValueError, match="big.pt2: its eapnet_quant.json is 2 MiB"):
+        read_quantized_meta(big)
+
+
+def test_guards_of_real_programs_are_accepted():
+    """Guards as torch writes them for EAPNet's padded dynamic shapes (max, floor division, products)."""
+    for guard in ["max(1, 2*(L['ldrs'].size()[4] // 2)) != (max(1, 2*(L['ldrs'].size()[3] // 2))*max(1, 2))",
+                  "(((-1)*L['ldrs'].size()[3]) % 8) == 0", "L['evs'].size()[0] == L['ldrs'].size()[0]"]:
+        safe_pt2._check_graph({"guards_code": [guard]}, "models/model.json")
+    for guard in ["L['ldrs'].size()[3].__class__ == 0", "getattr(L, 'x') == 0", "open('/tmp/x') == 0"]:
+        with pytest.raises(safe_pt2.UnsafeProgramError, match="guard"):
+            safe_pt2._check_graph({"guards_code": [guard]}, "models/model.json")

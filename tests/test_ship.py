@@ -51,7 +51,7 @@ def test_ship_a_short_lightweight_run(tmp_path):
                        "--batch-size", "1", "--patch", "32", "--val-scenes", "1", "--val-size", "32",
                        "--threads", "1", "--out", str(more)]) == 0
     assert main(["--run", str(more), "--name", "lightweight", "--heldout", "2", "--size", "32",
-                 "--weights-dir", str(weights), "--preview-dir", str(tmp_path)]) == 0
+                 "--weights-dir", str(weights), "--preview-dir", str(tmp_path), "--overwrite"]) == 0
     card = (weights / "lightweight.md").read_text()
     assert "Steps: 5 in all (3 in this run)" in card and f"Continues `{run}` (2 steps of 1, seed 0;" in card
     assert "5 samples seen" in card and card.count("python -m eapnet.train") == 2
@@ -148,3 +148,33 @@ def test_lineage_finds_the_version_of_a_shipped_file_a_run_started_from(tmp_path
     chain = lineage({**base, "seed": 3, "init_from": str(shipped)}, tmp_path / "runs" / "r4", 5)
     assert [(c["run"], c["steps"], c["seed"]) for c in chain] == [
         (runs[0], 10, 0), (runs[1], 20, 1), (runs[2], 30, 2), (tmp_path / "runs" / "r4", 5, 3)]
+
+
+def test_ship_replaces_shipped_weights_and_card_only_with_overwrite(tmp_path, tiny_config, monkeypatch, capsys):
+    import json
+
+    import eapnet.shipping as shipping
+
+    cfg = tmp_path / "lightweight.json"      # a tiny model under the shipped name, so that the name check passes
+    cfg.write_text(json.dumps(tiny_config.replace(name="lightweight").to_dict()))
+    run = tmp_path / "run"
+    assert train_main(["--model", str(cfg), "--steps", "1", "--batch-size", "1", "--patch", "32", "--val-scenes",
+                       "1", "--val-size", "32", "--val-every", "0", "--threads", "1", "--out", str(run)]) == 0
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "lightweight.pt").write_bytes(b"the weights shipped before")
+    (weights / "lightweight.md").write_text("their card")
+    calls = []
+    card = weights / "lightweight.md"
+    monkeypatch.setattr(shipping, "ship", lambda *a, **k: calls.append(k) or ([], card, card))   # no measuring
+    argv = ["--run", str(run), "--name", "lightweight", "--weights-dir", str(weights), "--preview-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{weights / 'lightweight.pt'} already exists" in err and "--overwrite" in err, err
+    assert (weights / "lightweight.pt").read_bytes() == b"the weights shipped before" and not calls
+    (weights / "lightweight.pt").unlink()
+    with pytest.raises(SystemExit):           # the card alone is enough to refuse
+        main(argv)
+    assert (weights / "lightweight.md").read_text() == "their card" and not calls
+    assert main([*argv, "--overwrite"]) == 0 and len(calls) == 1

@@ -96,6 +96,7 @@ def test_synthetic_data_names_a_generator_config():
     (["--data", "/no/such/folder"], "data must be"),
     (["--data", "synthetic:nope"], "configs are synthetic:default, synthetic:stage"),
     (["--patch", "100"], "multiple of 8"),
+    (["--threads", "-1"], "threads must be an integer >= 0, got -1"),   # was torch's RuntimeError at step 0
 ])
 def test_bad_config_is_rejected_clearly(argv, msg, capsys):
     with pytest.raises(SystemExit):
@@ -113,6 +114,15 @@ def test_a_bad_yaml_config_is_one_line(tmp_path, capsys, text, msg):
     assert main(["--config", str(y), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert f"error: --config {y}: {msg}" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cuda_asked_for_without_cuda_is_one_line_before_the_run_folder(tmp_path, capsys, monkeypatch):
+    # was a RuntimeError from the training loop (exit 1), after the run folder was made
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["--device", "cuda", "--steps", "1", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: CUDA is not available on this machine" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
 
 

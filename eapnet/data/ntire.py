@@ -25,9 +25,11 @@ interrupted writer never leaves a half-written PNG that a reader would take for 
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,11 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # --------------------------------------------------------------------------------------------
 
 
+MAX_FRAME_SIDE = 16384
+"""Largest side of a frame read, pixels: beyond any camera's, the same limit as the commands' ``--size``
+(``eapnet.cli.MAX_SIDE``). Checked from the PNG header before decoding, which allocates the full image."""
+
+
 def _depth_name(dtype: np.dtype) -> str:
     return {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit"}.get(
         np.dtype(dtype), f"{np.dtype(dtype).name}"
@@ -78,6 +85,14 @@ def _read_image(path: Path, expect_dtype: np.dtype | None, what: str) -> np.ndar
     # imdecode on bytes instead of imread: works for any path encoding and lets us
     # distinguish "missing" from "corrupt" cleanly.
     data = np.fromfile(str(path), dtype=np.uint8)
+    if data[:8].tobytes() == _PNG_SIGNATURE and (damage := _png_damage(data)):
+        raise DataError(f"{path}: corrupt PNG ({what}): {damage}", path)
+    if data[:8].tobytes() == _PNG_SIGNATURE:   # IHDR is the first chunk (checked above): size before decoding
+        width, height = struct.unpack_from(">II", data, 16)
+        if max(width, height) > MAX_FRAME_SIDE or min(width, height) < 1:
+            raise DataError(f"{path}: {what} claims {height}x{width} pixels (HxW); frames are 1 to "
+                            f"{MAX_FRAME_SIDE} pixels a side (decoding it would need "
+                            f"{height * width * 6 / 2**30:.1f} GiB)", path)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise DataError(f"{path}: unreadable or corrupt image ({what})", path)
@@ -93,6 +108,26 @@ def _read_image(path: Path, expect_dtype: np.dtype | None, what: str) -> np.ndar
     if channels != 3:
         raise DataError(f"{path}: {what} has {channels} channel(s), expected 3 (colour, no alpha)", path)
     return img
+
+
+def _png_damage(data: np.ndarray) -> str | None:
+    """What is wrong with the chunks of a PNG file's bytes ``data`` (signature already matched), or None: a
+    chunk cut short, a CRC mismatch, IHDR not first, no IEND. Checked before decoding: on these libpng
+    prints ``libpng error: ...`` on stderr itself, which OpenCV cannot silence."""
+    buf, pos, n = memoryview(data), 8, data.size
+    while pos + 8 <= n:
+        length, kind = struct.unpack_from(">I4s", buf, pos)
+        name, end = kind.decode("latin-1"), pos + 12 + length
+        if end > n:
+            return f"truncated: chunk {name} at byte {pos} needs {end} bytes, the file has {n}"
+        if pos == 8 and kind != b"IHDR":
+            return f"the first chunk is {name}, not IHDR"
+        if zlib.crc32(buf[pos + 4:end - 4]) != struct.unpack_from(">I", buf, end - 4)[0]:
+            return f"chunk {name} at byte {pos} fails its CRC (damaged bytes)"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return f"truncated: no IEND chunk in its {n} bytes"
 
 
 def _check_sizes(images: dict[Path, np.ndarray]) -> tuple[int, int]:
@@ -172,9 +207,49 @@ def _atomic_write_image(path: Path, img: np.ndarray, ext: str) -> None:
     _atomic_write_bytes(path, payload=buf.tobytes())
 
 
-def _load_npy(path: Path, what: str) -> np.ndarray:
+def _npy_header(path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data offset)`` from a ``.npy`` file's header alone (``numpy.lib.format``, versions 1.0
+    and 2.0), reading no data; DataError naming the file for a file that is not one."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+            return tuple(shape), np.dtype(dtype), f.tell()
+    except Exception as exc:  # numpy raises ValueError/EOFError/OSError for bad headers
+        raise DataError(f"{path}: unreadable or corrupt .npy file ({what}): {exc}", path) from exc
+
+
+def _exposures_header(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if dtype.kind not in "iuf":
+        raise DataError(f"{path}: exposures must be 3 finite real numbers, the header says dtype {dtype}", path)
+    if shape != (3,):
+        raise DataError(f"{path}: exposures must be 3 finite values (shape (3,)), the header says shape {shape}",
+                        path)
+
+
+def _align_ratio_header(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if dtype.kind not in "iuf" or math.prod(shape) != 1:
+        raise DataError(f"{path}: align ratio must be one real number, the header says dtype {dtype} shape {shape}",
+                        path)
+
+
+def _load_npy(path: Path, what: str, check) -> np.ndarray:
+    """A small ``.npy`` file whose header is checked before its data is read: ``check(path, shape, dtype)``
+    raises DataError for a shape or dtype the file must not have (an exposures header claiming 1e9 floats is
+    refused having read about 100 bytes), and the file must hold as many bytes as its header promises."""
     if not path.is_file():
         raise MissingFileError(f"{path}: missing {what} file", path)
+    shape, dtype, offset = _npy_header(path, what)
+    check(path, shape, dtype)
+    need, size = offset + math.prod(shape) * dtype.itemsize, path.stat().st_size
+    if size < need:
+        raise DataError(f"{path}: truncated .npy file ({what}): its header's {dtype} {shape} needs {need} bytes, "
+                        f"the file has {size}", path)
     try:
         return np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises ValueError/EOFError/OSError for bad files
@@ -413,7 +488,7 @@ def load_ntire_sample(folder: str | os.PathLike, sample_id: str) -> NtireSample:
     if all(np.array_equal(first, f) for f in rest):
         raise DataError(f"{paths['short']}: the short, medium and long frames are identical: not an exposure "
                         "bracket (the same file three times?)", paths["short"])
-    exposures = _load_npy(paths["exposures"], "exposures")
+    exposures = _load_npy(paths["exposures"], "exposures", _exposures_header)
     check_exposures(exposures, str(paths["exposures"]))
 
     gt_png = ratio = None
@@ -424,7 +499,7 @@ def load_ntire_sample(folder: str | os.PathLike, sample_id: str) -> NtireSample:
     if has_gt:
         gt_png = _read_image(paths["gt"], np.uint16, "ground truth")
         _check_sizes({paths["short"]: next(iter(frames.values())), paths["gt"]: gt_png})
-        ratio = _load_npy(paths["alignratio"], "align ratio")
+        ratio = _load_npy(paths["alignratio"], "align ratio", _align_ratio_header)
         if ratio.dtype.kind not in "iuf" or ratio.size != 1:
             raise DataError(
                 f"{paths['alignratio']}: align ratio must be one real number, "
