@@ -103,7 +103,7 @@ def _check_export(p: argparse.ArgumentParser, args: argparse.Namespace, cfg) -> 
     except ValueError as e:   # CheckpointError: missing, damaged, foreign or insane file
         p.error(f"--model {cfg.model}: {e}")
     try:
-        check_size(config, args.export_size or cfg.size, "ship", flag="--export-size")
+        check_size(config, args.export_size or cfg.size, "ship", flag="--export-size" if args.export_size else "--size")
         if args.tile is not None and config is not None:
             require_memory(estimate_peak_bytes(config, h, w), f"--tile {args.tile}",
                            f"the stitched check's whole-frame float reference at {h}x{w}",

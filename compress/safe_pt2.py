@@ -72,8 +72,24 @@ _GUARD_TERM = re.compile(r"L\['[A-Za-z_]\w*'\]\.(?:size|stride)\(\)\[\d+\]")
 _GUARD_WORDS = _EXPR_NAMES | {"and", "or", "not", "max", "min", "abs"}
 
 
+# Keys whose string values become identifiers in the code FX generates (and execs) for the program, and
+# tables keyed by such names; a tree spec's strings name the forward's arguments the same way.
+_NAME_KEYS = frozenset({"name", "as_name", "parameter_name", "buffer_name", "forward_arg_names", "fqn",
+                        "as_names"})
+_NAME_TABLES = frozenset({"tensor_values", "sym_int_values", "sym_bool_values", "sym_float_values",
+                          "custom_obj_values"})
+_IDENT = re.compile(r"[A-Za-z_]\w*(?:\.\w+)*")
+_SPEC_BAD = re.compile(r"[()=';]|[^\x20-\x7e]")
+
+
+def _names_ok(value: object) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return all(isinstance(v, str) and (v == "" or _IDENT.fullmatch(v)) for v in values)
+
+
 def _bad_expr(text: object, names: frozenset[str], quoted_symbols: bool) -> bool:
-    if not isinstance(text, str) or len(text) > 10_000:
+    # no powers (sympy evaluates 9**9**9 eagerly: a load that never ends) and no long integer literals
+    if not isinstance(text, str) or len(text) > 10_000 or "**" in text or re.search(r"\d{16}", text):
         return True
     s = _QUOTED_SYMBOL.sub("0", text) if quoted_symbols else text
     for name in _NAME.findall(s):
@@ -100,6 +116,15 @@ def _check_graph(doc: dict, name: str) -> None:
     for at, key, value in _walk(doc, name):
         if key == "target" and isinstance(value, str) and not _TARGET_RE.fullmatch(value):
             raise UnsafeProgramError(f"calls {value!r}, which is not an ATen or quantization operator")
+        if key in _NAME_KEYS and not _names_ok(value):
+            raise UnsafeProgramError(f"has a {key} that is not a Python identifier at {at}: {str(value)[:80]!r} "
+                                     "(names are pasted into the generated forward's code)")
+        if key in _NAME_TABLES and isinstance(value, dict) and not _names_ok(list(value)):
+            raise UnsafeProgramError(f"has a {key} entry named other than a Python identifier at {at}")
+        if key in ("in_spec", "out_spec") and (not isinstance(value, str) or _SPEC_BAD.search(value)):
+            raise UnsafeProgramError(f"has an {key} that is not a plain tree of names at {at}: {str(value)[:80]!r}")
+        if key == "as_operator":
+            raise UnsafeProgramError(f"passes an operator as an argument at {at}, which EAPNet programs never do")
         if key == "expr_str" and _bad_expr(value, _EXPR_NAMES, quoted_symbols=True):
             raise UnsafeProgramError(f"has a shape expression that is not plain arithmetic: {str(value)[:80]!r}")
         if key in ("as_custom_obj", "as_graph") or (key == "custom_obj_values" and value):
@@ -169,10 +194,12 @@ def _check_archive(path: Path) -> None:
         if len(roots) != 1:
             raise UnsafeProgramError(f"has {len(roots)} top-level folders; a .pt2 has one")
         root = roots.pop() + "/"
+        if len({i.filename for i in infos}) != len(infos):
+            raise UnsafeProgramError("holds two members of one name (zip readers disagree on which one counts)")
         rel = {}
         for i in infos:
             name = i.filename[len(root):]
-            if i.is_dir():
+            if i.is_dir() and i.file_size == 0:
                 continue
             if ".." in name.split("/") or not _MEMBER_RE.fullmatch(name):
                 raise UnsafeProgramError(f"holds {name!r}, which a program written by compress.quantize never "

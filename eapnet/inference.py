@@ -139,7 +139,7 @@ def predict(model: nn.Module, ldrs: np.ndarray, evs: np.ndarray, *, tile: int | 
     setting. ``overlap``: pixels shared by neighbouring tiles (an integer in [0, tile/2)). ``amp``: one of
     :data:`AMP` (autocast on CUDA only). Arguments are checked (ValueError naming the argument) before anything
     runs, then the memory the run needs: for an EAPNet (``eapnet.memory.estimate_peak_bytes``: the whole frame,
-    or one tile plus the frame's buffers) a run that exceeds the available RAM (GPU memory on CUDA) is refused
+    or one tile plus the frame's buffers) a run that exceeds the machine's RAM (GPU memory on CUDA) is refused
     with the figures (:class:`eapnet.memory.MemoryBudgetError`, a ValueError) unless ``allow_large``."""
     tile = tile_size(tile)
     if not _pixels(overlap) or overlap < 0:
@@ -158,7 +158,8 @@ def predict(model: nn.Module, ldrs: np.ndarray, evs: np.ndarray, *, tile: int | 
         need = estimate_peak_bytes(config, H, W, tile=None if whole else tile, half=half)
         doing = "whole-frame inference" if whole else f"tiled inference ({tile[0]}x{tile[1]} tiles)"
         hint = "pass tile=N to run it in tiles" if whole else "pass a smaller tile"
-        require_memory(need, f"frame {H}x{W}", doing, f"{hint}, or allow_large=True to try anyway", device)
+        require_memory(need, f"frame {H}x{W}", doing, f"{hint}, or allow_large=True to try anyway", device,
+                       limit="total")   # inside evaluation and parity: only what can never fit
     x, e = to_batch(ldrs, evs, device)
     with _autocast(device, amp), cpu_channels_last(model):
         if whole:

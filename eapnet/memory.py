@@ -218,12 +218,16 @@ def _gib(n: int) -> str:
 
 
 def require_memory(need: int, what: str, doing: str, hint: str,
-                   device: str | torch.device | None = None) -> None:
-    """:class:`MemoryBudgetError` when ``need`` bytes exceed the available memory of ``device`` (this machine's
-    RAM by default; :func:`memory_of`), as one line: ``<what>: <doing> needs about N GiB, this machine has T GiB
-    (A GiB available); <hint>``. ``what`` names the argument (``--size 4096x4096``), ``hint`` how to insist."""
+                   device: str | torch.device | None = None, *, limit: str = "available") -> None:
+    """:class:`MemoryBudgetError` when ``need`` bytes exceed the memory of ``device`` (this machine's RAM by
+    default; :func:`memory_of`), as one line: ``<what>: <doing> needs about N GiB, this machine has T GiB
+    (A GiB available); <hint>``. ``what`` names the argument (``--size 4096x4096``), ``hint`` how to insist.
+    ``limit``: ``"available"`` (what is free now: a command's check before it starts) or ``"total"`` (what
+    can never fit: a check deep inside a long job, which a passing dip in free memory must not fail)."""
+    if limit not in ("available", "total"):
+        raise ValueError(f"limit must be 'available' or 'total', got {limit!r}")
     total, available = memory_of(device)
-    if need > available:
+    if need > (available if limit == "available" else total):
         where = "this GPU" if device is not None and torch.device(device).type == "cuda" else "this machine"
         raise MemoryBudgetError(f"{what}: {doing} needs about {_gib(need)}, {where} has {_gib(total)} "
                                 f"({_gib(available)} available); {hint}")

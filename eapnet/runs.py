@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -175,15 +176,20 @@ def lock_run_dir(out: str | os.PathLike, *, tool: str, flag: str = "--out") -> N
     no-op. On a file system without ``flock`` the run goes on unlocked. :func:`record_run` records ``tool``."""
     key = Path(out).resolve()
     if key in _HELD:
+        _HELD[key] = (_HELD[key][0], tool)   # this process's newer claim names the tool its run.json records
         return
     fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise OutputExistsError(_busy(Path(out), flag)) from None
-    except OSError:
-        pass
+    for attempt in range(20):   # another process's check (_in_use) holds a shared lock for microseconds
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == 19:
+                os.close(fd)
+                raise OutputExistsError(_busy(Path(out), flag)) from None
+            time.sleep(0.05)
+        except OSError:
+            break
     _HELD[key] = (fd, tool)
 
 
@@ -268,9 +274,13 @@ def make_run_dir(out: str | os.PathLike | None, prefix: str, root: str | os.Path
     the same ``tool``; or one holding only ``run.json``) is emptied first, so no file of the old run
     survives beside the new ones. The check is repeated once the folder is claimed, so a job that started
     or finished in between is not emptied."""
-    if out is None:
+    if out is None:   # a folder of its own: two runs started in the same second get -2, -3, ...
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(root) / f"{prefix}-{stamp}"
+        n = 1
+        while out.exists():
+            n += 1
+            out = Path(root) / f"{prefix}-{stamp}-{n}"
     out = Path(out)
     inputs = list(inputs)
     kw = dict(tool=tool, overwrite=overwrite, resume_hint=resume_hint, inputs=inputs)

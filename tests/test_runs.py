@@ -390,3 +390,28 @@ def test_a_command_that_fails_early_can_be_run_again(case, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "already holds files" not in err, err
     assert not out.exists() or {p.name for p in out.iterdir()} <= {"run.json"}
+
+
+def test_a_folder_reclaimed_in_one_process_records_the_newer_tool(tmp_path):
+    out = tmp_path / "run"
+    make_run_dir(out, "x", tool="eapnet-evaluate")
+    record_run(out, {})                       # failed before its first output: only run.json
+    make_run_dir(out, "x", tool="eapnet-compress")
+    record_run(out, {})
+    assert json.loads((out / "run.json").read_text())["tool"] == "eapnet-compress"
+
+
+def test_auto_named_folders_of_one_second_do_not_collide(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from eapnet import runs
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(runs._dt, "datetime", Frozen)
+    a = runs.make_run_dir(None, "eval", root=tmp_path, tool="eapnet-evaluate")
+    b = runs.make_run_dir(None, "eval", root=tmp_path, tool="eapnet-evaluate")
+    assert (a.name, b.name) == ("eval-20260102-030405", "eval-20260102-030405-2")

@@ -110,6 +110,38 @@ def test_clean_archive_loads_and_computes(clean):
     assert torch.equal(model(x, e), ref)
 
 
+def _rename_input(doc, old, new):
+    """Rename graph input ``old`` everywhere in the program's JSON (its placeholder and every use)."""
+    def walk(o):
+        if isinstance(o, dict):
+            for k, v in list(o.items()):
+                if v == old and k in ("name", "as_name", "user_input_name"):
+                    o[k] = new
+                else:
+                    walk(v)
+        elif isinstance(o, list):
+            for i, v in enumerate(o):
+                if v == old:
+                    o[i] = new
+                else:
+                    walk(v)
+    walk(doc)
+
+
+def _first_expr(doc):
+    """The first ``as_expr`` dict in the program's JSON (a symbolic size)."""
+    stack = [doc]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, dict):
+            if "expr_str" in o:
+                return o
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
+    raise AssertionError("no symbolic expression in the program")
+
+
 def _edits(marker):
     payload = pickle.dumps(_Payload(marker))
     return {
@@ -125,6 +157,16 @@ def _edits(marker):
             _json_edit("models/model.json", lambda doc: doc["range_constraints"].update(
                 {f"__import__('os').system('touch {marker}')": {"min_val": 1, "max_val": 2}})),
             "range constraint that is not plain arithmetic"),
+        "an input named with code": (
+            _json_edit("models/model.json", lambda doc: _rename_input(doc, "evs", f"evs=open('{marker}', 'w')")),
+            "that is not a Python identifier"),
+        "a shape expression with a tower of powers": (
+            _json_edit("models/model.json", lambda doc: _first_expr(doc).update(expr_str="9**9**9**9")),
+            "has a shape expression that is not plain arithmetic"),
+        "a tree spec with code in a key": (
+            _json_edit("models/model.json", lambda doc: doc["graph_module"]["module_call_graph"][0]["signature"]
+                       .update(in_spec=f'[1, {{"context": "[\\"x=open(\'{marker}\')\\"]"}}]')),
+            "has an in_spec that is not a plain tree of names"),
         "a custom-object constant": (
             lambda n, d: {n: d, n.split("/", 1)[0] + "/data/constants/custom_obj_0": payload}
             if n.endswith("archive_format") else d, "custom_obj_0"),
@@ -212,3 +254,15 @@ def test_guards_of_real_programs_are_accepted():
     for guard in ["L['ldrs'].size()[3].__class__ == 0", "getattr(L, 'x') == 0", "open('/tmp/x') == 0"]:
         with pytest.raises(safe_pt2.UnsafeProgramError, match="guard"):
             safe_pt2._check_graph({"guards_code": [guard]}, "models/model.json")
+
+
+def test_two_members_of_one_name_are_refused(clean, tmp_path):
+    evil = _rewrite(clean, tmp_path / "evil.pt2", lambda n, d: d)
+    with zipfile.ZipFile(evil) as z:
+        graph = next(n for n in z.namelist() if n.endswith("models/model.json"))
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(evil, "a") as z:
+        z.writestr(graph, b"{}")   # a second graph: which one a reader takes depends on the reader
+    with zipfile.ZipFile(evil) as z:
+        assert len(z.namelist()) != len(set(z.namelist()))
+    with pytest.raises(safe_pt2.UnsafeProgramError, match="two members of one name"):
+        load_quantized(evil)
