@@ -17,12 +17,10 @@ from pathlib import Path
 from bench.knobs import VARIANTS, markdown, probe
 from mobile_export.latency import save_report
 
-from eapnet.cli import Parser, command, threads_arg
+from eapnet.cli import Parser, add_overwrite, command, int_at_least, out_dir, size_arg, threads_arg
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import add_overwrite, int_at_least, size_arg
-
     p = Parser(prog="eapnet-bench-knobs", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="standard", help="shipped name or float .pt checkpoint")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
@@ -37,8 +35,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 @command
 def main(argv=None) -> int:
-    from eapnet.cli import out_dir
-
     p = get_args_parser()
     args = p.parse_args(argv)
     if args.size[0] % 8 or args.size[1] % 8:

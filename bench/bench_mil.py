@@ -17,12 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from eapnet.cli import Parser, command, threads_arg
+from eapnet.cli import Parser, add_overwrite, command, int_at_least, out_dir, size_arg, threads_arg
+from eapnet.runs import atomic_write_json, atomic_write_text, record_run
+from mobile_export.common import example_inputs, load_source
+from mobile_export.coreml_export import export_mlpackage
+from mobile_export.mil_interp import load_program
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import add_overwrite, int_at_least, size_arg
-
     p = Parser(prog="eapnet-bench-mil", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="standard", help="shipped name or float .pt checkpoint")
     p.add_argument("--size", type=size_arg, default=(256, 384), metavar="HxW", help="canvas size")
@@ -47,11 +49,6 @@ def _median_s(fn, runs: int) -> float:
 @command
 def main(argv=None) -> int:
     import torch
-
-    from eapnet.cli import out_dir
-    from mobile_export.common import example_inputs, load_source
-    from mobile_export.coreml_export import export_mlpackage
-    from mobile_export.mil_interp import load_program
 
     p = get_args_parser()
     args = p.parse_args(argv)
@@ -81,8 +78,6 @@ def main(argv=None) -> int:
                     *(f"| {r['runtime']} | {r['median_s']:.3f} | {r['ratio']:.2f} |" for r in rows)]) + "\n"
     print(md)
     if out is not None:
-        from eapnet.runs import atomic_write_json, atomic_write_text, record_run
-
         record_run(out, vars(args))
         atomic_write_json(out / "bench.json", {"model": args.model, "size": [h, w], "runs": args.runs,
                                                "threads": torch.get_num_threads(), "rows": rows})

@@ -19,12 +19,10 @@ from pathlib import Path
 
 from mobile_export.latency import RUNTIMES, bench, report_markdown, save_report
 
-from eapnet.cli import Parser, command, threads_arg
+from eapnet.cli import Parser, add_overwrite, command, int_at_least, out_dir, size_arg, threads_arg
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import add_overwrite, int_at_least, size_arg
-
     p = Parser(prog="eapnet-bench-mobile", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["standard", "lightweight"],
                    help="shipped names or float .pt checkpoints")
@@ -44,8 +42,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 @command
 def main(argv=None) -> int:
-    from eapnet.cli import out_dir
-
     p = get_args_parser()
     args = p.parse_args(argv)
     if args.int8 and len(args.models) != 1:

@@ -19,8 +19,10 @@ import sys
 from pathlib import Path
 
 from calib_data import MANIFEST
-from calib_data.generate import CALIB_SEED, ROOT
+from calib_data.generate import CALIB_SEED, ROOT, build_set
 from eapnet.cli import Parser, command, side_arg
+from eapnet.data import DataError, scene_sources_from_folder
+from eapnet.data.synthetic import HELDOUT_SEED, TRAIN_SEED
 
 MAX_SIZE = 4096
 """Largest ``--size`` (px): the largest side an exported program takes (``compress.quantize``); one scene of
@@ -46,9 +48,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from eapnet.data import DataError, scene_sources_from_folder
-    from eapnet.data.synthetic import HELDOUT_SEED, TRAIN_SEED
-
     if args.n < 1:
         p.error(f"--num must be >= 1, got {args.n}")
     if args.size % 8:
@@ -84,8 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     p = get_args_parser()
     args = p.parse_args(argv)
     _check_args(p, args)
-    from calib_data.generate import build_set
-    from eapnet.data import DataError
 
     try:
         build_set(args.out, args.source, args.n, args.size, args.seed, progress=not args.quiet)

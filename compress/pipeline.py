@@ -38,8 +38,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from eapnet.cli import max_threads
-from eapnet.inference import resolve_device
+from eapnet.cli import int_at_least, maccs_arg, max_threads, parse_size, size_arg, yaml_config
+from eapnet.inference import example_inputs, resolve_device
+from compress import quantize
+from compress.distill import distill, patch_stream
+from compress.prune import IMPORTANCE, drop_blocks, prune_to
+from compress.quantize import QUANT_BACKENDS
+from compress.search import (
+    BudgetError, blocks_config, candidate_searches, check_reachable, config_maccs, damage_fn, sensitivity,
+    uniform_config,
+)
+from eapnet.checkpoint import load_model, save_checkpoint
+from eapnet.data import DataError, list_ntire_ids
+from eapnet.data.ntire import ntire_frame_size
+from eapnet.evalsets import TeacherOutputs, as_batches, calibration, score, standard_sets
+from eapnet.macs import count_maccs, count_params, format_maccs
 
 DEFAULTS = Path(__file__).resolve().parent / "configs" / "compress.yaml"
 METHODS = ("search", "uniform", "blocks")
@@ -52,8 +65,6 @@ def _check_calib_sizes(folder: str, limit: int) -> None:
     """ValueError ``calib: ...`` where one of the first ``limit`` scenes of the calibration ``folder`` is smaller
     than 16x16 (HxW; read from the PNG headers): the int8 program is traced at the calibration size, and a side
     of one padded step (8 px) is specialised by ``torch.export``, whose guard then fails after the search."""
-    from eapnet.data import DataError, list_ntire_ids
-    from eapnet.data.ntire import ntire_frame_size
 
     try:
         for sid in list_ntire_ids(folder)[:limit]:
@@ -90,10 +101,6 @@ class CompressConfig:
     threads: int
 
     def __post_init__(self):
-        from compress.prune import IMPORTANCE
-        from compress.quantize import QUANT_BACKENDS
-        from eapnet.cli import parse_size
-
         size = parse_size(self.size) if isinstance(self.size, str) else tuple(int(v) for v in self.size)
         object.__setattr__(self, "size", size)
         steps = tuple(int(v) for v in (self.steps if isinstance(self.steps, (list, tuple)) else [self.steps]))
@@ -142,7 +149,6 @@ class CompressConfig:
     @staticmethod
     def defaults(path: str | Path | None = None) -> dict:
         """The YAML defaults (``compress/configs/compress.yaml``), updated by the YAML file ``path``."""
-        from eapnet.cli import yaml_config
 
         return yaml_config(DEFAULTS, path, "compression")
 
@@ -161,8 +167,6 @@ def add_config_args(p, target: bool = True, skip: tuple[str, ...] = ()) -> None:
     compress/configs/compress.yaml but those in ``skip`` to the argparse parser ``p`` (values default to None:
     unset flags keep the YAML's value)."""
     import argparse
-
-    from eapnet.cli import int_at_least, maccs_arg, size_arg
 
     if target:
         p.add_argument("--target-maccs", type=maccs_arg, required=True,
@@ -214,9 +218,6 @@ def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] =
     """Run stages 1-5 (module docstring); writes ``compressed.pt`` and ``int8.pt2`` (``uniform-*`` too with
     ``compare_uniform``) into ``out_dir``. Raises :class:`compress.search.BudgetError` for a budget below the
     smallest reachable network (before any slow step)."""
-    from eapnet.checkpoint import load_model
-    from eapnet.evalsets import TeacherOutputs, calibration, standard_sets
-    from eapnet.macs import count_maccs, count_params, format_maccs
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -232,7 +233,6 @@ def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] =
     log(f"teacher {cfg.model}: {format_maccs(t_maccs)} MAccs, {t_params / 1e3:.2f} k params; "
         f"target {format_maccs(cfg.target_maccs)}")
     calib = calibration(cfg.calib or None, cfg.calib_scenes)
-    from compress.distill import patch_stream
 
     stream = patch_stream(cfg.data, cfg.seed, cfg.patch)   # a bad --data folder fails here, before the search
 
@@ -247,9 +247,6 @@ def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] =
     if cfg.compare_uniform and not stage["skipped"] and stage["uniform_config"] is None:
         log(f"uniform width scaling cannot reach {format_maccs(cfg.target_maccs)} MAccs: no uniform baseline")
     elif cfg.compare_uniform and not stage["skipped"]:
-        from compress.prune import prune_to
-        from eapnet.evalsets import as_batches
-
         runs.append(("uniform", prune_to(teacher, stage["uniform_config"], cfg.importance, as_batches(calib)),
                      "uniform-"))
     losses, curves = {}, {}
@@ -284,11 +281,6 @@ def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] =
 def search_and_prune(teacher: nn.Module, cfg: CompressConfig, calib: list, *, log=print, progress=True) -> dict:
     """Stages 1-2 for ``cfg.method`` (:data:`METHODS`). Returns ``{"model", "search", "uniform", "uniform_config",
     "skipped"}``; ``search`` describes how the model was chosen (``method``, kept PDUBs, zero-shot damage)."""
-    from compress.prune import drop_blocks, prune_to
-    from compress.search import (BudgetError, blocks_config, candidate_searches, check_reachable, config_maccs,
-                                 damage_fn, sensitivity, uniform_config)
-    from eapnet.evalsets import as_batches
-    from eapnet.macs import count_maccs, format_maccs
 
     h, w = cfg.size
     target = cfg.target_maccs
@@ -358,11 +350,6 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
     :class:`eapnet.evalsets.TeacherOutputs`, when given). Returns ``(student, report rows, mean of the last 20
     losses of each loop, curve, wall times)``; ``curve`` is the held-out PSNR-μ after each third of the
     fine-tune (its last point is the fine-tuned model's report row)."""
-    from compress import quantize
-    from compress.distill import distill
-    from eapnet.checkpoint import save_checkpoint
-    from eapnet.evalsets import as_batches
-    from eapnet.macs import count_maccs, count_params
 
     h, w = cfg.size
     ft_steps, qat_steps = cfg.steps
@@ -374,8 +361,6 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
     t = time.time()
     curve = []
     if not skipped and ft_steps:
-        from eapnet.evalsets import score
-
         def probe(step: int) -> None:   # held-out PSNR-μ along the fine-tune: did it have enough steps?
             if sets.get("heldout_synthetic") and step < ft_steps:   # the last step is the report row
                 student.eval()
@@ -412,7 +397,6 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
     int8_model = quantize.Padded(int8).eval()
     times["qat"] = time.time() - t
     t = time.time()
-    from eapnet.evalsets import TeacherOutputs
 
     teacher.cpu()
     reference = reference or TeacherOutputs(teacher)
@@ -427,8 +411,6 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
 
 
 def _score(model: nn.Module, sets: dict, teacher=None) -> dict:
-    from eapnet.evalsets import score
-
     return {name: score(model, scenes, teacher=teacher, dataset=name) for name, scenes in sets.items()}
 
 
@@ -437,14 +419,11 @@ def layer_widths(model: nn.Module) -> dict:
 
 
 def _example(size: int, device):
-    from eapnet.inference import example_inputs
-
     return example_inputs((size, size), batch=2, device=device)
 
 
 def report_markdown(rep: dict) -> str:
     """``report.md`` of a compression run (and of its phone artifacts, when ``rep["export"]`` is present)."""
-    from eapnet.macs import format_maccs
 
     L = [f"# Compression to {format_maccs(rep['target_maccs'])} MAccs", ""]
     if rep.get("command"):

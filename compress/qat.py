@@ -21,12 +21,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from compress.pipeline import add_config_args, config_from_args
+from compress.pipeline import add_config_args, config_from_args, report_markdown
 from eapnet.cli import Parser, add_overwrite, command, int_at_least, size_arg
-from eapnet.inference import TILE_OVERLAP
+from eapnet.inference import TILE_OVERLAP, resolve_device
 from eapnet.macs import FRAME_SIZE
 from eapnet.memory import MemoryBudgetError, check_size, checkpoint_config, estimate_peak_bytes, require_memory
-from mobile_export.pipeline import ARTIFACTS
+from mobile_export.pipeline import ARTIFACTS, compress_and_ship
+from eapnet.cpu import keep_freed_memory
+from eapnet.runs import make_run_dir, record_run
 
 
 def _artifacts_arg(text: str) -> tuple[str, ...]:
@@ -114,12 +116,6 @@ def _check_export(p: argparse.ArgumentParser, args: argparse.Namespace, cfg) -> 
 
 @command
 def main(argv=None) -> int:
-    from compress.pipeline import report_markdown
-    from eapnet.cpu import keep_freed_memory
-    from eapnet.inference import resolve_device
-    from eapnet.runs import make_run_dir, record_run
-    from mobile_export.pipeline import compress_and_ship
-
     args, cfg = parse_args(argv)
     if resolve_device(cfg.device).type == "cpu":
         keep_freed_memory()  # a process-wide malloc setting: no page faults on each step's activations (eapnet/cpu.py)

@@ -38,6 +38,8 @@ from compress.prune import (
 )
 from eapnet.macs import NTIRE_HEIGHT, NTIRE_WIDTH, format_maccs, macc_factors, maccs_from_factors
 from eapnet.model import EAPNet, EAPNetConfig
+from eapnet.cpu import cpu_channels_last
+from eapnet.metrics import DEFAULT_GAMMA
 
 __all__ = [
     "LADDER",
@@ -155,7 +157,6 @@ class Sensitivity:
 
 def _mu(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
     """The official scorer's tone map on gamma-encoded HDR: tanh-bounded linear, then μ-law (μ = 5000)."""
-    from eapnet.metrics import DEFAULT_GAMMA
 
     lin = x.clamp_min(0) ** DEFAULT_GAMMA
     return torch.log1p(5000 * torch.tanh(lin / norm)) / np.log1p(5000)
@@ -165,7 +166,6 @@ def damage_fn(teacher: torch.nn.Module, batches: Sequence[tuple[torch.Tensor, to
               ) -> Callable[[torch.nn.Module], float]:
     """``f(model)`` = mean μ-law MSE between ``model`` and ``teacher`` on ``batches`` of ``(ldrs, evs)``
     (the official tone map, normalised by the teacher output's 99th percentile per image)."""
-    from eapnet.cpu import cpu_channels_last
 
     refs = []
     with torch.no_grad(), cpu_channels_last(teacher):

@@ -23,13 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-from eapnet.cli import Parser, command
+from eapnet.cli import Parser, add_overwrite, command, int_at_least, maccs_arg, out_dir, size_arg
+from compress.budget_sweep import METHOD_ORDER, finished_runs, run_sweep, tabulate
+from compress.pipeline import METHODS, add_config_args, config_from_args
+from eapnet.runs import lock_run_dir, record_run
+from mobile_export.latency import bench
+from mobile_export.pipeline import compress_and_ship
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from compress.pipeline import METHODS, add_config_args
-    from eapnet.cli import add_overwrite, int_at_least, maccs_arg, size_arg
-
     p = Parser(prog="eapnet-sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--budgets", type=maccs_arg, nargs="+", help="MAcc budgets, e.g. 150G 100G 80G")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=["search"],
@@ -56,9 +58,6 @@ def main(argv=None) -> int:
     p = get_args_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
-    from compress.budget_sweep import METHOD_ORDER, finished_runs, run_sweep, tabulate
-    from eapnet.cli import out_dir
-    from eapnet.runs import lock_run_dir, record_run
 
     if args.retabulate:
         out = Path(args.retabulate)
@@ -79,9 +78,6 @@ def main(argv=None) -> int:
         record_run(out, {"resumed": str(out)}, name=f"run-resume-{time.strftime('%Y%m%d-%H%M%S')}.json")
     elif not args.budgets:
         p.error("--budgets is required (or --retabulate or --resume a sweep folder)")
-    from compress.pipeline import config_from_args
-    from mobile_export.latency import bench
-    from mobile_export.pipeline import compress_and_ship
 
     methods = sorted(set(args.methods), key=METHOD_ORDER.get)
     cfgs = {}

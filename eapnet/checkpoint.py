@@ -27,6 +27,7 @@ from torch import nn
 
 from eapnet.model import MAX_COUNT, MAX_WIDTH, EAPNet, EAPNetConfig
 from eapnet.runs import atomic_path
+from eapnet.ahdr import AHDR
 
 FORMAT = "eapnet-checkpoint"
 VERSION = 1
@@ -43,7 +44,6 @@ def model_spec(model: nn.Module) -> dict:
     model = unwrap(model)
     if isinstance(model, EAPNet):
         return {"kind": "eapnet", "config": model.config.to_dict()}
-    from eapnet.ahdr import AHDR
 
     if isinstance(model, AHDR):
         return {"kind": "ahdr", "config": {}}
@@ -55,8 +55,6 @@ def build_from_spec(spec: dict) -> nn.Module:
     if kind == "eapnet":
         return EAPNet(EAPNetConfig.from_dict(dict(spec["config"])))
     if kind == "ahdr":
-        from eapnet.ahdr import AHDR
-
         return AHDR(**spec.get("config", {}))
     raise CheckpointError(f"unknown model kind {kind!r} in checkpoint")
 

@@ -10,6 +10,8 @@ import functools
 import os
 import sys
 from pathlib import Path
+from eapnet.macs import parse_maccs
+from eapnet.runs import OutputExistsError, check_run_dir, make_run_dir
 
 
 class Parser(argparse.ArgumentParser):
@@ -143,7 +145,6 @@ def threads_arg(text: str) -> int:
 
 def maccs_arg(text: str) -> int:
     """argparse type for a MAcc budget (``eapnet.macs.parse_maccs``: ``100G``, ``1.5e11``, ``150000M``)."""
-    from eapnet.macs import parse_maccs
 
     try:
         return parse_maccs(text)
@@ -176,7 +177,6 @@ def out_dir(p: argparse.ArgumentParser, args: argparse.Namespace, prefix: str, c
     paths among the other arguments are the call's inputs, which the folder must not hold. A folder that
     would lose work is the parser's error: one line, exit 2. With ``create=False`` only check
     (:func:`eapnet.runs.check_run_dir`), before the first slow step."""
-    from eapnet.runs import OutputExistsError, check_run_dir, make_run_dir
 
     kw = {"tool": p.prog, "inputs": _path_values(args), **kw}
     try:

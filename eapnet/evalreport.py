@@ -46,6 +46,11 @@ from tqdm import tqdm
 __all__ = ["evaluate", "compare_margins", "motion_markdown", "report_markdown"]
 
 from eapnet.outputs import require_exr, write_outputs
+from eapnet import count_maccs, count_params
+from eapnet.baselines import ALL_BASELINES
+from eapnet.evalsets import load, score_output
+from eapnet.inference import predict
+from eapnet.runs import atomic_write_json, atomic_write_text, make_run_dir, record_run
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -90,11 +95,6 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
         ``"seconds"`` (mean wall time per scene), ``"per_scene": {id: {"psnr_mu", "psnr_l"}}}``,
         ``margins`` (:func:`compare_margins`) and ``settings``.
     """
-    from eapnet import count_maccs, count_params
-    from eapnet.baselines import ALL_BASELINES
-    from eapnet.evalsets import load, score_output
-    from eapnet.inference import predict
-    from eapnet.runs import atomic_write_json, atomic_write_text, make_run_dir, record_run
 
     baselines = list(baselines)
     names = list(models) + baselines

@@ -22,8 +22,8 @@ lightweight model (2,118 B/px): 256x256 195, 512x768 936 MiB. The estimate (1.10
 copy + weights + 64 MiB) is within -3 %..+17 % of each of these from 256x256 up (768x1024: +8 %); it
 over-states 128x128 twice (the fixed part). The exporters at 256x256 and 512x512 (fp32 and int8 ``.pte``,
 fp16 ``.mlpackage``): within -2 %..+7 %, but the Core ML one over-stated by 0.27 GiB (:data:`KINDS`). At the
-full-size 1060x1900 frame the simulation gives 4.49 GB for the standard model; ``bench/bench_mobile.py``
-measured 4.4 GB for the whole-frame fp32 ``.pte`` of its 100 G compressed variant (README). Not calibrated:
+full-size 1060x1900 frame the simulation gives 4.49 GB for the standard model (no measurement at that size;
+``reports/bench-mobile-vnni`` has the peaks of the smaller 100 G variant's runs there). Not calibrated:
 CUDA (where the caching allocator holds freed blocks) and autocast to bf16/fp16, estimated as the same graph
 at 2 bytes per value.
 """

@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 from eapnet.cli import Parser, add_overwrite, command
+from eapnet import load_model
+from eapnet.data import SHARED_SAMPLES
+from eapnet.rendering import DEFAULT_CROP, parse_crop, render
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,9 +34,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = get_args_parser()
     args = p.parse_args(argv)
-    from eapnet import load_model
-    from eapnet.data import SHARED_SAMPLES
-    from eapnet.rendering import DEFAULT_CROP, parse_crop, render
 
     try:
         crop = parse_crop(args.crop) if args.crop else DEFAULT_CROP

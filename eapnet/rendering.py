@@ -22,6 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from eapnet.metrics import DEFAULT_GAMMA as GAMMA
+from eapnet.baselines import consistent_merge, radiance_merge
+from eapnet.data import SHARED_SAMPLES, read_ntire
+from eapnet.inference import predict
+from eapnet.outputs import tonemap_preview
+from eapnet.runs import atomic_write_bytes
 
 DEFAULT_CROP = (600, 900, 760, 1240)  # y0, y1, x0, x1 in a 1060x1900 (HxW) frame: hands and heads below the stage
 
@@ -77,9 +82,6 @@ def preview_panels(model, ldrs: np.ndarray, evs: np.ndarray) -> tuple[dict[str, 
     tone map, and :func:`light_ghosts` of each merge and the model (stops). ``base`` is the radiance merge (the
     unaligned merge whose ghosts the preview is about); ``own_base`` the model's own base image where its config
     names another (``base="consistent"``: :func:`eapnet.baselines.consistent_merge`)."""
-    from eapnet.baselines import consistent_merge, radiance_merge
-    from eapnet.outputs import tonemap_preview
-    from eapnet.inference import predict
 
     base = radiance_merge(ldrs, evs)
     images = {"medium": np.clip(ldrs[1], 0, 1), "base": base}
@@ -125,9 +127,6 @@ def render(model, out: Path, crop=DEFAULT_CROP, folder: Path | None = None, samp
     """Render the preview of ``folder/sample`` (default: the shared full-size frame) to ``out`` (PNG); returns
     the path and :func:`light_ghosts` of each panel but the medium frame (stops; see :func:`preview_panels`)."""
     import cv2
-
-    from eapnet.data import SHARED_SAMPLES, read_ntire
-    from eapnet.runs import atomic_write_bytes
 
     folder = Path(folder) if folder is not None else SHARED_SAMPLES / "fullres_no_gt"
     ldrs, evs, _ = read_ntire(folder, sample)

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+from eapnet.cpu import machine
 
 _PACKAGES = ("torch", "executorch", "torchao", "coremltools", "torch-pruning", "numpy",
              "opencv-python-headless", "torchinfo", "scikit-image")
@@ -308,7 +309,6 @@ def record_run(run_dir: str | os.PathLike, args: dict[str, Any], name: str = "ru
     command line that reproduces the run (``command``, e.g. ``python -m eapnet.train --steps 10``; default:
     this process's argv), git commit, versions, the machine (``eapnet.cpu.machine``: CPU, cores, the ISA
     extensions that decide int8/bf16 speed), start time."""
-    from eapnet.cpu import machine
 
     path = Path(run_dir) / name
     if tool is None:

@@ -15,9 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from eapnet.checkpoint import WEIGHTS_DIR
+from eapnet.checkpoint import CheckpointError, WEIGHTS_DIR, model_from_checkpoint, read_checkpoint
 from eapnet.cli import Parser, add_overwrite, command, side_arg
-from eapnet.shipping import DOCS_DIR
+from eapnet.shipping import DOCS_DIR, run_checkpoint, ship, shipped_files
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -39,8 +39,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = get_args_parser()
     args = p.parse_args(argv)
-    from eapnet.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
-    from eapnet.shipping import run_checkpoint, ship, shipped_files
 
     src = run_checkpoint(args.run)
     try:

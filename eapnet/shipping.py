@@ -24,6 +24,13 @@ from eapnet.checkpoint import WEIGHTS_DIR, CheckpointError, read_checkpoint, sav
 from eapnet.cpu import cpu_name
 from eapnet.macs import count_maccs, count_params
 from eapnet.runs import atomic_write_text
+from eapnet.ablation import ablation_table, table_markdown
+from eapnet.baselines import BASELINES
+from eapnet.data import SHARED_SAMPLES
+from eapnet.diagnostics import dead_channels, probe_batches
+from eapnet.evalreport import evaluate, motion_markdown
+from eapnet.evalsets import heldout_synthetic, real_crops, standard_sets
+from eapnet.rendering import render
 
 DOCS_DIR = WEIGHTS_DIR.parents[1] / "docs"
 """Where the preview of the real full-size frame goes by default (``docs/fullres_<name>.png``)."""
@@ -193,7 +200,6 @@ def _committed_versions(path: Path) -> list:
 def shipped_files(name: str, weights_dir: Path = WEIGHTS_DIR, preview_dir: Path | None = DOCS_DIR) -> list[Path]:
     """The files :func:`ship` writes for ``name``: weights, card and, where the shared samples hold the real
     full-size frame and ``preview_dir`` is given, its preview."""
-    from eapnet.data import SHARED_SAMPLES
 
     files = [weights_dir / f"{name}.pt", weights_dir / f"{name}.md"]
     if preview_dir is not None and (SHARED_SAMPLES / "fullres_no_gt").is_dir():
@@ -214,13 +220,6 @@ def ship(model: nn.Module, ckpt: dict, src: Path, name: str, *, heldout: int = 1
     run = src.parent
     cfg = ckpt["train_config"]
     out_pt = weights_dir / f"{name}.pt"
-    from eapnet.ablation import ablation_table, table_markdown
-    from eapnet.baselines import BASELINES
-    from eapnet.data import SHARED_SAMPLES
-    from eapnet.diagnostics import dead_channels, probe_batches
-    from eapnet.evalreport import evaluate, motion_markdown
-    from eapnet.evalsets import heldout_synthetic, real_crops, standard_sets
-    from eapnet.rendering import render
 
     datasets = {"heldout_synthetic": heldout_synthetic(heldout, size)}
     crops = real_crops()

@@ -39,6 +39,10 @@ from eapnet.losses import EAPNetLoss
 from eapnet.model import BASES
 from eapnet.recycle import find_dead, recycle
 from eapnet.runs import atomic_write_json, atomic_write_text
+from eapnet.cli import yaml_config
+from eapnet.data.patches import PatchDataset, augment, scene_sources_from_folder, scene_to_tensors
+from eapnet.data.synth.config import PRESETS
+from eapnet.data.synthetic import generate_scene, scene_seed
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train.yaml"
 # Keys a resumed run may change: they do not alter what the uninterrupted run would have computed.
@@ -53,7 +57,6 @@ SCHEDULES = ("step", "cosine", "wsd")
 
 def load_config(path: str | Path | None = None) -> dict:
     """Defaults from train.yaml, updated by ``path`` (a YAML mapping of known keys)."""
-    from eapnet.cli import yaml_config
 
     return yaml_config(DEFAULT_CONFIG, path, "training")
 
@@ -98,8 +101,6 @@ def validate_config(cfg: dict) -> dict:
         raise ValueError(f"model must be standard, lightweight, ahdr or a JSON/YAML EAPNetConfig file, "
                          f"got {cfg['model']!r}")
     if cfg["data"].startswith("synthetic"):
-        from eapnet.data.synth.config import PRESETS
-
         preset = cfg["data"].partition(":")[2] or "default"
         if cfg["data"] not in ("synthetic", f"synthetic:{preset}") or preset not in PRESETS:
             raise ValueError(f"data {cfg['data']!r}: the synthetic generator's configs are "
@@ -150,11 +151,6 @@ class SyntheticStream(Dataset):
         return 2**62
 
     def __getitem__(self, g: int) -> dict:
-        from eapnet.data.patches import augment, scene_to_tensors
-        from eapnet.data.synthetic import generate_scene, scene_seed
-
-        from eapnet.data.synth.config import PRESETS
-
         s = scene_to_tensors(*generate_scene(scene_seed(self.seed, g), self.patch, self.patch, PRESETS[self.preset]))
         k = int(np.random.default_rng([self.seed, g, 7]).integers(8))
         s["ldrs"], s["gt"] = augment(s["ldrs"], s["gt"], k)
@@ -165,8 +161,6 @@ class FolderStream(Dataset):
     """Sample ``g`` = patch ``perm_epoch[g % N]`` of a folder's scenes (epoch = g // N), randomly flipped/rotated."""
 
     def __init__(self, folder: str | Path, seed: int, patch: int, stride: int):
-        from eapnet.data.patches import PatchDataset, scene_sources_from_folder
-
         self.ds = PatchDataset(scene_sources_from_folder(folder), patch=patch, stride=stride, augment=False,
                                seed=seed)
         if len(self.ds) == 0:
@@ -178,8 +172,6 @@ class FolderStream(Dataset):
         return 2**62
 
     def __getitem__(self, g: int) -> dict:
-        from eapnet.data.patches import augment
-
         n = len(self.ds)
         epoch = g // n
         if self._perm is None or self._perm[0] != epoch:

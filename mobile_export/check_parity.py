@@ -19,15 +19,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from eapnet.cli import Parser, command, threads_arg
+from eapnet.cli import Parser, add_overwrite, command, int_at_least, out_dir, threads_arg
 from eapnet.inference import TILE_OVERLAP, resolve_device
 from mobile_export.canvas import DATASETS
 from mobile_export.parity import report_markdown, run_parity
+from eapnet.checkpoint import SHIPPED
+from eapnet.runs import atomic_write_json, atomic_write_text, record_run
+from mobile_export.backends import BACKENDS
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import add_overwrite, int_at_least
-
     p = Parser(prog="eapnet-parity",
                description="Check exported .pte / .mlpackage files against their float model.")
     p.add_argument("artifacts", nargs="+", help=".pte and/or .mlpackage paths")
@@ -60,8 +61,6 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     neither ``.pte`` nor ``.mlpackage``, a ``--model`` that is not a float reference (a shipped name or an
     existing ``.pt``: judged by name, nothing is loaded), flags that apply to nothing asked for. Missing
     artifacts: :func:`main`, after ``--out`` (whose refusal comes first)."""
-    from eapnet.checkpoint import SHIPPED
-    from mobile_export.backends import BACKENDS
 
     try:
         resolve_device(args.device)
@@ -91,8 +90,6 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
-    from eapnet.cli import out_dir
-
     p = get_args_parser()
     args = p.parse_args(argv)
     _check_args(p, args)
@@ -107,8 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                      tile_overlap=args.tile_overlap)
     md = report_markdown(rep)
     if out is not None:
-        from eapnet.runs import atomic_write_json, atomic_write_text, record_run
-
         record_run(out, vars(args))
         atomic_write_json(out / "parity.json", rep)
         atomic_write_text(out / "parity.md", md)

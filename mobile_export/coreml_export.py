@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from eapnet.evalsets import CALIBRATION_SCENES, calibration_batches
-from eapnet.runs import file_sha256
+from eapnet.runs import atomic_write_bytes, file_sha256
 
 from mobile_export.common import (
     DEFAULT_SIZE,
@@ -55,6 +55,9 @@ from mobile_export.common import (
     load_source,
     parse_size,
 )
+from compress.quantize import Padded, convert, prepare_ptq
+from mobile_export.backends import Artifact
+from mobile_export.mil_interp import load_program
 
 __all__ = [
     "PRECISIONS",
@@ -133,7 +136,6 @@ def _w8a8_module(src: Source, calib) -> tuple[torch.nn.Module, str]:
             raise ValueError(f"{src.path} was quantized with the {src.quant_backend!r} quantizer flavour; Core ML "
                              f"w8a8 needs the Core ML one (compress/qat.py --backend coreml), or a float source")
         return src.module, "PT2E int8 program (Core ML quantizer)"
-    from compress.quantize import Padded, convert, prepare_ptq
 
     batches = _calibration_batches(calib)
     where = "scenes of calib_data/default" if calib is None or isinstance(calib, int) else "batches"
@@ -305,8 +307,6 @@ def set_metadata(path: str | os.PathLike, **kv) -> dict[str, str]:
     """
     from coremltools.proto import Model_pb2
 
-    from eapnet.runs import atomic_write_bytes
-
     spec_path = _spec_file(path)
     spec = Model_pb2.Model()
     spec.ParseFromString(spec_path.read_bytes())
@@ -341,8 +341,6 @@ def open_mlpackage(path: str | os.PathLike, *, threads: int | None = None):
     macOS, elsewhere with the NumPy MIL interpreter (``mobile_export.mil_interp``: what the program computes,
     not what a phone's Core ML kernels return). ``threads`` is unused (Core ML and the interpreter choose).
     Raises ``ValueError`` for an unreadable package."""
-    from mobile_export.backends import Artifact
-    from mobile_export.mil_interp import load_program
 
     path = Path(path)
     try:

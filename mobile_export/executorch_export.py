@@ -67,6 +67,9 @@ from mobile_export.common import (
     artifact_name,
     export_fixed,
 )
+from compress.quantize import Padded, convert, prepare_ptq
+from eapnet.runs import atomic_path, atomic_write_json
+from mobile_export.backends import Artifact, artifact_sha256
 
 __all__ = ["DelegationError", "delegation_report", "export_pte", "load_pte", "lower", "make_delegable",
            "open_pte", "ptq_source", "run_pte"]
@@ -406,7 +409,6 @@ def ptq_source(source: Source, calib: Sequence[tuple[torch.Tensor, torch.Tensor]
     ``eapnet.evalsets.CALIBRATION_SCENES`` scenes of the shipped calibration set. Its module is the Q/DQ reference model
     (``compress.quantize.Padded``: any H, W), the program the int8 ``.pte`` must reproduce.
     """
-    from compress.quantize import Padded, convert, prepare_ptq
 
     if source.precision != "fp32":
         raise ValueError(f"PTQ needs a float source; {source.path} is already {source.precision}")
@@ -441,8 +443,6 @@ def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, i
     if source.precision == "fp32" and precision == "int8":
         source = ptq_source(source, calib)
 
-    from eapnet.runs import atomic_path, atomic_write_json
-
     edge = lower(export_fixed(source.module, size))
     report = delegation_report(edge)
     if report["non_delegated_nodes"]:  # lower again, this time collecting the partitioner's reasons
@@ -459,7 +459,6 @@ def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, i
         program.write_to_file(f)
         f.flush()
         os.fsync(f.fileno())
-    from mobile_export.backends import artifact_sha256
 
     atomic_write_json(path.with_suffix(".json"), {
         "pte": path.name, "artifact_sha256": artifact_sha256(path), "variant": source.variant,
@@ -557,8 +556,6 @@ def open_pte(path: str | os.PathLike, *, threads: int | None = None):
     its process, and that must be the child's. Raises ``ValueError`` for a missing or unreadable sidecar or an
     unloadable program."""
     import json
-
-    from mobile_export.backends import Artifact
 
     path = Path(path)
     sidecar = path.with_suffix(".json")

@@ -18,17 +18,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from compress.quantize import read_quantized_meta
-from eapnet.cli import Parser, command
+from eapnet.cli import Parser, command, int_at_least, size_arg
 from eapnet.evalsets import CALIBRATION_SCENES
 from eapnet.memory import MemoryBudgetError, check_size, checkpoint_config
 from eapnet.model import EAPNetConfig
 from mobile_export.common import DEFAULT_SIZE, artifact_name, load_source
 from mobile_export.coreml_export import PRECISIONS, export_mlpackage
+from eapnet.checkpoint import CheckpointError, SHIPPED
+from eapnet.runs import OutputExistsError, make_run_dir, record_run
+from mobile_export.mil_interp import program_ops
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import int_at_least, size_arg
-
     p = Parser(prog="eapnet-export-coreml",
                description="Export EAPNet to a Core ML .mlpackage (ML Program, iOS 17+).")
     p.add_argument("--model", "--source", dest="source", required=True,
@@ -51,8 +52,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    from eapnet.checkpoint import SHIPPED, CheckpointError
-    from eapnet.runs import OutputExistsError, make_run_dir, record_run
 
     if args.source not in SHIPPED and not Path(args.source).is_file():
         parser.error(f"--model {args.source!r}: neither one of {list(SHIPPED)} nor an existing file")
@@ -93,7 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = time.time()
     path = export_mlpackage(src, run_dir, precision=precision, size=args.size,
                             calib=args.calib_scenes if precision == "w8a8" else None)
-    from mobile_export.mil_interp import program_ops
 
     ops = program_ops(path)
     print(f"wrote {path} ({time.time() - t:.1f} s)")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from compress.quantize import read_quantized_meta
-from eapnet.cli import Parser, command, threads_arg
+from eapnet.cli import Parser, command, int_at_least, size_arg, threads_arg
 from eapnet.evalsets import CALIBRATION_SCENES, calibration_batches
 from eapnet.memory import MemoryBudgetError, check_size, checkpoint_config
 from eapnet.model import EAPNetConfig
@@ -35,11 +35,11 @@ from mobile_export.executorch_export import (
     ptq_source,
     run_pte,
 )
+from eapnet.checkpoint import SHIPPED
+from eapnet.runs import OutputExistsError, atomic_write_json, make_run_dir, record_run
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import int_at_least, size_arg
-
     p = Parser(prog="eapnet-export-pte",
                description=__doc__.split("\n\n")[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -66,7 +66,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = get_args_parser()
     a = p.parse_args(argv)
     src = str(a.source)
-    from eapnet.checkpoint import SHIPPED
 
     if src not in SHIPPED:
         if not src.endswith((".pt", ".pt2")):
@@ -98,7 +97,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 @command
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from eapnet.runs import OutputExistsError, atomic_write_json, make_run_dir, record_run
 
     t0 = time.time()
     try:

@@ -32,6 +32,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from eapnet.checkpoint import load_model
+from eapnet.cpu import machine
+from eapnet.inference import TILE_OVERLAP, example_inputs, predict
+from eapnet.runs import atomic_write_json, atomic_write_text, record_run
+from mobile_export.backends import check_stamp
+from mobile_export.common import ProgramModule, artifact_name, load_source
+from mobile_export.executorch_export import BACKEND, export_pte, load_pte
+from mobile_export.pte_profile import FORMATS, planned_memory_mb, profile_pte
 
 GOAL_INT8_SPEEDUP = 3.0
 """The project's goal for an int8 ``.pte``: at least this many times faster than eager fp32."""
@@ -59,37 +67,26 @@ def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int)
     a ``.pte``; "tiled" runs it over a ``size`` frame in tiles of its own size) or "profile" (its ETDump profile)."""
     import torch
 
-    from eapnet.inference import example_inputs
-
     torch.set_num_threads(threads)
     if kind == "profile":
-        from mobile_export.pte_profile import profile_pte
-
         return {**profile_pte(path, runs=runs, threads=threads).to_dict(), "peak_rss_mb": _rss_mb()}
     ldrs, evs = example_inputs(size)
     if kind == "pair":
         return _pair(path.split(os.pathsep), ldrs, evs, runs, threads)
     before = _rss_mb()
     if kind == "eager":
-        from eapnet.checkpoint import load_model
-
         model = load_model(path).float().eval()
 
         def fn():
             with torch.inference_mode():
                 model(ldrs, evs)
     elif kind == "pte":
-        from mobile_export.executorch_export import load_pte
-
         run = load_pte(path, threads=threads)
         loaded = _rss_mb()
 
         def fn():
             run(ldrs, evs)
     else:   # "tiled": the program at its own (tile) size, run over the whole frame by the one tiler
-        from eapnet.inference import predict
-        from mobile_export.common import ProgramModule
-        from mobile_export.executorch_export import load_pte
 
         run = load_pte(path, threads=threads)
         loaded = _rss_mb()
@@ -111,7 +108,6 @@ def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int)
     out = {"median_s": median, "runs_s": times[1:], "warmup_s": times[0], "rss_before_mb": before,
            "peak_rss_mb": _rss_mb()}
     if kind != "eager":   # where a program's peak goes: ExecuTorch's planned buffers vs the rest (XNNPACK)
-        from mobile_export.pte_profile import planned_memory_mb
 
         try:
             planned = planned_memory_mb(path)
@@ -125,7 +121,6 @@ def _pair(paths: list[str], ldrs, evs, runs: int, threads: int) -> dict:
     """Two ``.pte`` programs (fp32, int8) loaded in one process and run in turns, ``runs`` rounds after one
     warm-up round, each round in the other order: the int8 / fp32 ratio of one measurement, which the
     machine's load drifts shift alike for both (separate processes, minutes apart, gave ratios 10 % apart)."""
-    from mobile_export.executorch_export import load_pte
 
     progs = [load_pte(p, threads=threads) for p in paths]
     times: list[list[float]] = [[] for _ in progs]
@@ -159,9 +154,6 @@ def _runtime_error(stderr: str) -> str:
 def _artifact(spec: str, precision: str, size, folder: Path, int8: str | None, log) -> Path:
     """The ``.pte`` of ``spec`` at ``size``: reused from ``folder`` when its sidecar names this source's sha256 and
     the file's own (``mobile_export.backends.check_stamp``), else exported."""
-    from mobile_export.backends import check_stamp
-    from mobile_export.common import artifact_name, load_source
-    from mobile_export.executorch_export import BACKEND, export_pte
 
     src = load_source(int8 if (precision == "int8" and int8) else spec)
     path = folder / artifact_name(src.variant, BACKEND, precision, size, "pte")
@@ -182,7 +174,6 @@ def bench(models, sizes, *, runs: int, threads: int, artifacts: Path, int8: str 
     fp32 and int8 ``.pte`` at ``tile`` x ``tile`` run tiled over the whole frame (``pte fp32 tiled``,
     ``pte int8 tiled``; :data:`eapnet.inference.TILE_OVERLAP` pixels between tiles). ``profile``: also the
     per-operator profile of both ``.pte`` files (``profile fp32``, ``profile int8``; ``runs`` timed runs each)."""
-    from mobile_export.common import load_source
 
     rows = []
     for spec in models:
@@ -213,8 +204,6 @@ def bench(models, sizes, *, runs: int, threads: int, artifacts: Path, int8: str 
                 except RuntimeError as e:
                     row["pte pair"] = {"error": str(e).splitlines()[0], "log": _runtime_error(str(e))}
             if tile and (size[0] > tile or size[1] > tile):
-                from eapnet.inference import TILE_OVERLAP
-
                 row["tile"], row["tile_overlap"] = [tile, tile], TILE_OVERLAP
                 for precision in ("fp32", "int8"):
                     rt, path = f"pte {precision} tiled", _artifact(spec, precision, (tile, tile), artifacts, int8, log)
@@ -316,7 +305,6 @@ def memory_markdown(rows: list[dict]) -> str:
 def profile_markdown(rows: list[dict], top: int = 10) -> str:
     """Per row with profiles: the int8 and fp32 programs' time by number format, and by operator kind side
     by side (the kinds where int8 takes the most time first), or '' when nothing was profiled."""
-    from mobile_export.pte_profile import FORMATS
 
     L = []
     for r in rows:
@@ -381,8 +369,6 @@ if __name__ == "__main__":  # the measuring subprocess (see the module docstring
 def save_report(out, args: dict, rows: list[dict], md: str, runs: int, threads: int) -> None:
     """A bench command's output folder: ``run.json`` (``args``), ``bench.json`` (the rows) and ``bench.md``
     (``md`` under a line naming the CPU: int8 speed depends on its VNNI support)."""
-    from eapnet.cpu import machine
-    from eapnet.runs import atomic_write_json, atomic_write_text, record_run
 
     cpu = machine()
     record_run(out, args)

@@ -10,6 +10,10 @@ import torch
 from torch import nn
 
 from eapnet.console import native_stderr
+from compress.equalise import rescaled_layers
+from compress.quantize import Padded
+from eapnet.model import pad_frames
+from mobile_export import executorch_export as ee
 
 __all__ = ["layer_errors", "localise", "program_gaps"]
 
@@ -23,9 +27,6 @@ def layer_errors(float_model: nn.Module, quant_model: nn.Module, ldrs: torch.Ten
     graph's execution order. Convs are matched by module path (``nn_module_stack``). The depthwise convs
     that range equalisation rescales before quantizing (``compress.equalise``) are left out: their float
     outputs differ from the int8 model's by a per-channel factor; the pointwise conv after each is compared."""
-    from compress.equalise import rescaled_layers
-    from compress.quantize import Padded
-    from eapnet.model import pad_frames
 
     gm = quant_model.inner if isinstance(quant_model, Padded) else quant_model
     if isinstance(quant_model, Padded):
@@ -122,10 +123,6 @@ def program_gaps(quant_model: nn.Module, ldrs: torch.Tensor, evs: torch.Tensor
     import tempfile
 
     from executorch.runtime import Runtime
-
-    from compress.quantize import Padded
-    from eapnet.model import pad_frames
-    from mobile_export import executorch_export as ee
 
     H, W = ldrs.shape[-2:]
     if isinstance(quant_model, Padded):

@@ -65,11 +65,17 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from eapnet.inference import TILE_OVERLAP, resolve_device
+from eapnet.inference import TILE_OVERLAP, predict, resolve_device, to_batch
 from mobile_export.backends import Artifact, open_artifact
 from mobile_export.canvas import DATASETS, Canvas, Scene, centre_crop, crops, load_scenes, pack
-from mobile_export.common import ProgramModule
+from mobile_export.common import ProgramModule, load_source
 from mobile_export.localise import layer_errors, localise, program_gaps
+from compress.quantize import load_quantized, read_quantized_meta
+from eapnet.checkpoint import SHIPPED, shipped_path
+from eapnet.metrics import psnr_l, psnr_mu
+from eapnet.runs import atomic_write_json, file_sha256
+from mobile_export.coreml_export import _w8a8_module, set_metadata
+from mobile_export.executorch_export import ptq_source
 
 __all__ = ["PSNR_CAP", "THRESHOLDS", "Artifact", "Threshold", "check", "open_artifact", "report_markdown",
            "resolve_float", "run_parity"]
@@ -143,7 +149,6 @@ def resolve_float(artifact: Artifact, override: str | None = None):
     "mismatch"``, :func:`mobile_export.backends.check_stamp`) has no trusted source: only ``override`` serves.
     Raises ``ValueError`` naming what is missing.
     """
-    from mobile_export.common import load_source
 
     if override is not None:
         src = load_source(override)
@@ -155,8 +160,6 @@ def resolve_float(artifact: Artifact, override: str | None = None):
 
 def _export_float(artifact: Artifact) -> Path:
     """The float checkpoint the export's recorded source leads to (see :func:`resolve_float`)."""
-    from eapnet.checkpoint import SHIPPED, shipped_path
-    from eapnet.runs import file_sha256
 
     if artifact.stamp == "mismatch":
         raise ValueError(f"{artifact.path.name}: its recorded artifact sha256 is not the file's, so its recorded "
@@ -172,8 +175,6 @@ def _export_float(artifact: Artifact) -> Path:
         raise ValueError(f"{artifact.path.name}: its source {name} (sha256 {str(sha)[:12]}...) is not found beside "
                          f"it, one folder up or among the shipped models; pass --model")
     if found.suffix == ".pt2":
-        from compress.quantize import read_quantized_meta
-
         meta = read_quantized_meta(found)
         if not meta.get("float"):
             raise ValueError(f"{found} (the int8 source of {artifact.path.name}) records no float checkpoint; "
@@ -193,7 +194,6 @@ def _reference(artifact: Artifact, src, override: str | None) -> tuple[bool, str
     """``(is the reference the export's own float model, a warning line when it is not)``. Without
     ``override`` the reference is the recorded source by construction; an override counts as it when its sha256
     is the recorded source's or that of the float checkpoint the recorded source leads to."""
-    from eapnet.runs import file_sha256
 
     if override is None:
         return True, None
@@ -221,8 +221,6 @@ def _cap(v: float) -> float:
 
 
 def _scene_row(scene: Scene, out: np.ndarray, ref: np.ndarray) -> dict:
-    from eapnet.metrics import psnr_l, psnr_mu
-
     if not np.all(np.isfinite(out)):
         return {"dataset": scene.dataset, "id": scene.id, "error": "artifact output holds NaN/inf"}
     row = {"dataset": scene.dataset, "id": scene.id, "size": list(out.shape[:2]),
@@ -285,8 +283,6 @@ def check(precision: str, rows: list[dict], threshold: Threshold | None = None) 
 def _predict_canvases(model: nn.Module, canvases: Sequence[Canvas], desc: str, progress: bool) -> list[np.ndarray]:
     from tqdm import tqdm
 
-    from eapnet.inference import predict
-
     return [predict(model, c.ldrs, c.evs) for c in tqdm(canvases, desc=desc, disable=not progress, leave=False)]
 
 
@@ -295,17 +291,13 @@ def _predict_canvases(model: nn.Module, canvases: Sequence[Canvas], desc: str, p
 
 def _eager_int8(artifact: Artifact, float_src) -> tuple[nn.Module | None, str]:
     """The quantized eager model behind an int8 artifact: its ``.pt2`` source, or PTQ redone on calib_data."""
-    from compress.quantize import load_quantized
 
     name, _ = _source_of(artifact)
     for c in (Path(name), artifact.path.parent / Path(name).name, artifact.path.parent.parent / Path(name).name):
         if c.suffix == ".pt2" and c.is_file():
             return load_quantized(c)[0], f"int8 program {c.name}"
     if artifact.kind == "pte":
-        from mobile_export.executorch_export import ptq_source
-
         return ptq_source(float_src).module, "PTQ redone (XNNPACK quantizer, calib_data)"
-    from mobile_export.coreml_export import _w8a8_module
 
     return _w8a8_module(float_src, None)[0], "PTQ redone (Core ML quantizer, calib_data)"
 
@@ -340,7 +332,6 @@ def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold, 
     The verdict: the eager program already drifts (the model or its quantization), or only the artifact does
     (lowering, runtime or a damaged file), or neither does on the scene alone: then the failure came with the
     canvas, whose neighbouring scenes reach into a small scene through the network's receptive field."""
-    from eapnet.inference import predict, to_batch
 
     x, e = to_batch(scene.ldrs, scene.evs)
     ref = predict(float_src.module, scene.ldrs, scene.evs)
@@ -490,8 +481,6 @@ def _stitched_rows(art: Artifact, src, scenes: Sequence[Scene], overlap: int, de
     """Scene rows of ``art`` run tiled over each whole scene against the float model on the whole scene."""
     from tqdm import tqdm
 
-    from eapnet.inference import predict
-
     rows = []
     for sc in tqdm(scenes, desc=f"{art.path.name} stitched", disable=not progress, leave=False):
         key = (src.sha256, "whole", sc.dataset, sc.id)
@@ -520,7 +509,6 @@ def _write_back(art: Artifact, entry: dict) -> None:
     whenever the artifact is opened), the reference actually used (``reference``: path and sha256) and whether
     it is the export's own float model (``reference_is_export_source``). ``passed`` is the verdict against that
     reference: with ``reference_is_export_source`` false it says nothing about the recorded source."""
-    from eapnet.runs import atomic_write_json
 
     record = {"passed": entry["passed"], "executor": entry["executor"], "measured": time.strftime("%Y-%m-%d"),
               "artifact_sha256": entry["artifact_sha256"],
@@ -529,8 +517,6 @@ def _write_back(art: Artifact, entry: dict) -> None:
               "summary": entry["summary"], "failures": entry["failures"],
               **({"warnings": entry["warnings"]} if entry["warnings"] else {})}
     if art.kind == "mlpackage":
-        from mobile_export.coreml_export import set_metadata
-
         set_metadata(art.path, parity=record)
     else:
         sidecar = art.path.with_suffix(".json")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eapnet.console import native_stderr
+from eapnet.inference import example_inputs
+from mobile_export.executorch_export import check_pte, set_threads
 
 __all__ = ["FORMATS", "OpEvent", "Profile", "classify", "planned_memory_mb", "profile_pte", "profile_from_etdump"]
 
@@ -171,9 +173,6 @@ def profile_pte(path: str | os.PathLike, *, runs: int = 2, threads: int | None =
     """Run the ``.pte`` at ``path`` ``runs + 1`` times (one warm-up) on example inputs of its own size with
     ETDump on, and return its :class:`Profile`. ``threads``: XNNPACK thread pool size (default: the runtime's)."""
     from executorch.extension.pybindings import portable_lib
-
-    from eapnet.inference import example_inputs
-    from mobile_export.executorch_export import check_pte, set_threads
 
     path = Path(path)
     check_pte(path)

@@ -538,7 +538,7 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
         (run / "report.json").write_text(json.dumps(rep))
         return rep
 
-    monkeypatch.setattr(pipeline, "compress_and_ship", fake_main_job)
+    monkeypatch.setattr(sweep, "compress_and_ship", fake_main_job)
     rc = sweep.main(["--budgets", "100", "150", "10", "--out", str(tmp_path), "--bench-runs", "0", "--steps", "5"])
     assert rc == 1  # one budget unreachable, one with a parity failure
     assert [c.target_maccs for c in calls] == [150, 100, 10]
@@ -593,7 +593,7 @@ def test_sweep_runs_each_method_and_resumes_after_an_interruption(tmp_path, monk
         (run / "report.json").write_text(json.dumps(rep))
         return rep
 
-    monkeypatch.setattr(pipeline, "compress_and_ship", fake_main_job)
+    monkeypatch.setattr(sweep, "compress_and_ship", fake_main_job)
     argv = ["--budgets", "100G", "150G", "--methods", "blocks", "search", "uniform", "--out", str(tmp_path),
             "--bench-runs", "0", "--compare-uniform"]
     assert sweep.main(argv) == 130    # interrupted (Ctrl-C)

@@ -305,7 +305,7 @@ def test_compress_holds_its_folder_for_the_whole_run(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    import mobile_export.pipeline as mp
+    import compress.qat as qat_cli
     from compress.qat import main as qat
 
     run, seen = tmp_path / "run", {}
@@ -318,7 +318,7 @@ def test_compress_holds_its_folder_for_the_whole_run(tmp_path, monkeypatch):
         seen["left"] = sorted(p.name for p in run_dir.iterdir())
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(mp, "compress_and_ship", working)
+    monkeypatch.setattr(qat_cli, "compress_and_ship", working)
     assert qat(["--target-maccs", "100G", "--out", str(run), "--quiet"]) == 1     # the fake job's RuntimeError
     second = seen["second"]
     assert second.returncode == 2, second.stderr

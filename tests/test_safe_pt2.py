@@ -1,6 +1,7 @@
-"""A .pt2 from someone else never runs code when it is loaded: each crafted archive below runs its payload
-through plain ``torch.export.load`` (or ``ExportedProgram.module()``), and is refused by
-``compress.quantize.load_quantized`` and the commands that take ``--model x.pt2`` before the payload runs."""
+"""A .pt2 from someone else never runs code when it is loaded: each crafted archive below is refused by
+``compress.quantize.load_quantized`` (and the commands that take ``--model x.pt2``) before its payload can
+run. Two of them, a pickled weight and a guard, are first shown to run their payload under plain
+``torch.export.load`` / the loaded program's first call: the routes are real, not hypothetical."""
 import json
 import pickle
 import zipfile

@@ -153,7 +153,7 @@ def test_lineage_finds_the_version_of_a_shipped_file_a_run_started_from(tmp_path
 def test_ship_replaces_shipped_weights_and_card_only_with_overwrite(tmp_path, tiny_config, monkeypatch, capsys):
     import json
 
-    import eapnet.shipping as shipping
+    import eapnet.ship as ship_cli
 
     cfg = tmp_path / "lightweight.json"      # a tiny model under the shipped name, so that the name check passes
     cfg.write_text(json.dumps(tiny_config.replace(name="lightweight").to_dict()))
@@ -166,7 +166,7 @@ def test_ship_replaces_shipped_weights_and_card_only_with_overwrite(tmp_path, ti
     (weights / "lightweight.md").write_text("their card")
     calls = []
     card = weights / "lightweight.md"
-    monkeypatch.setattr(shipping, "ship", lambda *a, **k: calls.append(k) or ([], card, card))   # no measuring
+    monkeypatch.setattr(ship_cli, "ship", lambda *a, **k: calls.append(k) or ([], card, card))   # no measuring
     argv = ["--run", str(run), "--name", "lightweight", "--weights-dir", str(weights), "--preview-dir", str(tmp_path)]
     with pytest.raises(SystemExit) as e:
         main(argv)
