@@ -11,6 +11,15 @@ Inputs of every exported program: ``ldrs`` ``(1, 3, 3, H, W)`` float32 gamma-enc
 Output ``hdr`` ``(1, 3, H, W)``: HDR in the challenge's ground-truth domain (gamma-encoded with 2.24, medium-
 frame units, >= 0). The size is fixed (default 1060x1900, the challenge's frames): dynamic shapes push
 Core ML off the Neural Engine, and the padding to a multiple of 8 then happens inside the program.
+
+Two input/output conventions (``io``), one network:
+
+- ``"float"`` (research): as above, the model's own call signature.
+- ``"app"`` (:class:`AppIO`): what a capture pipeline hands over. ``frames`` ``(3, H, W, 3)`` uint8, the short,
+  medium and long frame as interleaved 8-bit RGB rows (the layout a decoder or camera buffer gives), and
+  ``evs`` ``(3,)`` float32 stops relative to the medium frame; output ``hdr`` ``(H, W, 3)`` float32,
+  interleaved RGB in the same domain as above. The conversion ``code / 255`` and the layout change happen
+  inside the program, so the app copies bytes and nothing else.
 """
 from __future__ import annotations
 
@@ -26,7 +35,7 @@ from eapnet.inference import example_inputs
 from eapnet.macs import FRAME_SIZE
 from eapnet.runs import file_sha256
 
-__all__ = ["DEFAULT_SIZE", "ProgramModule", "Source", "load_source", "example_inputs", "export_fixed", "artifact_name",
+__all__ = ["APP_IO", "DEFAULT_SIZE", "IO", "AppIO", "ProgramModule", "app_example_inputs", "with_io", "Source", "load_source", "example_inputs", "export_fixed", "artifact_name",
            "file_sha256", "parse_size"]
 
 DEFAULT_SIZE = FRAME_SIZE
@@ -67,12 +76,48 @@ def load_source(spec: str | os.PathLike) -> Source:
                   count_maccs(model), count_params(model))
 
 
-def export_fixed(module: nn.Module, size: tuple[int, int] = DEFAULT_SIZE) -> torch.export.ExportedProgram:
-    """``torch.export`` of ``module`` (eval) at batch 1 and a fixed ``size`` = (H, W)."""
+IO = ("float", "app")
+"""Input/output conventions of an exported program (module docstring)."""
+APP_IO = "app"
+
+
+class AppIO(nn.Module):
+    """``model`` behind the app convention: ``(frames (3, H, W, 3) uint8, evs (3,) float32) -> hdr (H, W, 3)``
+    float32 (module docstring). ``model`` takes ``(ldrs (1, 3, 3, H, W) in [0, 1], evs (1, 3))``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
+        ldrs = (frames.to(torch.float32) * (1.0 / 255.0)).permute(0, 3, 1, 2).unsqueeze(0)
+        return self.model(ldrs, evs.reshape(1, 3))[0].permute(1, 2, 0)
+
+
+def app_example_inputs(size: tuple[int, int] = (64, 64), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic inputs of an app program: ``frames`` ``(3, H, W, 3)`` uint8 codes of
+    :func:`example_inputs`'s frames and ``evs`` ``(3,)`` = [-2, 0, 2]."""
+    ldrs, evs = example_inputs(size, seed=seed)
+    frames = (ldrs[0] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return frames, evs[0]
+
+
+def with_io(module: nn.Module, io: str) -> nn.Module:
+    """``module`` as a program of convention ``io`` (:data:`IO`); ValueError naming ``io`` otherwise."""
+    if io not in IO:
+        raise ValueError(f"io must be one of {IO}, got {io!r}")
+    return AppIO(module) if io == APP_IO else module
+
+
+def export_fixed(module: nn.Module, size: tuple[int, int] = DEFAULT_SIZE,
+                 io: str = "float") -> torch.export.ExportedProgram:
+    """``torch.export`` of ``module`` (eval) at batch 1 and a fixed ``size`` = (H, W), in convention ``io``."""
     if isinstance(module, nn.Module):
         module.eval()
+    program = with_io(module, io).eval()
+    inputs = app_example_inputs(size) if io == APP_IO else example_inputs(size)
     with torch.no_grad():
-        return torch.export.export(module, example_inputs(size), strict=False)
+        return torch.export.export(program, inputs, strict=False)
 
 
 def artifact_name(variant: str, backend: str, precision: str, size: tuple[int, int], ext: str) -> str:
