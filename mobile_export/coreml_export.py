@@ -21,13 +21,28 @@ an ``ExportedProgram``; ``run_decompositions({})`` brings it to the ATen op set 
   on any machine and leaves a PyTorch int8 model to check the package against.
 - ``fp32``: float32 compute, a reference for debugging the conversion (not a deployment target).
 
-Interface of every package: inputs ``ldrs`` (1, 3, 3, H, W) float32 gamma-encoded LDR frames in [0, 1] (short,
-medium, long) and ``evs`` (1, 3) float32 stops relative to the medium frame; output ``hdr`` (1, 3, H, W)
-float32, gamma-encoded HDR (medium-frame units, >= 0). I/O stays float32 at every precision (an fp16 program
-casts inside). Metadata (``user_defined_metadata``): variant, maccs (NTIRE 2022 MAccs at 1060x1900), params,
+Interface of a package, by input/output convention (``io``, ``mobile_export.common.IO``; the manifest's tables,
+``mobile_export.manifest.interface``, are the reference):
+
+- ``"float"``: inputs ``ldrs`` (1, 3, 3, H, W) float32 gamma-encoded LDR frames in [0, 1] (short, medium, long)
+  and ``evs`` (1, 3) float32 stops relative to the medium frame; output ``hdr`` (1, 3, H, W) float32,
+  gamma-encoded HDR (medium-frame units, >= 0).
+- ``"app"``: three RGB images ``short``, ``medium``, ``long`` (``ct.ImageType``, H x W, scale 1/255 inside the
+  program) and ``evs`` (3,) float32; output ``hdr`` (H, W, 3) float32, interleaved RGB, same domain. Images
+  because an app's frames are 8-bit RGB and Core ML takes no uint8 tensors (multi-arrays are fp16, fp32, fp64,
+  int32, int8 only from iOS 26): a multi-array would make the app convert every byte to fp16/fp32 itself, an
+  image takes the camera's or decoder's CVPixelBuffer (32BGRA / 32ARGB) as it is, and Core ML converts it to
+  RGB planes. Checked: coremltools 9.0 converts it from ``torch.export`` (the image arrives in ``main`` as a
+  (1, 3, H, W) float32 tensor of codes, followed by the scale ``mul``), and ``mobile_export.mil_interp``
+  executes it (tiny model, fp16, 32x48: max 1.2e-3, mean 1.9e-4 against the float model on the same codes).
+  Artifact names carry ``_app`` after the variant.
+
+Outputs stay float32 at every precision (an fp16 program casts inside): one output type for every app and both
+backends. Metadata (``user_defined_metadata``): variant, io, maccs (NTIRE 2022 MAccs at 1060x1900), params,
 source file and its sha256, precision, size, ``artifact_sha256`` (the package's own content hash, metadata left out:
 ``mobile_export.backends.artifact_sha256``) and ``parity`` ("pending" until the parity harness writes it with
-:func:`set_metadata`). Packages are written atomically: built beside the target, then renamed into place.
+:func:`set_metadata`). Packages are written atomically: built beside the target, then renamed into place, and
+``X.manifest.json`` beside each (``mobile_export.manifest``).
 
 Core ML prediction needs macOS; ``mobile_export.mil_interp`` reference-executes a package anywhere.
 """
@@ -48,8 +63,11 @@ from eapnet.evalsets import CALIBRATION_SCENES, calibration_batches
 from eapnet.runs import atomic_write_bytes, file_sha256
 
 from mobile_export.common import (
+    APP_IO,
     DEFAULT_SIZE,
+    IO,
     Source,
+    app_example_inputs,
     artifact_name,
     export_fixed,
     load_source,
@@ -57,12 +75,18 @@ from mobile_export.common import (
 )
 from compress.quantize import Padded, convert, prepare_ptq
 from mobile_export.backends import Artifact
+from mobile_export.manifest import build_manifest, interface, write_manifest
 from mobile_export.mil_interp import load_program
 
 __all__ = [
+    "DEPLOYMENT_TARGET",
+    "IMAGE_INPUTS",
     "PRECISIONS",
+    "ImageAppIO",
+    "coreml_runtime",
     "export_mlpackage",
     "open_mlpackage",
+    "package_name",
     "read_metadata",
     "set_metadata",
     "to_mlmodel",
@@ -72,14 +96,42 @@ PRECISIONS = ("fp16", "int8w", "w8a8", "fp32")
 """Calibration scenes (of ``calib_data``'s 32) for w8a8 post-training quantization of a float model."""
 MACCS_AT = "1060x1900"   # the resolution of Source.maccs (NTIRE 2022 convention)
 PARITY_PENDING = "pending"
+DEPLOYMENT_TARGET = "iOS17"
+"""``minimum_deployment_target`` asked of the converter (a ``coremltools.target`` name)."""
+IMAGE_INPUTS = ("short", "medium", "long")
+"""Names of the three image inputs of an app package, in bracket order."""
 
 
 # ------------------------------------------------------------------------------------------ conversion
 
 
-def _coreml_program(module: torch.nn.Module, size: tuple[int, int]) -> torch.export.ExportedProgram:
-    """The shared fixed-size export, decomposed to the ATen ops coremltools 9.0 reads."""
-    ep = export_fixed(module, size).run_decompositions({})
+class ImageAppIO(torch.nn.Module):
+    """``model`` behind the Core ML app convention: ``(short, medium, long (1, 3, H, W) in [0, 1], evs (3,))
+    -> hdr (H, W, 3)``. Each image is what Core ML makes of an 8-bit RGB image after the ImageType's scale
+    1/255 (codes / 255); ``model`` takes ``(ldrs (1, 3, 3, H, W), evs (1, 3))``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, short, medium, long, evs):
+        ldrs = torch.stack([short, medium, long], dim=1)
+        return self.model(ldrs, evs.reshape(1, 3))[0].permute(1, 2, 0)
+
+
+def _export(module: torch.nn.Module, size: tuple[int, int], io: str) -> torch.export.ExportedProgram:
+    if io != APP_IO:
+        return export_fixed(module, size)
+    module.eval()
+    frames, evs = app_example_inputs(size)
+    images = tuple((f.permute(2, 0, 1)[None].float() / 255).contiguous() for f in frames)   # (1, 3, H, W) each
+    with torch.no_grad():
+        return torch.export.export(ImageAppIO(module).eval(), (*images, evs), strict=False)
+
+
+def _coreml_program(module: torch.nn.Module, size: tuple[int, int], io: str = "float") -> torch.export.ExportedProgram:
+    """The fixed-size export in convention ``io``, decomposed to the ATen ops coremltools 9.0 reads."""
+    ep = _export(module, size, io).run_decompositions({})
     # An identity crop (H, W already multiples of the model's padding) exports as aten.alias, which coremltools
     # 9.0 has no converter for; its functional twin alias_copy is a registered no-op.
     changed = False
@@ -92,17 +144,22 @@ def _coreml_program(module: torch.nn.Module, size: tuple[int, int]) -> torch.exp
     return ep
 
 
-def _convert(program: torch.export.ExportedProgram, size: tuple[int, int], compute_precision):
+def _convert(program: torch.export.ExportedProgram, size: tuple[int, int], compute_precision, io: str = "float"):
     import coremltools as ct
 
     h, w = size
-    # Fresh TensorTypes on every call: ct.convert mutates the ones it is given.
-    inputs = [ct.TensorType(name="ldrs", shape=(1, 3, 3, h, w), dtype=np.float32),
-              ct.TensorType(name="evs", shape=(1, 3), dtype=np.float32)]
+    # Fresh input types on every call: ct.convert mutates the ones it is given.
+    if io == APP_IO:
+        inputs = [ct.ImageType(name=n, shape=(1, 3, h, w), scale=1 / 255, color_layout=ct.colorlayout.RGB)
+                  for n in IMAGE_INPUTS]
+        inputs.append(ct.TensorType(name="evs", shape=(3,), dtype=np.float32))
+    else:
+        inputs = [ct.TensorType(name="ldrs", shape=(1, 3, 3, h, w), dtype=np.float32),
+                  ct.TensorType(name="evs", shape=(1, 3), dtype=np.float32)]
     outputs = [ct.TensorType(name="hdr", dtype=np.float32)]
     return ct.convert(program, inputs=inputs, outputs=outputs, convert_to="mlprogram",
-                      minimum_deployment_target=ct.target.iOS17, compute_precision=compute_precision,
-                      skip_model_load=True)
+                      minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+                      compute_precision=compute_precision, skip_model_load=True)
 
 
 def _int8_weights(mlmodel):
@@ -144,24 +201,27 @@ def _w8a8_module(src: Source, calib) -> tuple[torch.nn.Module, str]:
                                f"{len(batches)} {where}")
 
 
-def to_mlmodel(source: Source, precision: str = "fp16", size: tuple[int, int] = DEFAULT_SIZE, calib=None):
-    """The converted ``ct.models.MLModel`` of ``source`` (metadata set, nothing written); see the module doc."""
+def to_mlmodel(source: Source, precision: str = "fp16", size: tuple[int, int] = DEFAULT_SIZE, calib=None,
+               io: str = "float"):
+    """The converted ``ct.models.MLModel`` of ``source`` in convention ``io`` (metadata set, nothing written);
+    see the module doc."""
     import coremltools as ct
 
-    _check(source, precision, size)
+    _check(source, precision, size, io)
     notes = {}
     if precision == "w8a8":
         module, notes["quantization"] = _w8a8_module(source, calib)
-        mlmodel = _convert(_coreml_program(module, size), size, ct.precision.FLOAT16)
+        mlmodel = _convert(_coreml_program(module, size, io), size, ct.precision.FLOAT16, io)
     else:
         fp = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
-        mlmodel = _convert(_coreml_program(source.module, size), size, fp)
+        mlmodel = _convert(_coreml_program(source.module, size, io), size, fp, io)
         if precision == "int8w":
             mlmodel = _int8_weights(mlmodel)
             notes["quantization"] = "int8 weights (linear_symmetric, per channel), fp16 compute"
     h, w = size
     meta = {
         "variant": source.variant,
+        "io": io,
         "maccs": "unknown" if source.maccs is None else str(int(source.maccs)),
         "maccs_at": MACCS_AT,
         "params": "unknown" if source.params is None else str(int(source.params)),
@@ -174,41 +234,80 @@ def to_mlmodel(source: Source, precision: str = "fp16", size: tuple[int, int] = 
         **notes,
     }
     mlmodel.user_defined_metadata.update(meta)
-    mlmodel.short_description = (f"EAPNet {source.variant}, {precision}, {h}x{w}: three exposures -> HDR "
-                                 f"(gamma 2.24, medium-frame units)")
-    mlmodel.input_description["ldrs"] = "(1, 3, 3, H, W) short/medium/long LDR frames, gamma-encoded, in [0, 1]"
-    mlmodel.input_description["evs"] = "(1, 3) exposure values in stops relative to the medium frame"
-    mlmodel.output_description["hdr"] = "(1, 3, H, W) HDR, gamma-encoded (linear = hdr ** 2.24), >= 0"
+    mlmodel.short_description = (f"EAPNet {source.variant}, {precision}, {h}x{w}, {io} I/O: three exposures -> HDR "
+                                 f"(gamma 2.24, medium-frame units); see the .manifest.json beside it")
+    inputs, output = interface(io, size, "coreml")
+    for entry in inputs:
+        mlmodel.input_description[entry["name"]] = _describe(entry)
+    mlmodel.output_description["hdr"] = _describe(output) + f"; {output['domain']['units']}"
     return mlmodel
 
 
-def _check(source: Source, precision: str, size) -> None:
+def _describe(entry: dict) -> str:
+    """One line of a manifest input/output entry for Xcode's model view."""
+    rng = f" in [{entry['range'][0]:g}, {entry['range'][1]:g}]" if "range" in entry else ""
+    return f"{entry['dtype']} {tuple(entry['shape'])} ({entry['layout']}){rng}: {entry['meaning']}"
+
+
+def _check(source: Source, precision: str, size, io: str = "float") -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if io not in IO:
+        raise ValueError(f"io must be one of {IO}, got {io!r}")
     if source.precision == "int8" and precision != "w8a8":
         raise ValueError(f"{source.path} is an int8 program: it converts to w8a8 only, not {precision}")
     if (len(size) != 2 or not all(isinstance(v, int | np.integer) for v in size) or min(size) < 16):
         raise ValueError(f"size must be (H, W) in pixels, each at least 16, got {size!r}")
 
 
+def package_name(variant: str, precision: str, size: tuple[int, int], io: str = "float") -> str:
+    """``<variant>[_app]_coreml_<precision>_<H>x<W>.mlpackage`` (``mobile_export.common.artifact_name``: an
+    app-convention program's variant carries ``_app``, as on the ExecuTorch side)."""
+    return artifact_name(variant, "coreml", precision, size, "mlpackage", io)
+
+
+def coreml_runtime(path: str | os.PathLike, precision: str) -> dict:
+    """The manifest's ``runtime`` of the package at ``path``: the coremltools that converted it, the oldest OS
+    its spec version runs on (the converter may raise it above :data:`DEPLOYMENT_TARGET` for an op), and the
+    compute units to load it with (``all``, which lets Core ML use the Neural Engine, for the fp16-compute
+    precisions; the Neural Engine runs no fp32, so ``cpuAndGPU`` for fp32)."""
+    import coremltools as ct
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString(_spec_file(path).read_bytes())
+    try:
+        target = ct.target(spec.specificationVersion).name
+    except ValueError:
+        target = f"specification version {spec.specificationVersion}"
+    return {"coremltools": ct.__version__, "minimum_deployment_target": target,
+            "specification_version": int(spec.specificationVersion),
+            "compute_units": "cpuAndGPU" if precision == "fp32" else "all",
+            "compute_precision": "fp32" if precision == "fp32" else "fp16"}
+
+
 def export_mlpackage(source: Source | str | os.PathLike, out_dir: str | os.PathLike, *, precision: str = "fp16",
-                     size: tuple[int, int] | str = DEFAULT_SIZE, calib=None) -> Path:
-    """Convert ``source`` and write ``out_dir/<variant>_coreml_<precision>_<H>x<W>.mlpackage``; returns its path.
+                     size: tuple[int, int] | str = DEFAULT_SIZE, calib=None, io: str = "float") -> Path:
+    """Convert ``source`` and write ``out_dir/`` :func:`package_name` and its ``.manifest.json``; returns the
+    package's path.
 
     ``source``: a :class:`~mobile_export.common.Source`, or anything ``load_source`` takes ("standard",
     "lightweight", a ``.pt`` checkpoint, a ``.pt2`` int8 program). ``precision``: one of ``PRECISIONS`` (an int8
     source converts to ``w8a8`` only, and only if made with the Core ML quantizer). ``size``: (H, W) or "HxW".
     ``calib`` (w8a8 from a float source): None for ``CALIBRATION_SCENES`` scenes of ``calib_data``, a scene count,
-    or a list of ``(ldrs (B, 3, 3, H, W), evs (B, 3))`` batches.
+    or a list of ``(ldrs (B, 3, 3, H, W), evs (B, 3))`` batches. ``io``: ``"float"`` or ``"app"`` (module doc).
 
     Atomic: the package is built in a temporary folder beside the target and renamed over it; a failure leaves
-    neither a partial package nor the temporary folder (an existing package of that name stays as it was).
+    neither a partial package nor the temporary folder (an existing package of that name stays as it was). The
+    manifest is written (atomically) once the package is in place.
     """
     src = source if isinstance(source, Source) else load_source(source)
     size = parse_size(size) if isinstance(size, str) else tuple(size)
-    mlmodel = to_mlmodel(src, precision, size, calib)
-    path = Path(out_dir) / artifact_name(src.variant, "coreml", precision, size, "mlpackage")
+    mlmodel = to_mlmodel(src, precision, size, calib, io)
+    path = Path(out_dir) / package_name(src.variant, precision, size, io)
     _save_atomic(mlmodel, path)
+    write_manifest(path, build_manifest(path, backend="coreml", precision=precision, io=io, size=size, source=src,
+                                        runtime=coreml_runtime(path, precision)))
     return path
 
 
@@ -340,7 +439,10 @@ def open_mlpackage(path: str | os.PathLike, *, threads: int | None = None):
     """An ``.mlpackage`` as a ``mobile_export.backends.Artifact``, ready to run: with ``MLModel.predict`` on
     macOS, elsewhere with the NumPy MIL interpreter (``mobile_export.mil_interp``: what the program computes,
     not what a phone's Core ML kernels return). ``threads`` is unused (Core ML and the interpreter choose).
-    Raises ``ValueError`` for an unreadable package."""
+
+    The artifact takes the float convention whatever the package's ``io``: an app package gets
+    ``round(ldrs * 255)`` as its three 8-bit images (exact for frames read from 8-bit files) and its
+    ``(H, W, 3)`` output comes back as ``(1, 3, H, W)``. Raises ``ValueError`` for an unreadable package."""
 
     path = Path(path)
     try:
@@ -348,19 +450,31 @@ def open_mlpackage(path: str | os.PathLike, *, threads: int | None = None):
     except Exception as e:
         raise ValueError(f"{path}: not a readable .mlpackage ({type(e).__name__}: {e})") from e
     program = load_program(path)      # parses the spec; also gives the input shape on every platform
-    size = tuple(program.inputs["ldrs"][1][-2:])
+    app = set(IMAGE_INPUTS) <= set(program.images)
+    size = program.images["short"] if app else tuple(program.inputs["ldrs"][1][-2:])
+
+    def feed(ldrs, evs) -> dict:
+        if not app:
+            return {"ldrs": ldrs.numpy(), "evs": evs.numpy()}
+        codes = (ldrs[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()   # (3, H, W, 3)
+        return {**dict(zip(IMAGE_INPUTS, codes)), "evs": evs.reshape(3).numpy()}
+
+    def back(out) -> torch.Tensor:
+        out = torch.from_numpy(np.asarray(out, np.float32))
+        return out.permute(2, 0, 1)[None] if app else out
+
     if _core_ml_runtime():
         import coremltools as ct
+        from PIL import Image
 
         model = ct.models.MLModel(str(path))
 
         def run(ldrs, evs):
-            out = model.predict({"ldrs": ldrs.numpy(), "evs": evs.numpy()})["hdr"]
-            return torch.from_numpy(np.asarray(out, np.float32))
+            inputs = {k: Image.fromarray(v, "RGB") if k in IMAGE_INPUTS else v for k, v in feed(ldrs, evs).items()}
+            return back(model.predict(inputs)["hdr"])
         executor = "Core ML runtime (MLModel.predict)"
     else:
         def run(ldrs, evs):
-            out = program.run({"ldrs": ldrs.numpy(), "evs": evs.numpy()})["hdr"]
-            return torch.from_numpy(np.asarray(out, np.float32))
+            return back(program.run(feed(ldrs, evs))["hdr"])
         executor = "reference-executed (mobile_export.mil_interp, not the Core ML runtime)"
     return Artifact(path, "mlpackage", meta.get("precision", "?"), size, executor, meta, run)

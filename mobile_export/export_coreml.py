@@ -3,9 +3,11 @@
     python -m mobile_export.export_coreml --model standard                      # fp16, 1060x1900
     python -m mobile_export.export_coreml --model lightweight --precision int8w --size 128x192 --out runs/cm
     python -m mobile_export.export_coreml --model runs/x/int8-coreml.pt2        # w8a8 from a Core ML int8 program
+    python -m mobile_export.export_coreml --model standard --io app            # 8-bit images in, (H, W, 3) out
     eapnet-export-coreml --model standard
 
-Writes ``<variant>_coreml_<precision>_<H>x<W>.mlpackage`` and ``<same name>.run.json`` into ``--out`` (default
+Writes ``<variant>[_app]_coreml_<precision>_<H>x<W>.mlpackage``, ``<same name>.manifest.json`` (how to feed it,
+what comes out: ``mobile_export.manifest``) and ``<same name>.run.json`` into ``--out`` (default
 ``runs/coreml-<time>``) and prints the package's op counts. The conversion, precisions, interface and metadata
 of the package: :mod:`mobile_export.coreml_export`.
 """
@@ -22,8 +24,9 @@ from eapnet.cli import Parser, command, int_at_least, size_arg
 from eapnet.evalsets import CALIBRATION_SCENES
 from eapnet.memory import MemoryBudgetError, check_size, checkpoint_config
 from eapnet.model import EAPNetConfig
-from mobile_export.common import DEFAULT_SIZE, artifact_name, load_source
-from mobile_export.coreml_export import PRECISIONS, export_mlpackage
+from mobile_export.common import DEFAULT_SIZE, IO, load_source
+from mobile_export.coreml_export import PRECISIONS, export_mlpackage, package_name
+from mobile_export.manifest import manifest_path
 from eapnet.checkpoint import CheckpointError, SHIPPED
 from eapnet.runs import OutputExistsError, make_run_dir, record_run
 from mobile_export.mil_interp import program_ops
@@ -38,6 +41,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="fp16, int8w (int8 weights), w8a8 or fp32 (reference); default fp16, w8a8 for a .pt2")
     p.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, metavar="HxW",
                    help=f"fixed input size in pixels (default {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]})")
+    p.add_argument("--io", choices=IO, default="float",
+                   help="input/output convention: 'float' (ldrs (1, 3, 3, H, W) in [0, 1], evs (1, 3) -> hdr "
+                        "(1, 3, H, W)) or 'app' (three 8-bit RGB images short/medium/long and evs (3,) -> hdr "
+                        "(H, W, 3)); default float")
     p.add_argument("--calib-scenes", type=int_at_least(1), default=argparse.SUPPRESS,
                    help=f"calib_data scenes for w8a8 post-training quantization of a float source "
                         f"(default {CALIBRATION_SCENES})")
@@ -83,18 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # an artifact folder collects several exports: only this artifact must not exist yet
     run_dir = (make_run_dir(args.out, "coreml", tool="eapnet-export-coreml", overwrite=True) if args.out is None
                else Path(args.out))
-    target = run_dir / artifact_name(src.variant, "coreml", precision, args.size, "mlpackage")
+    target = run_dir / package_name(src.variant, precision, args.size, args.io)
     if target.exists() and not args.overwrite:
         raise OutputExistsError(f"--out {run_dir} already holds {target.name}; pass --overwrite to replace it")
     run_dir.mkdir(parents=True, exist_ok=True)
     record_run(run_dir, {**vars(args), "precision": precision, "size": list(args.size)},
                name=f"{target.stem}.run.json")
     t = time.time()
-    path = export_mlpackage(src, run_dir, precision=precision, size=args.size,
+    path = export_mlpackage(src, run_dir, precision=precision, size=args.size, io=args.io,
                             calib=args.calib_scenes if precision == "w8a8" else None)
 
     ops = program_ops(path)
-    print(f"wrote {path} ({time.time() - t:.1f} s)")
+    print(f"wrote {path} and {manifest_path(path).name} ({time.time() - t:.1f} s)")
     print("ops: " + ", ".join(f"{k} {v}" for k, v in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))))
     return 0
 

@@ -12,13 +12,18 @@ computes, op by op, not what the Core ML runtime (CPU, GPU or Neural Engine kern
 What it reads: the protobuf spec that ships in the package (``Data/com.apple.CoreML/model.mlmodel``, via
 ``MLModel(path, skip_model_load=True).get_spec()``) and its weight blobs, function ``main``.
 
+Image inputs (``ct.ImageType``, RGB): the runtime hands ``main`` the image as a ``(1, 3, H, W)`` float32 tensor
+of its 8-bit codes (0..255, R, G, B planes); the program's own ops apply the image's scale and bias. ``run``
+takes that tensor, or the image itself as an ``(H, W, 3)`` uint8 RGB array, which it converts the same way.
+
 Numerics: every op computes in float32 and its result is stored in the dtype the program declares for that
 output, so an fp16 program rounds every intermediate tensor to float16 (as the runtime stores them), honours
 its ``cast`` ops and uses its fp16 constants as stored. int8/uint8 tensors (``quantize``) stay integers.
 Real fp16 kernels also accumulate in fp16 or mixed precision, which this does not model.
 
 Op set: exactly the ops that ``mobile_export.coreml_export`` emits for EAPNet (fp32, fp16, int8w and w8a8
-programs of the shipped variants and of small test configs; ``SUPPORTED_OPS``). Any other op, or an op
+programs of the shipped variants and of small test configs, in both input/output conventions: the app one adds
+``stack`` and ``transpose``; ``SUPPORTED_OPS``). Any other op, or an op
 argument outside what is implemented (e.g. ``ceil_mode=True``), raises :class:`UnsupportedOpError` naming
 it, before anything runs; nothing is skipped silently.
 """
@@ -166,6 +171,14 @@ class MILProgram:
         self.inputs = {i.name: (_np_dtype(i.type.tensorType.dataType, f"input {i.name}"),
                                 _shape(i.type.tensorType, f"input {i.name}")) for i in func.inputs}
         self.output_names = list(block.outputs)
+        self.images = {}   # name -> (H, W) of the RGB image inputs
+        for feature in spec.description.input:
+            if feature.type.WhichOneof("Type") == "imageType":
+                image = feature.type.imageType
+                space = type(image).ColorSpace.Name(image.colorSpace)
+                if space != "RGB":
+                    raise UnsupportedOpError(f"input {feature.name}: {space} images are not supported (RGB only)")
+                self.images[feature.name] = (int(image.height), int(image.width))
         blobs = _Blobs(model.weights_dir)
         self.ops: list[_Op] = []
         for k, op in enumerate(block.operations):
@@ -207,7 +220,8 @@ class MILProgram:
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Execute ``main`` on ``inputs`` (name -> array, cast to the declared input dtype; shapes must match).
 
-        Returns ``{output name: array}`` in the program's declared output dtypes. Reference-executed.
+        An RGB image input also takes the image as an ``(H, W, 3)`` uint8 array (module docstring). Returns
+        ``{output name: array}`` in the program's declared output dtypes. Reference-executed.
         """
         missing = sorted(set(self.inputs) - set(inputs))
         extra = sorted(set(inputs) - set(self.inputs))
@@ -216,6 +230,8 @@ class MILProgram:
         env: dict[str, object] = {}
         for name, (dtype, shape) in self.inputs.items():
             arr = np.asarray(inputs[name])
+            if name in self.images and arr.dtype == np.uint8 and arr.shape == (*self.images[name], 3):
+                arr = arr.transpose(2, 0, 1)[None].astype(np.float32)   # what Core ML makes of an RGB image
             if tuple(arr.shape) != shape:
                 raise ValueError(f"input {name!r} must have shape {shape}, got {tuple(arr.shape)}")
             env[name] = _astype(arr, dtype)
@@ -450,6 +466,18 @@ def _concat(op, args):
     axis = int(_one(args, "axis"))
     dtype = np.result_type(*[np.asarray(v).dtype for v in values])
     return np.concatenate([np.asarray(v, dtype) for v in values], axis=axis)
+
+
+@_op("stack")
+def _stack(op, args):
+    values = args["values"]
+    dtype = np.result_type(*[np.asarray(v).dtype for v in values])
+    return np.stack([np.asarray(v, dtype) for v in values], axis=int(_one(args, "axis")))
+
+
+@_op("transpose")
+def _transpose(op, args):
+    return np.transpose(np.asarray(_one(args, "x")), _ints(_one(args, "perm")))
 
 
 @_op("split")

@@ -1,5 +1,5 @@
 """Core ML export (mobile_export.coreml_export; its CLI mobile_export.export_coreml): names, shapes, metadata,
-atomic writes, CLI errors.
+the manifest beside each package, the app convention's image inputs, atomic writes, CLI errors.
 
 Numerical checks of the packages (reference-executed with mobile_export.mil_interp) are in test_mil_interp.py;
 the w8a8 and shipped-model conversions are slow (the Core ML quantizer takes ~1 min to prepare).
@@ -21,9 +21,11 @@ from eapnet.macs import count_maccs, count_params
 from eapnet.model import EAPNet
 from mobile_export import coreml_export as cx
 from mobile_export import export_coreml as coreml_cli
-from mobile_export.backends import artifact_sha256
-from mobile_export.common import Source, file_sha256, load_source
-from mobile_export.mil_interp import SUPPORTED_OPS, program_ops, run_mlpackage
+from mobile_export.backends import artifact_sha256, open_artifact
+from mobile_export.common import AppIO, Source, app_example_inputs, file_sha256, load_source
+from mobile_export.manifest import interface, manifest_path, read_manifest
+from mobile_export.mil_interp import SUPPORTED_OPS, load_program, program_ops, run_mlpackage
+from test_mil_interp import FP16_MAX, FP16_MEAN
 
 ct = pytest.importorskip("coremltools")
 # coremltools 9.0 warns about its own op registry on every converted op
@@ -63,7 +65,8 @@ def test_cli_writes_named_package_and_run_record(cli_run):
     out, path = cli_run
     assert path.is_dir() and (path / "Manifest.json").is_file()
     record = path.with_suffix(".run.json")        # one record per artifact: a folder collects several
-    assert sorted(p.name for p in out.iterdir()) == [path.name, record.name]   # no temporary folders left
+    manifest = manifest_path(path)
+    assert sorted(p.name for p in out.iterdir()) == sorted([path.name, manifest.name, record.name])   # no temp
     run = json.loads(record.read_text())
     assert run["args"]["precision"] == "fp16" and run["args"]["size"] == [32, 48]
 
@@ -90,6 +93,59 @@ def test_metadata_names_the_source(cli_run, ckpt):
     assert meta["source_sha256"] == file_sha256(ckpt) and meta["source"] == "tiny.pt"
     assert meta["parity"] == "pending"
     assert meta["artifact_sha256"] == artifact_sha256(path)      # the package's own content hash
+
+
+def test_manifest_describes_the_package(cli_run, ckpt):
+    _, path = cli_run
+    m = read_manifest(path)                       # validated
+    assert m["artifact"] == {"file": path.name, "backend": "coreml", "precision": "fp16",
+                             "sha256": artifact_sha256(path), "bytes": m["artifact"]["bytes"]}
+    assert m["io"] == "float" and m["program_size"] == [32, 48]
+    assert m["source"]["file"] == "tiny.pt" and m["source"]["sha256"] == file_sha256(ckpt)
+    assert m["runtime"]["coremltools"] == ct.__version__ and m["runtime"]["minimum_deployment_target"] == "iOS17"
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    assert [(i.name, list(i.type.multiArrayType.shape)) for i in spec.description.input] == \
+        [(i["name"], i["shape"]) for i in m["inputs"]]
+    assert list(spec.description.output[0].type.multiArrayType.shape) == m["output"]["shape"]
+
+
+def test_app_package_takes_images(ckpt, tmp_path):
+    # The app convention through the CLI: three RGB images and evs (3,) in, (H, W, 3) float32 out; the
+    # reference execution of the fp16 package on 8-bit frames against the float model on the same frames.
+    assert coreml_cli.main(["--source", str(ckpt), "--io", "app", "--size", "32x48", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "tiny_app_coreml_fp16_32x48.mlpackage"
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    rgb = ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
+    f32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+    images = {i.name: (i.type.imageType.height, i.type.imageType.width, i.type.imageType.colorSpace)
+              for i in spec.description.input if i.type.WhichOneof("Type") == "imageType"}
+    assert images == {n: (32, 48, rgb) for n in ("short", "medium", "long")}
+    assert [i.name for i in spec.description.input] == ["short", "medium", "long", "evs"]
+    evs_type = spec.description.input[3].type.multiArrayType
+    assert (list(evs_type.shape), evs_type.dataType) == ([3], f32)
+    out = spec.description.output[0].type.multiArrayType
+    assert (list(out.shape), out.dataType) == ([32, 48, 3], f32)
+    m = read_manifest(path)
+    assert m["io"] == "app" and cx.read_metadata(path)["io"] == "app"
+    assert m["inputs"] == interface("app", (32, 48), "coreml")[0]
+    assert set(program_ops(path)) <= SUPPORTED_OPS
+
+    frames, evs = app_example_inputs((32, 48), seed=3)
+    with torch.no_grad():
+        want = AppIO(_tiny_model())(frames, evs).numpy()
+    program = load_program(path)
+    got = program.run({"short": frames[0].numpy(), "medium": frames[1].numpy(), "long": frames[2].numpy(),
+                       "evs": evs.numpy()})["hdr"]
+    err = np.abs(got - want)
+    assert got.shape == (32, 48, 3) and err.max() < FP16_MAX and err.mean() < FP16_MEAN, (err.max(), err.mean())
+    # what Core ML hands the program for an image: its codes as a (1, 3, H, W) float32 tensor
+    planes = {n: frames[k].permute(2, 0, 1)[None].float().numpy() for k, n in enumerate(("short", "medium", "long"))}
+    assert np.array_equal(program.run({**planes, "evs": evs.numpy()})["hdr"], got)
+    # opened as an artifact it takes the float convention, as the parity harness feeds every artifact
+    art = open_artifact(path)
+    assert art.stamp == "verified" and art.size == (32, 48)
+    ldrs = frames.permute(0, 3, 1, 2)[None].float() / 255
+    assert np.array_equal(art(ldrs, evs[None])[0].permute(1, 2, 0).numpy(), got)
 
 
 def test_set_metadata_rewrites_only_the_spec(cli_run, tmp_path):
@@ -192,6 +248,8 @@ def test_api_rejects_bad_requests(ckpt, tmp_path):
         cx.export_mlpackage(src, tmp_path, precision="fp8", size=SIZE)
     with pytest.raises(ValueError, match="at least 16"):
         cx.export_mlpackage(src, tmp_path, size=(8, 48))
+    with pytest.raises(ValueError, match=r"io must be one of \('float', 'app'\), got 'web'"):
+        cx.export_mlpackage(src, tmp_path, size=SIZE, io="web")
     int8 = Source(torch.nn.Identity(), "int8", "x", "x.pt2", "0", quant_backend="xnnpack")
     with pytest.raises(ValueError, match="w8a8 only"):
         cx.export_mlpackage(int8, tmp_path, precision="fp16", size=SIZE)
@@ -205,6 +263,7 @@ def test_api_rejects_bad_requests(ckpt, tmp_path):
     (["--source", "standard", "--precision", "fp8"], "invalid choice"),
     (["--source", "standard", "--size", "8x8"], "at least 16x16"),
     (["--source", "standard", "--size", "big"], "HxW"),
+    (["--source", "standard", "--io", "web"], "argument --io: invalid choice: 'web'"),
     (["--source", "standard", "--calib-scenes", "0"], "argument --calib-scenes: expected an integer >= 1"),
     (["--precision", "fp16"], "--source"),
 ])
