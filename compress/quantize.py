@@ -230,6 +230,13 @@ def _in_modules(node: torch.fx.Node, prefixes: Sequence[str]) -> bool:
     return any(p == pre or p.startswith(pre + ".") for p in paths for pre in prefixes)
 
 
+# --------------------------------------------------------------------------------------------------
+# XNNPACK int8 kernel rules: annotation hooks that exist only because of what XNNPACK's int8 kernels can and
+# cannot do (run by the XNNPACK quantizer's ``_float_head`` below, in QAT and PTQ alike). They belong with the
+# partitioner configs and node visitors of ``mobile_export.xnnpack_rules``, which lists every rule, why, and
+# the ExecuTorch version it was written for, and whose tests check them; they live here because quantizing
+# (``compress/qat.py``) must not depend on the export layer.
+
 _RESIZES = (torch.ops.aten.upsample_bilinear2d.vec, torch.ops.aten.upsample_bilinear2d.default)
 
 
@@ -239,7 +246,7 @@ def _share_resize_qparams(model: torch.fx.GraphModule, spec) -> int:
 
     Why: XNNPACK runs an int8 bilinear resize only with equal input and output quantization parameters; the
     XNNPACK quantizer leaves resizes unannotated, so each output was quantized at its user's own scale and the
-    resize ran in float between two converts (``mobile_export.executorch_export.partitioner_configs``). A
+    resize ran in float between two converts (``mobile_export.xnnpack_rules``, rule 1). A
     bilinear resize interpolates between its inputs, so its output needs no wider range than its input."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
     from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
@@ -318,6 +325,10 @@ def _pools_as_convs(model: torch.fx.GraphModule) -> int:
         model.graph.lint()
         model.recompile()
     return n
+
+
+# End of the XNNPACK int8 kernel rules.
+# --------------------------------------------------------------------------------------------------
 
 
 def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Sequence[str] = (),

@@ -120,9 +120,13 @@ def export_fixed(module: nn.Module, size: tuple[int, int] = DEFAULT_SIZE,
         return torch.export.export(program, inputs, strict=False)
 
 
-def artifact_name(variant: str, backend: str, precision: str, size: tuple[int, int], ext: str) -> str:
-    """File name that says what is inside: ``<variant>_<backend>_<precision>_<H>x<W>.<ext>``."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in variant)
+def artifact_name(variant: str, backend: str, precision: str, size: tuple[int, int], ext: str,
+                  io: str = "float") -> str:
+    """File name that says what is inside: ``<variant>_<backend>_<precision>_<H>x<W>.<ext>``; an ``io="app"``
+    program's variant gets the suffix ``_app`` (``<variant>_app_<backend>_...``)."""
+    if io not in IO:
+        raise ValueError(f"io must be one of {IO}, got {io!r}")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in variant) + ("_app" if io == APP_IO else "")
     return f"{safe}_{backend}_{precision}_{size[0]}x{size[1]}.{ext}"
 
 

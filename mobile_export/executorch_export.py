@@ -3,14 +3,16 @@
 The library (:func:`export_pte`, :func:`ptq_source`, :func:`load_pte`, :func:`run_pte`, :func:`open_pte`, ...);
 the command line is :mod:`mobile_export.export_pte` (``eapnet-export-pte``).
 
-A straight line: load + ``torch.export`` at a fixed size (``mobile_export.common``) -> int8 PTQ if asked
-(``compress.quantize``, XNNPACK quantizer) -> :func:`make_delegable` -> ``to_edge_transform_and_lower`` with
-``XnnpackPartitioner`` -> delegation check -> ``.pte`` written atomically -> output checked in ExecuTorch's
-own runtime (:func:`run_pte`) against the source module.
+A straight line: load + ``torch.export`` at a fixed size in an input/output convention (``mobile_export.common``:
+``io="float"`` or ``"app"``) -> int8 PTQ if asked (``compress.quantize``, XNNPACK quantizer) ->
+:func:`make_delegable` -> ``to_edge_transform_and_lower`` with ``XnnpackPartitioner`` and this project's
+XNNPACK rules (``mobile_export.xnnpack_rules``) -> delegation check -> the ``.pte`` written to a temporary file,
+run once in ExecuTorch's own runtime and compared with the source module (:func:`export_pte`'s self-check)
+-> renamed into place, sidecar ``.json`` beside it.
 
 Delegation. XNNPACK (executorch 1.5.1) takes every conv and transposed conv, add/mul/div, sigmoid, ReLU,
-clamp, minimum, log, exp, cat, slice, view, average pooling and bilinear x2 of the model, fp32 and int8, but
-not these (measured on EAPNet; the partitioner's own reasons in brackets):
+clamp, minimum, log, exp, cat, slice, view, permute, average pooling and bilinear x2 of the model, fp32 and
+int8, but not these (measured on EAPNet; the partitioner's own reasons in brackets):
 
 - ``torch.exp2`` (``ev_align``): not core ATen; edge conversion fails outright;
 - ``x ** 2.24`` (``ev_align``): ``pow.Tensor_Scalar`` [only support power == 2];
@@ -21,26 +23,32 @@ not these (measured on EAPNet; the partitioner's own reasons in brackets):
   (an int64 gather), none of which XNNPACK takes;
 - int Python scalars (``1 - x``) become int64 constants cast to float32 outside the delegate;
 - ``torch.cat`` of a single tensor (a one-block model's feature fusion) [only 2 or more tensors];
-- int8 programs quantized before ``compress.quantize`` shared a split's parameters with its halves: the
-  halves of the alignment's split, requantized to their users' scales [XNNPACK static slice requires matching
-  input and output quantization parameters].
+- app programs: ``frames.to(float32)`` of the uint8 frames [dtype conversion ... is not supported] and
+  ``unsqueeze`` of a leading dim [unsqueeze_copy only supported on the trailing dimension].
 
 :func:`make_delegable` rewrites them at export time into equivalent delegable ops (see ``_REWRITES``):
 ``exp2(e) = exp(e ln 2)``, ``x ** g = exp(g log max(x, tiny))``, sums and means over a non-spatial dim =
 adds of ``narrow`` slices (times ``1/n``), select/split = ``narrow`` (+ ``reshape``), replicate pad = ``cat``
-of the edge row/column, int scalars -> float scalars, a one-tensor cat -> the tensor, and an explicit
-requantize before a requantizing int8 slice (:func:`_requantize_before_slices`). The model code is untouched.
-Measured: the fp32 ``.pte`` matches eager within 2.4e-7 (tiny) / 1.2e-7 (standard, 1060x1900); int8 ones
-match the Q/DQ reference within 1-2 steps of the output conv's int8 scale (tests/test_executorch_export.py).
+of the edge row/column, int scalars -> float scalars, a one-tensor cat -> the tensor, a leading unsqueeze ->
+``reshape``, and ``uint8.to(float32) * k`` -> ``dequantize_per_tensor(scale k)`` (the same float32 products;
+XNNPACK's ``Convert (NC, QU8, F32)`` through ``mobile_export.xnnpack_rules``' rule 3). The model code is
+untouched. Measured: the fp32 ``.pte`` matches eager within 2.4e-7 (tiny) / 1.2e-7 (standard, 1060x1900);
+int8 ones match the Q/DQ reference within 1-2 steps of the output conv's int8 scale
+(tests/test_executorch_export.py).
 
-Int8 programs stay int8 up to the float output head: bilinear resizes and sigmoids run on int8 tensors
-(:func:`partitioner_configs`; the XNNPACK quantizer of ``compress.quantize`` gives each resize and each split
-half its input's parameters and makes the 2x2 average pools depthwise convs). Before, each of those ops was a
-float island between two XNNPACK Converts: the 100 G standard's int8 program had 51 Converts, now 7 (the input
-frames and the head).
+Int8 programs stay int8 up to the float output head: bilinear resizes and sigmoids run on int8 tensors, the
+XNNPACK quantizer gives each resize and each split half its input's parameters and makes the 2x2 average
+pools depthwise convs (``mobile_export.xnnpack_rules``, which lists every rule and the ExecuTorch version it
+was written for). Before, each of those ops was a float island between two XNNPACK Converts: the 100 G
+standard's int8 program had 51 Converts, now 7 (the input frames and the head). An int8 ``.pt2`` quantized
+before those parameters were shared cannot be delegated whole (its resizes and split halves requantize, which
+XNNPACK's int8 resize and slice cannot): :func:`export_pte` raises :class:`DelegationError` saying to
+re-quantize it with the current ``compress/qat.py``.
 
-Inputs and output of every ``.pte``: as ``mobile_export.common`` (``ldrs`` (1, 3, 3, H, W) in [0, 1],
-``evs`` (1, 3) stops; ``hdr`` (1, 3, H, W) gamma-encoded HDR, >= 0) at the fixed exported size.
+Inputs and output of every ``.pte``: as ``mobile_export.common`` at the fixed exported size, in its
+convention: ``"float"`` ``ldrs`` (1, 3, 3, H, W) in [0, 1], ``evs`` (1, 3) stops -> ``hdr`` (1, 3, H, W)
+gamma-encoded HDR, >= 0; ``"app"`` ``frames`` (3, H, W, 3) uint8, ``evs`` (3,) -> ``hdr`` (H, W, 3).
+:func:`load_pte` runs both behind the float convention.
 """
 from __future__ import annotations
 
@@ -53,6 +61,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,20 +71,38 @@ from eapnet.console import native_stderr
 from eapnet.evalsets import calibration_batches
 
 from mobile_export.common import (
+    APP_IO,
     DEFAULT_SIZE,
+    IO,
     Source,
+    app_example_inputs,
     artifact_name,
+    example_inputs,
     export_fixed,
+    with_io,
 )
 from compress.quantize import Padded, convert, prepare_ptq
 from eapnet.runs import atomic_path, atomic_write_json
+from mobile_export import xnnpack_rules
 from mobile_export.backends import Artifact, artifact_sha256
 
-__all__ = ["DelegationError", "delegation_report", "export_pte", "load_pte", "lower", "make_delegable",
-           "open_pte", "ptq_source", "run_pte"]
+__all__ = ["FP32_BOUND", "INT8_BOUND_STEPS", "DelegationError", "delegation_report", "export_pte", "load_pte",
+           "lower", "make_delegable", "open_pte", "ptq_source", "run_pte", "self_check"]
 
 BACKEND = "xnnpack"
 PRECISIONS = ("fp32", "int8")
+
+FP32_BOUND = 1e-4
+"""Largest absolute difference :func:`export_pte` accepts between an fp32 ``.pte`` and its float source on
+:func:`self_check`'s inputs (HDR units; measured 2.4e-7 for a tiny EAPNet, 1.2e-7 for the standard one)."""
+INT8_BOUND_STEPS = 2.5
+"""The same for an int8 ``.pte`` against its Q/DQ reference, in steps of the reference's output int8 scale
+(:func:`int8_output_step`): XNNPACK's int8 kernels round differently from the reference ops now and then, by a
+step or two (measured max 1.0 step for small test nets and the standard model at 1060x1900, 2.0 for the
+tiny CFG of tests/test_executorch_export.py)."""
+CODE_TOLERANCE = 1e-6
+"""How far (in [0, 1] units) a float frame value may be from ``code / 255`` for :func:`load_pte` to hand an
+app program that code: float32 ``c / 255`` is within 6e-8 of it, anything farther is not an 8-bit frame."""
 
 aten = torch.ops.aten
 
@@ -149,6 +176,16 @@ def _cat(tensors, dim=0):
     return tensors[0] if len(tensors) == 1 else NotImplemented
 
 
+def _unsqueeze(x, dim):
+    # XNNPACK takes an unsqueeze of the trailing dim only; anywhere else it is the same as a reshape (an app
+    # program's ``ldrs.unsqueeze(0)``).
+    dim = dim % (x.dim() + 1)
+    if dim == x.dim():
+        return NotImplemented
+    shape = list(x.shape)
+    return x.reshape(shape[:dim] + [1] + shape[dim:])                # exact
+
+
 def _split(x, sizes, dim=0):
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     return [x.narrow(dim, s, n) for s, n in zip(starts, sizes)]     # exact
@@ -177,6 +214,7 @@ _REWRITES = {
                                                          for s in range(0, x.shape[dim], size)], dim),
     aten.pad.default: _pad,
     aten.cat.default: _cat,
+    aten.unsqueeze.default: _unsqueeze,
 }
 """Op -> equivalent function of delegable ops (``NotImplemented``: keep the op). Used as a decomposition table."""
 _SCALAR_OPS = (aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.rsub.Scalar)
@@ -186,7 +224,9 @@ def make_delegable(ep: torch.export.ExportedProgram) -> torch.export.ExportedPro
     """``ep`` with the ops XNNPACK does not take rewritten into equivalent ops it does (module docstring).
 
     Int Python scalars of float arithmetic become floats first (``x + 1`` -> ``x + 1.0``): ExecuTorch turns an
-    int scalar into an int64 constant plus a cast that stays outside the delegate. ``ep`` is modified.
+    int scalar into an int64 constant plus a cast that stays outside the delegate. Then the decompositions of
+    ``_REWRITES``, no-op aliases dropped (:func:`_drop_aliases`) and uint8 casts as dequantizations
+    (:func:`_uint8_casts_as_dequantize`). ``ep`` is modified.
     """
     for node in ep.graph.nodes:
         if node.op == "call_function" and node.target in _SCALAR_OPS:
@@ -196,7 +236,7 @@ def make_delegable(ep: torch.export.ExportedProgram) -> torch.export.ExportedPro
     ep.graph_module.recompile()
     ep = ep.run_decompositions(_REWRITES)
     _drop_aliases(ep.graph_module)
-    _requantize_before_slices(ep.graph_module)
+    _uint8_casts_as_dequantize(ep.graph_module)
     return ep
 
 
@@ -213,42 +253,37 @@ def _drop_aliases(gm: torch.fx.GraphModule) -> int:
     return len(aliases)
 
 
-def _requantize_before_slices(gm: torch.fx.GraphModule) -> int:
-    """Int8 programs: ``dq(s1) -> slice -> q(s2)`` with ``s1 != s2`` becomes ``dq(s1) -> q(s2) -> dq(s2) -> slice
-    -> q(s2)``; returns how many slices it changed.
+def _uint8_casts_as_dequantize(gm: torch.fx.GraphModule) -> int:
+    """Each ``x.to(float32)`` of a uint8 ``x`` (``_to_copy``) becomes ``dequantize_per_tensor(x, scale, 0, 0, 255,
+    uint8)``, with ``scale`` the positive factor of a ``* scale`` that is its only user (folded in), else 1;
+    returns how many.
 
-    Why: ExecuTorch's XNNPACK quantizer leaves ``torch.split`` (``Alignment``) unannotated, so each half of
-    the split is requantized to its user's scale, and XNNPACK's int8 slice cannot requantize [needs matching
-    input and output quantization parameters]; the slice then stays outside the delegate. Programs quantized
-    by ``compress.quantize`` now give the halves their source's parameters (``_share_split_qparams``) and
-    need no change here; ``.pt2`` programs quantized before still do. Slicing and per-tensor
-    quantization commute and ``q(dq(q(y))) = q(y)``, so the result is bit-identical in the Q/DQ reference;
-    XNNPACK runs the requantization as a convert (int8 -> fp32 -> int8) and the slice in int8.
-    """
-    from torch._guards import detect_fake_mode
+    Why: XNNPACK takes no dtype-changing copy, but it converts uint8 to float32 as a dequantization
+    (``mobile_export.xnnpack_rules``, rule 3): the app program's ``frames.to(float32) * (1 / 255)`` becomes one
+    ``Convert (NC, QU8, F32)`` inside the delegate. Exact: both compute ``float32(c) * float32(scale)``, one
+    rounding, and ``c * 1`` is ``c``."""
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed Q/DQ ops
 
-    try:
-        qd = torch.ops.quantized_decomposed
-        quant, dequant = qd.quantize_per_tensor.default, qd.dequantize_per_tensor.default
-    except AttributeError:   # Q/DQ ops not registered: no int8 program exists in this process
-        return 0
+    dequant = torch.ops.quantized_decomposed.dequantize_per_tensor.default
     changed = 0
     for node in list(gm.graph.nodes):
-        if node.target != aten.slice.Tensor or len(node.users) != 1:
+        if node.op != "call_function" or node.target != aten._to_copy.default:
             continue
-        dq, q = node.args[0], next(iter(node.users))
-        if not (isinstance(dq, torch.fx.Node) and dq.target == dequant and q.target == quant):
+        src, val = node.args[0], node.meta.get("val")
+        if (not isinstance(src, torch.fx.Node) or getattr(src.meta.get("val"), "dtype", None) != torch.uint8
+                or val is None or val.dtype != torch.float32 or set(node.kwargs) - {"dtype"}):
             continue
-        if tuple(dq.args[1:]) == tuple(q.args[1:]):
-            continue
+        scale, last = 1.0, node
+        users = list(node.users)
+        if (len(users) == 1 and users[0].target == aten.mul.Tensor and users[0].args[0] is node
+                and type(users[0].args[1]) is float and math.isfinite(users[0].args[1]) and users[0].args[1] > 0):
+            scale, last = users[0].args[1], users[0]
         with gm.graph.inserting_before(node):
-            q2 = gm.graph.call_function(quant, (dq, *q.args[1:]))
-            dq2 = gm.graph.call_function(dequant, (q2, *q.args[1:]))
-        fake = detect_fake_mode([dq.meta["val"]])
-        with fake:
-            q2.meta["val"] = quant(dq.meta["val"], *q.args[1:])
-            dq2.meta["val"] = dequant(q2.meta["val"], *q.args[1:])
-        node.replace_input_with(dq, dq2)
+            dq = gm.graph.call_function(dequant, (src, scale, 0, 0, 255, torch.uint8))
+        dq.meta = dict(last.meta)
+        last.replace_all_uses_with(dq)
+        for n in (last, node) if last is not node else (node,):
+            gm.graph.erase_node(n)
         changed += 1
     if changed:
         gm.graph.lint()
@@ -257,9 +292,13 @@ def _requantize_before_slices(gm: torch.fx.GraphModule) -> int:
 
 
 def lower(ep: torch.export.ExportedProgram, reasons: bool = False):
-    """``to_edge_transform_and_lower`` of ``make_delegable(ep)`` with the XNNPACK partitioner.
+    """``to_edge_transform_and_lower`` of ``make_delegable(ep)`` with the XNNPACK partitioner and this project's
+    XNNPACK rules (``mobile_export.xnnpack_rules``: its partitioner configs, its node visitors installed first).
 
-    Returns the ``EdgeProgramManager`` (pass it to :func:`delegation_report`; ``.to_executorch()`` serialises).
+    Raises :class:`DelegationError` for an int8 program with a requantizing bilinear resize
+    (``xnnpack_rules.requantizing_int8_ops``: quantized before ``compress.quantize`` shared resize parameters),
+    which cannot be lowered. Returns the ``EdgeProgramManager`` (pass it to :func:`delegation_report`;
+    ``.to_executorch()`` serialises).
     Its ``why_not_delegated`` attribute maps node names to the partitioner's reasons for leaving them out,
     collected only with ``reasons=True``: that turns on the XNNPACK passes' debug logging, which makes the
     lowering about 1.5x slower (37 s against 25 s for a tiny EAPNet), so :func:`export_pte` asks for the
@@ -270,69 +309,19 @@ def lower(ep: torch.export.ExportedProgram, reasons: bool = False):
     )
     from executorch.exir import to_edge_transform_and_lower
 
+    ep = make_delegable(ep)
+    stuck = xnnpack_rules.requantizing_int8_ops(ep.graph)
+    if any("resize" in why for _, why in stuck):   # cannot be lowered at all: say so before ExecuTorch fails
+        report = {"delegated_nodes": 0, "non_delegated_nodes": len(stuck), "delegated_subgraphs": 0,
+                  "non_delegated": [{"name": n.name, "op": str(n.target), "why": why} for n, why in stuck],
+                  "by_operator": {}}
+        raise DelegationError(_delegation_message(report, "this int8 program"), report)
+    xnnpack_rules.install()
     with _partitioner_reasons() if reasons else contextlib.nullcontext({}) as why:
-        edge = to_edge_transform_and_lower(make_delegable(ep),
-                                           partitioner=[XnnpackPartitioner(configs=partitioner_configs())])
+        edge = to_edge_transform_and_lower(
+            ep, partitioner=[XnnpackPartitioner(configs=xnnpack_rules.partitioner_configs())])
     edge.why_not_delegated = why
     return edge
-
-
-def partitioner_configs() -> list:
-    """ExecuTorch's XNNPACK partitioner configs, with bilinear resizes and sigmoids also taken on int8 tensors.
-
-    ExecuTorch 1.5.1 offers ``upsample_bilinear2d`` and ``sigmoid`` in fp32 only, so in an int8 program each
-    became a float island: int8 -> fp32 convert, the float op, fp32 -> int8 convert (XNNPACK's Convert was 243
-    of 1,654 ms of the 100 G standard's int8 program at 1900x1060, the float resizes 120 ms more). XNNPACK
-    itself runs both on int8: the resize needs equal input and output quantization parameters (the XNNPACK
-    quantizer of ``compress.quantize`` shares them), the sigmoid is a lookup table for any pair. A resize
-    whose ``dequantize -> resize -> quantize`` pattern has unequal parameters (an int8 program quantized
-    before that sharing) stays an fp32 op with its converts, as before. The resize visitor is replaced too:
-    ExecuTorch's defines the resize's tensors without their quantization parameters.
-    """
-    from executorch.backends.xnnpack.operators.node_visitor import (
-        _node_visitor_dict,
-        register_node_visitor,
-    )
-    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
-    from executorch.backends.xnnpack.partition.config.generic_node_configs import (
-        SigmoidConfig,
-        UpsampleBilinear2dConfig,
-    )
-    from executorch.backends.xnnpack.partition.config.xnnpack_config import (
-        ConfigPrecisionType,
-    )
-    from executorch.backends.xnnpack.utils.quant_utils import is_dequant, is_quant
-
-    both = [ConfigPrecisionType.FP32, ConfigPrecisionType.STATIC_QUANT]
-
-    class Int8Resize(UpsampleBilinear2dConfig):
-        def supported_precision_types(self):
-            return both
-
-        def get_node_and_deps(self, node, ep):
-            deps = super().get_node_and_deps(node, ep)
-            dq, q = node.args[0], next(iter(node.users))
-            if (len(deps) > 1 and is_dequant(dq) and is_quant(q)
-                    and tuple(dq.args[1:]) != tuple(q.args[1:])):      # int8 resize cannot requantize
-                return [node]
-            return deps
-
-    class Int8Sigmoid(SigmoidConfig):
-        def supported_precision_types(self):
-            return both
-
-    resize_visitor = _node_visitor_dict[f"aten.{UpsampleBilinear2dConfig.target_name}"]
-    if not getattr(resize_visitor, "defines_quant_params", False):
-        class Int8ResizeVisitor(resize_visitor):
-            defines_quant_params = True
-
-            def define_node(self, node, xnn_graph, vals_to_ids, debug_handle):
-                self.define_nodes_tensor_inputs_outputs(node, xnn_graph, vals_to_ids, convert_to_nhwc=True)
-                super().define_node(node, xnn_graph, vals_to_ids, debug_handle)
-
-        register_node_visitor(Int8ResizeVisitor)
-    swap = {UpsampleBilinear2dConfig: Int8Resize, SigmoidConfig: Int8Sigmoid}
-    return [swap.get(c, c) for c in ALL_PARTITIONER_CONFIGS]
 
 
 @contextlib.contextmanager
@@ -420,21 +409,34 @@ def ptq_source(source: Source, calib: Sequence[tuple[torch.Tensor, torch.Tensor]
 
 def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE,
                precision: str | None = None, calib: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
-               allow_partial: bool = False) -> Path:
-    """Write ``<variant>_xnnpack_<precision>_<H>x<W>.pte`` for ``source`` into ``out_dir``; returns its path.
-
-    Beside it, ``<same name>.json``: the ``.pte``'s own sha256 (``artifact_sha256``, checked when it is opened:
-    ``mobile_export.backends.check_stamp``), source file and sha256, precision, size and :func:`delegation_report`.
+               allow_partial: bool = False, io: str = "float", threads: int | None = None) -> Path:
+    """Write ``artifact_name(variant, "xnnpack", precision, size, "pte", io)`` for ``source`` into ``out_dir``
+    (``<variant>_xnnpack_<precision>_<H>x<W>.pte``, ``<variant>_app_...`` for ``io="app"``); returns its path.
 
     ``size``: (H, W) in pixels of the program's fixed input. ``precision``: ``None`` = the source's own
     (``"fp32"`` for a float model, ``"int8"`` for a ``.pt2`` int8 program); ``"int8"`` with a float source
-    runs PTQ (:func:`ptq_source`) on ``calib`` batches. Raises :class:`DelegationError`, listing the ops,
-    when any compute op is left outside the XNNPACK delegate, unless ``allow_partial``. The file is written
-    atomically: a failure at any step leaves no (partial) ``.pte`` behind.
+    runs PTQ (:func:`ptq_source`) on ``calib`` batches (float inputs: the app wrapper goes around the
+    converted program). ``io``: the program's input/output convention (``mobile_export.common.IO``).
+
+    Raises :class:`DelegationError`, listing the ops, when any compute op is left outside the XNNPACK
+    delegate, unless ``allow_partial``. The program is then written to a temporary file beside the target and
+    checked before it is renamed into place (:func:`self_check`: one run in ExecuTorch's runtime, after a
+    probe in a child process, on seed-1 inputs, against the source module, within :data:`FP32_BOUND` or
+    :data:`INT8_BOUND_STEPS` output steps); a program that fails raises ``RuntimeError`` naming the file and
+    the figures. ``threads``: XNNPACK threads of that run (default: the runtime's). A failure at any step
+    leaves no new file behind (a previous file of that name stays as it was).
+
+    Beside it, ``<same name>.json``: the ``.pte``'s own sha256 (``artifact_sha256``, checked when it is opened:
+    ``mobile_export.backends.check_stamp``), source file and sha256, precision, size, ``io``,
+    :func:`delegation_report`, ``self_check`` (``max_abs``, ``bound``, ``against``, ``inputs``, ``forward_s``),
+    ``export_s`` (this call's seconds) and ``file_mb``.
     """
+    t0 = time.perf_counter()
     precision = precision or source.precision
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if io not in IO:
+        raise ValueError(f"io must be one of {IO}, got {io!r}")
     if source.precision == "int8" and precision == "fp32":
         raise ValueError(f"{source.path} is an int8 program; an fp32 .pte needs the float model (.pt)")
     if source.precision == "int8" and source.quant_backend not in (None, BACKEND):
@@ -443,28 +445,98 @@ def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, i
     if source.precision == "fp32" and precision == "int8":
         source = ptq_source(source, calib)
 
-    edge = lower(export_fixed(source.module, size))
+    edge = lower(export_fixed(source.module, size, io))
     report = delegation_report(edge)
     if report["non_delegated_nodes"]:  # lower again, this time collecting the partitioner's reasons
-        edge = lower(export_fixed(source.module, size), reasons=True)
+        edge = lower(export_fixed(source.module, size, io), reasons=True)
         report = delegation_report(edge)
     if report["non_delegated_nodes"] and not allow_partial:
-        ops = "; ".join(f"{d['name']} ({d['op']}" + (f": {d['why']}" if "why" in d else "") + ")"
-                        for d in report["non_delegated"])
-        raise DelegationError(f"{report['non_delegated_nodes']} compute node(s) of {source.variant} "
-                              f"{precision} stay outside the XNNPACK delegate: {ops}", report)
+        raise DelegationError(_delegation_message(report, f"{source.variant} {precision}"), report)
     program = edge.to_executorch()
-    path = Path(out_dir) / artifact_name(source.variant, BACKEND, precision, size, "pte")
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:   # the file closes before the rename
-        program.write_to_file(f)
-        f.flush()
-        os.fsync(f.fileno())
+    path = Path(out_dir) / artifact_name(source.variant, BACKEND, precision, size, "pte", io)
+    with atomic_path(path) as tmp:               # renamed to ``path`` only once checked
+        with open(tmp, "wb") as f:               # the file closes before it is run and renamed
+            program.write_to_file(f)
+            f.flush()
+            os.fsync(f.fileno())
+        check = self_check(tmp, source, io, name=path.name, threads=threads)
 
     atomic_write_json(path.with_suffix(".json"), {
         "pte": path.name, "artifact_sha256": artifact_sha256(path), "variant": source.variant,
-        "precision": precision, "size": list(size), "backend": BACKEND, "source": source.path,
-        "source_sha256": source.sha256, "maccs": source.maccs, "params": source.params, "delegation": report})
+        "precision": precision, "io": io, "size": list(size), "backend": BACKEND, "source": source.path,
+        "source_sha256": source.sha256, "maccs": source.maccs, "params": source.params, "delegation": report,
+        "self_check": check, "export_s": time.perf_counter() - t0, "file_mb": path.stat().st_size / 2**20})
     return path
+
+
+def _delegation_message(report: dict, what: str) -> str:
+    """One line: how many compute nodes of ``what`` stay outside the delegate, each with its op and reason; for
+    the requantizing int8 slices and resizes of an int8 program quantized before ``compress.quantize`` shared
+    their parameters, what to do about it."""
+    ops = "; ".join(f"{d['name']} ({d['op']}" + (f": {d['why']}" if "why" in d else "") + ")"
+                    for d in report["non_delegated"])
+    msg = f"{report['non_delegated_nodes']} compute node(s) of {what} stay outside the XNNPACK delegate: {ops}"
+    if any("matching input and output quantization parameters" in d.get("why", "") for d in report["non_delegated"]):
+        msg += (". This int8 program requantizes split halves or bilinear resizes, which XNNPACK's int8 kernels "
+                "cannot: it was quantized before compress.quantize gave them their input's parameters; "
+                "re-quantize it with the current compress/qat.py")
+    return msg
+
+
+def int8_output_step(module) -> float:
+    """Scale of the last ``quantize_per_tensor`` of an int8 Q/DQ program (``compress.quantize.Padded`` or its
+    graph module): the int8 step at the output head's input; ValueError if the module has no such node."""
+    import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  registers the quantized_decomposed Q/DQ ops
+
+    quant = torch.ops.quantized_decomposed.quantize_per_tensor.default
+    graph = getattr(getattr(module, "inner", module), "graph", None)
+    scales = [n.args[1] for n in (graph.nodes if graph is not None else ())
+              if n.op == "call_function" and n.target == quant]
+    if not scales:
+        raise ValueError(f"{type(module).__name__} is not an int8 Q/DQ program (no quantize_per_tensor node)")
+    return float(scales[-1])
+
+
+def self_check(path: str | os.PathLike, source: Source, io: str = "float", *, name: str | None = None,
+               threads: int | None = None) -> dict:
+    """Run the ``.pte`` at ``path`` once in ExecuTorch's runtime and compare it with ``source.module`` (the
+    float model, or the Q/DQ reference of an int8 source) on seed-1 inputs (:func:`example_inputs` /
+    :func:`mobile_export.common.app_example_inputs` at the program's size: not the tracing inputs, seed 0).
+
+    The program is loaded in a child process first (:func:`probe_in_child`). Bound: :data:`FP32_BOUND`, or
+    :data:`INT8_BOUND_STEPS` x :func:`int8_output_step` for an int8 source. Returns ``{"max_abs", "bound",
+    "against", "inputs", "forward_s"}``; raises ``RuntimeError`` naming the file (``name``, default the path's)
+    and the figures when the program does not load or its output is farther than the bound (or not finite).
+    """
+    path = Path(path)
+    name = name or path.name
+    try:
+        probe_in_child(path)
+        method = _load_method(path, threads)
+    except ValueError as e:
+        raise RuntimeError(f"{name}: the written program does not load in ExecuTorch's runtime ({e})") from e
+    program_io = _program_io(method)
+    if program_io != io:
+        raise RuntimeError(f"{name}: written as an {io!r} program, its input is that of an {program_io!r} one")
+    size = _program_size(method, io)
+    inputs = app_example_inputs(size, seed=1) if io == APP_IO else example_inputs(size, seed=1)
+    t = time.perf_counter()
+    got = method.execute(tuple(x.contiguous() for x in inputs))[0]
+    forward_s = time.perf_counter() - t
+    with torch.no_grad():
+        want = with_io(source.module, io)(*inputs)
+    if source.precision == "int8":
+        bound, against = INT8_BOUND_STEPS * int8_output_step(source.module), "Q/DQ reference"
+    else:
+        bound, against = FP32_BOUND, "float model"
+    if tuple(got.shape) != tuple(want.shape):
+        raise RuntimeError(f"{name}: the program returns shape {tuple(got.shape)}, its source "
+                           f"{tuple(want.shape)}")
+    max_abs = float((got.float() - want.float()).abs().max())
+    if not max_abs <= bound:   # NaN fails too
+        raise RuntimeError(f"{name} fails its self-check: max abs difference {max_abs:.3g} from the "
+                           f"{against} on seed-1 inputs, bound {bound:.3g}; the file is not kept")
+    return {"max_abs": max_abs, "bound": bound, "against": against, "inputs": "seed 1", "forward_s": forward_s}
 
 
 def check_pte(path: str | os.PathLike) -> None:
@@ -521,31 +593,82 @@ def set_threads(threads: int | None) -> None:
         _unsafe_reset_threadpool(threads)
 
 
-def load_pte(path: str | os.PathLike, *, threads: int | None = None):
-    """Load a ``.pte``'s ``forward`` once in ExecuTorch's runtime; returns ``run(ldrs, evs) -> hdr``.
+_SCALAR_TYPES = {0: "uint8", 6: "float32"}
+"""ExecuTorch ``ScalarType`` codes of the inputs our programs take (``method.metadata``)."""
 
-    ``run`` takes ``ldrs`` (1, 3, 3, H, W) float32 in [0, 1] and ``evs`` (1, 3) stops at the program's
-    exported size (``run.size`` = (H, W)) and returns ``hdr`` (1, 3, H, W). ``threads``: size of the XNNPACK
-    thread pool (ExecuTorch's experimental ``_unsafe_reset_threadpool``); default its own (one per core).
-    """
+
+def _load_method(path: Path, threads: int | None):
+    """The ``forward`` method of a ``.pte`` in ExecuTorch's runtime; ValueError for a damaged file."""
     from executorch.runtime import Runtime
 
-    path = Path(path)
     check_pte(path)
     set_threads(threads)
     try:
         with native_stderr():
-            method = Runtime.get().load_program(path).load_method("forward")
+            return Runtime.get().load_program(path).load_method("forward")
     except Exception as e:  # the runtime raises RuntimeError/ValueError variants for a damaged file
         raise ValueError(f"{path} is not a loadable ExecuTorch program ({type(e).__name__}: {e})") from e
-    want = tuple(method.metadata.input_tensor_meta(0).sizes())
+
+
+def _program_io(method) -> str:
+    """``"app"`` for a program whose first input is uint8 (the frames), ``"float"`` for float32 ``ldrs``."""
+    dtype = _SCALAR_TYPES.get(method.metadata.input_tensor_meta(0).dtype())
+    if dtype is None:
+        raise ValueError(f"first input of ExecuTorch ScalarType {method.metadata.input_tensor_meta(0).dtype()}: "
+                         f"not an EAPNet program (uint8 frames or float32 ldrs)")
+    return APP_IO if dtype == "uint8" else "float"
+
+
+def _program_size(method, io: str) -> tuple[int, int]:
+    """(H, W) of a program's fixed input: ``frames`` (3, H, W, 3) or ``ldrs`` (1, 3, 3, H, W)."""
+    sizes = tuple(method.metadata.input_tensor_meta(0).sizes())
+    return (sizes[1], sizes[2]) if io == APP_IO else (sizes[-2], sizes[-1])
+
+
+def _codes(ldrs: torch.Tensor, name: str) -> torch.Tensor:
+    """``ldrs`` (1, 3, 3, H, W) in [0, 1] as the app's ``frames`` (3, H, W, 3) uint8; ValueError when a value is
+    farther than :data:`CODE_TOLERANCE` from a ``code / 255``."""
+    scaled = ldrs.float() * 255.0
+    codes = torch.round(scaled)
+    off = float((scaled - codes).abs().max()) / 255.0 if scaled.numel() else 0.0
+    if not off <= CODE_TOLERANCE:
+        raise ValueError(f"{name} is an app program (8-bit frames): ldrs must be 8-bit codes / 255, got values "
+                         f"{off:.3g} from the nearest one")
+    if codes.numel() and (float(codes.min()) < 0 or float(codes.max()) > 255):
+        raise ValueError(f"{name} is an app program (8-bit frames): ldrs must be in [0, 1], got values in "
+                         f"[{float(codes.min()) / 255:.4g}, {float(codes.max()) / 255:.4g}]")
+    return codes[0].to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def load_pte(path: str | os.PathLike, *, threads: int | None = None):
+    """Load a ``.pte``'s ``forward`` once in ExecuTorch's runtime; returns ``run(ldrs, evs) -> hdr``.
+
+    ``run`` takes ``ldrs`` (1, 3, 3, H, W) float32 in [0, 1] and ``evs`` (1, 3) stops at the program's
+    exported size (``run.size`` = (H, W)) and returns ``hdr`` (1, 3, H, W), whatever the program's convention
+    (``run.io``, told from its first input's dtype: ``"float"`` or ``"app"``). For an app program ``run``
+    hands it ``frames = round(ldrs * 255)`` as uint8 (3, H, W, 3) and ``evs`` (3,), and returns its (H, W, 3)
+    output as (1, 3, H, W); ``ldrs`` must then be 8-bit frames (each value within :data:`CODE_TOLERANCE` of a
+    ``code / 255``, ValueError otherwise): an app program cannot take other values. ``threads``: size of the
+    XNNPACK thread pool (ExecuTorch's experimental ``_unsafe_reset_threadpool``); default its own (one per core).
+    """
+    path = Path(path)
+    method = _load_method(path, threads)
+    io = _program_io(method)
+    size = _program_size(method, io)
+    want = (1, 3, 3, *size)
 
     def run(ldrs: torch.Tensor, evs: torch.Tensor) -> torch.Tensor:
         if tuple(ldrs.shape) != want:
             raise ValueError(f"{path.name} takes ldrs of shape {want}, got {tuple(ldrs.shape)}")
+        if tuple(evs.shape) != (1, 3):
+            raise ValueError(f"{path.name} takes evs of shape (1, 3), got {tuple(evs.shape)}")
+        if io == APP_IO:
+            out = method.execute((_codes(ldrs, path.name), evs.float().reshape(3).contiguous()))[0]
+            return out.permute(2, 0, 1).unsqueeze(0).contiguous()
         return method.execute((ldrs.float().contiguous(), evs.float().contiguous()))[0]
 
-    run.size = want[-2:]
+    run.size = size
+    run.io = io
     return run
 
 
@@ -570,7 +693,8 @@ def open_pte(path: str | os.PathLike, *, threads: int | None = None):
     probe_in_child(path)
     run = load_pte(path, threads=threads)
     return Artifact(path, "pte", meta.get("precision", "?"), tuple(run.size),
-                    "ExecuTorch runtime (XNNPACK delegate)", meta, run)
+                    "ExecuTorch runtime (XNNPACK delegate" + (", 8-bit app input)" if run.io == APP_IO else ")"),
+                    meta, run)
 
 
 def run_pte(path: str | os.PathLike, ldrs: torch.Tensor, evs: torch.Tensor, *,

@@ -5,10 +5,13 @@
     python -m mobile_export.export_pte --model runs/compress-100G-x/int8.pt2 --size 512x768
     eapnet-export-pte --model standard
 
-Writes ``<variant>_xnnpack_<precision>_<H>x<W>.pte``, its sidecar ``.json`` and ``<same name>.run.json`` into
-``--out`` (default ``runs/executorch-<time>``), then runs the program once in ExecuTorch's runtime and prints
-its largest difference from the source model. The export itself, the delegation rewrites and the runtime:
-:mod:`mobile_export.executorch_export`.
+    python -m mobile_export.export_pte --model standard --io app          # uint8 frames in, (H, W, 3) out
+
+Writes ``<variant>_xnnpack_<precision>_<H>x<W>.pte`` (``<variant>_app_...`` with ``--io app``), its sidecar
+``.json`` and ``<same name>.run.json`` into ``--out`` (default ``runs/executorch-<time>``) and prints what the
+export measured: delegation, and its self-check (the program run once in ExecuTorch's runtime against the
+source model, or the Q/DQ reference of an int8 one; a program that fails it is not kept). The export itself,
+the delegation rewrites, the self-check and the runtime: :mod:`mobile_export.executorch_export`.
 """
 from __future__ import annotations
 
@@ -19,21 +22,18 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from compress.quantize import read_quantized_meta
 from eapnet.cli import Parser, command, int_at_least, size_arg, threads_arg
 from eapnet.evalsets import CALIBRATION_SCENES, calibration_batches
 from eapnet.memory import MemoryBudgetError, check_size, checkpoint_config
 from eapnet.model import EAPNetConfig
-from mobile_export.common import DEFAULT_SIZE, artifact_name, example_inputs, load_source
+from mobile_export.common import DEFAULT_SIZE, IO, artifact_name, load_source
 from mobile_export.executorch_export import (
     BACKEND,
     PRECISIONS,
     DelegationError,
     export_pte,
     ptq_source,
-    run_pte,
 )
 from eapnet.checkpoint import SHIPPED
 from eapnet.runs import OutputExistsError, atomic_write_json, make_run_dir, record_run
@@ -49,12 +49,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="default: the source's own (fp32 for a float model, int8 for a .pt2); int8 with a float "
                         "source runs PTQ on the shipped calibration set")
     p.add_argument("--size", type=size_arg, default=DEFAULT_SIZE, help="HxW of the program's fixed input, pixels")
+    p.add_argument("--io", choices=IO, default="float",
+                   help="input/output convention: 'float' ldrs (1, 3, 3, H, W) in [0, 1] and evs (1, 3) -> hdr "
+                        "(1, 3, H, W); 'app' uint8 frames (3, H, W, 3) and evs (3,) -> hdr (H, W, 3)")
     p.add_argument("--allow-large", action="store_true",
                    help="export even where the estimated memory of the export exceeds what this machine has free")
     p.add_argument("--calib-scenes", type=int_at_least(1), default=argparse.SUPPRESS,
                    help=f"calibration scenes for int8 PTQ of a float source (default: {CALIBRATION_SCENES})")
     p.add_argument("--threads", type=threads_arg, default=None,
-                   help="XNNPACK threads for the runtime check (default: ExecuTorch's, one per core)")
+                   help="XNNPACK threads for the export's self-check run (default: ExecuTorch's, one per core)")
     p.add_argument("--allow-partial", action="store_true",
                    help="write the .pte even if some ops stay outside the XNNPACK delegate")
     p.add_argument("--out", default=None, help="output folder, may hold other artifacts (default runs/executorch-<time>)")
@@ -105,7 +108,7 @@ def main(argv=None) -> int:
         # an artifact folder collects several exports: only this artifact must not exist yet
         out = (make_run_dir(args.out, "executorch", tool="eapnet-export-pte", overwrite=True) if args.out is None
                else Path(args.out))
-        target = out / artifact_name(source.variant, BACKEND, precision, args.size, "pte")
+        target = out / artifact_name(source.variant, BACKEND, precision, args.size, "pte", args.io)
         if target.exists() and not args.overwrite:
             raise OutputExistsError(f"--out {out} already holds {target.name}; pass --overwrite to replace it")
         out.mkdir(parents=True, exist_ok=True)
@@ -113,34 +116,21 @@ def main(argv=None) -> int:
         argv = sys.argv[1:] if argv is None else list(argv)
         record_run(out, resolved, name=f"{target.stem}.run.json",
                    command=shlex.join(["python", "-m", "mobile_export.export_pte", *argv]))
-        reference = source
         if source.precision == "fp32" and precision == "int8":
-            reference = ptq_source(source, calibration_batches(limit=args.calib_scenes))   # the Q/DQ program to match
-        path = export_pte(reference, out, size=args.size, precision=precision,
-                          allow_partial=args.allow_partial)
+            source = ptq_source(source, calibration_batches(limit=args.calib_scenes))   # the Q/DQ program to match
+        path = export_pte(source, out, size=args.size, precision=precision, io=args.io,
+                          allow_partial=args.allow_partial, threads=args.threads)
     except DelegationError as e:   # the model is not exportable as asked: bad input, not a crash
         raise ValueError(str(e)) from e
-    export_s = time.time() - t0
 
-    ldrs, evs = example_inputs(args.size, seed=1)   # not the tracing input
-    t = time.time()
-    got = run_pte(path, ldrs, evs, threads=args.threads)
-    run_s = time.time() - t
-    with torch.no_grad():
-        diffs = {"vs_source": (got - source.module(ldrs, evs)).abs().max().item()}
-        if reference is not source:
-            diffs["vs_qdq_reference"] = (got - reference.module(ldrs, evs)).abs().max().item()
-    sidecar = path.with_suffix(".json")
-    summary = {**json.loads(sidecar.read_text()), "export_s": export_s, "runtime_forward_s": run_s,
-               "runtime_threads": args.threads, "max_abs_diff": diffs, "file_mb": path.stat().st_size / 2**20}
-    atomic_write_json(sidecar, summary)
-    d = summary["delegation"]
-    print(f"wrote {path} ({summary['file_mb']:.2f} MB) in {export_s:.0f} s")
+    summary = json.loads(path.with_suffix(".json").read_text())
+    d, c = summary["delegation"], summary["self_check"]
+    print(f"wrote {path} ({summary['file_mb']:.2f} MB) in {time.time() - t0:.0f} s")
     print(f"delegation: {d['delegated_nodes']} nodes in {d['delegated_subgraphs']} XNNPACK subgraph(s), "
           f"{d['non_delegated_nodes']} compute nodes outside" +
           (": " + ", ".join(x["op"] for x in d["non_delegated"]) if d["non_delegated"] else ""))
-    print(f"runtime forward {run_s:.2f} s; max abs diff of the runtime output " +
-          ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in diffs.items()))
+    print(f"self-check ({c['inputs']} inputs, runtime forward {c['forward_s']:.2f} s): max abs diff "
+          f"{c['max_abs']:.3g} from the {c['against']}, bound {c['bound']:.3g}")
     return 0
 
 

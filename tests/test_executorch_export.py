@@ -3,9 +3,9 @@ match their source (eager float model; Q/DQ int8 reference); the export-time rew
 are atomic; the CLI rejects bad arguments clearly.
 
 Tiny configs at 36x52 (not a multiple of 8: the program pads and crops). The XNNPACK lowering is the cost:
-~25 s of CPU for the fp32 tiny model, ~35 s for the small int8 one, ~60 s for int8 CFG; the default tests
-take ~80 s of CPU in all, the slow ones (``-m slow``: .pt2 round trip, shipped standard model) ~200 s."""
-import copy
+~25 s of CPU for the fp32 tiny model, ~35 s for the small int8 one, ~60 s for int8 CFG; every export also
+runs its program once (the self-check, a child process first: a few seconds). The slow tests (``-m slow``:
+.pt2 round trip, shipped standard model, other configs) take minutes."""
 import json
 import pickle
 
@@ -14,7 +14,6 @@ import torch
 from conftest import TINY
 from torch import nn
 
-import compress.quantize as cq
 from compress.quantize import Padded, convert, prepare_ptq, save_quantized
 from eapnet.checkpoint import save_checkpoint
 from eapnet.evalsets import calibration_batches
@@ -22,7 +21,15 @@ from eapnet.model import EAPNet, with_blocks
 from eapnet.training import pytorch_default_init
 from mobile_export import executorch_export as ee
 from mobile_export import export_pte as pte_cli
-from mobile_export.common import Source, example_inputs, export_fixed, file_sha256, load_source
+from mobile_export.common import (
+    Source,
+    app_example_inputs,
+    example_inputs,
+    export_fixed,
+    file_sha256,
+    load_source,
+    with_io,
+)
 from mobile_export.pte_profile import classify, profile_pte
 
 # Like the standard model: transposed-conv upsampling and the radiance-merge base (pow, exp2, log, exp,
@@ -83,6 +90,30 @@ def fp32_run(tmp_path_factory, ckpt):
     return out
 
 
+@pytest.fixture(scope="module")
+def app_run(tmp_path_factory, ckpt):
+    """The CLI on the tiny checkpoint: fp32 app-IO .pte at 36x52."""
+    out = tmp_path_factory.mktemp("app")
+    assert pte_cli.main(["--model", str(ckpt), "--size", "36x52", "--io", "app", "--out", str(out),
+                         "--threads", "1"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_int8():
+    """SMALL's float model, its calibration batches and its PTQ'd Q/DQ reference source (PTQ done once)."""
+    model = _model(SMALL)
+    source = Source(model, "fp32", "small", "mem", "0")
+    calib = _calib()
+    return model, source, calib, ee.ptq_source(source, calib)
+
+
+def _codes_inputs(seed: int = 1):
+    """8-bit frames as the float model's ``ldrs`` (codes * float32(1 / 255), as the app program computes them)."""
+    frames, evs = app_example_inputs(SIZE, seed=seed)
+    return (frames.permute(0, 3, 1, 2).unsqueeze(0).float() * (1.0 / 255.0)), evs[None]
+
+
 def test_rewrites_remove_undelegable_ops_and_keep_the_output(model):
     ep = ee.make_delegable(export_fixed(model, SIZE))
     targets = {n.target for n in ep.graph.nodes if n.op == "call_function"}
@@ -101,8 +132,9 @@ def test_fp32_pte_fully_delegated_and_matches_eager(fp32_run, model):
     d = info["delegation"]
     assert d["non_delegated_nodes"] == 0 and d["non_delegated"] == []
     assert d["delegated_subgraphs"] >= 1 and d["delegated_nodes"] > 100
-    assert info["max_abs_diff"]["vs_source"] < 1e-4          # the CLI's own check on its input
-    assert info["artifact_sha256"] == file_sha256(pte)      # the .pte's own hash, re-checked when opened
+    check = info["self_check"]                              # the export's own run, on seed-1 inputs
+    assert check["inputs"] == "seed 1" and check["bound"] == ee.FP32_BOUND and check["max_abs"] < 1e-6
+    assert info["io"] == "float" and info["artifact_sha256"] == file_sha256(pte)   # re-checked when opened
     assert pte.with_suffix(".run.json").is_file() and not _no_temp_files(fp32_run)   # one record per artifact
     ldrs, evs = _inputs()
     got = ee.run_pte(pte, ldrs, evs)
@@ -136,6 +168,97 @@ def test_run_pte_checks_the_input_shape(fp32_run):
         ee.run_pte(fp32_run / "tiny_xnnpack_fp32_36x52.pte", *example_inputs((40, 52)))
     with pytest.raises(FileNotFoundError, match="no .pte"):
         ee.run_pte(fp32_run / "missing.pte", *_inputs())
+
+
+def test_fp32_app_pte_fully_delegated_and_matches_float_io(app_run, fp32_run, model):
+    """The app convention (uint8 frames, (H, W, 3) out) of the same model: every op in XNNPACK (the uint8 ->
+    float32 conversion too), and on 8-bit frames the float-IO program's output."""
+    from eapnet.inference import predict
+    from mobile_export.common import ProgramModule
+
+    pte = app_run / "tiny_app_xnnpack_fp32_36x52.pte"
+    info = json.loads(pte.with_suffix(".json").read_text())
+    assert info["io"] == "app" and info["delegation"]["non_delegated"] == []
+    assert info["self_check"]["max_abs"] < 1e-6             # against AppIO(model) in eager, on seed-1 frames
+    run, flt = ee.load_pte(pte), ee.load_pte(fp32_run / "tiny_xnnpack_fp32_36x52.pte")
+    assert (run.io, run.size, flt.io) == ("app", SIZE, "float")
+    ldrs, evs = _codes_inputs()
+    got, want = run(ldrs, evs), flt(ldrs, evs)
+    assert got.shape == (1, 3, *SIZE)
+    assert (got - want).abs().max().item() <= 1e-6          # measured: identical
+    # the one inference path: frames as floats c / 255 (a division: within an ulp of the program's c * (1/255))
+    frames, e = app_example_inputs(SIZE, seed=1)
+    scene = ((frames.numpy() / 255.0).astype("float32"), e.numpy())
+    a, f = predict(ProgramModule(run), *scene), predict(ProgramModule(flt), *scene)
+    assert a.shape == (*SIZE, 3) and abs(a - f).max() < 1e-5
+    with pytest.raises(ValueError, match="app program .*8-bit codes / 255"):
+        run(*_inputs())                                      # frames that are not 8-bit
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        run(ldrs * 2.0, evs)
+
+
+@pytest.mark.slow   # another int8 lowering of SMALL, ~35 s (tests/test_xnnpack_rules.py lowers a micro int8 app program)
+def test_int8_app_pte_fully_delegated(tmp_path, small_int8):
+    """Int8 with the app convention: the uint8 frames' conversion joins the XNNPACK subgraph, and the program
+    matches the Q/DQ reference behind the same convention (PTQ on float inputs, the wrapper around it)."""
+    model, source, calib, reference = small_int8
+    pte = ee.export_pte(reference, tmp_path, size=SIZE, io="app")
+    assert pte.name == "small_app_xnnpack_int8_36x52.pte" and not _no_temp_files(tmp_path)
+    info = json.loads(pte.with_suffix(".json").read_text())
+    d = info["delegation"]
+    assert d["non_delegated_nodes"] == 0 and d["delegated_subgraphs"] == 1, d["non_delegated"]
+    assert info["io"] == "app" and info["self_check"]["max_abs"] <= info["self_check"]["bound"]
+    run = ee.load_pte(pte)
+    assert run.io == "app"
+    ldrs, evs = _codes_inputs(seed=2)
+    with torch.no_grad():
+        want = reference.module(ldrs, evs)
+        raw = with_io(reference.module, "app")(*app_example_inputs(SIZE, seed=2))
+    assert torch.equal(raw.permute(2, 0, 1)[None], want)     # the wrapper is the same computation
+    assert (run(ldrs, evs) - want).abs().max().item() <= ee.INT8_BOUND_STEPS * _output_step(reference.module)
+
+
+class _Twice(nn.Module):
+    """A one-op program that lowers in seconds."""
+
+    def forward(self, ldrs, evs):
+        return ldrs[:, 1] * 2.0
+
+
+def test_self_check_refuses_a_wrong_program_and_keeps_no_file(tmp_path, monkeypatch):
+    src = Source(_Twice(), "fp32", "twice", "mem", "0")
+    real = ee.lower
+    monkeypatch.setattr(ee, "probe_in_child", lambda path, timeout=300: None)   # ~8 s; other tests run it
+
+    def lower_then_swap(ep, reasons=False):            # the program no longer computes the source's function
+        edge = real(ep, reasons)
+        src.module = _Cumsum()
+        return edge
+
+    monkeypatch.setattr(ee, "lower", lower_then_swap)
+    with pytest.raises(RuntimeError, match=r"twice_xnnpack_fp32_16x16.pte fails its self-check: max abs difference "
+                                           r"\S+ from the float model on seed-1 inputs, bound 0.0001"):
+        ee.export_pte(src, tmp_path, size=(16, 16))
+    assert list(tmp_path.iterdir()) == []
+    # a written program the runtime cannot load: the same, one line naming the file
+    src.module = _Twice()
+
+    def corrupt(path, timeout=300):
+        raise ValueError(f"{path} is not a loadable ExecuTorch program (the runtime aborted)")
+
+    monkeypatch.setattr(ee, "probe_in_child", corrupt)
+    with pytest.raises(RuntimeError, match="twice_xnnpack_fp32_16x16.pte: the written program does not load"):
+        ee.export_pte(src, tmp_path, size=(16, 16))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_artifact_names_tell_app_programs_apart():
+    from mobile_export.common import artifact_name
+
+    assert artifact_name("std", "xnnpack", "int8", (4, 6), "pte") == "std_xnnpack_int8_4x6.pte"
+    assert artifact_name("std", "xnnpack", "int8", (4, 6), "pte", "app") == "std_app_xnnpack_int8_4x6.pte"
+    with pytest.raises(ValueError, match="io must be one of"):
+        artifact_name("std", "xnnpack", "int8", (4, 6), "pte", "rgb")
 
 
 def _check_int8(pte, reference: Padded, model: nn.Module):
@@ -182,15 +305,12 @@ def _check_int8_islands(reference: Padded, prof) -> None:
     assert not [name for name in names if name.startswith("Average Pooling")]
 
 
-def test_int8_pte_by_ptq_fully_delegated_and_matches_qdq(tmp_path, monkeypatch):
+def test_int8_pte_by_ptq_fully_delegated_and_matches_qdq(tmp_path, monkeypatch, small_int8):
     """export_pte(float source, precision="int8"): PTQ (ptq_source) -> lowering; transposed convs included.
 
     A one-block, single-scale variant of CFG keeps the int8 lowering to ~30 s; the .pt2 test below (slow)
     lowers CFG itself."""
-    model = _model(SMALL)
-    source = Source(model, "fp32", "small", "mem", "0")
-    calib = _calib()
-    reference = ee.ptq_source(source, calib)
+    model, source, calib, reference = small_int8
     calls = []
 
     def spy(src, c):                   # the PTQ above, done once: it is deterministic, and slow
@@ -212,23 +332,9 @@ def test_int8_pte_by_ptq_fully_delegated_and_matches_qdq(tmp_path, monkeypatch):
     lo, hi = prof.outside_int8_share()
     assert 0 < lo <= hi < 1 and 0.3 * prof.execute_ms <= prof.operator_ms <= prof.execute_ms * 1.05
     _check_int8_islands(reference.module, prof)
-    # This quantizer gives the split's halves their source's parameters: no slice to requantize.
-    assert ee._requantize_before_slices(export_fixed(reference.module, SIZE).graph_module) == 0
-    # A program quantized without that sharing (a .pt2 from before it) needs the requantize-before-slice
-    # rewrite, which leaves the Q/DQ program bit-identical (the float rewrites alone change float rounding in
-    # the preprocessing, so the baseline has them too).
-    monkeypatch.setattr(cq, "_share_split_qparams", lambda gm: 0)
-    ep = export_fixed(Padded(convert(prepare_ptq(model, "xnnpack", calib))).eval(), SIZE)
-    counted = []
-    real = ee._requantize_before_slices
-    monkeypatch.setattr(ee, "_requantize_before_slices", lambda gm: counted.append(real(gm)) or counted[-1])
-    rewritten = ee.make_delegable(copy.deepcopy(ep))
-    assert counted == [4]                              # the two halves of each side frame's alignment split
-    monkeypatch.setattr(ee, "_requantize_before_slices", lambda gm: 0)
-    baseline = ee.make_delegable(ep)
-    ldrs, evs = _inputs()
-    with torch.no_grad():
-        assert torch.equal(rewritten.module()(ldrs, evs), baseline.module()(ldrs, evs))
+    check = json.loads(pte.with_suffix(".json").read_text())["self_check"]
+    assert check["against"] == "Q/DQ reference" and check["max_abs"] <= check["bound"]
+    assert check["bound"] == pytest.approx(ee.INT8_BOUND_STEPS * _output_step(reference.module))
 
 
 @pytest.mark.slow
@@ -331,6 +437,7 @@ def test_precision_mismatches_are_rejected(model):
     (["--model", "standard", "--size", "1060"], "size must be HxW"),
     (["--model", "standard", "--size", "8x8"], "at least 16x16"),
     (["--model", "standard", "--precision", "fp16"], "invalid choice"),
+    (["--model", "standard", "--io", "rgb"], "invalid choice"),
 ])
 def test_cli_rejects_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
