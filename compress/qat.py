@@ -26,6 +26,7 @@ from eapnet.cli import Parser, add_overwrite, command, int_at_least, size_arg
 from eapnet.inference import TILE_OVERLAP, resolve_device
 from eapnet.macs import FRAME_SIZE
 from eapnet.memory import MemoryBudgetError, check_size, checkpoint_config, estimate_peak_bytes, require_memory
+from mobile_export import native
 from mobile_export.pipeline import ARTIFACTS, compress_and_ship
 from eapnet.cpu import keep_freed_memory
 from eapnet.runs import make_run_dir, record_run
@@ -57,6 +58,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "stitched over the full-size frame (multiple of 8)")
     p.add_argument("--tile-overlap", type=int_at_least(0), default=None, metavar="PX",
                    help=f"pixels shared by neighbouring tiles in that check (default {TILE_OVERLAP})")
+    p.add_argument("--arm", action="store_true",
+                   help="also run every .pte through the native runner on this machine and, cross-built for "
+                        "aarch64, under QEMU on four ARM kernel families (cortex-a53, cortex-a76, neoverse-n2, max); "
+                        "a difference from the Python runtime beyond float rounding fails parity "
+                        "(needs scripts/setup_native.sh; ./run.sh --arm runs it)")
     p.add_argument("--parity-scenes", type=int_at_least(1), default=None,
                    help="scenes per dataset in the parity check of the exported artifacts (default 4)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compress-<budget>-<time>)")
@@ -70,7 +76,8 @@ def parse_args(argv=None):
     p = get_args_parser()
     args = p.parse_args(argv)
     export_flags = {"--export-size": args.export_size, "--artifacts": args.artifacts, "--tile": args.tile,
-                    "--tile-overlap": args.tile_overlap, "--parity-scenes": args.parity_scenes}
+                    "--tile-overlap": args.tile_overlap, "--parity-scenes": args.parity_scenes,
+                    "--arm": args.arm or None}
     given = [flag for flag, value in export_flags.items() if value is not None]
     if args.no_export and given:
         p.error(f"--no-export makes no phone artifacts and checks none: {', '.join(given)} would be ignored")
@@ -83,6 +90,10 @@ def parse_args(argv=None):
         p.error(f"--tile {args.tile}: must be a multiple of 8 (EAPNet's padding multiple)")
     if args.tile is not None and not args.tile_overlap < args.tile // 2:
         p.error(f"--tile-overlap {args.tile_overlap}: must be below half the tile ({args.tile // 2})")
+    if args.arm:
+        missing = native.missing_tools("aarch64")
+        if missing:
+            p.error(f"--arm: {missing}")
     cfg = config_from_args(p, args)
     if not args.no_export:
         _check_export(p, args, cfg)
@@ -124,11 +135,13 @@ def main(argv=None) -> int:
     record_run(run_dir, {**cfg.to_dict(), "export_size": list(args.export_size or cfg.size),
                          "no_export": args.no_export, "artifacts": list(args.artifacts),
                          "parity_scenes": args.parity_scenes, "tile": args.tile, "tile_overlap": args.tile_overlap,
+                         "arm": args.arm,
                          "out": str(run_dir)})
     command = shlex.join(["python", "compress/qat.py", *(argv if argv is not None else sys.argv[1:])])
     report = compress_and_ship(cfg, run_dir, export_size=args.export_size, parity_scenes=args.parity_scenes,
                                export=not args.no_export, artifacts=args.artifacts, tile=args.tile,
-                               tile_overlap=args.tile_overlap, command=command, progress=not args.quiet)
+                               tile_overlap=args.tile_overlap, runners=("native", "aarch64") if args.arm else (),
+                               command=command, progress=not args.quiet)
     print(report_markdown(report))
     exported = report["export"]
     if exported is not None and not exported["passed"]:

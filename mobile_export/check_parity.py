@@ -22,6 +22,8 @@ from pathlib import Path
 from eapnet.cli import Parser, add_overwrite, command, int_at_least, out_dir, threads_arg
 from eapnet.inference import TILE_OVERLAP, resolve_device
 from mobile_export.canvas import DATASETS
+from mobile_export.native import CPUS, missing_tools
+from mobile_export.native_check import RUNNERS
 from mobile_export.parity import report_markdown, run_parity
 from eapnet.checkpoint import SHIPPED
 from eapnet.runs import atomic_write_json, atomic_write_text, record_run
@@ -47,6 +49,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "check the stitched output against the float model on the whole frame")
     p.add_argument("--tile-overlap", type=int_at_least(0), default=None,
                    help=f"pixels shared by neighbouring tiles with --stitch (default {TILE_OVERLAP})")
+    p.add_argument("--runner", nargs="+", choices=RUNNERS, default=[],
+                   help="also run each .pte through the native runner: native (built for this machine), aarch64 "
+                        "(cross-built, under QEMU for each --cpus family); a difference from the Python runtime "
+                        "beyond float rounding fails (scripts/setup_native.sh installs the aarch64 tools)")
+    p.add_argument("--cpus", nargs="+", choices=CPUS, default=None,
+                   help=f"aarch64 kernel families for --runner aarch64 (default all: {' '.join(CPUS)})")
     p.add_argument("--device", default="auto", help="device of the float model: auto (cuda if present), cpu, cuda")
     p.add_argument("--threads", type=threads_arg, default=None, help="XNNPACK threads for .pte files")
     p.add_argument("--out", "--report", dest="out", default=None, help="folder for parity.json, parity.md and run.json")
@@ -83,6 +91,15 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             p.error(f"--model {spec}: no such file")
     if args.tile_overlap is not None and not args.stitch:
         p.error("--tile-overlap sets the overlap of --stitch: give --stitch too, or drop it")
+    if args.cpus is not None and "aarch64" not in args.runner:
+        p.error("--cpus picks the CPUs of --runner aarch64: give --runner aarch64 too, or drop it")
+    if args.runner and not any(Path(a).suffix == ".pte" for a in args.artifacts):
+        p.error("--runner runs .pte files through the native runner: none among the artifacts")
+    for runner in args.runner:
+        missing = missing_tools("host" if runner == "native" else "aarch64")
+        if missing:
+            p.error(f"--runner {runner}: {missing}")
+    args.cpus = list(CPUS) if args.cpus is None else args.cpus
     if args.threads is not None and not any(Path(a).suffix == ".pte" for a in args.artifacts):
         p.error("--threads sets XNNPACK's threads for .pte files: none among the artifacts")
     args.tile_overlap = TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
@@ -101,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      gutter=args.gutter, device=args.device, threads=args.threads,
                      write_back=not args.no_write_back, progress=not args.quiet,
                      shared_exposures=not args.all_exposures, stitch=args.stitch,
-                     tile_overlap=args.tile_overlap)
+                     tile_overlap=args.tile_overlap, runners=args.runner, cpus=args.cpus)
     md = report_markdown(rep)
     if out is not None:
         record_run(out, vars(args))

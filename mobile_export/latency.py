@@ -151,7 +151,7 @@ def _runtime_error(stderr: str) -> str:
     return lines[0].strip() if lines else stderr.strip().splitlines()[-1]
 
 
-def _artifact(spec: str, precision: str, size, folder: Path, int8: str | None, log) -> Path:
+def cached_pte(spec: str, precision: str, size, folder: Path, int8: str | None, log) -> Path:
     """The ``.pte`` of ``spec`` at ``size``: reused from ``folder`` when its sidecar names this source's sha256 and
     the file's own (``mobile_export.backends.check_stamp``), else exported."""
 
@@ -179,8 +179,8 @@ def bench(models, sizes, *, runs: int, threads: int, artifacts: Path, int8: str 
     for spec in models:
         src = load_source(spec)
         for size in sizes:
-            files = {"pte fp32": _artifact(spec, "fp32", size, artifacts, None, log),
-                     "pte int8": _artifact(spec, "int8", size, artifacts, int8, log)}
+            files = {"pte fp32": cached_pte(spec, "fp32", size, artifacts, None, log),
+                     "pte int8": cached_pte(spec, "int8", size, artifacts, int8, log)}
             row = {"model": src.variant, "source": str(spec), "gmaccs_1060x1900": (src.maccs or 0) / 1e9,
                    "size": list(size), "threads": threads}
             for rt in RUNTIMES:
@@ -206,7 +206,7 @@ def bench(models, sizes, *, runs: int, threads: int, artifacts: Path, int8: str 
             if tile and (size[0] > tile or size[1] > tile):
                 row["tile"], row["tile_overlap"] = [tile, tile], TILE_OVERLAP
                 for precision in ("fp32", "int8"):
-                    rt, path = f"pte {precision} tiled", _artifact(spec, precision, (tile, tile), artifacts, int8, log)
+                    rt, path = f"pte {precision} tiled", cached_pte(spec, precision, (tile, tile), artifacts, int8, log)
                     try:
                         row[rt] = {**_measure("tiled", str(path), size, runs, threads),
                                    "file_mb": path.stat().st_size / 1e6}

@@ -28,6 +28,9 @@ For each artifact (``.pte`` from ``mobile_export.executorch_export``, ``.mlpacka
    against ground truth (float minus artifact, per dataset). Any breach fails the artifact; the command exits 1.
    A tile program (``--stitch``; ``compress/qat.py --tile 512`` exports them) is also run tiled over the whole
    full-size frame and the stitched output checked against the float model's whole-frame output.
+6. **On the phone's instruction set** (``runners``, ``--runner native aarch64``): each ``.pte`` is also run by the
+   project's C++ runner on the same inputs, on this machine and under QEMU for each aarch64 kernel family, and
+   must agree with the Python runtime to float rounding (:mod:`mobile_export.native_check`).
 5. **Localise** a failure (``mobile_export.localise``): the quantized eager model (the ``.pt2``, or post-training quantization redone on
    ``calib_data``) is compared with the float model layer by layer (every conv, in execution order); the
    first layers whose relative error jumps are named. When the eager model is within budget and the int8
@@ -57,6 +60,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
@@ -64,12 +68,16 @@ from pathlib import Path
 
 import numpy as np
 from torch import nn
+from tqdm import tqdm
 
 from eapnet.inference import TILE_OVERLAP, predict, resolve_device, to_batch
 from mobile_export.backends import Artifact, open_artifact
 from mobile_export.canvas import DATASETS, Canvas, Scene, centre_crop, crops, load_scenes, pack
 from mobile_export.common import ProgramModule, load_source
 from mobile_export.localise import layer_errors, localise, program_gaps
+from mobile_export.manifest import manifest_path, set_parity
+from mobile_export.native import CPUS
+from mobile_export.native_check import host_cpu, runner_rows
 from compress.quantize import load_quantized, read_quantized_meta
 from eapnet.checkpoint import SHIPPED, shipped_path
 from eapnet.metrics import psnr_l, psnr_mu
@@ -281,8 +289,6 @@ def check(precision: str, rows: list[dict], threshold: Threshold | None = None) 
 
 
 def _predict_canvases(model: nn.Module, canvases: Sequence[Canvas], desc: str, progress: bool) -> list[np.ndarray]:
-    from tqdm import tqdm
-
     return [predict(model, c.ldrs, c.evs) for c in tqdm(canvases, desc=desc, disable=not progress, leave=False)]
 
 
@@ -389,13 +395,16 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
                datasets: Sequence[str] = DATASETS, limit: int | None = 8, gutter: int = 16,
                device: str = "auto", threads: int | None = None, write_back: bool = True,
                progress: bool = True, shared_exposures: bool = True, stitch: bool | Collection[str] = False,
-               tile_overlap: int = TILE_OVERLAP, log=print) -> dict:
+               tile_overlap: int = TILE_OVERLAP, runners: Sequence[str] = (), cpus: Sequence[str] = CPUS,
+               log=print) -> dict:
     """Check every artifact (see the module docstring); returns the report dict (``passed`` per artifact
     and overall). Float outputs are computed once per (float model, canvas size) and shared. ``stitch``: the
     artifacts (True: all; else their paths) that are tile programs: where one is smaller than the full-size
     frame (``fullres``) it is also run tiled over the whole frame (``tile_overlap`` pixels between tiles,
     :func:`eapnet.inference.predict`) and the stitched frame checked against the float model on the whole
-    frame with :data:`STITCHED` thresholds."""
+    frame with :data:`STITCHED` thresholds. ``runners``: also run every ``.pte`` through the native runner
+    (``"native"``: this machine; ``"aarch64"``: each of ``cpus`` under QEMU) and fail one whose output differs
+    from the Python runtime's beyond float rounding (:mod:`mobile_export.native_check`)."""
     dev = resolve_device(device)
     scenes, skipped = load_scenes(datasets, limit, shared_exposures=shared_exposures)
     if not scenes:
@@ -443,13 +452,23 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
         tiles = stitch is True or (stitch and str(spec) in {str(x) for x in stitch})
         big = [sc for sc in scenes if tiles and sc.dataset == "fullres" and sc.ldrs.shape[1] >= art.size[0]
                and sc.ldrs.shape[2] >= art.size[1] and tuple(sc.ldrs.shape[1:3]) != tuple(art.size)]
+        s_outs = []
         if outs is not None and big:
-            s_rows = _stitched_rows(art, src, big, tile_overlap, dev, float_cache, progress)
+            s_rows, s_outs = _stitched_rows(art, src, big, tile_overlap, dev, float_cache, progress)
             s_threshold = STITCHED.get(art.precision, threshold)
             stitched = {"tile": list(art.size), "overlap": tile_overlap, "threshold": asdict(s_threshold),
                         "summary": _summary(s_rows), "scenes": s_rows}
             fails += [f"stitched {art.size[0]}x{art.size[1]} tiles (overlap {tile_overlap}): {f}"
                       for f in check(art.precision, s_rows, s_threshold)]
+        machines = [{"runner": "python", "arch": platform.machine(), "cpu": host_cpu(), "executor": art.executor,
+                     "passed": not fails, "max_abs_vs_reference": max(
+                         (r["max_abs_vs_float"] for r in rows if "max_abs_vs_float" in r), default=None)}]
+        if outs is not None and runners and art.kind == "pte":
+            rows_n, fails_n = runner_rows(art, canvases, outs, runners=runners, cpus=cpus,
+                                          stitched=[(sc, o) for sc, o in zip(big, s_outs) if o is not None],
+                                          tile_overlap=tile_overlap, threads=threads, log=log)
+            machines += rows_n
+            fails += fails_n
         entry.update({
             "kind": art.kind, "precision": art.precision, "size": list(art.size), "executor": art.executor,
             "variant": art.meta.get("variant"),
@@ -457,6 +476,7 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
             "export_source": dict(zip(("path", "sha256"), _source_of(art))),   # as recorded: see "stamp"
             "threshold": asdict(threshold) if threshold else None, "canvases": len(canvases),
             "summary": _summary(rows), "scenes": rows, "failures": fails, "passed": not fails,
+            "machines": machines,
             "seconds": round(time.time() - t0, 1), **({"stitched": stitched} if stitched else {})})
         if fails and threshold is not None:
             try:
@@ -477,11 +497,10 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
 
 
 def _stitched_rows(art: Artifact, src, scenes: Sequence[Scene], overlap: int, dev, float_cache: dict,
-                   progress: bool) -> list[dict]:
-    """Scene rows of ``art`` run tiled over each whole scene against the float model on the whole scene."""
-    from tqdm import tqdm
-
-    rows = []
+                   progress: bool) -> tuple[list[dict], list[np.ndarray | None]]:
+    """Scene rows of ``art`` run tiled over each whole scene against the float model on the whole scene, and
+    the stitched outputs (None where the artifact failed)."""
+    rows, outs = [], []
     for sc in tqdm(scenes, desc=f"{art.path.name} stitched", disable=not progress, leave=False):
         key = (src.sha256, "whole", sc.dataset, sc.id)
         if key not in float_cache:
@@ -491,9 +510,11 @@ def _stitched_rows(art: Artifact, src, scenes: Sequence[Scene], overlap: int, de
             out = predict(ProgramModule(art), sc.ldrs, sc.evs, tile=tuple(art.size), overlap=overlap)
         except Exception as e:
             rows.append({"dataset": sc.dataset, "id": sc.id, "error": f"execution failed: {type(e).__name__}: {e}"})
+            outs.append(None)
             continue
         rows.append(_scene_row(sc, out, float_cache[key]))
-    return rows
+        outs.append(out)
+    return rows, outs
 
 
 def _one_line(summary: dict) -> str:
@@ -514,13 +535,21 @@ def _write_back(art: Artifact, entry: dict) -> None:
               "artifact_sha256": entry["artifact_sha256"],
               "reference": {"path": entry["float"]["path"], "sha256": entry["float"]["sha256"]},
               "reference_is_export_source": entry["float"]["is_export_source"],
-              "summary": entry["summary"], "failures": entry["failures"],
+              "summary": entry["summary"], "failures": entry["failures"], "machines": entry["machines"],
               **({"warnings": entry["warnings"]} if entry["warnings"] else {})}
     if art.kind == "mlpackage":
         set_metadata(art.path, parity=record)
     else:
         sidecar = art.path.with_suffix(".json")
         atomic_write_json(sidecar, {**json.loads(sidecar.read_text()), "parity": record})
+    if manifest_path(art.path).is_file():   # the app-facing summary beside the artifact
+        vals = [d for d in entry["summary"].values() if d.get("scenes")]
+        set_parity(art.path, {
+            **{k: record[k] for k in ("passed", "measured", "reference", "reference_is_export_source",
+                                      "artifact_sha256", "machines")},
+            "worst_psnr_mu_vs_float": min((d["psnr_mu_vs_float_min"] for d in vals), default=None),
+            "gt_drop": {k: d["gt_drop"] for k, d in entry["summary"].items() if "gt_drop" in d},
+            **({"notes": entry["failures"] + entry["warnings"]} if entry["failures"] or entry["warnings"] else {})})
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -573,6 +602,20 @@ def report_markdown(rep: dict) -> str:
                          + ", ".join(f"{k} {d['scenes']}" for k, d in st["summary"].items()) + " | "
                          + _f(min((d["psnr_mu_vs_float_min"] for d in vals), default=None)) + " | "
                          + _f(max((d["max_abs_vs_float"] for d in vals), default=None), ".2e") + " |")
+    ran = [(r, m) for r in rep["artifacts"] for m in r.get("machines", []) if m["runner"] != "python"]
+    if ran:
+        lines += ["", "The same programs through the native runner (C++, `mobile_export/runner`), against the Python "
+                      "runtime's output on this machine (max abs difference over the canvases and stitched frames; "
+                      "bound: float rounding):", "",
+                  "| artifact | runner | CPU | max abs vs x86 | bound | seconds | verdict |",
+                  "|---|---|---|---:|---:|---:|---|"]
+        for r, m in ran:
+            lines.append(f"| {r['artifact']} | {m['runner']} | {m['cpu']} | "
+                         + (f"{m['max_abs_vs_x86']:.2e} | {m['bound']:.1e}" if "error" not in m else "– | –")
+                         + f" | {m['seconds']} | " + ("pass" if m["passed"] else f"**FAIL** {m.get('error', '')}")
+                         + " |")
+        notes = sorted({m["note"] for _, m in ran if m.get("note")})
+        lines += [""] + [f"- {n}" for n in notes] if notes else []
     lines += ["", "Thresholds (worst-scene PSNR-mu vs float ≥, mean GT drop ≤, max abs ≤):", ""]
     lines += [f"- {k}: {v['min_psnr_mu_vs_float']:g} dB"
               + (f" (on a scene with ground truth at most the float model's PSNR-mu there + {v['scene_margin']:g} dB)"

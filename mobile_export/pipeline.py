@@ -98,13 +98,15 @@ def _export_one(key: str, float_ckpt: str, int8_program: str | None, out_dir: st
 
 def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE, parity_scenes: int = 4,
                      prefix: str = "", which: tuple[str, ...] = ARTIFACTS, tile: int | None = None,
-                     tile_overlap: int = TILE_OVERLAP, progress: bool = True,
+                     tile_overlap: int = TILE_OVERLAP, runners: tuple[str, ...] = (), progress: bool = True,
                      log=print) -> tuple[dict, dict[str, float]]:
     """The artifacts ``which`` (default: all four) of the compressed variant in ``run_dir``
     (``<prefix>compressed.pt`` and ``<prefix>int8.pt2``, as ``compress.pipeline.compress`` writes them) into
     ``run_dir/export``, then the parity harness on them (``run_dir/parity/parity.{json,md}``). ``tile``: the
     same artifacts also at ``tile`` x ``tile`` (keys ``<key>@<tile>``), for apps that run a frame in tiles;
     parity also checks them stitched over the whole full-size frame (``tile_overlap`` pixels between tiles).
+    ``runners``: parity also runs every ``.pte`` through the native runner (``mobile_export.native_check``:
+    ``"native"`` this machine, ``"aarch64"`` each aarch64 kernel family under QEMU).
     Returns ``(summary, wall seconds)``: the summary holds
     per artifact its file, size, executor, verdict and PSNR-μ figures, and ``passed`` / ``failed``."""
     from eapnet.runs import atomic_write_json, atomic_write_text
@@ -125,7 +127,7 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
     t = time.time()
     rep = run_parity(list(paths.values()), limit=parity_scenes, progress=progress,
                      stitch=[str(v) for k, v in paths.items() if "@" in k],
-                     tile_overlap=tile_overlap)
+                     tile_overlap=tile_overlap, runners=runners, log=log)
     atomic_write_json(run_dir / "parity" / "parity.json", rep)
     atomic_write_text(run_dir / "parity" / "parity.md", parity_markdown(rep))
     wall["parity"] = time.time() - t
@@ -139,6 +141,8 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
                      "executor": r.get("executor"), "passed": r["passed"], "failures": r["failures"],
                      "psnr_mu_vs_float_min": min((d["psnr_mu_vs_float_min"] for d in s.values() if d["scenes"]),
                                                  default=None),
+                     "machines": [{k: m.get(k) for k in ("runner", "cpu", "max_abs_vs_x86", "passed")}
+                                  for m in r.get("machines", [])],
                      "psnr_mu": {d: v["psnr_mu"] for d, v in s.items() if "psnr_mu" in v},
                      "float_psnr_mu": {d: v["float_psnr_mu"] for d, v in s.items() if "float_psnr_mu" in v}}
         if r.get("stitched"):
@@ -152,7 +156,7 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
 
 def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int, int] | None = None,
                       parity_scenes: int = 4, export: bool = True, artifacts: tuple[str, ...] = ARTIFACTS,
-                      tile: int | None = None, tile_overlap: int = TILE_OVERLAP,
+                      tile: int | None = None, tile_overlap: int = TILE_OVERLAP, runners: tuple[str, ...] = (),
                       command: str | None = None, progress: bool = True, log=print) -> dict:
     """The main job for one budget: :func:`compress.pipeline.compress` (``cfg`` a ``CompressConfig``) into
     ``run_dir``, then :func:`export_and_check` of ``artifacts`` at ``export_size`` (default: ``cfg.size``)
@@ -170,7 +174,7 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
         if export:
             report["export"], wall = export_and_check(run_dir, size=export_size or cfg.size,
                                                       parity_scenes=parity_scenes, which=artifacts,
-                                                      tile=tile, tile_overlap=tile_overlap,
+                                                      tile=tile, tile_overlap=tile_overlap, runners=runners,
                                                       progress=progress, log=log)
             report["wall_s"].update(wall)
     except BaseException as e:

@@ -1,0 +1,126 @@
+"""Latency and peak memory of the native runner (``mobile_export/runner``) per frame, whole and tiled.
+
+For each precision and frame size: the program exported at the frame's size, run whole, against a tile program
+run by the runner's C++ tiler over the same frame (:func:`plan_tile`: the fewest tiles of at most
+``max_tile`` pixels a side, evened out over the frame, ``overlap`` pixels between neighbours). Each figure is
+the median of ``repeat`` runs in one runner process after a warm-up run; peak memory is the runner process's
+(``ru_maxrss``: the program, its activations and the frame's buffers). The cost of tiling is reported per
+pixel: tiled seconds / whole seconds on the same frame, both measured in one invocation. The goal the tile
+plan is held to (:data:`GOAL`): int8 tiled at most 1.3x the whole-frame time per pixel at <= 1 GB peak.
+
+The frames are the real full-size NTIRE triplet (``../shared/data/ntire_samples``), resized (bilinear) to
+sizes other than its own: the runner's latency does not depend on the content.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from eapnet.inference import TILE_OVERLAP
+from mobile_export import native
+from mobile_export.canvas import load_scenes
+from mobile_export.latency import cached_pte
+
+__all__ = ["GOAL", "bench_native", "plan_tile", "report_markdown"]
+
+GOAL = {"tiled_over_whole_per_pixel": 1.3, "peak_mb": 1024}
+"""Tiled int8 at most this many times the whole-frame time per pixel, at at most this peak (MB)."""
+
+
+def plan_tile(frame: tuple[int, int], max_tile: int, overlap: int = TILE_OVERLAP, multiple: int = 8) -> tuple[int, int]:
+    """The tile ``(h, w)`` for ``frame`` ``(H, W)``: per side the fewest tiles of at most ``max_tile`` pixels
+    that cover it with ``overlap`` pixels shared, each as small as that count allows (rounded up to
+    ``multiple``, EAPNet's padding multiple, so no tile pads), and never larger than the frame."""
+    sides = []
+    for n in frame:
+        if n <= max_tile:
+            sides.append(n)
+            continue
+        count = math.ceil((n - overlap) / (max_tile - overlap))
+        side = math.ceil((n + (count - 1) * overlap) / count)
+        sides.append(min(n, multiple * math.ceil(side / multiple)))
+    return sides[0], sides[1]
+
+
+def _frames(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The real full-size triplet at ``size`` as 8-bit codes / 255 (what a camera hands over)."""
+    scenes, _ = load_scenes(["fullres"], 1)
+    if not scenes:
+        raise ValueError("the full-size NTIRE triplet is not available (../shared/data/ntire_samples)")
+    s = scenes[0]
+    x = torch.from_numpy(s.ldrs).permute(0, 3, 1, 2)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    codes = (x.clamp(0, 1) * 255).round().permute(0, 2, 3, 1).numpy()
+    return (codes / 255).astype(np.float32), np.asarray(s.evs, dtype=np.float32)
+
+
+def _measure(pte: Path, ldrs, evs, repeat: int, threads: int | None, overlap: int) -> dict:
+    _, stats = native.run_native(pte, ldrs, evs, repeat=repeat + 1, threads=threads, tile_overlap=overlap)
+    return {k: stats[k] for k in ("median_ms", "first_ms", "load_ms", "peak_rss_mb", "tiles", "program")
+            if k in stats} | {"file_mb": pte.stat().st_size / 1e6}
+
+
+def bench_native(model: str, frames: Sequence[tuple[int, int]], *, precisions: Sequence[str] = ("fp32", "int8"),
+                 max_tiles: Sequence[int] = (1024,), overlap: int = TILE_OVERLAP, repeat: int = 3,
+                 threads: int | None = None, artifacts: Path = Path("runs/bench-artifacts"),
+                 int8: str | None = None, log=print) -> list[dict]:
+    """One row per (precision, frame): whole-frame and, per ``max_tiles`` entry, tiled figures (module
+    docstring). Programs are exported into ``artifacts`` once and reused while their source is unchanged."""
+    rows = []
+    for frame in frames:
+        ldrs, evs = _frames(frame)
+        for precision in precisions:
+            row = {"precision": precision, "frame": list(frame), "overlap": overlap, "tiled": []}
+            t = time.time()
+            whole = cached_pte(model, precision, frame, artifacts, int8, log)
+            row["whole"] = _measure(whole, ldrs, evs, repeat, threads, overlap)
+            log(f"{precision} {frame[0]}x{frame[1]} whole: {row['whole']['median_ms']:.0f} ms, "
+                f"peak {row['whole']['peak_rss_mb']:.0f} MB ({time.time() - t:.0f} s)")
+            for max_tile in max_tiles:
+                tile = plan_tile(frame, max_tile, overlap)
+                if tile == tuple(frame):
+                    continue
+                pte = cached_pte(model, precision, tile, artifacts, int8, log)
+                r = {"max_tile": max_tile, "tile": list(tile), **_measure(pte, ldrs, evs, repeat, threads, overlap)}
+                r["over_whole"] = r["median_ms"] / row["whole"]["median_ms"]
+                r["meets_goal"] = (r["over_whole"] <= GOAL["tiled_over_whole_per_pixel"]
+                                   and r["peak_rss_mb"] <= GOAL["peak_mb"])
+                row["tiled"].append(r)
+                log(f"{precision} {frame[0]}x{frame[1]} tiled {tile[0]}x{tile[1]} ({r['tiles']} tiles): "
+                    f"{r['median_ms']:.0f} ms ({r['over_whole']:.2f}x whole), peak {r['peak_rss_mb']:.0f} MB")
+            rows.append(row)
+    return rows
+
+
+def report_markdown(rows: list[dict], model: str, repeat: int, threads: int | None, machine: str) -> str:
+    lines = [f"# Native runner: whole frame vs tiles ({model})", "",
+             f"`mobile_export/runner` on {machine}, {threads or 'all'} thread(s); median of {repeat} runs after a "
+             f"warm-up, in one runner process; peak = the runner process's resident memory. The frame is the real "
+             f"full-size NTIRE triplet (resized where the size differs). *x whole*: tiled time / whole-frame time "
+             f"on the same frame (both programs process the whole frame, so this is the cost per pixel).", "",
+             "| precision | frame | program | tiles | ms | x whole | peak MB | .pte MB |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        f = f"{r['frame'][1]}x{r['frame'][0]}"
+        w = r["whole"]
+        lines.append(f"| {r['precision']} | {f} | whole {r['frame'][0]}x{r['frame'][1]} | 1 | {w['median_ms']:.0f} | "
+                     f"1.00 | {w['peak_rss_mb']:.0f} | {w['file_mb']:.2f} |")
+        for t in r["tiled"]:
+            lines.append(f"| {r['precision']} | {f} | tile {t['tile'][0]}x{t['tile'][1]} (overlap {r['overlap']}) | "
+                         f"{t['tiles']} | {t['median_ms']:.0f} | {t['over_whole']:.2f} | {t['peak_rss_mb']:.0f} | "
+                         f"{t['file_mb']:.2f} |")
+    int8 = [(r, t) for r in rows if r["precision"] == "int8" for t in r["tiled"]]
+    met = [x for x in int8 if x[1]["meets_goal"]]
+    lines += ["", f"Goal: tiled int8 at most {GOAL['tiled_over_whole_per_pixel']}x the whole-frame time per pixel at "
+                  f"at most {GOAL['peak_mb']} MB peak: met by {len(met)} of {len(int8)} int8 tile plans"
+              + (": " + ", ".join(f"{r['frame'][1]}x{r['frame'][0]} with {t['tile'][0]}x{t['tile'][1]} tiles "
+                                  f"({t['over_whole']:.2f}x, {t['peak_rss_mb']:.0f} MB)" for r, t in int8) if int8 else "")
+              + "."]
+    return "\n".join(lines) + "\n"
