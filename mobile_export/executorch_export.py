@@ -85,6 +85,7 @@ from compress.quantize import Padded, convert, prepare_ptq
 from eapnet.runs import atomic_path, atomic_write_json
 from mobile_export import xnnpack_rules
 from mobile_export.backends import Artifact, artifact_sha256
+from mobile_export.manifest import build_manifest, executorch_runtime, write_manifest
 
 __all__ = ["FP32_BOUND", "INT8_BOUND_STEPS", "DelegationError", "delegation_report", "export_pte", "load_pte",
            "lower", "make_delegable", "open_pte", "ptq_source", "run_pte", "self_check"]
@@ -466,6 +467,8 @@ def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, i
         "precision": precision, "io": io, "size": list(size), "backend": BACKEND, "source": source.path,
         "source_sha256": source.sha256, "maccs": source.maccs, "params": source.params, "delegation": report,
         "self_check": check, "export_s": time.perf_counter() - t0, "file_mb": path.stat().st_size / 2**20})
+    write_manifest(path, build_manifest(path, backend=BACKEND, precision=precision, io=io, size=size,
+                                        source=source, runtime=executorch_runtime(precision)))
     return path
 
 
