@@ -614,3 +614,32 @@ def test_an_int8_source_may_name_its_float_model_only_beside_itself(tmp_path):
                    meta={"source": str(pt2), "source_sha256": file_sha256(pt2)}, stamp="verified")
     with pytest.raises(ValueError, match=r"names float checkpoint '../../elsewhere/model.pt', not a file name"):
         parity._export_float(art)
+
+
+def test_the_native_runner_check_agrees_and_fails_a_runner_that_differs(exported, monkeypatch):
+    """``runners=("native",)``: the host runner runs the same canvases and the stitched frame (its C++ tiler) and
+    agrees with the Python runtime to the bit; the machines are in the report, the sidecar and the manifest. A
+    runner whose output is off by more than float rounding fails the artifact, naming the machine."""
+    from eapnet.data.synthetic import generate_scene
+    from mobile_export import native_check
+    from mobile_export.manifest import read_manifest
+
+    ldrs, evs, _ = generate_scene(5, 160, 224)
+    frame = canvas.Scene("fullres", "0000", ldrs, evs, None)
+    monkeypatch.setattr(parity, "load_scenes", lambda *a, **k: ([frame], {}))
+    quiet = {"float_spec": str(exported["ckpt"]), "progress": False, "log": lambda *_: None}
+    rep = parity.run_parity([exported["pte"]], stitch=True, tile_overlap=32, runners=("native",), **quiet)
+    art = rep["artifacts"][0]
+    (py, nat) = art["machines"]
+    assert py["runner"] == "python" and nat["runner"] == "native" and nat["passed"]
+    assert nat["max_abs_vs_x86"] == 0.0 and nat["stitched_max_abs_vs_x86"] == 0.0 and nat["stitched_scenes"] == 1
+    assert "through the native runner" in parity.report_markdown(rep)
+    assert read_manifest(exported["pte"])["parity"]["machines"][1]["runner"] == "native"
+
+    real = native_check.native.run_native
+    monkeypatch.setattr(native_check.native, "run_native",
+                        lambda *a, **k: (lambda out, stats: (out + 1e-3, stats))(*real(*a, **k)))
+    rep = parity.run_parity([exported["pte"]], runners=("native",), write_back=False, **quiet)
+    art = rep["artifacts"][0]
+    assert not art["passed"] and not art["machines"][1]["passed"]
+    assert any("native runner's output differs from the Python runtime's" in f for f in art["failures"])
