@@ -69,6 +69,7 @@ import torch
 
 from eapnet.console import native_stderr
 from eapnet.evalsets import calibration_batches
+from eapnet.metrics import psnr_mu
 
 from mobile_export.common import (
     APP_IO,
@@ -96,6 +97,10 @@ PRECISIONS = ("fp32", "int8")
 FP32_BOUND = 1e-4
 """Largest absolute difference :func:`export_pte` accepts between an fp32 ``.pte`` and its float source on
 :func:`self_check`'s inputs (HDR units; measured 2.4e-7 for a tiny EAPNet, 1.2e-7 for the standard one)."""
+INT8_MIN_PSNR_MU = 40.0
+"""dB: where an int8 ``.pte`` is more than :data:`INT8_BOUND_STEPS` steps off its Q/DQ reference somewhere, it is
+still accepted when its mean difference is at most one step and its PSNR-mu against the reference at least this
+(a program of another model or a damaged file scores near 20 dB; parity holds int8 to 32 dB against float)."""
 INT8_BOUND_STEPS = 2.5
 """The same for an int8 ``.pte`` against its Q/DQ reference, in steps of the reference's output int8 scale
 (:func:`int8_output_step`): XNNPACK's int8 kernels round differently from the reference ops now and then, by a
@@ -535,11 +540,26 @@ def self_check(path: str | os.PathLike, source: Source, io: str = "float", *, na
     if tuple(got.shape) != tuple(want.shape):
         raise RuntimeError(f"{name}: the program returns shape {tuple(got.shape)}, its source "
                            f"{tuple(want.shape)}")
-    max_abs = float((got.float() - want.float()).abs().max())
+    diff = (got.float() - want.float()).abs()
+    max_abs, mean_abs = float(diff.max()), float(diff.mean())
+    figures = {"max_abs": max_abs, "mean_abs": mean_abs, "bound": bound, "against": against, "inputs": "seed 1",
+               "forward_s": forward_s}
+    if source.precision == "int8" and not max_abs <= bound:
+        # A faithful int8 program of a large net can be a few steps off in a few pixels (a rounding flipped
+        # early propagates); what it cannot be is off on average or in the picture.
+        step = bound / INT8_BOUND_STEPS
+        ref = want.float().clamp(min=0).numpy()
+        figures["psnr_mu"] = min(float(psnr_mu(ref, got.float().clamp(min=0).numpy())), 150.0)
+        if mean_abs <= step and figures["psnr_mu"] >= INT8_MIN_PSNR_MU:
+            return figures
+        raise RuntimeError(f"{name} fails its self-check: max abs difference {max_abs:.3g} (bound {bound:.3g}), "
+                           f"mean {mean_abs:.3g} (bound one output step, {step:.3g}) and PSNR-mu "
+                           f"{figures['psnr_mu']:.1f} dB (at least {INT8_MIN_PSNR_MU:g}) from the {against} on "
+                           f"seed-1 inputs; the file is not kept")
     if not max_abs <= bound:   # NaN fails too
         raise RuntimeError(f"{name} fails its self-check: max abs difference {max_abs:.3g} from the "
                            f"{against} on seed-1 inputs, bound {bound:.3g}; the file is not kept")
-    return {"max_abs": max_abs, "bound": bound, "against": against, "inputs": "seed 1", "forward_s": forward_s}
+    return figures
 
 
 def check_pte(path: str | os.PathLike) -> None:
