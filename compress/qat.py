@@ -32,6 +32,10 @@ from eapnet.cpu import keep_freed_memory
 from eapnet.runs import make_run_dir, record_run
 
 
+ARM_TILE = 256
+"""Tile size (pixels) of the programs ``--arm`` runs under QEMU when ``--tile`` is not given."""
+
+
 def _artifacts_arg(text: str) -> tuple[str, ...]:
     """``pte-int8,coreml-w8a8`` -> the artifact keys in export order; unknown or empty names fail."""
     names = [t.strip() for t in text.split(",") if t.strip()]
@@ -62,7 +66,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="also run every .pte through the native runner on this machine and, cross-built for "
                         "aarch64, under QEMU on four ARM kernel families (cortex-a53, cortex-a76, neoverse-n2, max); "
                         "a difference from the Python runtime beyond float rounding fails parity "
-                        "(needs scripts/setup_native.sh; ./run.sh --arm runs it)")
+                        "(needs scripts/setup_native.sh; ./run.sh --arm runs it). Under QEMU only the tile programs "
+                        f"run (a full-size frame takes minutes per CPU): --arm exports them at --tile, default {ARM_TILE}")
     p.add_argument("--parity-scenes", type=int_at_least(1), default=None,
                    help="scenes per dataset in the parity check of the exported artifacts (default 4)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compress-<budget>-<time>)")
@@ -94,6 +99,7 @@ def parse_args(argv=None):
         missing = native.missing_tools("aarch64")
         if missing:
             p.error(f"--arm: {missing}")
+        args.tile = ARM_TILE if args.tile is None else args.tile
     cfg = config_from_args(p, args)
     if not args.no_export:
         _check_export(p, args, cfg)

@@ -62,7 +62,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -395,7 +395,8 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
                datasets: Sequence[str] = DATASETS, limit: int | None = 8, gutter: int = 16,
                device: str = "auto", threads: int | None = None, write_back: bool = True,
                progress: bool = True, shared_exposures: bool = True, stitch: bool | Collection[str] = False,
-               tile_overlap: int = TILE_OVERLAP, runners: Sequence[str] = (), cpus: Sequence[str] = CPUS,
+               tile_overlap: int = TILE_OVERLAP, runners: Sequence[str] | Mapping[str, Sequence[str]] = (),
+               cpus: Sequence[str] = CPUS,
                log=print) -> dict:
     """Check every artifact (see the module docstring); returns the report dict (``passed`` per artifact
     and overall). Float outputs are computed once per (float model, canvas size) and shared. ``stitch``: the
@@ -404,7 +405,8 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
     :func:`eapnet.inference.predict`) and the stitched frame checked against the float model on the whole
     frame with :data:`STITCHED` thresholds. ``runners``: also run every ``.pte`` through the native runner
     (``"native"``: this machine; ``"aarch64"``: each of ``cpus`` under QEMU) and fail one whose output differs
-    from the Python runtime's beyond float rounding (:mod:`mobile_export.native_check`)."""
+    from the Python runtime's beyond float rounding (:mod:`mobile_export.native_check`); a mapping gives each
+    artifact (by path as given) its own runners."""
     dev = resolve_device(device)
     scenes, skipped = load_scenes(datasets, limit, shared_exposures=shared_exposures)
     if not scenes:
@@ -463,8 +465,9 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
         machines = [{"runner": "python", "arch": platform.machine(), "cpu": host_cpu(), "executor": art.executor,
                      "passed": not fails, "max_abs_vs_reference": max(
                          (r["max_abs_vs_float"] for r in rows if "max_abs_vs_float" in r), default=None)}]
-        if outs is not None and runners and art.kind == "pte":
-            rows_n, fails_n = runner_rows(art, canvases, outs, runners=runners, cpus=cpus,
+        its_runners = runners.get(str(spec), ()) if isinstance(runners, Mapping) else runners
+        if outs is not None and its_runners and art.kind == "pte":
+            rows_n, fails_n = runner_rows(art, canvases, outs, runners=its_runners, cpus=cpus,
                                           stitched=[(sc, o) for sc, o in zip(big, s_outs) if o is not None],
                                           tile_overlap=tile_overlap, threads=threads, log=log)
             machines += rows_n
