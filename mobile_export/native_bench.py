@@ -7,6 +7,9 @@ the median of ``repeat`` runs in one runner process after a warm-up run; peak me
 (``ru_maxrss``: the program, its activations and the frame's buffers). The cost of tiling is reported per
 pixel: tiled seconds / whole seconds on the same frame, both measured in one invocation. The goal the tile
 plan is held to (:data:`GOAL`): int8 tiled at most 1.3x the whole-frame time per pixel at <= 1 GB peak.
+A frame larger than ``whole_max_pixels`` gets no whole-frame program (exporting one checks it against the eager
+model at that size, which needs several times this machine's memory at 12 MP): its tiled time per pixel is
+compared with the largest whole frame measured at the same precision.
 
 The frames are the real full-size NTIRE triplet (``../shared/data/ntire_samples``), resized (bilinear) to
 sizes other than its own: the runner's latency does not depend on the content.
@@ -70,19 +73,26 @@ def _measure(pte: Path, ldrs, evs, repeat: int, threads: int | None, overlap: in
 def bench_native(model: str, frames: Sequence[tuple[int, int]], *, precisions: Sequence[str] = ("fp32", "int8"),
                  max_tiles: Sequence[int] = (1024,), overlap: int = TILE_OVERLAP, repeat: int = 3,
                  threads: int | None = None, artifacts: Path = Path("runs/bench-artifacts"),
-                 int8: str | None = None, log=print) -> list[dict]:
+                 int8: str | None = None, whole_max_pixels: int = 2_100_000, log=print) -> list[dict]:
     """One row per (precision, frame): whole-frame and, per ``max_tiles`` entry, tiled figures (module
     docstring). Programs are exported into ``artifacts`` once and reused while their source is unchanged."""
-    rows = []
-    for frame in frames:
+    rows, per_pixel = [], {}
+    for frame in sorted(frames, key=lambda f: f[0] * f[1]):
         ldrs, evs = _frames(frame)
         for precision in precisions:
             row = {"precision": precision, "frame": list(frame), "overlap": overlap, "tiled": []}
-            t = time.time()
-            whole = cached_pte(model, precision, frame, artifacts, int8, log)
-            row["whole"] = _measure(whole, ldrs, evs, repeat, threads, overlap)
-            log(f"{precision} {frame[0]}x{frame[1]} whole: {row['whole']['median_ms']:.0f} ms, "
-                f"peak {row['whole']['peak_rss_mb']:.0f} MB ({time.time() - t:.0f} s)")
+            t, pixels = time.time(), frame[0] * frame[1]
+            if pixels <= whole_max_pixels:
+                whole = cached_pte(model, precision, frame, artifacts, int8, log)
+                row["whole"] = _measure(whole, ldrs, evs, repeat, threads, overlap)
+                per_pixel[precision] = (row["whole"]["median_ms"] / pixels, frame)
+                log(f"{precision} {frame[0]}x{frame[1]} whole: {row['whole']['median_ms']:.0f} ms, "
+                    f"peak {row['whole']['peak_rss_mb']:.0f} MB ({time.time() - t:.0f} s)")
+            elif precision in per_pixel:
+                ms, at = per_pixel[precision]
+                row["whole"] = {"median_ms": ms * pixels, "scaled_from": list(at)}
+            else:
+                raise ValueError(f"frame {frame[0]}x{frame[1]}: above whole_max_pixels and no smaller frame measured")
             for max_tile in max_tiles:
                 tile = plan_tile(frame, max_tile, overlap)
                 if tile == tuple(frame):
@@ -110,8 +120,12 @@ def report_markdown(rows: list[dict], model: str, repeat: int, threads: int | No
     for r in rows:
         f = f"{r['frame'][1]}x{r['frame'][0]}"
         w = r["whole"]
-        lines.append(f"| {r['precision']} | {f} | whole {r['frame'][0]}x{r['frame'][1]} | 1 | {w['median_ms']:.0f} | "
-                     f"1.00 | {w['peak_rss_mb']:.0f} | {w['file_mb']:.2f} |")
+        if "scaled_from" in w:
+            lines.append(f"| {r['precision']} | {f} | whole: not exported (memory); the {w['scaled_from'][1]}x"
+                         f"{w['scaled_from'][0]} program's time per pixel | – | {w['median_ms']:.0f} | 1.00 | – | – |")
+        else:
+            lines.append(f"| {r['precision']} | {f} | whole {r['frame'][0]}x{r['frame'][1]} | 1 | {w['median_ms']:.0f} | "
+                         f"1.00 | {w['peak_rss_mb']:.0f} | {w['file_mb']:.2f} |")
         for t in r["tiled"]:
             lines.append(f"| {r['precision']} | {f} | tile {t['tile'][0]}x{t['tile'][1]} (overlap {r['overlap']}) | "
                          f"{t['tiles']} | {t['median_ms']:.0f} | {t['over_whole']:.2f} | {t['peak_rss_mb']:.0f} | "
