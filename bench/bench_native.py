@@ -16,6 +16,7 @@ from pathlib import Path
 from eapnet.cli import Parser, add_overwrite, command, int_at_least, out_dir, size_arg, threads_arg
 from eapnet.inference import TILE_OVERLAP
 from eapnet.runs import atomic_write_json, atomic_write_text, record_run
+from mobile_export.common import IO
 from mobile_export.native_bench import bench_native, report_markdown
 from mobile_export.native_check import host_cpu
 
@@ -26,6 +27,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", default=None, help="its int8 .pt2 (compress/qat.py); default PTQ of --model")
     p.add_argument("--frames", type=size_arg, nargs="+", default=[(1060, 1900), (3024, 4032)], help="HxW")
     p.add_argument("--precisions", nargs="+", choices=("fp32", "int8"), default=["fp32", "int8"])
+    p.add_argument("--io", nargs="+", choices=IO, default=list(IO),
+                   help="program input/output conventions (float: float32 frames in [0, 1]; app: uint8 frames)")
     p.add_argument("--max-tiles", type=int_at_least(64), nargs="+", default=[1024], metavar="N",
                    help="largest tile side of each tile plan (the tile is evened out over the frame)")
     p.add_argument("--overlap", type=int_at_least(0), default=TILE_OVERLAP, help="pixels shared by neighbouring tiles")
@@ -44,7 +47,7 @@ def main(argv=None) -> int:
     if any(not args.overlap < t // 2 for t in args.max_tiles):
         p.error(f"--overlap {args.overlap}: must be below half of every --max-tiles entry")
     out = out_dir(p, args, "bench") if args.out else None   # before the timing: a bad --out fails now
-    rows = bench_native(args.model, args.frames, precisions=args.precisions, max_tiles=args.max_tiles,
+    rows = bench_native(args.model, args.frames, precisions=args.precisions, ios=args.io, max_tiles=args.max_tiles,
                         overlap=args.overlap, repeat=args.repeat, threads=args.threads,
                         artifacts=Path(args.artifacts), int8=args.int8)
     md = report_markdown(rows, Path(args.model).stem, args.repeat, args.threads, host_cpu())

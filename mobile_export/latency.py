@@ -151,19 +151,20 @@ def _runtime_error(stderr: str) -> str:
     return lines[0].strip() if lines else stderr.strip().splitlines()[-1]
 
 
-def cached_pte(spec: str, precision: str, size, folder: Path, int8: str | None, log) -> Path:
-    """The ``.pte`` of ``spec`` at ``size``: reused from ``folder`` when its sidecar names this source's sha256 and
-    the file's own (``mobile_export.backends.check_stamp``), else exported."""
+def cached_pte(spec: str, precision: str, size, folder: Path, int8: str | None, log, io: str = "float") -> Path:
+    """The ``.pte`` of ``spec`` at ``size`` with input/output convention ``io`` (``mobile_export.common.IO``):
+    reused from ``folder`` when its sidecar names this source's sha256 and the file's own
+    (``mobile_export.backends.check_stamp``), else exported."""
 
     src = load_source(int8 if (precision == "int8" and int8) else spec)
-    path = folder / artifact_name(src.variant, BACKEND, precision, size, "pte")
+    path = folder / artifact_name(src.variant, BACKEND, precision, size, "pte", io)
     side = path.with_suffix(".json")
     if path.is_file() and side.is_file():
         meta = json.loads(side.read_text())
         if meta.get("source_sha256") == src.sha256 and check_stamp(path, meta)[0] == "verified":
             return path
     t = time.time()
-    path = export_pte(src, folder, size=size, precision=precision)
+    path = export_pte(src, folder, size=size, precision=precision, io=io)
     log(f"exported {path.name} in {time.time() - t:.0f} s")
     return path
 
