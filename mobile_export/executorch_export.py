@@ -102,8 +102,9 @@ INT8_MEAN_STEPS = 4.0
 1060x1900, 2.0 for a tiny QAT net at 48x64)."""
 INT8_MIN_PSNR_MU = 40.0
 """dB: where an int8 ``.pte`` is more than :data:`INT8_BOUND_STEPS` steps off its Q/DQ reference somewhere, it is
-still accepted when its mean difference is at most :data:`INT8_MEAN_STEPS` steps and its PSNR-mu against the reference at least this
-(a program of another model or a damaged file scores near 20 dB; parity holds int8 to 32 dB against float)."""
+still accepted when its mean difference is at most :data:`INT8_MEAN_STEPS` steps and its PSNR-mu against the
+reference at least this (a program of another model or a damaged file scores near 20 dB; parity holds int8 to
+32 dB against float)."""
 INT8_BOUND_STEPS = 2.5
 """The same for an int8 ``.pte`` against its Q/DQ reference, in steps of the reference's output int8 scale
 (:func:`int8_output_step`): XNNPACK's int8 kernels round differently from the reference ops now and then, by a

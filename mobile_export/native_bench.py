@@ -31,10 +31,15 @@ from mobile_export.canvas import load_scenes
 from mobile_export.common import IO
 from mobile_export.latency import cached_pte
 
-__all__ = ["GOAL", "bench_native", "plan_tile", "report_markdown"]
+__all__ = ["GOAL", "bench_native", "meets_goal", "plan_tile", "report_markdown"]
 
 GOAL = {"tiled_over_whole_per_pixel": 1.3, "peak_mb": 1024}
 """Tiled int8 at most this many times the whole-frame time per pixel, at at most this peak (MB)."""
+
+
+def meets_goal(fig: dict) -> bool:
+    """Whether one tiled figure (``over_whole``, ``peak_rss_mb``) meets :data:`GOAL`."""
+    return fig["over_whole"] <= GOAL["tiled_over_whole_per_pixel"] and fig["peak_rss_mb"] <= GOAL["peak_mb"]
 
 
 def plan_tile(frame: tuple[int, int], max_tile: int, overlap: int = TILE_OVERLAP, multiple: int = 8) -> tuple[int, int]:
@@ -119,8 +124,7 @@ def bench_native(model: str, frames: Sequence[tuple[int, int]], *, precisions: S
                             f"({time.time() - t:.0f} s)")
                         continue
                     r = {"tile": list(tile), **r, "over_whole": r["median_ms"] / row[io]["whole"]["median_ms"]}
-                    r["meets_goal"] = (r["over_whole"] <= GOAL["tiled_over_whole_per_pixel"]
-                                       and r["peak_rss_mb"] <= GOAL["peak_mb"])
+                    r["meets_goal"] = meets_goal(r)
                     row[io]["tiled"].append(r)
                     log(f"{what} tiled {tile[0]}x{tile[1]} ({r['tiles']} tiles): {r['median_ms']:.0f} ms "
                         f"({r['over_whole']:.2f}x whole), peak {r['peak_rss_mb']:.0f} MB")
@@ -164,11 +168,11 @@ def report_markdown(rows: list[dict], model: str, repeat: int, threads: int | No
                          f"{t['tiles']} | {t['median_ms']:.0f} | {t['over_whole']:.2f} | {t['peak_rss_mb']:.0f} | "
                          f"{t['file_mb']:.2f} |" + tail(t))
     int8 = [(r, t) for r in rows if r["precision"] == "int8" for t in r["tiled"]]
-    met = [x for x in int8 if x[1]["meets_goal"]]
+    met = [x for x in int8 if meets_goal(x[1])]
     lines += ["", f"Goal: tiled int8 at most {GOAL['tiled_over_whole_per_pixel']}x the whole-frame time per pixel at "
                   f"at most {GOAL['peak_mb']} MB peak: met by {len(met)} of {len(int8)} int8 tile plans"
               + (": " + ", ".join(f"{r['frame'][1]}x{r['frame'][0]} {r['io']} with {t['tile'][0]}x{t['tile'][1]} "
                                   f"tiles ({t['over_whole']:.2f}x, {t['peak_rss_mb']:.0f} MB"
-                                  f"{', meets it' if t['meets_goal'] else ''})" for r, t in int8) if int8 else "")
+                                  f"{', meets it' if meets_goal(t) else ''})" for r, t in int8) if int8 else "")
               + "."]
     return "\n".join(lines) + "\n"
