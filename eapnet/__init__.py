@@ -17,6 +17,8 @@ _console.install()   # before torch, torchao, coremltools and tqdm are imported:
 
 from torch import nn  # noqa: E402
 
+from eapnet.ahdr import AHDR
+from eapnet.checkpoint import load_model as _load
 from eapnet.macs import count_maccs, count_params, parse_maccs
 from eapnet.model import LIGHTWEIGHT, STANDARD, VARIANTS, EAPNet, EAPNetConfig
 
@@ -31,8 +33,6 @@ def build_model(name_or_config: str | EAPNetConfig) -> nn.Module:
     if isinstance(name_or_config, EAPNetConfig):
         return EAPNet(name_or_config)
     if name_or_config == "ahdr":
-        from eapnet.ahdr import AHDR
-
         return AHDR()
     if isinstance(name_or_config, str) and name_or_config in VARIANTS:
         return EAPNet(VARIANTS[name_or_config])
@@ -42,6 +42,4 @@ def build_model(name_or_config: str | EAPNetConfig) -> nn.Module:
 def load_model(name_or_path, device="cpu", ema: bool = True) -> nn.Module:
     """Trained weights in eval mode: the shipped ``"standard"``/``"lightweight"`` EMA models, or any checkpoint
     this project wrote (its architecture is rebuilt from the file alone). See eapnet/checkpoint.py."""
-    from eapnet.checkpoint import load_model as _load
-
     return _load(name_or_path, device=device, ema=ema)

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import torch
 
+from eapnet import load_model
+from eapnet.ablation import ablation_table, table_markdown
+from eapnet.checkpoint import CheckpointError
 from eapnet.cli import Parser, add_overwrite, command, int_at_least, out_dir, side_arg
+from eapnet.evalsets import standard_sets
+from eapnet.model import EAPNet
+from eapnet.runs import atomic_write_json, atomic_write_text, record_run
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -30,13 +36,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = get_args_parser()
     args = p.parse_args(argv)
-    from eapnet import load_model
-    from eapnet.ablation import ablation_table, table_markdown
-    from eapnet.checkpoint import CheckpointError
-    from eapnet.evalsets import standard_sets
-    from eapnet.model import EAPNet
-    from eapnet.runs import atomic_write_json, atomic_write_text, record_run
-
     out_dir(p, args, "ablate", create=False)
     try:
         model = load_model(args.model)

@@ -21,7 +21,10 @@ import copy
 from collections.abc import Callable, Sequence
 
 from torch import nn
+from tqdm import tqdm
 
+from eapnet.data import SceneSource
+from eapnet.evalsets import score
 from eapnet.model import EAPNet
 
 
@@ -85,15 +88,12 @@ def ablations(model: EAPNet) -> dict[str, Callable[[], EAPNet]]:
     return out
 
 
-def ablation_table(model: EAPNet, datasets: dict[str, Sequence], progress: bool = False) -> dict:
-    """Score every ablation on ``datasets`` (``{name: [eapnet.evalsets.Scene]}``, materialised).
+def ablation_table(model: EAPNet, datasets: dict[str, Sequence[SceneSource]], progress: bool = False) -> dict:
+    """Score every ablation on ``datasets`` (``{name: [eapnet.data.Scene]}``, materialised: each scene is scored
+    once per ablation).
 
     Returns ``{"rows": [{"ablation", "<dataset>": {"psnr_mu", "psnr_mu_motion"?}}], "datasets": [...]}``;
     PSNR-μ in dB, means over scenes (``psnr_mu_motion`` over the scenes that have moving regions)."""
-    from tqdm import tqdm
-
-    from eapnet.evalsets import score
-
     rows = []
     todo = ablations(model)
     bar = tqdm(total=len(todo) * len(datasets), desc="ablate", disable=not progress)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import cv2
 import numpy as np
+import torch
 
 __all__ = [
     "GAMMA",
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 from eapnet.metrics import DEFAULT_GAMMA as GAMMA  # noqa: E402  (one definition)
+from eapnet.model import consistent_merge as _consistent_merge  # noqa: E402
+from eapnet.model import radiance_merge as _radiance_merge  # noqa: E402
 """The challenge's camera response exponent: linear = encoded ** GAMMA."""
 
 WELL_EXPOSED = (0.1, 0.9)
@@ -160,8 +163,6 @@ def mertens(ldrs, evs) -> np.ndarray:
 
 
 def _torch_merge(merge, ldrs, evs) -> np.ndarray:
-    import torch
-
     ldrs, evs = _check(ldrs, evs)
     x = torch.from_numpy(np.ascontiguousarray(ldrs.transpose(0, 3, 1, 2), dtype=np.float32))[None]
     e = torch.from_numpy(np.asarray(evs, np.float32).reshape(1, 3))
@@ -174,18 +175,14 @@ def radiance_merge(ldrs, evs) -> np.ndarray:
     """The base EAPNet adds its residual to (``eapnet.model.radiance_merge``: Debevec's log-domain weighted
     mean with the known response, in float32 torch): what the network starts from, so the margin over it
     is what the learned layers add (de-ghosting in moving regions above all)."""
-    from eapnet.model import radiance_merge as merge
-
-    return _torch_merge(merge, ldrs, evs)
+    return _torch_merge(_radiance_merge, ldrs, evs)
 
 
 def consistent_merge(ldrs, evs) -> np.ndarray:
     """The radiance merge with the short and long frames down-weighted where their local mean departs from
     the medium frame beyond noise (``eapnet.model.consistent_merge``, the ``base="consistent"`` base): a
     classical de-ghosting merge."""
-    from eapnet.model import consistent_merge as merge
-
-    return _torch_merge(merge, ldrs, evs)
+    return _torch_merge(_consistent_merge, ldrs, evs)
 
 
 BASELINES: dict[str, Baseline] = {

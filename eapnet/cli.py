@@ -10,6 +10,9 @@ import functools
 import os
 import sys
 from pathlib import Path
+
+import yaml
+
 from eapnet.macs import parse_maccs
 from eapnet.runs import OutputExistsError, check_run_dir, make_run_dir
 
@@ -194,8 +197,6 @@ def yaml_config(defaults: str | Path, path: str | Path | None, what: str) -> dic
     """The YAML mapping ``defaults`` updated by the YAML file ``path`` (safe-loaded); ValueError naming
     ``--config PATH`` for a missing file, a non-mapping or a key ``defaults`` does not have. ``what`` names
     the keys in messages (e.g. ``"training"``)."""
-    import yaml
-
     with open(defaults) as f:
         cfg = yaml.safe_load(f)
     if path is None:

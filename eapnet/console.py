@@ -29,7 +29,7 @@ KNOWN_LOG_MESSAGES = (
     ("coremltools", r"scikit-learn version .* is not supported",
      "coremltools' scikit-learn converter is not used"),
     ("coremltools", r"Torch version .* has not been tested with coremltools",
-     "every .mlpackage is checked against the float model by mobile_export.parity instead"),
+     "every .mlpackage is checked against the float model by eapnet.export.parity instead"),
     ("coremltools", r"Failed to load _ML\w+Proxy",
      "the Core ML runtime exists only on macOS; elsewhere parity runs the MIL reference interpreter"),
 )

@@ -1,6 +1,6 @@
 """Fast CPU training: dilated depthwise convs with a cheaper backward, no page faults, native-bf16 detection.
 
-Measured on the standard model, batch 8 of 128^2, 2 threads (``python bench/bench_model.py`` prints the
+Measured on the standard model, batch 8 of 128^2, 2 threads (``python -m eapnet.bench.bench_model`` prints the
 side-by-side table). Three things cost time on CPU without buying anything:
 
 **Dilated depthwise convs.** PyTorch's CPU backward of a *dilated* depthwise 3x3 conv is slow: one PDUB's
@@ -30,6 +30,10 @@ autocast to bf16 is emulated and slower than fp32, so training uses it only wher
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import os
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -154,9 +158,6 @@ def keep_freed_memory() -> bool:
     """Make glibc's malloc serve all sizes from its heap and keep freed memory (no per-step ``mmap`` page
     faults; see the module docstring). Affects later allocations of this process; returns whether it took
     effect (False off glibc)."""
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -198,13 +199,9 @@ def cpu_features() -> list[str]:
 
 def machine() -> str:
     """One line naming the CPU, its core count and :func:`cpu_features`, for reports and run records."""
-    import os
-
     return f"{cpu_name()}, {os.cpu_count()} cores, {' '.join(cpu_features()) or 'no AVX2'}"
 
 
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
-    import platform
-
     return _cpuinfo("model name") or platform.processor() or "unknown"

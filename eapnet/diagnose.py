@@ -8,7 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from eapnet import build_model, load_model
+from eapnet.checkpoint import CheckpointError
 from eapnet.cli import Parser, command, int_at_least, side_arg
+from eapnet.diagnostics import probe_batches, report_lines
+from eapnet.model import EAPNet
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -26,11 +30,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = get_args_parser()
     args = p.parse_args(argv)
-    from eapnet import build_model, load_model
-    from eapnet.checkpoint import CheckpointError
-    from eapnet.diagnostics import probe_batches, report_lines
-    from eapnet.model import EAPNet
-
     try:
         model = build_model(args.model.removeprefix("fresh:")) if args.model.startswith("fresh:") \
             else load_model(args.model)

@@ -20,6 +20,10 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from eapnet.data.patches import scene_to_tensors
+from eapnet.data.synthetic import HELDOUT_SEED, generate_scene, scene_seed
+from eapnet.losses import EAPNetLoss
+
 
 DEAD_THRESHOLD = 0.999
 """A channel is dead when it is zero on more than this share of the pixels (over all scenes given)."""
@@ -112,9 +116,6 @@ def group_dead_share(dead: dict[str, tuple[int, int]]) -> dict[str, float]:
 def probe_batches(n: int = 8, size: int = 128, seed: int | None = None, batch: int = 4,
                   device: str | torch.device = "cpu") -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``n`` held-out synthetic scenes of ``size``^2 as ``(ldrs, evs, gt)`` batches (never trained on)."""
-    from eapnet.data.patches import scene_to_tensors
-    from eapnet.data.synthetic import HELDOUT_SEED, generate_scene, scene_seed
-
     seed = HELDOUT_SEED if seed is None else seed
     scenes = [scene_to_tensors(*generate_scene(scene_seed(seed, i), size, size)) for i in range(n)]
     out = []
@@ -129,8 +130,6 @@ def health(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor, tor
     """Dead share and gradient ratio per module group on ``batches`` (``(ldrs, evs, gt)``):
     ``{"dead": {group: share}, "grad": {group: |grad|/|w|}}``. Gradients come from one backward of
     ``loss_fn`` over the first batch in train mode; existing ``.grad`` values are kept."""
-    from eapnet.losses import EAPNetLoss
-
     dead = group_dead_share(dead_channels(model, ((x, e) for x, e, _ in batches)))
     saved = {n: (None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)

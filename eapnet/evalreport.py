@@ -48,7 +48,8 @@ __all__ = ["evaluate", "compare_margins", "motion_markdown", "report_markdown"]
 from eapnet.outputs import require_exr, write_outputs
 from eapnet import count_maccs, count_params
 from eapnet.baselines import ALL_BASELINES
-from eapnet.evalsets import load, score_output
+from eapnet.data import SceneSource, as_sources
+from eapnet.evalsets import score_output
 from eapnet.inference import predict
 from eapnet.runs import atomic_write_json, atomic_write_text, make_run_dir, record_run
 
@@ -71,7 +72,7 @@ def _mean(values: Iterable[float]) -> float | None:
 
 
 def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
-             datasets: Mapping[str, Sequence], out_dir: str | os.PathLike, *, tile: int | None = None,
+             datasets: Mapping[str, Sequence[SceneSource]], out_dir: str | os.PathLike, *, tile: int | None = None,
              overlap: int = 64, save_outputs: bool = True, amp: str | None = None,
              sources: Mapping[str, str] | None = None, run_args: dict | None = None,
              progress: bool = True, overwrite: bool = False) -> dict:
@@ -80,9 +81,9 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
     Args:
         models: ``{method name: model}`` with the challenge interface (eval mode; any device).
         baselines: names from :data:`eapnet.baselines.ALL_BASELINES`.
-        datasets: ``{dataset name: scenes}``; a scene is ``(id, ldrs, evs, gt)`` (``eapnet.data``
-            conventions, gt required) or ``(id, source)`` with a lazy scene source (a callable returning
-            ``(ldrs, evs, gt)``), so a large folder is never held in memory at once.
+        datasets: ``{dataset name: scene sources}`` (:class:`eapnet.data.SceneSource`, ground truth required):
+            lazy sources are loaded one at a time, so a large folder is never held in memory at once; an
+            :class:`eapnet.data.Scene` is its own source.
         out_dir: run folder (created); outputs go to ``<dataset>/<method>/`` inside it.
         tile, overlap, amp: passed to :func:`eapnet.inference.predict` (tile None = whole frame).
         save_outputs: write each model output as .exr, .hdr, NTIRE png + alignratio and a preview.
@@ -133,10 +134,11 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
     bar = tqdm(total=total * len(names), unit="run", desc="evaluate", disable=not progress)
     for d, scenes in datasets.items():
         ids = []
-        for item in scenes:
-            sid, ldrs, evs, gt, motion = load(item, d)
+        for source in as_sources(scenes, d):
+            scene = source.load()
+            sid, ldrs, evs, gt = scene.id, scene.ldrs, scene.evs, scene.gt
             if gt is None:
-                raise ValueError(f"{d}/{sid}: scene has no ground truth, it cannot be scored")
+                raise ValueError(f"{d}/{sid} ({scene.origin}): scene has no ground truth, it cannot be scored")
             if sid in ids or _file_stem(sid) in map(_file_stem, ids):
                 raise ValueError(f"{d}: scene id {sid!r} is not unique (as an output file name)")
             ids.append(sid)
@@ -150,7 +152,7 @@ def evaluate(models: Mapping[str, nn.Module], baselines: Sequence[str],
                     hdr = ALL_BASELINES[n](ldrs, evs)
                 dt = time.perf_counter() - t0
                 r = results[d][n]
-                r["per_scene"][sid] = score_output(gt, hdr, f"{d}/{n}/{sid}", motion)
+                r["per_scene"][sid] = score_output(gt, hdr, f"{d}/{n}/{sid}", scene.motion)
                 r["seconds_total"] += dt
                 if save_outputs and n in models:
                     write_outputs(out / d / n, _file_stem(sid), hdr, gt)

@@ -19,7 +19,10 @@ from pathlib import Path
 
 from torch import nn
 
-from eapnet.cli import Parser, add_overwrite, command, out_dir
+from eapnet.baselines import ALL_BASELINES, BASELINES
+from eapnet.checkpoint import SHIPPED, CheckpointError, load_model
+from eapnet.cli import Parser, add_overwrite, command, int_at_least, out_dir, side_arg
+from eapnet.data import SHARED_SAMPLES, DataError
 from eapnet.evalreport import evaluate, report_markdown
 from eapnet.evalsets import folder_scenes, heldout_synthetic, real_crops
 from eapnet.inference import resolve_device
@@ -37,8 +40,6 @@ def _unique(name: str, taken: set[str]) -> str:
 def _model_names(entries: Sequence[str], taken: set[str]) -> list[tuple[str, str]]:
     """``(method name, entry)``: shipped names as they are; checkpoints by file stem, prefixed with the
     parent folder's name on a clash (two runs' ``last.pt``), numbered if still taken."""
-    from eapnet.checkpoint import SHIPPED
-
     out = []
     for e in entries:
         if e in SHIPPED:
@@ -53,10 +54,6 @@ def _model_names(entries: Sequence[str], taken: set[str]) -> list[tuple[str, str
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.cli import int_at_least, side_arg
-
-    from eapnet.baselines import ALL_BASELINES, BASELINES
-
     p = Parser(prog="eapnet-evaluate",
                description="Evaluate trained EAPNet models against classical HDR baselines.")
     p.add_argument("--models", nargs="*", default=["standard", "lightweight"], metavar="NAME_OR_CKPT",
@@ -88,9 +85,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 @command
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (see the module docstring); returns 0, exits 2 with a message on bad arguments."""
-    from eapnet.baselines import ALL_BASELINES
-    from eapnet.checkpoint import CheckpointError, load_model
-    from eapnet.data import SHARED_SAMPLES, DataError
     p = get_args_parser()
     args = p.parse_args(argv)
     out_dir(p, args, "eval", create=False)

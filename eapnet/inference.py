@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from eapnet.cpu import cpu_channels_last
-from eapnet.data.ntire import check_exposures
+from eapnet.data.scene import check_exposures
 from eapnet.memory import config_of, estimate_peak_bytes, require_memory
 
 
@@ -49,7 +49,7 @@ def example_inputs(size: tuple[int, int] = (64, 64), batch: int = 1, seed: int =
 def check_scene(ldrs: np.ndarray, evs: np.ndarray) -> None:
     """ValueError naming the problem where a scene is not what the model can use: ``ldrs`` not floats in
     [0, 1] (8-bit values must be divided by 255 first), NaN/inf anywhere, or exposures the readers would
-    refuse (``eapnet.data.ntire.check_exposures``: strictly increasing, within ``EV_SPAN`` stops)."""
+    refuse (``eapnet.data.scene.check_exposures``: strictly increasing, within ``EV_SPAN`` stops)."""
     if ldrs.dtype.kind != "f":
         raise ValueError(f"ldrs must be floats in [0, 1], got dtype {ldrs.dtype}"
                          + (" (8-bit codes: divide by 255)" if ldrs.dtype == np.uint8 else ""))

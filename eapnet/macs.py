@@ -18,6 +18,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+from torchinfo import summary
 
 NTIRE_HEIGHT = 1060
 NTIRE_WIDTH = 1900
@@ -73,8 +74,6 @@ def ntire_inputs(height: int = NTIRE_HEIGHT, width: int = NTIRE_WIDTH) -> tuple[
 
 
 def _summary(model: nn.Module, height: int, width: int, depth: int = 100):
-    from torchinfo import summary
-
     meta_model = copy.deepcopy(model).to("meta").eval()
     ldrs, evs = ntire_inputs(height, width)
     with torch.no_grad():

@@ -51,7 +51,7 @@ _REFERENCE = 256
 
 KINDS: dict[str, tuple[str, float, int]] = {
     # kind: (what the message calls it, factor on the simulated activations, fixed bytes). Export figures are
-    # whole processes of ``python -m mobile_export.export_<x> --model standard --size S``, 0.31 GiB of which
+    # whole processes of ``python -m eapnet.export.export_<x> --model standard --size S``, 0.31 GiB of which
     # is the interpreter, torch and the exporters' modules loaded when the check runs.
     "predict": ("whole-frame inference", 1.10, 64 * MIB),
     # lowering (size-independent), then one runtime and one eager forward at the size: 687 / 1,121 MiB at

@@ -525,9 +525,15 @@ def consistent_merge(ldrs: torch.Tensor, evs: torch.Tensor, gamma: float = GAMMA
 # The paper's two models. PDUB widths (160, 72, 160) were fitted (grid search over the three widths) so that
 # both land on the published MAccs and parameters at once; eapnet/variants.py records the measured figures.
 _PDUB = (160, 72, 160)
-# Both add their residual to the radiance merge (``base="merge"``; our choice, the paper is silent).
+# The shipped configurations add their residual to the de-ghosted merge (``base="consistent"``; the paper does
+# not say what its network adds its output to). ``*_merge`` are the same networks on the plain radiance merge,
+# the base the shipped weights were first trained on before their consistent-merge fine-tune (model cards).
 LIGHTWEIGHT = EAPNetConfig(name="lightweight", num_blocks=3, pdub_widths=(_PDUB,) * 3, align="full",
-                           attention="full", upsample="bilinear", base="merge")
+                           attention="full", upsample="bilinear", base="consistent")
 STANDARD = EAPNetConfig(name="standard", num_blocks=4, pdub_widths=(_PDUB,) * 4, align="half",
-                        attention="half", upsample="conv", base="merge")
-VARIANTS: dict[str, EAPNetConfig] = {"standard": STANDARD, "lightweight": LIGHTWEIGHT}
+                        attention="half", upsample="conv", base="consistent")
+VARIANTS: dict[str, EAPNetConfig] = {
+    "standard": STANDARD, "lightweight": LIGHTWEIGHT,
+    "standard_merge": STANDARD.replace(name="standard_merge", base="merge"),
+    "lightweight_merge": LIGHTWEIGHT.replace(name="lightweight_merge", base="merge"),
+}

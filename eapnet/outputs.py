@@ -23,7 +23,10 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from eapnet.data import DataError, write_ntire_hdr  # noqa: E402
 from eapnet.metrics import DEFAULT_GAMMA as GAMMA  # noqa: E402
+from eapnet.metrics import tanh_norm_mu_tonemap  # noqa: E402
+from eapnet.runs import atomic_write_bytes  # noqa: E402
 
 __all__ = ["tonemap_preview", "require_exr", "write_outputs"]
 
@@ -35,8 +38,6 @@ def tonemap_preview(hdr: np.ndarray, norm_ref: np.ndarray | None = None) -> np.n
     ``tanh(lin / p99)``, μ-law (μ = 5000). ``hdr`` is in the GT domain (negative values are clipped).
     ``p99`` is the 99th percentile of ``norm_ref ** 2.24`` (pass the ground truth so that every method's
     preview of a scene shares one exposure, exactly as PSNR-μ sees them) or of ``hdr`` itself."""
-    from eapnet.metrics import tanh_norm_mu_tonemap
-
     lin = np.clip(hdr, 0, None).astype(np.float64) ** GAMMA
     ref = lin if norm_ref is None else np.clip(norm_ref, 0, None).astype(np.float64) ** GAMMA
     norm = max(float(np.percentile(ref, 99)), 1e-8)
@@ -60,8 +61,6 @@ def require_exr() -> None:
 
 
 def _encode(path: Path, img: np.ndarray, params: Sequence[int] = ()) -> None:
-    from eapnet.runs import atomic_write_bytes
-
     ok, buf = cv2.imencode(path.suffix, img, list(params))
     if not ok:
         raise RuntimeError(f"{path}: OpenCV could not encode the image as {path.suffix}")
@@ -75,8 +74,6 @@ def write_outputs(folder: str | os.PathLike, name: str, hdr: np.ndarray,
     ``hdr``: ``(H, W, 3)`` RGB, GT domain (gamma-encoded, >= 0). ``gt`` (optional, same domain) sets the
     preview's normaliser. Kinds: ``exr``, ``hdr`` (linear ``hdr ** 2.24``), ``ntire_png``,
     ``alignratio`` and ``preview``; an all-zero ``hdr`` has no align ratio, so no NTIRE files."""
-    from eapnet.data import DataError, write_ntire_hdr
-
     require_exr()
     folder = Path(folder)
     hdr = np.asarray(hdr, dtype=np.float32)
@@ -93,8 +90,3 @@ def write_outputs(folder: str | os.PathLike, name: str, hdr: np.ndarray,
             raise
     _encode(paths["preview"], np.ascontiguousarray(tonemap_preview(hdr, gt)[..., ::-1]))
     return paths
-
-
-# --------------------------------------------------------------------------------------------
-# datasets: lists of (id, scene) with scene = (ldrs, evs, gt) or a scene source (eapnet.data.patches)
-# --------------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ import argparse
 import sys
 
 from eapnet.cli import Parser, command
+from eapnet.macs import count_maccs, count_params
+from eapnet.model import EAPNet
+from eapnet.variants import ROWS, table_markdown
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -20,12 +23,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 @command
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    from eapnet.variants import ROWS, table_markdown
-
     if args.measure:
-        from eapnet.macs import count_maccs, count_params
-        from eapnet.model import EAPNet
-
         for r in ROWS:
             m = EAPNet(r.config())
             print(f"{r.key:<14} {count_maccs(m):>16,d} MAccs {count_params(m):>9,d} params")

@@ -32,8 +32,10 @@ import math
 from collections.abc import Iterable
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
+from eapnet.checkpoint import build_from_spec, model_spec
 from eapnet.diagnostics import DEAD_THRESHOLD, relu_zero_share
 from eapnet.model import DSConv, FrameEncoder
 
@@ -68,10 +70,6 @@ def outgoing(model: nn.Module, relu_names: Iterable[str]) -> dict[str, list[tupl
 
     Found by torch-pruning's dependency graph on a CPU copy of ``model`` (the same config), which maps
     channels through concatenation, upsampling and splits."""
-    import torch_pruning as tp
-
-    from eapnet.checkpoint import build_from_spec, model_spec
-
     ref = build_from_spec(model_spec(model)).eval()
     for p in ref.parameters():  # the graph follows autograd
         p.requires_grad_(True)

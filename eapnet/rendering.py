@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from eapnet.metrics import DEFAULT_GAMMA as GAMMA
 from eapnet.baselines import consistent_merge, radiance_merge
-from eapnet.data import SHARED_SAMPLES, read_ntire
+from eapnet.data import SHARED_SAMPLES, NtireSource
 from eapnet.inference import predict
 from eapnet.outputs import tonemap_preview
 from eapnet.runs import atomic_write_bytes
@@ -58,8 +59,6 @@ def light_ghosts(hdr: np.ndarray, ldrs: np.ndarray, evs: np.ndarray, *, lit_stop
     whose medium brightness lies in the lit pixels' 10..90th percentile. With ``d`` the log2 ratio of ``hdr``
     to the medium frame, centred on its median over the reference pixels: mean ``|d|`` over the lit pixels
     minus mean ``|d|`` over the reference pixels (nan without lit pixels)."""
-    import cv2
-
     def lum(x):
         return cv2.GaussianBlur(np.ascontiguousarray((np.maximum(x, 0.0) ** GAMMA).mean(axis=-1), np.float32),
                                 (0, 0), sigma)
@@ -96,8 +95,6 @@ def compose(panels: dict[str, np.ndarray], crop: tuple[int, int, int, int], widt
             label: str = "model") -> np.ndarray:
     """Top row: the panels downscaled to ``width``; bottom row: the ``crop`` of each at 1:1 (then scaled to
     the same width). Captions are drawn in the image. Returns 8-bit RGB."""
-    import cv2
-
     y0, y1, x0, x1 = crop
     names = {"medium": "medium frame", "base": "radiance merge" + ("" if "own_base" in panels else " (base)"),
              "own_base": "consistent merge (its base)", "model": label}
@@ -126,11 +123,9 @@ def render(model, out: Path, crop=DEFAULT_CROP, folder: Path | None = None, samp
            label: str = "model") -> tuple[Path, dict[str, float]]:
     """Render the preview of ``folder/sample`` (default: the shared full-size frame) to ``out`` (PNG); returns
     the path and :func:`light_ghosts` of each panel but the medium frame (stops; see :func:`preview_panels`)."""
-    import cv2
-
     folder = Path(folder) if folder is not None else SHARED_SAMPLES / "fullres_no_gt"
-    ldrs, evs, _ = read_ntire(folder, sample)
-    panels, ghosts = preview_panels(model, ldrs, evs)
+    scene = NtireSource(folder, sample).load()
+    panels, ghosts = preview_panels(model, scene.ldrs, scene.evs)
     img = compose(panels, crop, label=label)
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]))
     if not ok:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -85,8 +86,6 @@ def _json_default(o: Any):
 
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes (checkpoints, calibration files, exported artifacts)."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -21,7 +22,10 @@ from tqdm import tqdm
 from eapnet.cli import Parser, add_overwrite, command, out_dir
 from eapnet import build_model, count_maccs, count_params, load_model
 from eapnet.checkpoint import read_checkpoint, shipped_path
-from eapnet.data import SHARED_SAMPLES
+from eapnet.data import SHARED_SAMPLES, NtireSource, SyntheticSource, list_ntire_ids
+from eapnet.data.synthetic import HELDOUT_SEED, scene_seed
+from eapnet.metrics import psnr_l, psnr_mu
+from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text, record_run
 from eapnet.outputs import tonemap_preview  # the one preview writer
 from eapnet.inference import predict
 from eapnet.variants import ROWS
@@ -49,25 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out_dir(p, args, "smoke", create=False)
 
-    import cv2
-
-    from eapnet.data import list_ntire_ids, read_ntire
-    from eapnet.metrics import psnr_l, psnr_mu
-    from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text, record_run
-
     crops, full = args.data / "crops256", args.data / "fullres_no_gt"
     if crops.is_dir():
         source = f"real NTIRE samples in {args.data}"
-        scenes = {i: read_ntire(crops, i) for i in list_ntire_ids(crops)}
-        full_res = {i: (lambda i=i: read_ntire(full, i)) for i in list_ntire_ids(full)} if full.is_dir() else {}
+        scenes = [NtireSource(crops, i).load() for i in list_ntire_ids(crops)]
+        full_res = [NtireSource(full, i) for i in list_ntire_ids(full)] if full.is_dir() else []
     elif args.data == DEFAULT_DATA:
         # A machine without the shared samples still gets a full run, on held-out synthetic scenes.
-        from eapnet.data.synthetic import HELDOUT_SEED, generate_scene, scene_seed
-
         source = f"held-out synthetic scenes (no real samples at {args.data})"
         print(f"note: {args.data} not found; using {source}")
-        scenes = {f"syn{i}": generate_scene(scene_seed(HELDOUT_SEED, i), 256, 256) for i in range(4)}
-        full_res = {"syn_full": lambda: generate_scene(scene_seed(HELDOUT_SEED, 100), 1060, 1900)}
+        scenes = [SyntheticSource(scene_seed(HELDOUT_SEED, i), 256, 256, id=f"syn{i}").load() for i in range(4)]
+        full_res = [SyntheticSource(scene_seed(HELDOUT_SEED, 100), 1060, 1900, id="syn_full")]
     else:
         p.error(f"--data {args.data}: no crops256/ folder with real samples there")
     run_dir = out_dir(p, args, "smoke")
@@ -77,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"weights": {},
                     "data": source, "variants": {}, "crops": {}, "full_res": {}}
     report["crops"]["reference_frame"] = {
-        i: {"psnr_mu": psnr_mu(gt, ldrs[1]), "psnr_l": psnr_l(gt, ldrs[1])} for i, (ldrs, _, gt) in scenes.items()}
+        s.id: {"psnr_mu": psnr_mu(s.gt, s.ldrs[1]), "psnr_l": psnr_l(s.gt, s.ldrs[1])} for s in scenes}
 
     for name in tqdm(args.variants, desc="variants", unit="model"):
         if shipped_path(name).is_file():
@@ -91,19 +87,19 @@ def main(argv: list[str] | None = None) -> int:
         report["variants"][name] = {"maccs": maccs, "params": params, "paper_gmaccs": rows[name].paper_gmaccs,
                                     "paper_kparams": rows[name].paper_kparams}
         per = {}
-        for i, (ldrs, evs, gt) in tqdm(scenes.items(), desc=f"{name} crops", leave=False):
-            hdr = predict(model, ldrs, evs)
-            per[i] = {"psnr_mu": psnr_mu(gt, hdr), "psnr_l": psnr_l(gt, hdr)}
+        for s in tqdm(scenes, desc=f"{name} crops", leave=False):
+            hdr = predict(model, s.ldrs, s.evs)
+            per[s.id] = {"psnr_mu": psnr_mu(s.gt, hdr), "psnr_l": psnr_l(s.gt, hdr)}
         report["crops"][name] = per
         if args.full_res:
-            for i, load in full_res.items():
-                ldrs, evs, _ = load()
+            for src in full_res:
+                frame = src.load()
                 t0 = time.perf_counter()
-                hdr = predict(model, ldrs, evs)
+                hdr = predict(model, frame.ldrs, frame.evs)
                 dt = time.perf_counter() - t0
-                report["full_res"][f"{name}/{i}"] = {"size": list(hdr.shape[:2]), "seconds_cpu": dt,
+                report["full_res"][f"{name}/{frame.id}"] = {"size": list(hdr.shape[:2]), "seconds_cpu": dt,
                                                      "threads": torch.get_num_threads()}
-                with atomic_path(run_dir / f"{name}_{i}_preview.png") as tmp:
+                with atomic_path(run_dir / f"{name}_{frame.id}_preview.png") as tmp:
                     cv2.imwrite(str(tmp), cv2.cvtColor(tonemap_preview(hdr), cv2.COLOR_RGB2BGR))
 
     atomic_write_json(run_dir / "report.json", report)

@@ -13,11 +13,11 @@ import sys
 import time
 
 from eapnet.cli import Parser, command, int_at_least, size_arg
+from eapnet.data.ntire import write_ntire
+from eapnet.data.synthetic import HELDOUT_SEED, TRAIN_SEED, SyntheticConfig, generate_scene, scene_seed
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from eapnet.data.synthetic import HELDOUT_SEED, TRAIN_SEED
-
     p = Parser(prog="eapnet-synthetic", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--num", type=int_at_least(0), required=True, help="number of scenes")
@@ -30,9 +30,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 @command
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    from eapnet.data.ntire import write_ntire
-    from eapnet.data.synthetic import SyntheticConfig, generate_scene, scene_seed
-
     default = SyntheticConfig()
     h, w = args.size or (default.height, default.width)
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ sample ``g`` of a run is a function of (seed, g) alone, so a resumed run sees ex
 uninterrupted run would have. A run folder holds ``run.json`` (resolved arguments, versions), ``log.csv``
 (loss, lr, throughput, validation PSNR), ``health.csv`` (dead channels and gradient flow per module group),
 ``last.pt`` (everything needed to resume) and, at the end, ``model.pt`` (the EMA model: the result) and
-``summary.json``. :func:`train_step` is also the step of the compression fine-tune (``compress.distill``).
+``summary.json``. :func:`train_step` is also the step of the compression fine-tune (``eapnet.compress.distill``).
 """
 from __future__ import annotations
 
@@ -419,7 +419,7 @@ def _train(cfg: dict, run_dir: Path, resume: dict | None, rank: int, world: int,
         for k, v in state.items():
             if torch.is_tensor(v) and k != "step":
                 state[k] = v.to(device)
-    # channels_last: faster on CUDA and on CPU (oneDNN's NHWC kernels; bench/bench_model.py measures it)
+    # channels_last: faster on CUDA and on CPU (oneDNN's NHWC kernels; eapnet/bench/bench_model.py measures it)
     channels_last = cfg["channels_last"] in ("on", "auto")
     if channels_last:
         model.to(memory_format=torch.channels_last)

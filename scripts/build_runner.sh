@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds the native runner (mobile_export/runner, binary eapnet_runner) with CMake.
+# Builds the native runner (eapnet/export/runner, binary eapnet_runner) with CMake.
 #
 #   scripts/build_runner.sh [host|aarch64|all]     # default host
 #
 # host:    against the venv's ExecuTorch wheel, into build/runner-host/
-# aarch64: cross compiled (mobile_export/runner/aarch64-toolchain.cmake) against the aarch64 runtime that
+# aarch64: cross compiled (eapnet/export/runner/aarch64-toolchain.cmake) against the aarch64 runtime that
 #          scripts/setup_native.sh unpacks into .tools/executorch-aarch64-<version>/, into build/runner-aarch64/
 # Incremental (CMake rebuilds what changed). Prints the path of each binary; on failure the end of the
 # build log and exit 1; a missing cross compiler or aarch64 runtime: one line, exit 2.
@@ -38,11 +38,11 @@ print(next((p for p in executorch.__path__ if os.path.isfile(os.path.join(p, "sh
     if [ ! -f "$et/share/cmake/executorch-config.cmake" ]; then
       echo "error: no aarch64 ExecuTorch $version runtime in ${et#"$ROOT/"}: run scripts/setup_native.sh" >&2; exit 2
     fi
-    toolchain=(-DCMAKE_TOOLCHAIN_FILE="$ROOT/mobile_export/runner/aarch64-toolchain.cmake")
+    toolchain=(-DCMAKE_TOOLCHAIN_FILE="$ROOT/eapnet/export/runner/aarch64-toolchain.cmake")
   fi
   mkdir -p "$dir"
   local log="$dir/build.log"
-  if ! { cmake -S mobile_export/runner -B "$dir" -DCMAKE_BUILD_TYPE=Release -Dexecutorch_DIR="$et/share/cmake" \
+  if ! { cmake -S eapnet/export/runner -B "$dir" -DCMAKE_BUILD_TYPE=Release -Dexecutorch_DIR="$et/share/cmake" \
            "${toolchain[@]}" && cmake --build "$dir" -j2; } >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "error: building the $kind runner failed (full log: $dir/build.log)" >&2

@@ -25,7 +25,7 @@ fi
 
 # 2. QEMU user mode, 10.x from Debian 13 (one statically linked binary). Debian 12's QEMU 7.2 computes SME
 #    instructions wrongly (-cpu max gives wrong int8 results), so its package is only the fallback, and then
-#    the runner's callers run `max` as `max,sme=off` (mobile_export.native reads the version).
+#    the runner's callers run `max` as `max,sme=off` (eapnet.export.native reads the version).
 QEMU="$TOOLS/qemu/qemu-aarch64"
 if [ ! -x "$QEMU" ]; then
   echo "setup_native: fetching qemu-user from Debian 13 (trixie)"

@@ -73,7 +73,7 @@ def test_bypass_refuses_a_model_without_alignment(tiny_config):
 
 def test_table_scores_every_ablation(model):
     from eapnet.data.synthetic import generate_scene_with_info
-    from eapnet.evalsets import Scene
+    from eapnet.data import Scene
 
     scenes = []
     for i in range(2):

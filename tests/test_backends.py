@@ -5,9 +5,9 @@ import inspect
 
 import pytest
 
-from compress.quantize import QUANT_BACKENDS
-from mobile_export import backends
-from mobile_export.backends import ARTIFACTS, BACKENDS, artifact_backend, open_artifact
+from eapnet.compress.quantize import QUANT_BACKENDS
+from eapnet.export import backends
+from eapnet.export.backends import ARTIFACTS, BACKENDS, artifact_backend, open_artifact
 
 
 def test_artifact_keys_map_to_backends():

@@ -1,4 +1,4 @@
-"""bench/knobs.py: each probe variant computes what its docstring says (the fixed-kernel convs reproduce the
+"""eapnet/bench/knobs.py: each probe variant computes what its docstring says (the fixed-kernel convs reproduce the
 ops they replace), the swap is undone on exit, and (``slow``) every variant's int8 program lowers into one
 XNNPACK subgraph and the probe times the programs that load."""
 import json
@@ -10,7 +10,7 @@ from conftest import TINY
 from torch import nn
 
 import eapnet.model as M
-from bench import knobs
+from eapnet.bench import knobs
 from eapnet.inference import example_inputs
 
 HALF = TINY.replace(align="half", attention="half")   # the shipped variants' half-resolution gating
@@ -53,7 +53,7 @@ def test_variants_change_only_what_they_name_and_are_undone():
 
 
 def test_cli_rejects_bad_arguments(capsys):
-    from bench import bench_knobs
+    from eapnet.bench import bench_knobs
 
     with pytest.raises(SystemExit) as e:
         bench_knobs.main(["--size", "100x96"])
@@ -62,7 +62,7 @@ def test_cli_rejects_bad_arguments(capsys):
 
 @pytest.mark.slow   # ten XNNPACK lowerings of a tiny model: several minutes on 2 cores
 def test_every_variant_lowers_to_one_subgraph_and_is_timed(tmp_path):
-    from bench import bench_knobs
+    from eapnet.bench import bench_knobs
     from eapnet.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "tiny.pt", _model(), step=0)

@@ -1,4 +1,4 @@
-"""bench/bench_mobile.py end to end on a tiny model: every runtime measured in its own process, ratios of its
+"""eapnet/bench/bench_mobile.py end to end on a tiny model: every runtime measured in its own process, ratios of its
 own figures, .pte files reused while their source is unchanged, a report written. ``slow``: a dozen worker
 processes and four XNNPACK lowerings, several minutes of CPU."""
 import json
@@ -15,7 +15,7 @@ from eapnet.model import EAPNet
 
 @pytest.mark.slow
 def test_bench_measures_every_runtime_and_reuses_artifacts(tmp_path):
-    from bench import bench_mobile
+    from eapnet.bench import bench_mobile
 
     torch.manual_seed(0)
     # half-resolution alignment: the tiny default (full alignment + multi-scale encoder) hits an int8 runtime
@@ -68,7 +68,7 @@ def test_bench_measures_every_runtime_and_reuses_artifacts(tmp_path):
 
 
 def test_bench_rejects_int8_without_a_single_model(capsys):
-    from bench import bench_mobile
+    from eapnet.bench import bench_mobile
 
     with pytest.raises(SystemExit):
         bench_mobile.main(["--int8", "x.pt2"])
@@ -80,7 +80,7 @@ def test_bench_rejects_int8_without_a_single_model(capsys):
 
 @pytest.mark.slow
 def test_bench_mil_times_the_interpreter_against_eager(tmp_path, capsys):
-    from bench.bench_mil import main
+    from eapnet.bench.bench_mil import main
 
     out = tmp_path / "mil"
     assert main(["--model", "lightweight", "--size", "32x48", "--runs", "1", "--precisions", "fp16",

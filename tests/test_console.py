@@ -101,7 +101,7 @@ def test_opening_a_pte_prints_nothing(tmp_path):
     code = ("import torch\nfrom torch import nn\n"
             "from executorch.exir import to_edge_transform_and_lower\n"
             "from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner\n"
-            "from mobile_export.executorch_export import load_pte\n"
+            "from eapnet.export.executorch_export import load_pte\n"
             "import sys\n"
             "ep = torch.export.export(nn.Conv2d(3, 3, 3).eval(), (torch.rand(1, 3, 8, 8),))\n"
             "prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()\n"

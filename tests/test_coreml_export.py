@@ -1,7 +1,7 @@
-"""Core ML export (mobile_export.coreml_export; its CLI mobile_export.export_coreml): names, shapes, metadata,
+"""Core ML export (eapnet.export.coreml_export; its CLI eapnet.export.export_coreml): names, shapes, metadata,
 the manifest beside each package, the app convention's image inputs, atomic writes, CLI errors.
 
-Numerical checks of the packages (reference-executed with mobile_export.mil_interp) are in test_mil_interp.py;
+Numerical checks of the packages (reference-executed with eapnet.export.mil_interp) are in test_mil_interp.py;
 the w8a8 and shipped-model conversions are slow (the Core ML quantizer takes ~1 min to prepare).
 """
 from __future__ import annotations
@@ -19,12 +19,12 @@ from conftest import TINY
 from eapnet.checkpoint import save_checkpoint
 from eapnet.macs import count_maccs, count_params
 from eapnet.model import EAPNet
-from mobile_export import coreml_export as cx
-from mobile_export import export_coreml as coreml_cli
-from mobile_export.backends import artifact_sha256, open_artifact
-from mobile_export.common import AppIO, Source, app_example_inputs, file_sha256, load_source
-from mobile_export.manifest import interface, manifest_path, read_manifest
-from mobile_export.mil_interp import SUPPORTED_OPS, load_program, program_ops, run_mlpackage
+from eapnet.export import coreml_export as cx
+from eapnet.export import export_coreml as coreml_cli
+from eapnet.export.backends import artifact_sha256, open_artifact
+from eapnet.export.common import AppIO, Source, app_example_inputs, file_sha256, load_source
+from eapnet.export.manifest import interface, manifest_path, read_manifest
+from eapnet.export.mil_interp import SUPPORTED_OPS, load_program, program_ops, run_mlpackage
 from test_mil_interp import FP16_MAX, FP16_MEAN
 
 ct = pytest.importorskip("coremltools")
@@ -308,7 +308,7 @@ def _calib(n=2, size=(32, 32)):
 
 @pytest.mark.slow  # the Core ML quantizer traces ~400 pattern graphs: ~1.5 min per prepare on 2 busy cores
 def test_w8a8_from_coreml_int8_program(tmp_path):
-    from compress.quantize import convert, load_quantized, prepare_ptq, save_quantized
+    from eapnet.compress.quantize import convert, load_quantized, prepare_ptq, save_quantized
 
     from eapnet.training import pytorch_default_init
 

@@ -418,7 +418,7 @@ def test_corrupt_npy(tmp_path):
 def test_bad_align_ratio(tmp_path, ratio):
     make_sample(tmp_path)
     np.save(tmp_path / "0007_alignratio.npy", np.float64(ratio))
-    with expect_error(DataError, "align ratio", "zero/negative/non-finite", sid_file="0007_alignratio.npy"):
+    with expect_error(DataError, "align ratio", "not a finite positive number", sid_file="0007_alignratio.npy"):
         read_ntire(tmp_path, "0007")
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import TINY
 
-from compress.equalise import MAX_SCALE, depthwise_ranges, equalise, rescale
+from eapnet.compress.equalise import MAX_SCALE, depthwise_ranges, equalise, rescale
 from eapnet.inference import example_inputs
 from eapnet.model import DSConv, EAPNet
 from eapnet.training import pytorch_default_init

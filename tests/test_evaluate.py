@@ -12,7 +12,7 @@ import torch
 
 import eapnet
 from eapnet.checkpoint import load_model, save_checkpoint
-from eapnet.data import SHARED_SAMPLES, DataError, write_ntire_hdr
+from eapnet.data import SHARED_SAMPLES, DataError, Scene, write_ntire_hdr
 from eapnet.data.synthetic import HELDOUT_SEED, generate_scene, scene_seed
 from eapnet.evalreport import compare_margins, evaluate
 from eapnet.evaluate import main
@@ -216,7 +216,7 @@ def test_tiled_inference_matches_whole_frame_within_the_stated_tolerance(ckpt):
 def test_evaluate_passes_tiling_to_predict(ckpt, tmp_path):
     model = load_model(ckpt)
     ldrs, evs, gt = generate_scene(scene_seed(HELDOUT_SEED, 5), 128, 128)
-    scenes = {"s": [("a", ldrs, evs, gt)]}
+    scenes = {"s": [Scene("a", ldrs, evs, gt)]}
     rep = evaluate({"net": model}, ["reference_frame"], scenes, tmp_path / "o", tile=64, overlap=16,
                    save_outputs=False, progress=False)
     tiled = psnr_mu(gt, predict(model, ldrs, evs, tile=64, overlap=16))
@@ -226,7 +226,9 @@ def test_evaluate_passes_tiling_to_predict(ckpt, tmp_path):
     assert rep["settings"]["tile"] == 64 and not list((tmp_path / "o").glob("s"))
     assert {p.name for p in (tmp_path / "o").iterdir()} == {"run.json", "report.json", "report.md"}
     with pytest.raises(ValueError, match="ground truth"):
-        evaluate({}, ["reference_frame"], {"s": [("a", ldrs, evs, None)]}, tmp_path / "p", progress=False)
+        evaluate({}, ["reference_frame"], {"s": [Scene("a", ldrs, evs, None)]}, tmp_path / "p", progress=False)
+    with pytest.raises(TypeError, match="s: item 0 is a tuple, not a scene source"):   # the old shape is gone
+        evaluate({}, ["reference_frame"], {"s": [("a", ldrs, evs, gt)]}, tmp_path / "q", progress=False)
 
 
 def test_cli_data_folder_scores_scenes_with_gt_and_skips_the_rest(tmp_path, capsys):

@@ -14,14 +14,14 @@ import torch
 from conftest import TINY
 from torch import nn
 
-from compress.quantize import Padded, convert, prepare_ptq, save_quantized
+from eapnet.compress.quantize import Padded, convert, prepare_ptq, save_quantized
 from eapnet.checkpoint import save_checkpoint
 from eapnet.evalsets import calibration_batches
 from eapnet.model import EAPNet, with_blocks
 from eapnet.training import pytorch_default_init
-from mobile_export import executorch_export as ee
-from mobile_export import export_pte as pte_cli
-from mobile_export.common import (
+from eapnet.export import executorch_export as ee
+from eapnet.export import export_pte as pte_cli
+from eapnet.export.common import (
     Source,
     app_example_inputs,
     example_inputs,
@@ -30,7 +30,7 @@ from mobile_export.common import (
     load_source,
     with_io,
 )
-from mobile_export.pte_profile import classify, profile_pte
+from eapnet.export.pte_profile import classify, profile_pte
 
 # Like the standard model: transposed-conv upsampling and the radiance-merge base (pow, exp2, log, exp,
 # minimum, mean over channels, sum over frames), half-resolution attention and alignment (split).
@@ -174,7 +174,7 @@ def test_fp32_app_pte_fully_delegated_and_matches_float_io(app_run, fp32_run, mo
     """The app convention (uint8 frames, (H, W, 3) out) of the same model: every op in XNNPACK (the uint8 ->
     float32 conversion too), and on 8-bit frames the float-IO program's output."""
     from eapnet.inference import predict
-    from mobile_export.common import ProgramModule
+    from eapnet.export.common import ProgramModule
 
     pte = app_run / "tiny_app_xnnpack_fp32_36x52.pte"
     info = json.loads(pte.with_suffix(".json").read_text())
@@ -253,7 +253,7 @@ def test_self_check_refuses_a_wrong_program_and_keeps_no_file(tmp_path, monkeypa
 
 
 def test_artifact_names_tell_app_programs_apart():
-    from mobile_export.common import artifact_name
+    from eapnet.export.common import artifact_name
 
     assert artifact_name("std", "xnnpack", "int8", (4, 6), "pte") == "std_xnnpack_int8_4x6.pte"
     assert artifact_name("std", "xnnpack", "int8", (4, 6), "pte", "app") == "std_app_xnnpack_int8_4x6.pte"

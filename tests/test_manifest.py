@@ -1,4 +1,4 @@
-"""The artifact manifest (mobile_export.manifest): schema, validator, files, parity updates, and the input/output
+"""The artifact manifest (eapnet.export.manifest): schema, validator, files, parity updates, and the input/output
 tables against what the export really traces. Fake artifacts (small files): no conversion runs here."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from conftest import TINY
 
 from eapnet.inference import TILE_OVERLAP
 from eapnet.model import EAPNet
-from mobile_export import manifest as mf
-from mobile_export.common import IO, Source, export_fixed
+from eapnet.export import manifest as mf
+from eapnet.export.common import IO, Source, export_fixed
 
 SIZE = (32, 48)
 SOURCE = Source(torch.nn.Identity(), "fp32", "tiny", "/somewhere/tiny.pt", "ab" * 32, {"name": "tiny"}, 1234, 56)

@@ -175,7 +175,7 @@ def _refused(main, argv, capsys) -> str:
 
 def test_export_pte_refuses_a_size_that_cannot_fit_and_writes_nothing(monkeypatch, tmp_path, capsys):
     # --size 4096x4096 went past 8 GB and left a .pte and its sidecar behind
-    from mobile_export.export_pte import main
+    from eapnet.export.export_pte import main
 
     _machine(monkeypatch, 24, 15)
     out = tmp_path / "out"
@@ -189,7 +189,7 @@ def test_export_pte_refuses_a_size_that_cannot_fit_and_writes_nothing(monkeypatc
 
 
 def test_export_coreml_refuses_a_size_that_cannot_fit(monkeypatch, tmp_path, capsys):
-    from mobile_export.export_coreml import main
+    from eapnet.export.export_coreml import main
 
     _machine(monkeypatch, 24, 15)
     out = tmp_path / "out"
@@ -209,7 +209,7 @@ def test_export_coreml_refuses_a_size_that_cannot_fit(monkeypatch, tmp_path, cap
      "--tile 512: the stitched check's whole-frame float reference at 1060x1900 needs about"),
 ])
 def test_qat_refuses_export_sizes_that_cannot_fit_before_any_work(monkeypatch, tmp_path, capsys, argv, needle):
-    from compress.qat import main
+    from eapnet.jobs.qat import main
 
     _machine(monkeypatch, 8, 4)
     err = _refused(main, ["--target-maccs", "100G", *argv, "--out", str(tmp_path / "run")], capsys)

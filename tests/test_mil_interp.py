@@ -1,4 +1,4 @@
-"""The NumPy reference interpreter of our Core ML packages (mobile_export.mil_interp) against PyTorch.
+"""The NumPy reference interpreter of our Core ML packages (eapnet.export.mil_interp) against PyTorch.
 
 Default tests use a tiny EAPNet shaped like the standard variant (half-resolution alignment and attention,
 transposed-conv upsampling, radiance-merge base), so every op the exporter emits for the shipped models
@@ -15,9 +15,9 @@ from conftest import TINY
 from eapnet.checkpoint import save_checkpoint
 from eapnet.model import EAPNet
 from eapnet.training import pytorch_default_init
-from mobile_export.common import load_source
-from mobile_export.coreml_export import _int8_weights, to_mlmodel
-from mobile_export.mil_interp import (
+from eapnet.export.common import load_source
+from eapnet.export.coreml_export import _int8_weights, to_mlmodel
+from eapnet.export.mil_interp import (
     SUPPORTED_OPS,
     UnsupportedOpError,
     load_program,

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from eapnet import LIGHTWEIGHT, STANDARD, VARIANTS, EAPNetConfig, build_model
+from eapnet import LIGHTWEIGHT, STANDARD, VARIANTS, EAPNetConfig, build_model, load_model
 from eapnet.model import EAPNet, consistent_merge, ev_align, pad_frames, radiance_merge, with_blocks
 from eapnet.variants import ROWS
 
@@ -55,17 +55,24 @@ def test_batch_items_are_independent():
     torch.testing.assert_close(both[1:], second, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["standard", "lightweight"])
+@pytest.mark.parametrize("name", ["standard", "lightweight", "standard_merge", "lightweight_merge"])
 def test_a_fresh_model_returns_its_base(name):
-    # Zero-initialised output conv on top of the base: training starts from the classical merge, or from
-    # the medium frame itself with base="reference".
+    # Zero-initialised output conv on top of the base: training starts from the classical merge (the shipped
+    # configurations' de-ghosted one, the *_merge ones' plain one), or from the medium frame with base="reference".
     ldrs, evs = _inputs(32, 40)
     m = build_model(name).eval()
-    assert m.config.base == "merge"
+    assert m.config.base == ("merge" if name.endswith("_merge") else "consistent")
+    base = radiance_merge if m.config.base == "merge" else consistent_merge
     ref = EAPNet(m.config.replace(base="reference")).eval()
     with torch.no_grad():
-        torch.testing.assert_close(m(ldrs, evs), radiance_merge(ldrs, evs), rtol=0, atol=0)
+        torch.testing.assert_close(m(ldrs, evs), base(ldrs, evs), rtol=0, atol=0)
         torch.testing.assert_close(ref(ldrs, evs), ldrs[:, 1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["standard", "lightweight"])
+def test_the_variant_table_is_what_ships(name):
+    # build_model(name) and load_model(name) are the same network: the shipped checkpoint's config is the row
+    assert load_model(name).config == build_model(name).config
 
 
 def test_radiance_merge_is_debevec_with_the_known_response():

@@ -1,10 +1,10 @@
-"""The native runner (``mobile_export/runner``, :mod:`mobile_export.native`): built here, it runs tiny EAPNet
+"""The native runner (``eapnet/export/runner``, :mod:`eapnet.export.native`): built here, it runs tiny EAPNet
 programs exactly as ExecuTorch's Python runtime does (whole frame; tiled, stitched bit for bit as
 ``eapnet.inference.predict``; the app convention on 8-bit PPM and PNG frames), writes NTIRE outputs that the
 project's reader takes back, and refuses bad inputs with one line on stderr and exit status 2.
 
 Slow (``-m slow``): the runner cross-built for aarch64, run under QEMU for each CPU family of
-:data:`mobile_export.native.CPUS`, fp32 and int8 programs, against the x86 runner.
+:data:`eapnet.export.native.CPUS`, fp32 and int8 programs, against the x86 runner.
 
 Cost: two fp32 lowerings of a tiny model at 32x48 (~20 s each, shared by the test workers through a file
 lock) and the host build (~10 s from scratch, seconds when up to date); the slow test adds an int8 lowering
@@ -24,9 +24,9 @@ from torch import nn
 from eapnet.data.ntire import read_ntire, write_ntire, write_ntire_hdr
 from eapnet.inference import _starts, example_inputs, predict
 from eapnet.model import EAPNet
-from mobile_export import executorch_export as ee
-from mobile_export import native
-from mobile_export.common import ProgramModule, Source, export_fixed
+from eapnet.export import executorch_export as ee
+from eapnet.export import native
+from eapnet.export.common import ProgramModule, Source, export_fixed
 
 SIZE = (32, 48)                           # the programs' fixed size (H, W)
 FRAME = (2 * 32 + 5, 2 * 48 + 7)          # a larger frame: 3 x 3 tiles with an odd remainder on each side

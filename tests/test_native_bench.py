@@ -1,5 +1,5 @@
-"""The native bench's tile planner and its report (:mod:`mobile_export.native_bench`); the measurement itself is
-``bench/bench_native.py`` (``reports/bench-native``), which needs exported full-size programs."""
+"""The native bench's tile planner and its report (:mod:`eapnet.export.native_bench`); the measurement itself is
+``eapnet/bench/bench_native.py`` (``reports/bench-native``), which needs exported full-size programs."""
 import math
 from pathlib import Path
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from eapnet.inference import _starts
-from mobile_export import native_bench
-from mobile_export.native_bench import bench_native, plan_tile, report_markdown
+from eapnet.export import native_bench
+from eapnet.export.native_bench import GOAL, bench_native, plan_tile, report_markdown
 
 
 @pytest.mark.parametrize("frame", [(1060, 1900), (3024, 4032), (1080, 1920), (300, 5000), (64, 64)])

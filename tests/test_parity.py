@@ -1,5 +1,5 @@
 """Parity harness: packing of scenes onto fixed-size canvases, thresholds that fail, localisation of drift,
-and the CLI (mobile_export.check_parity) end to end on tiny exported artifacts: the true files pass, a
+and the CLI (eapnet.export.check_parity) end to end on tiny exported artifacts: the true files pass, a
 deliberately corrupted ``.pte`` and a corrupted ``.mlpackage`` make it exit non-zero, the result is written back
 into the artifacts."""
 import json
@@ -12,12 +12,13 @@ import torch
 from conftest import TINY
 from torch import nn
 
-from compress.quantize import convert, prepare_ptq
+from eapnet.compress.quantize import convert, prepare_ptq
 from eapnet.checkpoint import save_checkpoint
+from eapnet.data import Scene
 from eapnet.model import EAPNet
-from mobile_export import canvas, check_parity, localise, parity
-from mobile_export.backends import artifact_sha256, check_stamp, open_artifact
-from mobile_export.common import file_sha256, load_source
+from eapnet.export import canvas, check_parity, localise, parity
+from eapnet.export.backends import artifact_sha256, check_stamp, open_artifact
+from eapnet.export.common import file_sha256, load_source
 
 CFG = TINY.replace(base="merge")
 SIZE = (96, 128)   # canvas: calibration scenes (128²) are centre-cropped onto it; multiples of 8: no-op crop (alias)
@@ -35,8 +36,8 @@ def _model() -> EAPNet:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny float checkpoint and its fp32 .pte and fp32 .mlpackage, in one folder."""
-    from mobile_export.coreml_export import export_mlpackage
-    from mobile_export.executorch_export import export_pte
+    from eapnet.export.coreml_export import export_mlpackage
+    from eapnet.export.executorch_export import export_pte
 
     d = tmp_path_factory.mktemp("parity")
     ckpt = d / "tiny.pt"
@@ -48,8 +49,8 @@ def exported(tmp_path_factory):
 
 def _scene(dataset, sid, h, w, evs=(-2.0, 0.0, 2.0), gt=True, seed=0):
     rng = np.random.default_rng(seed)
-    return canvas.Scene(dataset, sid, rng.random((3, h, w, 3), dtype=np.float32), np.asarray(evs, np.float32),
-                        rng.random((h, w, 3), dtype=np.float32) if gt else None)
+    return Scene(sid, rng.random((3, h, w, 3), dtype=np.float32), np.asarray(evs, np.float32),
+                 rng.random((h, w, 3), dtype=np.float32) if gt else None, dataset=dataset)
 
 
 # ------------------------------------------------------------------------------------------ packing
@@ -139,7 +140,7 @@ def test_int8_floor_follows_the_float_models_own_error_on_scenes_with_ground_tru
 def test_the_diagnosed_scene_is_the_one_furthest_below_its_own_floor():
     def scene(dataset, gt):
         z = np.zeros((3, 8, 8, 3), np.float32)
-        return canvas.Scene(dataset, "0", z, np.zeros(3, np.float32), z[0] if gt else None)
+        return Scene("0", z, np.array([-2, 0, 2], np.float32), z[0] if gt else None, dataset=dataset)
 
     dark, frame = scene("calib", True), scene("fullres", False)
     rows = [{"dataset": "calib", "id": "0", "psnr_mu_vs_float": 28.0, "float_psnr_mu": 19.5},   # floor 25.5: passes
@@ -193,7 +194,7 @@ def test_program_gaps_read_every_conv_from_the_pte_and_find_a_tampered_one(monke
     """program_gaps pairs each conv's int8 output in the runtime with the eager program's; a .pte whose
     tail.pw weights were altered during lowering is localised there, the layers before it stay faithful."""
     from eapnet.inference import example_inputs
-    from mobile_export import executorch_export as ee
+    from eapnet.export import executorch_export as ee
 
     model = _model()
     q = convert(prepare_ptq(model, "xnnpack", [example_inputs((64, 64), batch=2)]))
@@ -229,7 +230,7 @@ def test_program_gaps_read_every_conv_from_the_pte_and_find_a_tampered_one(monke
 
 
 def test_true_artifacts_pass_and_record_parity(exported, tmp_path):
-    from mobile_export.coreml_export import read_metadata
+    from eapnet.export.coreml_export import read_metadata
 
     pte, pkg = tmp_path / exported["pte"].name, tmp_path / exported["mlpackage"].name
     shutil.copy(exported["pte"], pte)
@@ -270,7 +271,7 @@ def test_a_tile_program_is_also_checked_stitched_over_the_full_size_frame(export
     from eapnet.metrics import psnr_mu
 
     ldrs, evs, _ = generate_scene(5, 160, 224)
-    frame = canvas.Scene("fullres", "0000", ldrs, evs, None)
+    frame = Scene("0000", ldrs, evs, None, dataset="fullres")
     monkeypatch.setattr(parity, "load_scenes", lambda *a, **k: ([frame], {}))
     plain = parity.run_parity([exported["pte"]], float_spec=str(exported["ckpt"]), write_back=False,
                               progress=False, log=lambda *_: None)
@@ -335,7 +336,7 @@ def test_corrupted_pte_fails_and_is_diagnosed(exported, tmp_path, capsys):
 def test_corrupted_int8_pte_is_localised_inside_the_artifact(exported, tmp_path):
     """An int8 .pte whose float head was altered after export: the eager program is within budget, the artifact
     is not, and lowering the program again with every conv tapped is faithful: the file is to blame."""
-    from mobile_export.executorch_export import export_pte
+    from eapnet.export.executorch_export import export_pte
 
     from eapnet.evalsets import calibration_batches
 
@@ -378,7 +379,7 @@ def test_a_pte_swapped_in_beside_the_real_sidecar_is_not_stamped_as_its_source(e
     """The .pte of an untrained model under the real artifact's name, beside the real sidecar: its recorded
     source is not trusted (fails without --model); with --model untrained.pt it is checked, said loudly, and the
     stamp names untrained.pt and this file, never the recorded source."""
-    from mobile_export.executorch_export import export_pte
+    from eapnet.export.executorch_export import export_pte
 
     torch.manual_seed(1)
     untrained = save_checkpoint(tmp_path / "other" / "untrained.pt", EAPNet(CFG).eval(), step=0)
@@ -543,7 +544,7 @@ def test_an_aborted_run_marks_no_artifact(exported, tmp_path, monkeypatch):
 
 
 def test_a_truncated_mlpackage_weight_file_is_named(exported, tmp_path):
-    from mobile_export.mil_interp import load_program
+    from eapnet.export.mil_interp import load_program
 
     pkg = tmp_path / exported["mlpackage"].name
     shutil.copytree(exported["mlpackage"], pkg)
@@ -603,7 +604,7 @@ def test_an_int8_source_may_name_its_float_model_only_beside_itself(tmp_path):
     """The .pt2's metadata names the float checkpoint parity compares with: a path would lead anywhere."""
     import zipfile
 
-    from mobile_export.backends import Artifact
+    from eapnet.export.backends import Artifact
 
     pt2 = tmp_path / "run" / "int8.pt2"
     pt2.parent.mkdir()
@@ -621,11 +622,11 @@ def test_the_native_runner_check_agrees_and_fails_a_runner_that_differs(exported
     agrees with the Python runtime to the bit; the machines are in the report, the sidecar and the manifest. A
     runner whose output is off by more than float rounding fails the artifact, naming the machine."""
     from eapnet.data.synthetic import generate_scene
-    from mobile_export import native_check
-    from mobile_export.manifest import read_manifest
+    from eapnet.export import native_check
+    from eapnet.export.manifest import read_manifest
 
     ldrs, evs, _ = generate_scene(5, 160, 224)
-    frame = canvas.Scene("fullres", "0000", ldrs, evs, None)
+    frame = Scene("0000", ldrs, evs, None, dataset="fullres")
     monkeypatch.setattr(parity, "load_scenes", lambda *a, **k: ([frame], {}))
     quiet = {"float_spec": str(exported["ckpt"]), "progress": False, "log": lambda *_: None}
     rep = parity.run_parity([exported["pte"]], stitch=True, tile_overlap=32, runners=("native",), **quiet)

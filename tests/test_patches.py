@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import pickle
 from pathlib import Path
@@ -15,8 +14,9 @@ from torch.utils.data import DataLoader
 
 from eapnet.data import SHARED_SAMPLES
 from eapnet.data.errors import DataError, MissingFileError
-from eapnet.data.kalantari import read_kalantari
-from eapnet.data.ntire import read_ntire, write_ntire
+from eapnet.data.kalantari import KalantariSource
+from eapnet.data.ntire import NtireSource, read_ntire, write_ntire
+from eapnet.data.scene import Scene
 from eapnet.data.patches import (
     PatchDataset,
     augment,
@@ -35,11 +35,29 @@ CROPS = SAMPLES / "crops256"
 needs_crops = pytest.mark.skipif(not CROPS.is_dir(), reason=f"real NTIRE crops not found at {CROPS}")
 
 
-def scene(h: int, w: int, seed: int = 0, gt: bool = True):
+def scene(h: int, w: int, seed: int = 0, gt: bool = True, sid: str | None = None) -> Scene:
     rng = np.random.default_rng(seed)
     ldrs = rng.random((3, h, w, 3), dtype=np.float32)
     evs = np.array([-2, 0, 2], np.float32)
-    return ldrs, evs, (rng.random((h, w, 3), dtype=np.float32) * 4 if gt else None)
+    return Scene(sid or f"s{seed}", ldrs, evs, rng.random((h, w, 3), dtype=np.float32) * 4 if gt else None)
+
+
+class Counted:
+    """A scene source that counts its loads."""
+
+    def __init__(self, scene: Scene, calls: list):
+        self.scene, self.calls = scene, calls
+        self.id, self.origin = scene.id, scene.origin
+
+    def size(self):
+        return self.scene.size()
+
+    def has_gt(self):
+        return True
+
+    def load(self):
+        self.calls.append(self.id)
+        return self.scene
 
 
 def kalantari_scene(folder: Path, h: int = 10, w: int = 12) -> None:
@@ -146,10 +164,10 @@ def test_patch_dataset_content_without_augmentation():
     ds = PatchDataset(scenes, patch=16, stride=8, augment=False)
     assert len(ds) == len(patch_grid(40, 48, 16, 8)) + len(patch_grid(32, 32, 16, 8)) == 4 * 5 + 3 * 3
     last = ds[len(ds) - 1]
-    assert last["id"] == "scene00001@16,16"
+    assert last["id"] == "s1@16,16"
     for index in (0, 7, 19, 20, len(ds) - 1):
         s, t, l = ds.locate(index)
-        ldrs, evs, gt = scenes[s]
+        ldrs, evs, gt = scenes[s].ldrs, scenes[s].evs, scenes[s].gt
         item = ds[index]
         assert item["ldrs"].shape == (3, 3, 16, 16) and item["gt"].shape == (3, 16, 16)
         assert item["ldrs"].dtype == item["gt"].dtype == item["evs"].dtype == torch.float32
@@ -187,40 +205,29 @@ def test_patch_dataset_augmentation_deterministic():
 
 
 def test_patch_dataset_lazy_cache_and_pickle():
-    calls = {"n": 0}
-
-    def source():
-        calls["n"] += 1
-        return scene(32, 32, 0)
-
-    ds = PatchDataset([source], patch=16, stride=8, augment=False)
-    at_init = calls["n"]  # an opaque callable is loaded once to learn its size
+    calls = []
+    ds = PatchDataset([Counted(scene(32, 32, 0), calls)], patch=16, stride=8, augment=False)
+    assert calls == []  # indexing asks the source's size() and loads nothing
     for i in range(len(ds)):
         ds[i]
-    assert calls["n"] == at_init + 1  # then loaded once and cached
-    ds_tuple = PatchDataset([scene(64, 64, 0)], patch=16, stride=8)
-    ds_tuple[0]
-    clone = pickle.loads(pickle.dumps(ds_tuple))
-    assert len(clone._cache) == 0 and torch.equal(clone[3]["ldrs"], ds_tuple[3]["ldrs"])
+    assert calls == ["s0"]  # then loaded once and cached
+    in_memory = PatchDataset([scene(64, 64, 0)], patch=16, stride=8)  # a Scene is its own source
+    in_memory[0]
+    clone = pickle.loads(pickle.dumps(in_memory))
+    assert len(clone._cache) == 0 and torch.equal(clone[3]["ldrs"], in_memory[3]["ldrs"])
 
 
 def test_patch_dataset_lru_bound():
     calls = []
-
-    def src(i):
-        calls.append(i)
-        return scene(16, 16, i)
-
-    sources = [functools.partial(src, i) for i in range(3)]
+    sources = [Counted(scene(16, 16, i), calls) for i in range(3)]
     ds = PatchDataset(sources, patch=16, stride=16, augment=False, max_cached_scenes=1)
-    calls.clear()
     ds[0], ds[0], ds[1], ds[0]
-    assert calls == [0, 1, 0] and len(ds._cache) == 1
+    assert calls == ["s0", "s1", "s0"] and len(ds._cache) == 1
 
 
 def test_patch_dataset_errors():
-    with pytest.raises(DataError, match="scene00001.*smaller"):
-        PatchDataset([scene(32, 32), scene(8, 32)], patch=16, stride=8)
+    with pytest.raises(DataError, match="scene b .*array.*smaller"):
+        PatchDataset([scene(32, 32, sid="a"), scene(8, 32, sid="b")], patch=16, stride=8)
     with pytest.raises(ValueError, match="uncovered"):
         PatchDataset([scene(32, 32)], patch=16)  # default stride 128 > patch 16
     ds = PatchDataset([scene(16, 16, gt=False)], patch=16, stride=16)
@@ -228,12 +235,15 @@ def test_patch_dataset_errors():
         ds[0]
     with pytest.raises(ValueError):
         PatchDataset([], patch=16)
+    s = scene(16, 16)
+    with pytest.raises(TypeError, match="PatchDataset: item 1 is a tuple, not a scene source"):
+        PatchDataset([s, (s.ldrs, s.evs, s.gt)], patch=16, stride=16)  # the old (ldrs, evs, gt) shape is gone
 
 
 @needs_crops
 def test_patch_dataset_on_real_crops():
     sources = scene_sources_from_folder(CROPS)
-    assert [s.args[1] for s in sources] == ["0000", "0001", "0002", "0003"]
+    assert [s.id for s in sources] == ["0000", "0001", "0002", "0003"]
     ds = PatchDataset(sources, patch=128, stride=64, augment=False)
     assert len(ds) == 4 * 9
     item = ds[9 + 4]  # scene 0001, grid position (64, 64)
@@ -253,20 +263,21 @@ def test_patch_dataset_on_real_crops():
 
 def test_scene_sources_detect_layout(tmp_path):
     nt = tmp_path / "nt"
-    ldrs, _, gt = scene(8, 9)
-    write_ntire(nt, "b", ldrs, [-3, -1, 1], gt)
-    write_ntire(nt, "a", ldrs, [-3, -1, 1], gt)
+    s = scene(8, 9)
+    write_ntire(nt, "b", s.ldrs, [-3, -1, 1], s.gt)
+    write_ntire(nt, "a", s.ldrs, [-3, -1, 1], s.gt)
     srcs = scene_sources_from_folder(nt)
-    assert [s.func for s in srcs] == [read_ntire, read_ntire] and [s.args[1] for s in srcs] == ["a", "b"]
+    assert srcs == [NtireSource(nt, "a"), NtireSource(nt, "b")]
+    assert [s.origin for s in srcs] == [f"ntire:{nt}/a", f"ntire:{nt}/b"]
 
     ka = tmp_path / "ka"
     kalantari_scene(ka / "s1")
     kalantari_scene(ka / "s2")
-    srcs = scene_sources_from_folder(ka)
-    assert [s.func for s in srcs] == [read_kalantari] * 2
-    assert [Path(s.args[0]).name for s in srcs] == ["s1", "s2"]
+    srcs = scene_sources_from_folder(ka, dataset="mine")
+    assert srcs == [KalantariSource(ka / "s1", "mine"), KalantariSource(ka / "s2", "mine")]
+    assert [s.id for s in srcs] == ["s1", "s2"] and srcs[0].load().dataset == "mine"
     one = scene_sources_from_folder(ka / "s1")  # a single scene folder
-    assert len(one) == 1 and one[0]()[0].shape == (3, 10, 12, 3)
+    assert len(one) == 1 and one[0].load().ldrs.shape == (3, 10, 12, 3)
     ds = PatchDataset(srcs, patch=8, stride=4)  # Kalantari sources through the patch dataset
     assert len(ds) == 2 * (2 * 2) and ds[0]["id"] == "s1@0,0"
 

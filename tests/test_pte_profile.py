@@ -1,9 +1,9 @@
-"""Per-operator profiles of ``.pte`` files (mobile_export/pte_profile.py): XNNPACK event names are classified by
+"""Per-operator profiles of ``.pte`` files (eapnet/export/pte_profile.py): XNNPACK event names are classified by
 operator kind and number format, and a profile's table, format split and outside-int8 bounds add up.
 The ETDump of real programs is read in tests/test_executorch_export.py (fp32 and int8 .pte)."""
 import pytest
 
-from mobile_export.pte_profile import FORMATS, OpEvent, Profile, classify
+from eapnet.export.pte_profile import FORMATS, OpEvent, Profile, classify
 
 
 @pytest.mark.parametrize("name, kind, fmt", [

@@ -9,7 +9,7 @@ import torch
 from conftest import TINY
 
 from eapnet.inference import example_inputs
-from compress.quantize import (
+from eapnet.compress.quantize import (
     QUANT_BACKENDS,
     Padded,
     _activation_fake_quants,
@@ -242,7 +242,7 @@ def test_coreml_quantizer_is_w8a8():
 
 @pytest.mark.slow  # the untrimmed Core ML quantizer traces 417 pattern graphs: minutes on 2 cores
 def test_trimming_coreml_patterns_to_the_graph_changes_no_annotation(float_model, monkeypatch):
-    import compress.quantize as cq
+    import eapnet.compress.quantize as cq
 
     ldrs, evs = example_inputs((32, 40), batch=2)
     outs = {}
@@ -259,7 +259,7 @@ def test_trimming_coreml_patterns_to_the_graph_changes_no_annotation(float_model
 def test_coreml_qat_converts_to_its_fake_quant_form(float_model):
     from torchao.quantization.pt2e import FakeQuantize, HistogramObserver
 
-    import compress.quantize as cq
+    import eapnet.compress.quantize as cq
 
     p = prepare_qat(float_model, "coreml")
     # its config offers no histogram observer: the activations get ours, the weights keep per-channel min/max
@@ -280,7 +280,7 @@ def test_coreml_qat_converts_to_its_fake_quant_form(float_model):
 def test_float_modules_stay_float_and_the_rest_int8(float_model, monkeypatch):
     # FLOAT_MODULES (Core ML keeps the short frame's encoder float): every conv inside a listed module keeps
     # float weights and output; the other encoders' convs stay int8. Checked with the XNNPACK flavour (faster).
-    import compress.quantize as quantize
+    import eapnet.compress.quantize as quantize
 
     assert quantize.FLOAT_MODULES["coreml"] == ("encoders.0",) and quantize.FLOAT_MODULES["xnnpack"] == ()
     monkeypatch.setitem(quantize.FLOAT_MODULES, "xnnpack", ("encoders.0",))

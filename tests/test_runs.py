@@ -116,13 +116,13 @@ def test_overwrite_never_empties_a_folder_this_tool_did_not_write(tmp_path):
 # line naming --out and --overwrite, no traceback, the old files untouched.
 CLIS = {
     "eapnet.train": ["--model", "standard", "--steps", "1"],
-    "compress.qat": ["--target-maccs", "100G"],
-    "compress.sweep": ["--budgets", "100G"],
+    "eapnet.jobs.qat": ["--target-maccs", "100G"],
+    "eapnet.jobs.sweep": ["--budgets", "100G"],
     "eapnet.evaluate": ["--models", "standard"],
     "eapnet.ablate": [],
     "eapnet.smoke": [],
-    "mobile_export.check_parity": ["{pte}"],   # an artifact outside --out (tmp_path/x.pte)
-    "bench.bench_mobile": [],
+    "eapnet.export.check_parity": ["{pte}"],   # an artifact outside --out (tmp_path/x.pte)
+    "eapnet.bench.bench_mobile": [],
 }
 
 
@@ -148,8 +148,8 @@ def test_every_cli_refuses_to_overwrite_a_finished_run(module, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("module, name", [
-    ("mobile_export.export_pte", "standard_xnnpack_fp32_32x32.pte"),
-    ("mobile_export.export_coreml", "standard_coreml_fp16_32x32.mlpackage"),
+    ("eapnet.export.export_pte", "standard_xnnpack_fp32_32x32.pte"),
+    ("eapnet.export.export_coreml", "standard_coreml_fp16_32x32.mlpackage"),
 ])
 def test_exporters_share_a_folder_but_never_replace_an_artifact(module, name, tmp_path, capsys):
     # an artifact folder collects several exports; only the same artifact again is refused
@@ -168,7 +168,7 @@ def test_exporters_share_a_folder_but_never_replace_an_artifact(module, name, tm
     assert (out / "other_artifact.pte").read_bytes() == b"kept"
 
 
-@pytest.mark.parametrize("module, args", [("mobile_export.check_parity", ["{pte}"]),
+@pytest.mark.parametrize("module, args", [("eapnet.export.check_parity", ["{pte}"]),
                                           ("eapnet.evaluate", ["--models", "standard"])])
 def test_an_uncreatable_out_fails_before_the_work(module, args, tmp_path, capsys):
     # once only found after the whole comparison, and then the report was lost
@@ -236,7 +236,7 @@ def test_overwrite_replaces_only_a_run_folder_of_the_same_command(tmp_path, caps
 
 
 def test_parity_never_empties_the_folder_holding_the_artifact_it_checks(tmp_path, capsys):
-    from mobile_export.check_parity import main as parity
+    from eapnet.export.check_parity import main as parity
 
     run = _compress_run(tmp_path / "run")
     before = _contents(run)
@@ -305,14 +305,14 @@ def test_compress_holds_its_folder_for_the_whole_run(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    import compress.qat as qat_cli
-    from compress.qat import main as qat
+    import eapnet.jobs.qat as qat_cli
+    from eapnet.jobs.qat import main as qat
 
     run, seen = tmp_path / "run", {}
 
     def working(cfg, run_dir, **kw):
         (run_dir / "compressed.pt").write_bytes(b"half-way")
-        seen["second"] = subprocess.run([sys.executable, "-m", "compress.qat", "--target-maccs", "100G", "--out",
+        seen["second"] = subprocess.run([sys.executable, "-m", "eapnet.jobs.qat", "--target-maccs", "100G", "--out",
                                          str(run), "--overwrite", "--quiet"], cwd=ROOT, capture_output=True,
                                         text=True, timeout=120)
         seen["left"] = sorted(p.name for p in run_dir.iterdir())
@@ -364,7 +364,7 @@ def test_a_command_that_fails_early_can_be_run_again(case, tmp_path, capsys):
         from eapnet.train import main
         argv, message = _nan_checkpoint(tmp_path), "checkpoint weights hold NaN/inf values"
     elif case == "compress-bad-data":
-        from compress.qat import main
+        from eapnet.jobs.qat import main
         from eapnet.data import write_ntire
         from eapnet.data.synthetic import generate_scene
 
@@ -376,12 +376,12 @@ def test_a_command_that_fails_early_can_be_run_again(case, tmp_path, capsys):
                 "--calib-scenes", "1", "--quiet"]
         message = "0001: incomplete NTIRE sample, missing 0001_long.png"
     elif case == "compress-zero-byte-model":
-        from compress.qat import main
+        from eapnet.jobs.qat import main
         (tmp_path / "empty.pt").write_bytes(b"")
         argv, message = ["--target-maccs", "1G", "--model", str(tmp_path / "empty.pt"), "--quiet"], \
             "empty.pt is not a readable checkpoint"
     else:
-        from bench.bench_mobile import main
+        from eapnet.bench.bench_mobile import main
         (tmp_path / "notes.txt").write_text("not a model\n")
         argv, message = ["--models", str(tmp_path / "notes.txt"), "--sizes", "32x32", "--runs", "1"], "notes.txt"
     out = tmp_path / "out"

@@ -1,5 +1,5 @@
 """A .pt2 from someone else never runs code when it is loaded: each crafted archive below is refused by
-``compress.quantize.load_quantized`` (and the commands that take ``--model x.pt2``) before its payload can
+``eapnet.compress.quantize.load_quantized`` (and the commands that take ``--model x.pt2``) before its payload can
 run. Two of them, a pickled weight and a guard, are first shown to run their payload under plain
 ``torch.export.load`` / the loaded program's first call: the routes are real, not hypothetical."""
 import json
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from compress import safe_pt2
-from compress.quantize import load_quantized, read_quantized_meta
-from mobile_export import export_pte
+from eapnet.compress import safe_pt2
+from eapnet.compress.quantize import load_quantized, read_quantized_meta
+from eapnet.export import export_pte
 
 META = "eapnet_quant.json"
 

@@ -1,4 +1,4 @@
-"""The XNNPACK rules of ``mobile_export.xnnpack_rules`` hold for the installed ExecuTorch: it is the version they
+"""The XNNPACK rules of ``eapnet.export.xnnpack_rules`` hold for the installed ExecuTorch: it is the version they
 were written for, every private name they use is still there, and on a tiny int8 graph they do what they say
 (resizes and sigmoids run on int8 tensors with no Convert before them, split halves and pools need no
 requantization, a uint8 input converts inside the delegate); an int8 program quantized without the shared
@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import compress.quantize as cq
-from compress.quantize import Padded, convert, prepare_ptq
-from mobile_export import executorch_export as ee
-from mobile_export import xnnpack_rules as rules
-from mobile_export.common import Source, app_example_inputs, example_inputs, export_fixed, with_io
-from mobile_export.pte_profile import profile_pte
+import eapnet.compress.quantize as cq
+from eapnet.compress.quantize import Padded, convert, prepare_ptq
+from eapnet.export import executorch_export as ee
+from eapnet.export import xnnpack_rules as rules
+from eapnet.export.common import Source, app_example_inputs, example_inputs, export_fixed, with_io
+from eapnet.export.pte_profile import profile_pte
 
 SIZE = (16, 24)
 
@@ -23,11 +23,11 @@ SIZE = (16, 24)
 def test_executorch_is_the_version_the_rules_were_written_for():
     installed = importlib.metadata.version("executorch")
     assert installed == rules.WRITTEN_FOR, (
-        f"ExecuTorch {installed} is installed; mobile_export/xnnpack_rules.py was written for {rules.WRITTEN_FOR}. "
+        f"ExecuTorch {installed} is installed; eapnet/export/xnnpack_rules.py was written for {rules.WRITTEN_FOR}. "
         "Re-verify each rule its docstring lists: does ExecuTorch now take int8 bilinear resizes, int8 sigmoids "
         "and uint8 dequantizes itself (then drop the rule), do the configs and visitors it replaces still match "
         "ExecuTorch's own (Int8Resize / Int8Sigmoid / Uint8Dequantize, the resize and dequantize visitors), and "
-        "does the XNNPACK quantizer still leave resizes and splits unannotated (compress.quantize's hooks); run "
+        "does the XNNPACK quantizer still leave resizes and splits unannotated (eapnet.compress.quantize's hooks); run "
         "tests/test_xnnpack_rules.py and tests/test_executorch_export.py -m slow, then set WRITTEN_FOR")
 
 

@@ -1,12 +1,14 @@
-"""Datasets: NTIRE / Kalantari readers and writers, the synthetic generator, training patches, augmentation."""
+"""Datasets: the one scene type and its sources, NTIRE / Kalantari readers and writers, the synthetic generator,
+training patches, augmentation."""
 
 import os
 from pathlib import Path
 
 from .errors import DataError, MissingFileError
-from .kalantari import list_kalantari_scenes, read_kalantari
+from .kalantari import KalantariSource, list_kalantari_scenes, read_kalantari
 from .ntire import (
     NtireSample,
+    NtireSource,
     list_ntire_ids,
     load_ntire_sample,
     ntire_frame_size,
@@ -18,12 +20,12 @@ from .ntire import (
 from .patches import (
     PatchDataset,
     augment,
-    load_scene,
     patch_grid,
     scene_sources_from_folder,
     scene_to_tensors,
 )
-from .synthetic import HELDOUT_SEED, TRAIN_SEED, SyntheticConfig, generate_scene
+from .scene import EV_SPAN, Scene, SceneSource, as_sources, check_exposures
+from .synthetic import HELDOUT_SEED, TRAIN_SEED, SyntheticConfig, SyntheticSource, generate_scene
 
 
 def _shared_samples() -> Path:
@@ -45,6 +47,14 @@ __all__ = [
     "SHARED_SAMPLES",
     "DataError",
     "MissingFileError",
+    "EV_SPAN",
+    "Scene",
+    "SceneSource",
+    "as_sources",
+    "check_exposures",
+    "NtireSource",
+    "KalantariSource",
+    "SyntheticSource",
     "NtireSample",
     "load_ntire_sample",
     "save_ntire_sample",
@@ -57,7 +67,6 @@ __all__ = [
     "list_kalantari_scenes",
     "patch_grid",
     "augment",
-    "load_scene",
     "scene_to_tensors",
     "PatchDataset",
     "scene_sources_from_folder",

@@ -9,7 +9,8 @@ Layout: one folder per scene::
         HDRImg.hdr                Radiance RGBE, *linear* radiance in the units of the exposure whose
                                   EV in exposure.txt is 0: ``ldr_i ** 2.2 / 2 ** ev_i ~= HDR``
 
-:func:`read_kalantari` returns the project convention (same as :func:`eapnet.data.ntire.read_ntire`):
+:func:`read_kalantari` returns the project convention (same as :func:`eapnet.data.ntire.read_ntire`);
+:class:`KalantariSource` is the scene source over it (:mod:`eapnet.data.scene`):
 
 * ``ldrs`` float32 ``(3, H, W, 3)`` RGB = tif / 65535, in [0, 1];
 * ``evs`` float32 ``(3,)`` stops relative to the medium frame (``evs[1] == 0``);
@@ -29,23 +30,28 @@ this dataset, which fine-tuning absorbs.
 from __future__ import annotations
 
 import os
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from eapnet.metrics import DEFAULT_GAMMA as NTIRE_GT_GAMMA  # (one definition)
+
 from .errors import DataError, MissingFileError
-from .ntire import check_exposures, _check_finite, _check_sizes, _read_image
+from .ntire import _check_finite, _check_sizes, _read_image
+from .scene import Scene, check_exposures
 
 __all__ = [
     "KALANTARI_LDR_GAMMA",
     "NTIRE_GT_GAMMA",
+    "KalantariSource",
     "read_kalantari",
     "list_kalantari_scenes",
     "kalantari_tif_paths",
 ]
 
 KALANTARI_LDR_GAMMA = 2.2
-from eapnet.metrics import DEFAULT_GAMMA as NTIRE_GT_GAMMA  # noqa: E402  (one definition)
 _U16_MAX = 2**16 - 1
 
 
@@ -66,6 +72,28 @@ def kalantari_tif_paths(scene_folder: str | os.PathLike) -> list[Path]:
             scene,
         )
     return tifs
+
+
+def _tif_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` of a TIFF file from its first image directory (the header), without decoding."""
+    if not path.is_file():
+        raise MissingFileError(f"{path}: missing LDR tif", path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        order = {b"II*\0": "<", b"MM\0*": ">"}.get(head[:4])
+        if len(head) < 8 or order is None:
+            raise DataError(f"{path}: not a TIFF file (corrupt or wrong format)", path)
+        f.seek(struct.unpack(order + "I", head[4:])[0])
+        count = f.read(2)
+        entries = f.read(12 * struct.unpack(order + "H", count)[0]) if len(count) == 2 else b""
+    tags = {}
+    for i in range(len(entries) // 12):
+        tag, kind, _, value = struct.unpack_from(order + "HHI4s", entries, 12 * i)
+        if tag in (256, 257):   # ImageWidth, ImageLength: SHORT (3) or LONG (4)
+            tags[tag] = struct.unpack_from(order + ("H" if kind == 3 else "I"), value)[0]
+    if len(tags) != 2:
+        raise DataError(f"{path}: corrupt TIFF header (no image width and height in its first directory)", path)
+    return tags[257], tags[256]
 
 
 def _read_exposure_txt(path: Path) -> np.ndarray:
@@ -134,3 +162,34 @@ def list_kalantari_scenes(root: str | os.PathLike) -> list[Path]:
         p for p in root.iterdir()
         if p.is_dir() and not p.name.startswith(".") and (p / "exposure.txt").is_file()
     )
+
+
+@dataclass(frozen=True)
+class KalantariSource:
+    """One Kalantari scene folder as a scene source (:class:`eapnet.data.scene.SceneSource`): id = the folder's
+    name, ``size()`` from the first tif's header, ``has_gt()`` from ``HDRImg.hdr`` being there, ``load()`` reads
+    it (:func:`read_kalantari`). ``dataset``: the set its scene belongs to."""
+
+    folder: Path
+    dataset: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
+
+    @property
+    def id(self) -> str:
+        return self.folder.name
+
+    @property
+    def origin(self) -> str:
+        return f"kalantari:{self.folder}"
+
+    def size(self) -> tuple[int, int]:
+        return _tif_size(kalantari_tif_paths(self.folder)[0])
+
+    def has_gt(self) -> bool:
+        return (self.folder / "HDRImg.hdr").is_file()
+
+    def load(self) -> Scene:
+        ldrs, evs, gt = read_kalantari(self.folder)
+        return Scene(self.id, ldrs, evs, gt, origin=self.origin, dataset=self.dataset)

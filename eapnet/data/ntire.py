@@ -16,7 +16,12 @@ Two views of a sample:
   bit-exactly (decoded pixels identical, ``.npy`` files byte-identical).
 * :func:`read_ntire` returns the project's float convention: ``ldrs`` float32 ``(3, H, W, 3)``
   RGB in [0, 1]; ``evs`` float32 ``(3,)`` in stops relative to the medium frame (``evs[1] == 0``);
-  ``gt`` float32 ``(H, W, 3)`` RGB, gamma-encoded HDR, >= 0, may exceed 1 (or ``None``).
+  ``gt`` float32 ``(H, W, 3)`` RGB, gamma-encoded HDR, >= 0, may exceed 1 (or ``None``); the low-level
+  reader beneath :class:`NtireSource`, the scene source (:mod:`eapnet.data.scene`) whose ``load()`` gives a
+  :class:`~eapnet.data.scene.Scene`.
+
+Each rule is checked once: the files' sizes, exposures (:func:`eapnet.data.scene.check_exposures`) and align
+ratio (:data:`ALIGN_RATIO_RANGE`) by :class:`NtireSample`, whether it was read or is about to be written.
 
 All writes are atomic (temporary file in the same folder, then ``os.replace``), so an
 interrupted writer never leaves a half-written PNG that a reader would take for a sample.
@@ -30,7 +35,7 @@ import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -39,10 +44,13 @@ import numpy as np
 from eapnet.runs import atomic_write_bytes
 
 from .errors import DataError, MissingFileError
+from .scene import Scene, check_exposures
 
 __all__ = [
+    "ALIGN_RATIO_RANGE",
     "FRAME_NAMES",
     "NtireSample",
+    "NtireSource",
     "load_ntire_sample",
     "save_ntire_sample",
     "read_ntire",
@@ -144,44 +152,26 @@ def _check_sizes(images: dict[Path, np.ndarray]) -> tuple[int, int]:
     return ref.shape[0], ref.shape[1]
 
 
-EV_SPAN = 10.0
-"""Largest offset in stops of the short or long frame from the medium one that a reader accepts. Phone and
-challenge brackets span 2-3 stops per side; 10 already means a 1000x exposure ratio. Beyond it, values
-come from a broken file (e.g. +-300 EV, whose 2**EV scaling overflows float32 to inf)."""
 ALIGN_RATIO_RANGE = (1e-2, 1e10)
 """Accepted align ratios (``gt = png / ratio``): a GT peak between 65535 / 1e10 and 6.6e6 in the
 gamma-encoded domain. The real challenge crops have 6806 (peak 9.6)."""
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def check_exposures(exposures: np.ndarray, source: str) -> np.ndarray:
-    """3 finite real values (stops), strictly increasing short < medium < long, offsets from the medium
-    frame within ``EV_SPAN``."""
-    exposures = np.asarray(exposures)
-    if exposures.dtype.kind not in "iuf":
-        raise DataError(
-            f"{source}: exposures must be 3 finite real numbers, got dtype {exposures.dtype}", source
-        )
-    if exposures.shape != (3,):
-        raise DataError(
-            f"{source}: exposures must be 3 finite values (shape (3,)), got shape {exposures.shape}",
-            source,
-        )
-    if not np.all(np.isfinite(exposures)):
-        raise DataError(f"{source}: exposures contain NaN/Inf (non-finite): {exposures.tolist()}", source)
-    if not (exposures[0] < exposures[1] < exposures[2]):
-        # Frame names say short/medium/long: unordered EVs mean mislabelled frames, equal ones no bracket.
-        raise DataError(
-            f"{source}: exposures {exposures.tolist()} are not strictly increasing short < medium < long "
-            "(an exposure bracket needs three different exposures)", source
-        )
-    span = np.abs(exposures.astype(np.float64) - float(exposures[1])).max()
-    if span > EV_SPAN:
-        raise DataError(
-            f"{source}: exposures {exposures.tolist()} put a frame {span:g} stops from the medium one; "
-            f"at most {EV_SPAN:g} is physically plausible", source
-        )
-    return exposures
+def _align_ratio_value(ratio, name: str) -> float:
+    """The align ratio (``gt = png / ratio``) of one sample as a float: one real number, finite, positive and in
+    :data:`ALIGN_RATIO_RANGE`; DataError naming ``name`` (its file) otherwise."""
+    ratio = np.asarray(ratio)
+    if ratio.dtype.kind not in "iuf" or ratio.size != 1:
+        raise DataError(f"{name}: align ratio must be one real number, got dtype {ratio.dtype} shape {ratio.shape}",
+                        name)
+    value = float(ratio.reshape(()))
+    if not np.isfinite(value) or value <= 0:
+        raise DataError(f"{name}: align ratio {value!r} is not a finite positive number", name)
+    lo, hi = ALIGN_RATIO_RANGE
+    if not lo <= value <= hi:
+        raise DataError(f"{name}: align ratio {value:g} is outside [{lo:g}, {hi:g}] (it would put the ground "
+                        f"truth's peak at {65535 / value:.3g})", name)
+    return value
 
 
 def _check_finite(arr: np.ndarray, source: str, what: str) -> None:
@@ -289,6 +279,11 @@ class NtireSample:
         gt_png: uint16 ``(H, W, 3)`` BGR ground-truth PNG pixels, or ``None``.
         align_ratio: the ``ID_alignratio.npy`` array as stored (0-d, usually float64), or
             ``None``; HDR = gt_png / align_ratio.
+        folder: where the files are, or ``None``; only for the messages (which then name full paths).
+
+    Checked on construction, whether read or about to be written: three uint8 frames of one size, the
+    exposures (:func:`eapnet.data.scene.check_exposures`), a gt of the frames' size with its align ratio
+    (one finite positive number in :data:`ALIGN_RATIO_RANGE`).
 
     Arrays are copied and made read-only so the dataclass is really frozen. Float views in the
     project convention: :attr:`ldrs`, :attr:`evs`, :attr:`gt`, or :meth:`to_arrays`.
@@ -299,13 +294,15 @@ class NtireSample:
     exposures: np.ndarray
     gt_png: np.ndarray | None = None
     align_ratio: np.ndarray | None = None
+    folder: Path | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         sid = str(self.sample_id)
         if not sid or "/" in sid or os.sep in sid or sid.startswith("."):
             raise DataError(f"invalid sample id {sid!r} (empty, path separator or leading dot)")
         object.__setattr__(self, "sample_id", sid)
-        names = [f"{sid}_{n}.png" for n in FRAME_NAMES]
+        at = (lambda name: name) if self.folder is None else (lambda name: str(Path(self.folder) / name))
+        names = [at(f"{sid}_{n}.png") for n in FRAME_NAMES]
         if len(self.frames) != 3:
             raise DataError(f"{sid}: expected 3 frames (short, medium, long), got {len(self.frames)}")
         frames = []
@@ -318,13 +315,13 @@ class NtireSample:
             frames.append(_frozen(frame))
         _check_sizes({Path(n): f for n, f in zip(names, frames)})
         object.__setattr__(self, "frames", tuple(frames))
-        object.__setattr__(self, "exposures", _frozen(check_exposures(self.exposures, f"{sid}_exposures.npy")))
+        object.__setattr__(self, "exposures", _frozen(check_exposures(self.exposures, at(f"{sid}_exposures.npy"))))
 
         if (self.gt_png is None) != (self.align_ratio is None):
-            missing = f"{sid}_alignratio.npy" if self.align_ratio is None else f"{sid}_gt.png"
+            missing = at(f"{sid}_alignratio.npy" if self.align_ratio is None else f"{sid}_gt.png")
             raise MissingFileError(f"{missing}: missing (gt and align ratio must come together)", missing)
         if self.gt_png is not None:
-            gt_name = f"{sid}_gt.png"
+            gt_name = at(f"{sid}_gt.png")
             gt = np.asarray(self.gt_png)
             if gt.dtype != np.uint16:
                 raise DataError(f"{gt_name}: gt is {_depth_name(gt.dtype)}, expected 16-bit (uint16)", gt_name)
@@ -337,17 +334,8 @@ class NtireSample:
                     gt_name,
                 )
             object.__setattr__(self, "gt_png", _frozen(gt))
-            ar_name = f"{sid}_alignratio.npy"
-            ar = np.asarray(self.align_ratio)
-            if ar.dtype.kind not in "iuf" or ar.size != 1:
-                raise DataError(
-                    f"{ar_name}: align ratio must be one real number, got dtype {ar.dtype} shape {ar.shape}",
-                    ar_name,
-                )
-            value = float(ar.reshape(()))
-            if not np.isfinite(value) or value <= 0:
-                raise DataError(f"{ar_name}: align ratio {value!r} is not a finite positive number", ar_name)
-            object.__setattr__(self, "align_ratio", _frozen(ar))
+            _align_ratio_value(self.align_ratio, at(f"{sid}_alignratio.npy"))
+            object.__setattr__(self, "align_ratio", _frozen(np.asarray(self.align_ratio)))
 
     # ---- float views -------------------------------------------------------------------------
 
@@ -447,16 +435,9 @@ class NtireSample:
                     raise DataError(f"{gname}: gt is all zero/negative, cannot compute align ratio", gname)
                 ratio_arr = np.array(np.float64(_U16_MAX) / np.float64(gmax))
             else:
+                _align_ratio_value(align_ratio, f"{sid}_alignratio.npy")
                 ratio_arr = np.asarray(align_ratio)
-                if ratio_arr.dtype.kind != "f":
-                    ratio_arr = ratio_arr.astype(np.float64)
-                value = float(ratio_arr.reshape(())) if ratio_arr.size == 1 else float("nan")
-                if ratio_arr.size != 1 or not np.isfinite(value) or value <= 0:
-                    raise DataError(
-                        f"{sid}_alignratio.npy: align ratio {align_ratio!r} is not a finite positive number",
-                        f"{sid}_alignratio.npy",
-                    )
-                ratio_arr = ratio_arr.reshape(())
+                ratio_arr = (ratio_arr if ratio_arr.dtype.kind == "f" else ratio_arr.astype(np.float64)).reshape(())
             scaled = g * float(ratio_arr)
             lo, hi = float(scaled.min()), float(scaled.max())
             if lo < -0.5 or hi > _U16_MAX + 0.5:
@@ -482,42 +463,17 @@ def load_ntire_sample(folder: str | os.PathLike, sample_id: str) -> NtireSample:
             exposures, bad align ratio (message names the file and the problem).
     """
     paths = ntire_paths(folder, sample_id)
-    frames = {paths[n]: _read_image(paths[n], np.uint8, f"{n} LDR frame") for n in FRAME_NAMES}
-    _check_sizes(frames)
-    first, *rest = frames.values()
-    if all(np.array_equal(first, f) for f in rest):
+    frames = [_read_image(paths[n], np.uint8, f"{n} LDR frame") for n in FRAME_NAMES]
+    if all(np.array_equal(frames[0], f) for f in frames[1:]):
         raise DataError(f"{paths['short']}: the short, medium and long frames are identical: not an exposure "
                         "bracket (the same file three times?)", paths["short"])
     exposures = _load_npy(paths["exposures"], "exposures", _exposures_header)
-    check_exposures(exposures, str(paths["exposures"]))
-
     gt_png = ratio = None
-    has_gt, has_ratio = paths["gt"].is_file(), paths["alignratio"].is_file()
-    if has_gt != has_ratio:
-        missing = paths["alignratio"] if has_gt else paths["gt"]
-        raise MissingFileError(f"{missing}: missing (gt and align ratio must come together)", missing)
-    if has_gt:
+    if paths["gt"].is_file() or paths["alignratio"].is_file():   # both, or the one missing is named
         gt_png = _read_image(paths["gt"], np.uint16, "ground truth")
-        _check_sizes({paths["short"]: next(iter(frames.values())), paths["gt"]: gt_png})
         ratio = _load_npy(paths["alignratio"], "align ratio", _align_ratio_header)
-        if ratio.dtype.kind not in "iuf" or ratio.size != 1:
-            raise DataError(
-                f"{paths['alignratio']}: align ratio must be one real number, "
-                f"got dtype {ratio.dtype} shape {ratio.shape}",
-                paths["alignratio"],
-            )
-        value = float(ratio.reshape(()))
-        if not np.isfinite(value) or value <= 0:
-            raise DataError(
-                f"{paths['alignratio']}: align ratio {value!r} is zero/negative/non-finite", paths["alignratio"]
-            )
-        lo, hi = ALIGN_RATIO_RANGE
-        if not lo <= value <= hi:
-            raise DataError(
-                f"{paths['alignratio']}: align ratio {value:g} is outside [{lo:g}, {hi:g}] (it would put the "
-                f"ground truth's peak at {65535 / value:.3g})", paths["alignratio"]
-            )
-    return NtireSample(str(sample_id), tuple(frames.values()), exposures, gt_png, ratio)
+    # sizes, exposures and the align ratio: checked by the sample, naming the files in `folder`
+    return NtireSample(str(sample_id), tuple(frames), exposures, gt_png, ratio, folder=Path(folder))
 
 
 def save_ntire_sample(folder: str | os.PathLike, sample: NtireSample) -> None:
@@ -546,6 +502,35 @@ def read_ntire(folder: str | os.PathLike, sample_id: str) -> tuple[np.ndarray, n
             (linear = gt ** 2.24), >= 0, may exceed 1; ``None`` without ``ID_gt.png``.
     """
     return load_ntire_sample(folder, sample_id).to_arrays()
+
+
+@dataclass(frozen=True)
+class NtireSource:
+    """One NTIRE sample as a scene source (:class:`eapnet.data.scene.SceneSource`): ``size()`` from the PNG
+    headers, ``has_gt()`` from the file names, ``load()`` reads it (:func:`read_ntire`). ``dataset``: the set
+    its scene belongs to."""
+
+    folder: Path
+    id: str
+    dataset: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
+        object.__setattr__(self, "id", str(self.id))
+
+    @property
+    def origin(self) -> str:
+        return f"ntire:{self.folder}/{self.id}"
+
+    def size(self) -> tuple[int, int]:
+        return ntire_frame_size(self.folder, self.id)
+
+    def has_gt(self) -> bool:
+        return ntire_paths(self.folder, self.id)["gt"].is_file()
+
+    def load(self) -> Scene:
+        ldrs, evs, gt = read_ntire(self.folder, self.id)
+        return Scene(self.id, ldrs, evs, gt, origin=self.origin, dataset=self.dataset)
 
 
 def write_ntire(

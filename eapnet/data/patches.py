@@ -1,15 +1,9 @@
 """Training patches, dihedral augmentation and torch datasets over NTIRE / Kalantari folders.
 
-Scene sources
--------------
-A *scene source* is anything that yields one scene as NumPy arrays ``(ldrs, evs, gt)`` in the
-project convention (ldrs float32 ``(3, H, W, 3)`` RGB in [0, 1]; evs float32 ``(3,)`` stops
-relative to the medium frame; gt float32 ``(H, W, 3)`` gamma-encoded HDR or ``None``):
-
-* a zero-argument callable, e.g. ``functools.partial(read_ntire, folder, "0000")`` or
-  ``functools.partial(read_kalantari, scene_folder)``;
-* an object with a ``load()`` method returning the tuple;
-* the tuple itself (already in memory).
+Scenes come from scene sources (:class:`eapnet.data.scene.SceneSource`: ``id``, ``origin``, a cheap ``size()``
+and ``has_gt()``, ``load() -> Scene``): :class:`~eapnet.data.ntire.NtireSource`,
+:class:`~eapnet.data.kalantari.KalantariSource`, :class:`~eapnet.data.synthetic.SyntheticSource`, or a
+:class:`~eapnet.data.scene.Scene` already in memory. :func:`scene_sources_from_folder` lists a folder's.
 
 Torch samples
 -------------
@@ -19,33 +13,30 @@ all float32 (``gt`` left out for scenes without ground truth in the full-scene d
 
 from __future__ import annotations
 
-import functools
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .errors import DataError, MissingFileError
-from .kalantari import kalantari_tif_paths, list_kalantari_scenes, read_kalantari
-from .ntire import _read_image, incomplete_ntire_ids, list_ntire_ids, ntire_frame_size, read_ntire
+from .kalantari import KalantariSource, list_kalantari_scenes
+from .ntire import NtireSource, incomplete_ntire_ids, list_ntire_ids
+from .scene import Scene, SceneSource, as_sources
 
 __all__ = [
     "patch_grid",
     "augment",
     "NUM_AUGMENTATIONS",
     "scene_to_tensors",
-    "load_scene",
     "PatchDataset",
     "scene_sources_from_folder",
 ]
 
 NUM_AUGMENTATIONS = 8
-
-Scene = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,31 +108,6 @@ def augment(
 # --------------------------------------------------------------------------------------------
 
 
-def _validate_scene(scene: Any, name: str) -> Scene:
-    if not isinstance(scene, (tuple, list)) or len(scene) != 3:
-        raise DataError(f"scene {name}: source must return (ldrs, evs, gt), got {type(scene).__name__}")
-    ldrs, evs, gt = (None if a is None else np.asarray(a) for a in scene)
-    if ldrs is None or ldrs.ndim != 4 or ldrs.shape[0] != 3 or ldrs.shape[3] != 3:
-        raise DataError(f"scene {name}: ldrs shape {getattr(ldrs, 'shape', None)}, expected (3, H, W, 3)")
-    if evs is None or evs.shape != (3,):
-        raise DataError(f"scene {name}: evs shape {getattr(evs, 'shape', None)}, expected (3,)")
-    if gt is not None and gt.shape != ldrs.shape[1:]:
-        raise DataError(f"scene {name}: gt shape {gt.shape} differs from frame shape {ldrs.shape[1:]}")
-    as32 = lambda a: None if a is None else np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    return as32(ldrs), as32(evs), as32(gt)
-
-
-def load_scene(source: Any, name: str = "?") -> Scene:
-    """Materialise a scene source (see module docstring) as validated float32 arrays."""
-    if callable(source):
-        scene = source()
-    elif hasattr(source, "load"):
-        scene = source.load()
-    else:
-        scene = source
-    return _validate_scene(scene, name)
-
-
 def scene_to_tensors(
     ldrs: np.ndarray, evs: np.ndarray, gt: np.ndarray | None = None, sample_id: str | None = None
 ) -> dict[str, Any]:
@@ -158,39 +124,6 @@ def scene_to_tensors(
     if sample_id is not None:
         out["id"] = str(sample_id)
     return out
-
-
-def _source_name(source: Any, index: int) -> str:
-    if isinstance(source, functools.partial):
-        args = list(source.args)
-        if source.func is read_ntire:
-            sid = source.keywords.get("sample_id", args[1] if len(args) > 1 else None)
-            if sid is not None:
-                return str(sid)
-        if source.func is read_kalantari:
-            folder = source.keywords.get("scene_folder", args[0] if args else None)
-            if folder is not None:
-                return Path(folder).name
-    for attr in ("id", "sample_id", "name"):
-        value = getattr(source, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return f"scene{index:05d}"
-
-
-def _cheap_size(source: Any) -> tuple[int, int] | None:
-    """Frame size without decoding the whole scene, for the sources we know; else None."""
-    if isinstance(source, functools.partial):
-        args, kw = list(source.args), dict(source.keywords)
-        if source.func is read_ntire:
-            return ntire_frame_size(*args, **kw)  # PNG headers only
-        if source.func is read_kalantari:
-            # one tif instead of 3 tifs + HDR
-            first = kalantari_tif_paths(*args, **kw)[0]
-            return _read_image(first, np.uint16, "16-bit LDR tif").shape[:2]
-    if isinstance(source, (tuple, list)) and len(source) == 3:
-        return np.shape(source[0])[1:3]
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,9 +144,8 @@ class PatchDataset(Dataset):
             DataLoader worker); ``None`` keeps all of them, an int keeps that many (LRU). Full
             NTIRE scenes are ~100 MB each as float32, so bound this for large folders.
 
-    Sizes come from PNG headers for ``partial(read_ntire, ...)`` and from one tif for
-    ``partial(read_kalantari, ...)``; any other callable is called once at construction to
-    measure its scene (not kept), then again lazily on first use.
+    Sizes come from each source's ``size()`` (PNG headers, one tif's header: no scene is loaded to index);
+    a scene is loaded on first use.
 
     Index order is scene-major, then the patch grid row-major. Sample ``"id"`` is
     ``"<scene>@<top>,<left>"``. With DataLoader workers call :meth:`set_epoch` before creating
@@ -222,14 +154,14 @@ class PatchDataset(Dataset):
 
     def __init__(
         self,
-        scenes: Sequence[Any],
+        scenes: Sequence[SceneSource],
         patch: int = 256,
         stride: int = 128,
         augment: bool = True,
         seed: int = 0,
         max_cached_scenes: int | None = None,
     ):
-        self.scenes = list(scenes)
+        self.scenes = as_sources(scenes, "PatchDataset")
         if not self.scenes:
             raise ValueError("PatchDataset needs at least one scene source")
         if int(seed) < 0:
@@ -240,17 +172,15 @@ class PatchDataset(Dataset):
         patch_grid(self.patch, self.patch, self.patch, self.stride)  # bad patch/stride: fail before any scene
         self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
         self.max_cached_scenes = max_cached_scenes
-        self.names = [_source_name(s, i) for i, s in enumerate(self.scenes)]
+        self.names = [s.id for s in self.scenes]
         self._cache: OrderedDict[int, Scene] = OrderedDict()
         self.grids: list[list[tuple[int, int]]] = []
-        for i, source in enumerate(self.scenes):
-            size = _cheap_size(source)
-            if size is None:  # unknown source type: load it once to measure (not cached)
-                size = load_scene(source, self.names[i])[0].shape[1:3]
+        for source in self.scenes:
+            size = source.size()
             try:
                 self.grids.append(patch_grid(size[0], size[1], self.patch, self.stride))
             except ValueError as exc:
-                raise DataError(f"scene {self.names[i]}: {exc}") from exc
+                raise DataError(f"scene {source.id} ({source.origin}): {exc}") from exc
         self._offsets = np.cumsum([0] + [len(g) for g in self.grids])
 
     def __len__(self) -> int:
@@ -288,12 +218,13 @@ class PatchDataset(Dataset):
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
-        scene = load_scene(self.scenes[i], self.names[i])
-        if scene[2] is None:
-            raise DataError(f"scene {self.names[i]}: no ground truth, PatchDataset needs gt for training")
+        scene = self.scenes[i].load()
+        if scene.gt is None:
+            raise DataError(f"scene {scene.id} ({scene.origin}): no ground truth, PatchDataset needs gt for training")
         expected = self.grids[i][-1][0] + self.patch, self.grids[i][-1][1] + self.patch
-        if scene[0].shape[1:3] != expected:
-            raise DataError(f"scene {self.names[i]}: size {scene[0].shape[1:3]} changed since indexing ({expected})")
+        if scene.size() != expected:
+            raise DataError(f"scene {scene.id} ({scene.origin}): size {scene.size()} changed since indexing "
+                            f"({expected})")
         self._cache[i] = scene
         if self.max_cached_scenes is not None:
             while len(self._cache) > int(self.max_cached_scenes):
@@ -302,12 +233,12 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         scene_index, top, left = self.locate(int(index))
-        ldrs, evs, gt = self._scene(scene_index)
+        scene = self._scene(scene_index)
         p = self.patch
         sample = scene_to_tensors(
-            ldrs[:, top : top + p, left : left + p],
-            evs,
-            gt[top : top + p, left : left + p],
+            scene.ldrs[:, top : top + p, left : left + p],
+            scene.evs,
+            scene.gt[top : top + p, left : left + p],
             f"{self.names[scene_index]}@{top},{left}",
         )
         k = self.augmentation_for(int(index) % len(self))
@@ -317,8 +248,9 @@ class PatchDataset(Dataset):
         return sample
 
 
-def scene_sources_from_folder(path: str | os.PathLike) -> list[Callable[[], Scene]]:
-    """Scene sources (``functools.partial`` of the reader) for every scene under ``path``.
+def scene_sources_from_folder(path: str | os.PathLike, dataset: str = "") -> list[NtireSource] | list[KalantariSource]:
+    """The scene sources of every scene under ``path``, in id (folder name) order; ``dataset`` names the set
+    their scenes belong to.
 
     Detects the layout: NTIRE files directly in ``path``; Kalantari scene sub-folders (or
     ``path`` itself being one Kalantari scene, i.e. holding ``exposure.txt``).
@@ -348,9 +280,9 @@ def scene_sources_from_folder(path: str | os.PathLike) -> list[Callable[[], Scen
             path,
         )
     if ntire_ids:
-        return [functools.partial(read_ntire, path, sid) for sid in ntire_ids]
+        return [NtireSource(path, sid, dataset) for sid in ntire_ids]
     if kalantari:
-        return [functools.partial(read_kalantari, scene) for scene in kalantari]
+        return [KalantariSource(scene, dataset) for scene in kalantari]
     raise DataError(
         f"{path}: unrecognised layout, neither NTIRE files (ID_short.png, ID_medium.png, ID_long.png, "
         f"ID_exposures.npy) nor Kalantari scene sub-folders (3 .tif + exposure.txt)",

@@ -49,7 +49,8 @@ Pipeline of one scene (all randomness from ``np.random.default_rng(seed)``):
 Output conventions (see :func:`generate_scene`): ``ldrs`` float32 ``(3, H, W, 3)`` short /
 medium / long RGB in [0, 1] and exactly ``k/255``; ``evs`` float32 ``(3,)`` stops relative to
 the medium frame (``evs[1] == 0``); ``gt`` float32 ``(H, W, 3)`` gamma-encoded HDR >= 0 (may
-exceed 1, maxima ~1..10).
+exceed 1, maxima ~1..10). :class:`SyntheticSource` is one scene as a lazy scene source
+(:mod:`eapnet.data.scene`), its :class:`~eapnet.data.scene.Scene` carrying the motion mask.
 
 Determinism: the same ``(seed, height, width, config)`` gives bit-identical arrays across calls
 and processes (only ``default_rng(seed)``, NumPy and OpenCV's per-pixel deterministic resize /
@@ -64,6 +65,7 @@ motion, sensor); this module assembles them into scenes and keeps the public API
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -75,6 +77,7 @@ __all__ = [
     "HELDOUT_SEED",
     "PRESETS",
     "SyntheticConfig",
+    "SyntheticSource",
     "generate_scene",
     "generate_scene_with_info",
     "scene_seed",
@@ -113,6 +116,7 @@ from eapnet.data.synth.motion import (
     _Sprite,
 )
 from eapnet.data.synth.sensor import _draw_evs, _expose
+from eapnet.data.scene import Scene
 from eapnet.data.synth.sources import (
     _PHOTOS,
     _TEXTURES,
@@ -317,21 +321,34 @@ def generate_scene(seed: int, height: int = 256, width: int = 256,
     return ldrs, evs, gt
 
 
-class SceneSource:
-    """A lazy synthetic scene: ``source()`` gives ``(ldrs, evs, gt)`` of :func:`generate_scene`;
-    :meth:`motion_mask` gives its ``(H, W)`` bool motion mask (from the same generation when the scene
-    was already loaded)."""
+@dataclass(frozen=True)
+class SyntheticSource:
+    """One synthetic scene as a scene source (:class:`eapnet.data.scene.SceneSource`): ``load()`` generates it
+    (:func:`generate_scene_with_info`) with its motion mask as ``Scene.motion``; ``size()`` is known. ``id``
+    defaults to the seed; ``dataset``: the set its scene belongs to."""
 
-    def __init__(self, seed: int, height: int, width: int, config: SyntheticConfig | None = None):
-        self.seed, self.height, self.width, self.config = int(seed), int(height), int(width), config
-        self._mask: np.ndarray | None = None
+    seed: int
+    height: int
+    width: int
+    config: SyntheticConfig | None = None
+    id: str = ""
+    dataset: str = ""
 
-    def __call__(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __post_init__(self) -> None:
+        for name in ("seed", "height", "width"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        object.__setattr__(self, "id", str(self.id) or str(self.seed))
+
+    @property
+    def origin(self) -> str:
+        return f"synthetic:{self.seed}@{self.height}x{self.width}"
+
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def has_gt(self) -> bool:
+        return True
+
+    def load(self) -> Scene:
         ldrs, evs, gt, info = generate_scene_with_info(self.seed, self.height, self.width, self.config)
-        self._mask = info["motion_mask"]
-        return ldrs, evs, gt
-
-    def motion_mask(self) -> np.ndarray:
-        if self._mask is None:
-            self()
-        return self._mask
+        return Scene(self.id, ldrs, evs, gt, info["motion_mask"], origin=self.origin, dataset=self.dataset)

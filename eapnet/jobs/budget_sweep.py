@@ -1,0 +1,311 @@
+"""Accuracy against MAcc budgets: the main job (``compress/qat.py``) for several budgets and methods, tabulated.
+
+The command line is :mod:`eapnet.jobs.sweep` (``eapnet-sweep``).
+
+    from eapnet.jobs.budget_sweep import run_sweep
+    from eapnet.compress.pipeline import CompressConfig
+    cfg = CompressConfig.load(target_maccs=100e9)
+    cfgs = {(100e9, "search"): cfg, (100e9, "uniform"): dataclasses.replace(cfg, method="uniform")}
+    md, failed = run_sweep(Path("runs/sweep"), cfgs)
+
+Each budget is one run of the main job (:func:`eapnet.jobs.main_job.compress_and_ship`, in
+``<out>/<budget>G/``, with its own report, phone artifacts and parity check), then
+:func:`eapnet.export.latency.bench` times its eager model and ``.pte`` files at the export size
+(``bench_runs``, 0 = skip). The baselines (``eapnet.compress.pipeline.METHODS``) run at the same budgets, fine-tuned and
+quantized the same way (``<out>/<budget>G-uniform/``, ``<out>/<budget>G-blocks/``; float and int8 eager models,
+no phone artifacts): ``uniform`` width scaling with every PDUB and ``blocks``, PDUBs dropped at full width (a
+budget below one full-width PDUB is unreachable for it and recorded as such, in the run folder's
+``unreachable.json``). A run folder that holds a ``report.json`` is finished and kept; an interrupted one starts
+again. Tables can be rebuilt from the run folders alone (:func:`tabulate`). The sweep writes:
+
+- ``sweep.md``: one row per budget and method: GMAccs, k params, PDUBs, PSNR-μ of the float model, the int8
+  eager model, the int8 ``.pte`` and the W8A8 ``.mlpackage`` (real crops; held-out synthetic), latency of eager fp32,
+  ``.pte`` fp32 and ``.pte`` int8, and file sizes; then every model row of every report;
+- ``pareto.png``: PSNR-μ against GMAccs (log scale) of each method beside the shipped float model, and the
+  paper's own points (its Tables 1, 2 and 6, NTIRE 2022 validation PSNR-μ, AHDR included) in a second panel:
+  the two are different test sets, so they share the MAcc axis only;
+- ``sweep.json`` and ``sweep.csv`` (the same rows).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from eapnet.compress.pipeline import CompressConfig
+from eapnet.compress.search import BudgetError
+from eapnet.export import latency
+from eapnet.jobs.main_job import compress_and_ship
+from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text
+from eapnet.variants import AHDR_MACCS
+
+METHOD_ORDER = {"search": 0, "uniform": 1, "blocks": 2}
+"""Run and table order of the methods at one budget: the search first, then the baselines."""
+
+
+def method_of(rep: dict) -> str:
+    """The method (``eapnet.compress.pipeline.METHODS``) a report's model was chosen by."""
+    return (rep.get("search") or {}).get("method", "search")
+
+
+def run_name(budget: int, method: str) -> str:
+    """A budget's run folder in the sweep: ``100G`` (search), ``100G-uniform``, ``100G-blocks``."""
+    return f"{budget / 1e9:g}G" + ("" if method == "search" else f"-{method}")
+
+
+def rows_from_report(budget: int, rep: dict) -> list[dict]:
+    """One table row per model of a ``compress/qat.py`` report."""
+    rows = []
+    for name, m in rep["models"].items():
+        row = {"budget_g": budget / 1e9, "method": method_of(rep), "model": name, "gmaccs": m["maccs"] / 1e9,
+               "k_params": m["params"] / 1e3, "pdubs": rep["pdub_count"]}
+        for d, s in (m.get("scores") or {}).items():
+            if s:
+                row[f"{d}_psnr_mu"] = s["psnr_mu"]
+                row[f"{d}_psnr_l"] = s["psnr_l"]
+        rows.append(row)
+    return rows
+
+
+def table_markdown(rows: list[dict]) -> str:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    fmt = {"budget_g": ".0f", "gmaccs": ".2f", "k_params": ".2f"}
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append("–" if v is None else (format(v, fmt.get(c, ".2f")) if isinstance(v, float) else str(v)))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
+    """The budget's one-line summary (see the module docstring); missing parts are absent keys."""
+    m = rep["models"]
+    flt = m.get("compressed (float)") or m["teacher (float)"]
+    q = next((v for k, v in m.items() if k.startswith("compressed (int8")), None)
+    row = {"budget_g": budget / 1e9, "method": method_of(rep), "gmaccs": flt["maccs"] / 1e9,
+           "k_params": flt["params"] / 1e3, "pdubs": rep["pdub_count"]}
+    for short, d in (("real", "real_crops"), ("heldout", "heldout_synthetic")):
+        if d in (flt.get("scores") or {}):
+            row[f"{short}_float"] = flt["scores"][d]["psnr_mu"]
+        if q and d in (q.get("scores") or {}):
+            row[f"{short}_int8_eager"] = q["scores"][d]["psnr_mu"]
+    ex = rep.get("export") or {}
+    arts = ex.get("artifacts") or {}
+    for key, col in (("pte-int8", "pte_int8"), ("coreml-w8a8", "mlpackage_w8a8")):
+        for short in ("real", "heldout"):
+            a = arts.get(key)
+            if a and short in a["psnr_mu"]:       # parity scenes: a subset, packed at the export size
+                row[f"{short}_{col}"] = a["psnr_mu"][short]
+                row[f"{short}_parity_float"] = a["float_psnr_mu"][short]
+    if ex:
+        row["parity"] = "pass" if ex["passed"] else "FAIL: " + ", ".join(ex["failed"])
+        row.update({f"mb_{k.replace('-', '_')}": a["bytes"] / 1e6 for k, a in ex["artifacts"].items()})
+    if bench_row:
+        for rt in ("eager fp32", "pte fp32", "pte int8"):
+            if "median_s" in bench_row[rt]:
+                row[f"s_{rt.replace(' ', '_')}"] = bench_row[rt]["median_s"]
+        if "speedup_pte_int8" in bench_row:
+            row["speedup_pte_int8"] = bench_row["speedup_pte_int8"]
+    return row
+
+
+def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
+    at = f" at {size[1]}x{size[0]}" if size else ""
+    head = ["budget G", "method", "GMAccs", "k params", "PDUBs", "PSNR-μ real crops: float / int8 eager",
+            "PSNR-μ held-out: float / int8 eager", "parity scenes, real: float / .pte int8 / .mlpackage W8A8",
+            "parity scenes, held-out: float / .pte int8 / .mlpackage W8A8",
+            f"s/frame{at}: eager / .pte fp32 / .pte int8", "eager / .pte int8",
+            "MB .pte fp32 / int8, .mlpackage fp16 / W8A8", "parity"]
+    L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def f(r, k, spec=".2f"):
+        return format(r[k], spec) if k in r else "–"
+
+    for r in rows:
+        psnr = [" / ".join(f(r, f"{d}_{c}") for c in ("float", "int8_eager")) for d in ("real", "heldout")]
+        psnr += [" / ".join(f(r, f"{d}_{c}") for c in ("parity_float", "pte_int8", "mlpackage_w8a8"))
+                 for d in ("real", "heldout")]
+        L.append("| " + " | ".join([
+            f(r, "budget_g", "g"), r.get("method", "search"), f(r, "gmaccs"), f(r, "k_params"), str(r.get("pdubs", "–")), *psnr,
+            " / ".join(f(r, f"s_{k}", ".2f") for k in ("eager_fp32", "pte_fp32", "pte_int8")),
+            f(r, "speedup_pte_int8") + ("x" if "speedup_pte_int8" in r else ""),
+            " / ".join(f(r, k) for k in ("mb_pte_fp32", "mb_pte_int8", "mb_coreml_fp16", "mb_coreml_w8a8")),
+            r.get("parity", "–")]) + " |")
+    return "\n".join(L) + "\n"
+
+
+def plot_pareto(rows: list[dict], path: Path, shipped: dict[str, dict] | None = None) -> Path:
+    """``pareto.png``: left, PSNR-μ vs GMAccs of the sweep (each method's float model and the searched int8
+    model, whole scenes) and the shipped float teacher on our sets; right, the paper's reported points and AHDR (NTIRE 2022 validation set).
+    The artifacts' PSNR-μ (a subset of scenes) is in the table, not the plot."""
+    fig = Figure(figsize=(12, 4.8))   # no pyplot: no global figure manager or backend state
+    ax, bx = fig.subplots(1, 2)
+    curves = [("search", "float", "C0", "searched, float"), ("search", "int8_eager", "C1", "searched, int8"),
+              ("uniform", "float", "C2", "uniform width scaling, float"),
+              ("blocks", "float", "C3", "PDUBs dropped, float")]
+    for d, marker in (("real", "o"), ("heldout", "s")):
+        for method, c, color, label in curves:
+            pts = sorted((r["gmaccs"], r[f"{d}_{c}"]) for r in rows
+                         if f"{d}_{c}" in r and r.get("method", "search") == method)
+            if pts:
+                ax.plot(*zip(*pts), marker=marker, color=color, ls="-" if d == "real" else "--",
+                        label=f"{label}, {'real crops' if d == 'real' else 'held-out synthetic'}")
+        for name, s in (shipped or {}).items():
+            if d in s:
+                ax.scatter([s["gmaccs"]], [s[d]], marker="*", s=120, color="k" if d == "real" else "grey",
+                           zorder=3)
+                ax.annotate(f"{name} (float)", (s["gmaccs"], s[d]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)
+    ax.set(xscale="log", xlabel="GMAccs at 1900x1060 (NTIRE 2022 count)", ylabel="PSNR-μ (dB)",
+           title="This sweep (our test sets)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    paper = [("Table 1 exp. 1-8", [(152.11, 36.48), (137.66, 36.70), (121.03, 36.87), (146.28, 36.79),
+                                   (121.03, 36.79), (146.28, 36.92), (126.43, 36.89), (198.38, 37.02)], "C4"),
+             ("Table 2 (2-5 PDUBs)", [(128.25, 36.77), (146.28, 36.92), (164.31, 36.95), (182.34, 36.97)], "C5")]
+    for label, pts, color in paper:
+        bx.scatter(*zip(*pts), color=color, label=label)
+    for name, g, v in (("standard", 198.38, 37.02), ("lightweight", 146.28, 36.92),
+                       ("AHDR", AHDR_MACCS / 1e9, 36.86)):
+        bx.scatter([g], [v], marker="*", s=140, color="k")
+        bx.annotate(name, (g, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for r in rows:
+        if r.get("method", "search") == "search":
+            bx.axvline(r["gmaccs"], color="C1", alpha=0.3, lw=1)
+    bx.set(xscale="log", xlabel="GMAccs at 1900x1060", ylabel="PSNR-μ (dB), NTIRE 2022 validation",
+           title="The paper's reported points (vertical lines: this sweep's budgets)")
+    bx.legend(fontsize=7)
+    bx.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    return path
+
+
+def _shipped_points(rep: dict) -> dict[str, dict]:
+    """The teacher's float scores of a report, keyed like the summary rows."""
+    t = rep["models"]["teacher (float)"]
+    pt = {"gmaccs": t["maccs"] / 1e9}
+    for short, d in (("real", "real_crops"), ("heldout", "heldout_synthetic")):
+        if d in (t.get("scores") or {}):
+            pt[short] = t["scores"][d]["psnr_mu"]
+    return {Path(str(rep["teacher"])).stem: pt}
+
+
+def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: dict, shipped: dict,
+                  size) -> str:
+    """Write sweep.md, sweep.json, sweep.csv and pareto.png for the budgets done so far; returns the Markdown."""
+    md = ("# Accuracy vs MAccs\n\n" + summary_markdown(summary, size)
+          + "\nPSNR-μ in dB. *float / int8 eager*: the compress/qat.py evaluation on whole scenes (4 real crops, "
+            "held-out synthetic). *parity scenes*: the parity harness's subset (--parity-scenes per dataset), "
+            "packed at the export size; the float model on those same scenes stands beside the .pte and "
+            ".mlpackage, so compare within a group only. Latency: median seconds per frame on this CPU "
+            "(eapnet/bench/bench_mobile.py; each run's bench/ folder). Plot: pareto.png.\n\n## Every model of every run\n\n"
+          + table_markdown(rows)
+          + "".join(f"\n{name}: " + ("a parity failure (its report.md names the artifact).\n" if rc == 1 else
+                                     "budget unreachable for this method.\n") for name, rc in failed.items()))
+    if summary:
+        plot_pareto(summary, out / "pareto.png", shipped)
+    atomic_write_json(out / "sweep.json", {"summary": summary, "rows": rows, "failed": failed})
+    atomic_write_text(out / "sweep.md", md)
+    buf = io.StringIO()
+    cols = list(dict.fromkeys(k for r in summary for k in r))
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    writer.writerows(summary)
+    atomic_write_text(out / "sweep.csv", buf.getvalue())
+    return md
+
+
+def _tabulate_run(run: Path, budget: int, state: dict) -> None:
+    """Add one finished budget folder (``report.json``, optional ``bench.json``) to the sweep's tables."""
+    rep = json.loads((run / "report.json").read_text())
+    bench_file = run / "bench" / "bench.json"     # eapnet/bench/bench_mobile.py --out <run>/bench
+    bench_row = json.loads(bench_file.read_text())["rows"][0] if bench_file.is_file() else None
+    if rep.get("export") and not rep["export"]["passed"]:
+        state["failed"][run.name] = 1     # a parity failure: the report says which artifact
+    state["rows"] += rows_from_report(budget, rep)
+    state["shipped"].update(_shipped_points(rep))
+    state["summary"].append(summary_row(budget, rep, bench_row))
+    if rep.get("export"):
+        state["size"] = rep["export"]["size"]
+
+
+UNREACHABLE = "unreachable.json"   # in a run folder: the method cannot meet that budget (and why)
+
+
+def _new_state() -> dict:
+    return {"rows": [], "summary": [], "failed": {}, "shipped": {}, "size": None}
+
+
+def finished_runs(out: Path) -> list[tuple[Path, int]]:
+    """The budget folders of the sweep folder ``out`` that hold a ``report.json``, as ``(folder, target
+    MAccs)`` in table order: budgets from the largest, the search before the baselines."""
+    runs = []
+    for d in out.iterdir():
+        if (d / "report.json").is_file():
+            rep = json.loads((d / "report.json").read_text())
+            runs.append((-rep["target_maccs"], METHOD_ORDER[method_of(rep)], d, rep["target_maccs"]))
+    return [(run, budget) for *_, run, budget in sorted(runs)]
+
+
+def tabulate(out: Path, runs: list[tuple[Path, int]]) -> str:
+    """Rebuild the tables and plot of the sweep folder ``out`` from its finished ``runs``
+    (:func:`finished_runs`: their ``report.json`` and ``bench/bench.json``); runs nothing. Returns sweep.md."""
+    state = _new_state()
+    for run, budget in runs:
+        _tabulate_run(run, budget, state)
+    for f in sorted(out.glob(f"*/{UNREACHABLE}")):
+        state["failed"][f.parent.name] = 2
+    return _write_tables(out, **state)
+
+
+def run_sweep(out: Path, cfgs: Mapping[tuple[int, str], CompressConfig], *, job: Callable[..., dict] | None = None,
+              bench: Callable[..., list[dict]] | None = latency.bench, export_size: tuple[int, int] | None = None,
+              parity_scenes: int = 4, bench_runs: int = 3, progress: bool = True) -> tuple[str, dict[str, int]]:
+    """Run the main job for every ``(budget, method) -> CompressConfig`` of ``cfgs``, in order, into
+    ``out/<budget>G[-<method>]`` (finished runs are kept), and after each one rewrite the tables. ``job``: the
+    main job (None = :func:`eapnet.jobs.main_job.compress_and_ship`); ``bench``: the latency bench
+    (:func:`eapnet.export.latency.bench`; None = no latency columns). Only the
+    ``search`` runs export and check phone artifacts (at ``export_size``, default the config's size, with
+    ``parity_scenes`` per dataset) and are timed (``bench_runs`` runs per figure; 0 or no ``bench``: none).
+    Returns sweep.md and the failed runs by folder name: 1 for a parity failure, 2 for a budget the method
+    cannot reach."""
+    job = job or compress_and_ship
+    state = _new_state()
+    for (budget, method), cfg in cfgs.items():
+        run = out / run_name(budget, method)
+        searched = method == "search"
+        if not (run / "report.json").is_file():
+            if run.exists():   # what an interrupted run left: it starts again
+                shutil.rmtree(run)
+            run.mkdir(parents=True)
+            try:
+                job(cfg, run, export_size=export_size, parity_scenes=parity_scenes, export=searched,
+                    progress=progress)
+            except BudgetError as e:
+                print(f"{run.name}: {e}", file=sys.stderr)
+                atomic_write_json(run / UNREACHABLE, {"budget": budget, "method": method, "error": str(e)})
+                state["failed"][run.name] = 2
+                _write_tables(out, **state)
+                continue
+        rep = json.loads((run / "report.json").read_text())
+        bench_file = run / "bench" / "bench.json"
+        if bench is not None and bench_runs and rep.get("export") and not bench_file.is_file():
+            threads = os.cpu_count() or 1
+            (bench_row,) = bench([run / "compressed.pt"], [tuple(rep["export"]["size"])], runs=bench_runs,
+                                 threads=threads, artifacts=run / "export", int8=str(run / "int8.pt2"))
+            atomic_write_json(bench_file, {"runs": bench_runs, "threads": threads, "rows": [bench_row]})
+        _tabulate_run(run, budget, state)
+        _write_tables(out, **state)    # after every run: nothing is lost
+    return _write_tables(out, **state), state["failed"]
