@@ -15,6 +15,7 @@ than a tile, strided levels) equal to whole-frame inference up to a measured sea
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 import torch
@@ -125,6 +126,35 @@ def tile_size(tile) -> tuple[int, int] | None:
     if min(sides) < MIN_TILE:
         raise ValueError(f"tile must be at least {MIN_TILE} pixels, got {sides[0]}x{sides[1]}")
     return int(sides[0]), int(sides[1])
+
+
+def plan_tile(frame: tuple[int, int], max_tile: int, overlap: int = TILE_OVERLAP, multiple: int = 8) -> tuple[int, int]:
+    """The tile ``(h, w)`` for ``frame`` ``(H, W)``: per side the fewest tiles of at most ``max_tile`` pixels
+    that cover it with ``overlap`` pixels shared, each as small as that count allows (rounded up to
+    ``multiple``, EAPNet's padding multiple, so no tile pads), and never larger than the frame."""
+    sides = []
+    for n in frame:
+        if n <= max_tile:
+            sides.append(n)
+            continue
+        count = math.ceil((n - overlap) / (max_tile - overlap))
+        side = math.ceil((n + (count - 1) * overlap) / count)
+        sides.append(min(n, multiple * math.ceil(side / multiple)))
+    return sides[0], sides[1]
+
+
+SHIP_MAX_TILE = 680
+"""Largest tile side in pixels of the phone programs the main job ships (:func:`ship_tile`)."""
+SHIP_TILE = (568, 680)
+"""``ship_tile`` of the 1060x1900 challenge frame: 2 x 3 tiles (a test keeps the two equal). On a phone CPU the
+int8 program in these tiles needs about a fifth of the whole-frame program's memory for about 1.2x its time
+(``reports/bench-native``), and the job that exports and checks it stays within 4 GB."""
+
+
+def ship_tile(frame: tuple[int, int]) -> tuple[int, int]:
+    """Program size ``(H, W)`` the main job ships for frames of ``frame`` ``(H, W)``: the fewest tiles of at most
+    :data:`SHIP_MAX_TILE` pixels a side (:func:`plan_tile`); the frame itself when it is no larger."""
+    return plan_tile(frame, SHIP_MAX_TILE, TILE_OVERLAP)
 
 
 @torch.inference_mode()

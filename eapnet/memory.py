@@ -22,8 +22,8 @@ lightweight model (2,118 B/px): 256x256 195, 512x768 936 MiB. The estimate (1.10
 copy + weights + 64 MiB) is within -3 %..+17 % of each of these from 256x256 up (768x1024: +8 %); it
 over-states 128x128 twice (the fixed part). The exporters at 256x256 and 512x512 (fp32 and int8 ``.pte``,
 fp16 ``.mlpackage``): within -2 %..+7 %, but the Core ML one over-stated by 0.27 GiB (:data:`KINDS`). At the
-full-size 1060x1900 frame the simulation gives 4.49 GB for the standard model (no measurement at that size;
-``reports/bench-mobile-vnni`` has the peaks of the smaller 100 G variant's runs there). Not calibrated:
+full-size 1060x1900 frame: the compressed 100 G standard model grows the process by 3,893 MiB (estimate 4,225,
++9 %); in 568x680 tiles by 1,013 MiB (estimate 953, -6 %); the simulation gives 4.49 GB for the standard model. Not calibrated:
 CUDA (where the caching allocator holds freed blocks) and autocast to bf16/fp16, estimated as the same graph
 at 2 bytes per value.
 """
@@ -32,6 +32,8 @@ from __future__ import annotations
 import functools
 import math
 import os
+import resource
+import sys
 import weakref
 from pathlib import Path
 
@@ -258,3 +260,32 @@ def check_size(config: EAPNetConfig | dict | None, size: tuple[int, int], kind: 
     h, w = size
     require_memory(estimate_peak_bytes(config, h, w, kind), f"{flag} {h}x{w}", KINDS[kind][0],
                    f"pass {insist} to try anyway")
+
+
+# ------------------------------------------------------------------------------- measured, this process
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (2**20 bytes) since it started or since the last
+    :func:`reset_peak_rss`. Linux: ``VmHWM`` of this process image, not ``ru_maxrss``, which keeps the
+    high-water mark of the parent across ``fork`` + ``exec`` (a worker started by a 6 GB process reports 6 GB
+    whatever it runs). Elsewhere ``ru_maxrss`` (bytes on macOS, kB on other systems)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0   # kB
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / MIB if sys.platform == "darwin" else rss / 1024.0
+
+
+def reset_peak_rss() -> bool:
+    """Start :func:`peak_rss_mb` afresh from the current resident memory, so that each stage of a job reports its
+    own peak (Linux 4.0 or later: ``5`` written to ``/proc/self/clear_refs``). False where that is not possible:
+    the peak then remains the process's so far, an upper bound of the stage's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False

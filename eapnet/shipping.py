@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -173,9 +175,6 @@ def _committed_versions(path: Path) -> list:
     """Loaders of the versions of ``path`` committed to git, newest first (none outside a git checkout):
     a run continued from a shipped file that was shipped over later started from one of its earlier
     versions."""
-    import subprocess
-    import tempfile
-
     path = path.resolve()
     if not path.parent.is_dir():
         return []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 import os
 import time
@@ -334,8 +335,6 @@ def _read_log(path: Path, upto: int) -> list[dict]:
 
 
 def _write_log(path: Path, rows: list[dict], fields: list[str] | None = None) -> None:
-    import io
-
     fields = fields or LOG_FIELDS
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields)

@@ -366,8 +366,10 @@ def _fake_export_and_check(calls):
         (Path(run_dir) / "export").mkdir()
         (Path(run_dir) / "export" / "x_xnnpack_int8_48x64.pte").write_bytes(b"program")
         art = {"file": "export/x_xnnpack_int8_48x64.pte", "bytes": 7, "executor": "fake", "passed": True,
-               "psnr_mu_vs_float_min": 40.0, "psnr_mu": {"heldout": 20.0}, "float_psnr_mu": {"heldout": 20.1}}
-        return {"size": list(size), "passed": True, "failed": [], "artifacts": {"pte-int8": art}}, {"export": 1.0}
+               "psnr_mu_vs_float_min": 40.0, "psnr_mu": {"heldout": 20.0}, "float_psnr_mu": {"heldout": 20.1},
+               "export_peak_rss_mb": 700}
+        return ({"size": list(size), "passed": True, "failed": [], "artifacts": {"pte-int8": art},
+                 "parity_peak_rss_mb": 900}, {"export": 1.0})
     return fake
 
 
@@ -391,8 +393,12 @@ def test_the_main_job_compresses_then_ships_with_a_fake_exporter(tmp_path, monke
     rep = json.loads((out / "report.json").read_text())
     assert rep["export"]["passed"] and list(rep["export"]["artifacts"]) == ["pte-int8"]
     assert rep["wall_s"]["export"] == 1.0 and set(rep["wall_s"]) >= {"search+prune", "finetune", "qat", "total"}
+    # peak resident memory per stage: compression measured in this process, export and parity as reported
+    assert rep["peak_rss_mb"]["export"] == 700 and rep["peak_rss_mb"]["parity"] == 900
+    assert 100 < rep["peak_rss_mb"]["compress"] < 24_000
     md = (out / "report.md").read_text()
     assert "## Phone artifacts (64x48) and parity" in md and "`export/x_xnnpack_int8_48x64.pte`" in md
+    assert "Peak resident memory per stage (MB; " in md and "export 700, parity 900" in md
     # the report's MAccs are the one counter's, at the requested resolution, and within the budget
     student = load_model(out / "compressed.pt")
     assert count_maccs(student, *RES) == rep["models"]["compressed (float)"]["maccs"] <= target

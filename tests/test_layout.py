@@ -157,13 +157,6 @@ LATE_IMPORTS = {
 }
 """The only imports allowed inside a function (a name and its submodules), each with the reason it is late."""
 
-PENDING = {"eapnet.data", "eapnet.calib", "eapnet.evalsets", "eapnet.export.canvas", "eapnet.export.parity",
-           "eapnet.export.native_check", "eapnet.export.native_bench", "eapnet.ablation", "eapnet.evalreport",
-           "eapnet.training", "eapnet.rendering", "eapnet.preview", "eapnet.outputs", "eapnet.shipping"}
-"""TEMPORARY: modules (a name and its submodules) whose imports are still being moved to the top; skipped by
-the two checks below. Remove this set once they land."""
-
-
 def _covered(module: str, names) -> bool:
     return any(module == n or module.startswith(n + ".") for n in names)
 
@@ -189,18 +182,17 @@ def _is_project(module: str) -> bool:
     return module == "eapnet" or module.startswith("eapnet.")
 
 
-LATE = {m: _function_imports(m, f) for m, f in MODULES.items() if not _covered(m, PENDING)}
+LATE = {m: _function_imports(m, f) for m, f in MODULES.items()}
 
 
 def test_the_late_import_check_sees_imports():
-    # the checks below pass trivially if the walk finds nothing: a known source, and the pending set's names
+    # the checks below pass trivially if the walk finds nothing: a known source
     src = ("import os\nfrom eapnet.model import EAPNet\n\nclass C:\n    import json\n\n    def f(self):\n"
            "        from . import metrics\n\n        def g():\n            import executorch.runtime\n"
            "        return g\n\n\nif True:\n    import re\n")
     found = _function_imports("eapnet.macs", MODULES["eapnet.macs"], src)
     assert found == [(8, {"eapnet"}), (11, {"executorch.runtime"})], found
-    assert _covered("eapnet.data.synth.sources", PENDING) and not _covered("eapnet.datax", {"eapnet.data"})
-    assert all(any(_covered(m, {p}) for m in MODULES) for p in PENDING), "a PENDING name matches no module"
+    assert _covered("eapnet.data.synth.sources", {"eapnet.data"}) and not _covered("eapnet.datax", {"eapnet.data"})
     assert len(LATE) > 50
 
 

@@ -6,9 +6,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eapnet.inference import _starts
 from eapnet.export import native_bench
-from eapnet.export.native_bench import GOAL, bench_native, plan_tile, report_markdown
+from eapnet.export.native_bench import bench_native, report_markdown
+from eapnet.inference import SHIP_TILE, TILE_OVERLAP, _starts, plan_tile, ship_tile
+from eapnet.macs import FRAME_SIZE
+
+
+def test_the_shipped_tile_is_the_plan_for_the_challenge_frame():
+    assert ship_tile(FRAME_SIZE) == plan_tile(FRAME_SIZE, 680, TILE_OVERLAP) == SHIP_TILE
+    assert ship_tile((256, 384)) == (256, 384)
+    assert [len(_starts(n, t, TILE_OVERLAP)) for n, t in zip(FRAME_SIZE, SHIP_TILE)] == [2, 3]
 
 
 @pytest.mark.parametrize("frame", [(1060, 1900), (3024, 4032), (1080, 1920), (300, 5000), (64, 64)])

@@ -46,7 +46,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gutter", type=int_at_least(0), default=16, help="replicated-edge pixels around packed scenes")
     p.add_argument("--stitch", action="store_true",
                    help="the artifacts are tile programs: also run each one tiled over the full-size frame and "
-                        "check the stitched output against the float model on the whole frame")
+                        "check the stitched output against the float model over the same tiles")
     p.add_argument("--tile-overlap", type=int_at_least(0), default=None,
                    help=f"pixels shared by neighbouring tiles with --stitch (default {TILE_OVERLAP})")
     p.add_argument("--runner", nargs="+", choices=RUNNERS, default=[],

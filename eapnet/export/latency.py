@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import torch
 from eapnet.checkpoint import load_model
 from eapnet.cpu import machine
 from eapnet.inference import TILE_OVERLAP, example_inputs, predict
+from eapnet.memory import peak_rss_mb
 from eapnet.runs import atomic_write_json, atomic_write_text, record_run
 from eapnet.export.backends import check_stamp
 from eapnet.export.common import ProgramModule, artifact_name, load_source
@@ -52,29 +52,16 @@ convolution-heavy networks reach 1.5-1.9x)."""
 RUNTIMES = ("eager fp32", "pte fp32", "pte int8")
 
 
-def _rss_mb() -> float:
-    """Peak resident memory of this process so far, MB. Linux: ``VmHWM`` of this process image; not
-    ``ru_maxrss``, which keeps the high-water mark of the forked parent across ``exec`` (a worker started by a
-    6 GB sweep reported 6 GB whatever it ran)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0                 # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 / (1024.0 if sys.platform == "darwin" else 1)
-
-
 def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int) -> dict:
     """One measurement in this process: ``kind`` "eager" (``path`` = model spec), "pte" or "tiled" (``path`` =
     a ``.pte``; "tiled" runs it over a ``size`` frame in tiles of its own size) or "profile" (its ETDump profile)."""
     torch.set_num_threads(threads)
     if kind == "profile":
-        return {**profile_pte(path, runs=runs, threads=threads).to_dict(), "peak_rss_mb": _rss_mb()}
+        return {**profile_pte(path, runs=runs, threads=threads).to_dict(), "peak_rss_mb": peak_rss_mb()}
     ldrs, evs = example_inputs(size)
     if kind == "pair":
         return _pair(path.split(os.pathsep), ldrs, evs, runs, threads)
-    before = _rss_mb()
+    before = peak_rss_mb()
     if kind == "eager":
         model = load_model(path).float().eval()
 
@@ -83,14 +70,14 @@ def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int)
                 model(ldrs, evs)
     elif kind == "pte":
         run = load_pte(path, threads=threads)
-        loaded = _rss_mb()
+        loaded = peak_rss_mb()
 
         def fn():
             run(ldrs, evs)
     else:   # "tiled": the program at its own (tile) size, run over the whole frame by the one tiler
 
         run = load_pte(path, threads=threads)
-        loaded = _rss_mb()
+        loaded = peak_rss_mb()
         program, scene = ProgramModule(run), (ldrs[0].permute(0, 2, 3, 1).numpy(), evs[0].numpy())
 
         def fn():
@@ -107,7 +94,7 @@ def worker(kind: str, path: str, size: tuple[int, int], runs: int, threads: int)
         timed()
     median = statistics.median(times[1:])
     out = {"median_s": median, "runs_s": times[1:], "warmup_s": times[0], "rss_before_mb": before,
-           "peak_rss_mb": _rss_mb()}
+           "peak_rss_mb": peak_rss_mb()}
     if kind != "eager":   # where a program's peak goes: ExecuTorch's planned buffers vs the rest (XNNPACK)
 
         try:
@@ -133,7 +120,7 @@ def _pair(paths: list[str], ldrs, evs, runs: int, threads: int) -> dict:
                 times[i].append(time.perf_counter() - t)
     medians = [statistics.median(t) for t in times]
     return {"paths": paths, "median_s": medians, "runs_s": times, "ratio": medians[0] / medians[1],
-            "round_ratios": [a / b for a, b in zip(times[0], times[1])], "peak_rss_mb": _rss_mb()}
+            "round_ratios": [a / b for a, b in zip(times[0], times[1])], "peak_rss_mb": peak_rss_mb()}
 
 
 def _measure(kind: str, path: str, size, runs: int, threads: int) -> dict:

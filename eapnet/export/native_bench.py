@@ -1,7 +1,7 @@
 """Latency and peak memory of the native runner (``eapnet/export/runner``) per frame, whole and tiled.
 
 For each precision and frame size: the program exported at the frame's size, run whole, against a tile program
-run by the runner's C++ tiler over the same frame (:func:`plan_tile`: the fewest tiles of at most
+run by the runner's C++ tiler over the same frame (:func:`eapnet.inference.plan_tile`: the fewest tiles of at most
 ``max_tile`` pixels a side, evened out over the frame, ``overlap`` pixels between neighbours). Each figure is
 the median of ``repeat`` runs in one runner process after a warm-up run; peak memory is the runner process's
 (``ru_maxrss``: the program, its activations and the frame's buffers). The cost of tiling is reported per
@@ -16,7 +16,6 @@ sizes other than its own: the runner's latency does not depend on the content.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,13 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eapnet.inference import TILE_OVERLAP
+from eapnet.inference import TILE_OVERLAP, plan_tile
 from eapnet.export import native
 from eapnet.export.canvas import load_scenes
 from eapnet.export.common import IO
 from eapnet.export.latency import cached_pte
 
-__all__ = ["GOAL", "bench_native", "meets_goal", "plan_tile", "report_markdown"]
+__all__ = ["GOAL", "bench_native", "meets_goal", "report_markdown"]
 
 GOAL = {"tiled_over_whole_per_pixel": 1.3, "peak_mb": 1024}
 """Tiled int8 at most this many times the whole-frame time per pixel, at at most this peak (MB)."""
@@ -40,21 +39,6 @@ GOAL = {"tiled_over_whole_per_pixel": 1.3, "peak_mb": 1024}
 def meets_goal(fig: dict) -> bool:
     """Whether one tiled figure (``over_whole``, ``peak_rss_mb``) meets :data:`GOAL`."""
     return fig["over_whole"] <= GOAL["tiled_over_whole_per_pixel"] and fig["peak_rss_mb"] <= GOAL["peak_mb"]
-
-
-def plan_tile(frame: tuple[int, int], max_tile: int, overlap: int = TILE_OVERLAP, multiple: int = 8) -> tuple[int, int]:
-    """The tile ``(h, w)`` for ``frame`` ``(H, W)``: per side the fewest tiles of at most ``max_tile`` pixels
-    that cover it with ``overlap`` pixels shared, each as small as that count allows (rounded up to
-    ``multiple``, EAPNet's padding multiple, so no tile pads), and never larger than the frame."""
-    sides = []
-    for n in frame:
-        if n <= max_tile:
-            sides.append(n)
-            continue
-        count = math.ceil((n - overlap) / (max_tile - overlap))
-        side = math.ceil((n + (count - 1) * overlap) / count)
-        sides.append(min(n, multiple * math.ceil(side / multiple)))
-    return sides[0], sides[1]
 
 
 def _frames(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from eapnet.inference import TILE_OVERLAP
+from eapnet.memory import peak_rss_mb, reset_peak_rss
 from eapnet.export.backends import ARTIFACTS, artifact_backend
 from eapnet.export.common import DEFAULT_SIZE, load_source
 from eapnet.export.parity import report_markdown as parity_markdown
@@ -48,7 +49,9 @@ def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLik
     None: both int8 artifacts by PTQ). ``size``: (H, W) of the fixed input in pixels. ``workers``: processes
     exporting side by side (default: one per CPU core, at most one per artifact; 1 = in this process): the
     lowering is mostly single-threaded Python graph work. The four artifacts of a 100 G standard variant at
-    1060x1900 took 187 s on 2 cores side by side; their own export times sum to 340 s. Returns ``({key: path}, {key: seconds})`` in :data:`ARTIFACTS` order."""
+    Returns ``({key: path}, {key: {"seconds": s, "peak_rss_mb": MB}})`` in :data:`ARTIFACTS` order: each
+    export's wall time and the peak resident memory of the process that ran it (its own worker; in this process,
+    the peak of that export alone where :func:`eapnet.memory.reset_peak_rss` works)."""
     unknown = sorted(set(which) - set(ARTIFACTS))
     if unknown:
         raise ValueError(f"unknown artifact(s) {unknown}; choose from {list(ARTIFACTS)}")
@@ -56,11 +59,12 @@ def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLik
     jobs = [(k, str(float_ckpt), None if int8_program is None else str(int8_program), str(out_dir), tuple(size))
             for k in keys]
     workers = min(len(keys), os.cpu_count() or 1) if workers is None else max(1, min(workers, len(keys)))
-    done: dict[str, tuple[Path, float]] = {}
+    done: dict[str, tuple[Path, dict]] = {}
     if workers == 1:
         for job in jobs:
+            reset_peak_rss()
             done[job[0]] = _export_one(*job)
-            log(f"exported {done[job[0]][0].name} in {done[job[0]][1]:.0f} s")
+            log(f"exported {done[job[0]][0].name} in {done[job[0]][1]['seconds']:.0f} s")
     else:
         # longest first (int8 lowering, then Core ML W8A8), so the two processes finish close together
         order = sorted(jobs, key=lambda j: _EXPECTED_ORDER.index(j[0]))
@@ -69,13 +73,12 @@ def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLik
             futures = {pool.submit(_export_one, *job): job[0] for job in order}
             for f in as_completed(futures):
                 done[futures[f]] = f.result()
-                log(f"exported {done[futures[f]][0].name} in {done[futures[f]][1]:.0f} s")
+                log(f"exported {done[futures[f]][0].name} in {done[futures[f]][1]['seconds']:.0f} s")
     return {k: done[k][0] for k in keys}, {k: done[k][1] for k in keys}
 
 
 _EXPECTED_ORDER = ("pte-int8", "coreml-w8a8", "pte-fp32", "coreml-fp16")
-"""Artifacts by export time, longest first (100 G standard variant at 1060x1900, two workers: int8 ``.pte``
-148 s, W8A8 94 s, fp32 ``.pte`` 67 s, fp16 31 s)."""
+"""Artifacts by export time, longest first (the ``export_s`` of each artifact in a main job's ``report.json``)."""
 
 
 def _one_thread_worker() -> None:
@@ -83,8 +86,9 @@ def _one_thread_worker() -> None:
 
 
 def _export_one(key: str, float_ckpt: str, int8_program: str | None, out_dir: str,
-                size: tuple[int, int]) -> tuple[Path, float]:
-    """Export one artifact (a job of :func:`export_variant`, also run in a worker process)."""
+                size: tuple[int, int]) -> tuple[Path, dict]:
+    """Export one artifact (a job of :func:`export_variant`, also run in a worker process): its path, wall
+    seconds and the process's peak resident memory."""
     t = time.time()
     backend, precision = artifact_backend(key)
     src = load_source(float_ckpt)
@@ -93,7 +97,7 @@ def _export_one(key: str, float_ckpt: str, int8_program: str | None, out_dir: st
         if q.quant_backend == backend.name:   # quantized for this backend (QAT); else PTQ of the float model
             src = q
     path = backend.export(src, Path(out_dir), precision=precision, size=size)
-    return path, round(time.time() - t, 1)
+    return path, {"seconds": round(time.time() - t, 1), "peak_rss_mb": round(peak_rss_mb())}
 
 
 def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE, parity_scenes: int = 4,
@@ -102,41 +106,46 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
                      log=print) -> tuple[dict, dict[str, float]]:
     """The artifacts ``which`` (default: all four) of the compressed variant in ``run_dir``
     (``<prefix>compressed.pt`` and ``<prefix>int8.pt2``, as ``eapnet.compress.pipeline.compress`` writes them) into
-    ``run_dir/export``, then the parity harness on them (``run_dir/parity/parity.{json,md}``). ``tile``: the
-    same artifacts also at ``tile`` x ``tile`` (keys ``<key>@<tile>``), for apps that run a frame in tiles;
-    parity also checks them stitched over the whole full-size frame (``tile_overlap`` pixels between tiles).
+    ``run_dir/export``, then the parity harness on them (``run_dir/parity/parity.{json,md}``). ``size``: (H, W)
+    of the programs; ``tile``: the same artifacts also at ``tile`` x ``tile`` (keys ``<key>@<tile>``). Parity
+    also runs every program smaller than the full-size frame tiled over it, as an app does (``tile_overlap``
+    pixels between tiles), against the float model over the same tiles.
     ``runners``: parity also runs every ``.pte`` through the native runner (``eapnet.export.native_check``:
     ``"native"`` this machine, ``"aarch64"`` each aarch64 kernel family under QEMU; the aarch64 runs take the
     tile programs only: a full-size frame takes minutes per CPU family under QEMU).
-    Returns ``(summary, wall seconds)``: the summary holds
-    per artifact its file, size, executor, verdict and PSNR-μ figures, and ``passed`` / ``failed``."""
+    Returns ``(summary, wall seconds)``: the summary holds per artifact its file, size, executor, verdict,
+    PSNR-μ figures and its export's peak resident memory, the parity stage's peak (``parity_peak_rss_mb``), and
+    ``passed`` / ``failed``."""
     run_dir = Path(run_dir)
     wall = {}
     t = time.time()
-    paths, seconds = export_variant(run_dir / f"{prefix}compressed.pt", run_dir / f"{prefix}int8.pt2",
+    paths, made = export_variant(run_dir / f"{prefix}compressed.pt", run_dir / f"{prefix}int8.pt2",
                                     run_dir / "export", size=size, which=which, log=log)
     if tile:
-        tp, ts = export_variant(run_dir / f"{prefix}compressed.pt", run_dir / f"{prefix}int8.pt2",
+        tp, tm = export_variant(run_dir / f"{prefix}compressed.pt", run_dir / f"{prefix}int8.pt2",
                                 run_dir / "export", size=(tile, tile), which=which, log=log)
         paths.update({f"{k}@{tile}": v for k, v in tp.items()})
-        seconds.update({f"{k}@{tile}": v for k, v in ts.items()})
+        made.update({f"{k}@{tile}": v for k, v in tm.items()})
     wall["export"] = time.time() - t
     t = time.time()
+    reset_peak_rss()
     rep = run_parity(list(paths.values()), limit=parity_scenes, progress=progress,
-                     stitch=[str(v) for k, v in paths.items() if "@" in k],
+                     stitch=True,
                      tile_overlap=tile_overlap, log=log,
                      runners={str(v): (runners if "@" in k else tuple(r for r in runners if r != "aarch64"))
                               for k, v in paths.items()})
     atomic_write_json(run_dir / "parity" / "parity.json", rep)
     atomic_write_text(run_dir / "parity" / "parity.md", parity_markdown(rep))
     wall["parity"] = time.time() - t
+    parity_peak = round(peak_rss_mb())
     rows = {}
     for key, r in zip(paths, rep["artifacts"], strict=True):
         s = r.get("summary", {})
         path = paths[key]
         nbytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() \
             else path.stat().st_size
-        rows[key] = {"file": f"export/{path.name}", "bytes": nbytes, "export_s": seconds[key],
+        rows[key] = {"file": f"export/{path.name}", "bytes": nbytes, "export_s": made[key]["seconds"],
+                     "export_peak_rss_mb": made[key]["peak_rss_mb"],
                      "executor": r.get("executor"), "passed": r["passed"], "failures": r["failures"],
                      "psnr_mu_vs_float_min": min((d["psnr_mu_vs_float_min"] for d in s.values() if d["scenes"]),
                                                  default=None),
@@ -148,6 +157,6 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
             st = r["stitched"]["summary"]
             rows[key]["stitched_psnr_mu_vs_float_min"] = min(
                 (d["psnr_mu_vs_float_min"] for d in st.values() if d["scenes"]), default=None)
-    summary = {"size": list(size), "artifacts": rows, "passed": rep["passed"],
+    summary = {"size": list(size), "artifacts": rows, "passed": rep["passed"], "parity_peak_rss_mb": parity_peak,
                "failed": [k for k, v in rows.items() if not v["passed"]], "parity_report": "parity/parity.md"}
     return summary, wall

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from eapnet.compress.pipeline import compress
 from eapnet.export.pipeline import ARTIFACTS, export_and_check
-from eapnet.inference import TILE_OVERLAP
+from eapnet.inference import TILE_OVERLAP, ship_tile
 from eapnet.macs import format_maccs
+from eapnet.memory import peak_rss_mb, reset_peak_rss
 from eapnet.runs import atomic_write_json, atomic_write_text
 
 __all__ = ["compress_and_ship", "report_markdown"]
@@ -26,21 +27,28 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
                       tile: int | None = None, tile_overlap: int = TILE_OVERLAP, runners: tuple[str, ...] = (),
                       command: str | None = None, progress: bool = True, log=print) -> dict:
     """The main job for one budget: :func:`eapnet.compress.pipeline.compress` (``cfg`` a ``CompressConfig``) into
-    ``run_dir``, then :func:`eapnet.export.pipeline.export_and_check` of ``artifacts`` at ``export_size`` (default: ``cfg.size``)
-    unless ``export`` is False; writes ``report.json`` and ``report.md`` and returns the report. Raises
+    ``run_dir``, then :func:`eapnet.export.pipeline.export_and_check` of ``artifacts`` at ``export_size``
+    unless ``export`` is False; writes ``report.json`` and ``report.md`` and returns the report. The default
+    ``export_size`` is the tile program for ``cfg.size`` frames (:func:`eapnet.inference.ship_tile`: 568x680
+    for 1060x1900), which parity also checks stitched over the full-size frame. Raises
     ``eapnet.compress.search.BudgetError`` for an unreachable budget before any slow step."""
     run_dir = Path(run_dir)
     t0 = time.time()
     before = set(run_dir.iterdir()) if run_dir.is_dir() else set()
     try:
+        reset_peak_rss()
         result = compress(cfg, run_dir, log=log, progress=progress)
-        report = {"command": command, **result.report, "export": None}
+        report = {"command": command, **result.report, "export": None,
+                  "peak_rss_mb": {"compress": round(peak_rss_mb())}}
         if export:
-            report["export"], wall = export_and_check(run_dir, size=export_size or cfg.size,
+            report["export"], wall = export_and_check(run_dir, size=export_size or ship_tile(cfg.size),
                                                       parity_scenes=parity_scenes, which=artifacts,
                                                       tile=tile, tile_overlap=tile_overlap, runners=runners,
                                                       progress=progress, log=log)
             report["wall_s"].update(wall)
+            report["peak_rss_mb"].update(
+                export=max(a["export_peak_rss_mb"] for a in report["export"]["artifacts"].values()),
+                parity=report["export"]["parity_peak_rss_mb"])
     except BaseException as e:
         _set_aside(run_dir, before, e)
         raise
@@ -113,5 +121,10 @@ def report_markdown(rep: dict) -> str:
             L.append(f"| `{a['file']}` | {a['bytes'] / 1e6:.2f} | {a['executor'] or '–'} | {vs} | {gt or '–'} | "
                      f"{'pass' if a['passed'] else '**FAIL**'} |")
     L += ["", "Per-layer output widths of the compressed model: see `report.json` (`layer_widths`).", "",
-          "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in rep["wall_s"].items()), ""]
+          "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in rep["wall_s"].items()) + "  "]
+    peaks = rep.get("peak_rss_mb") or {}
+    if peaks:
+        L.append("Peak resident memory per stage (MB; export: the largest of its processes, which run two side by "
+                 "side): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+    L.append("")
     return "\n".join(L)

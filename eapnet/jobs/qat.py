@@ -4,8 +4,9 @@
     eapnet-compress --target-maccs 80G --model lightweight --steps 600 200 --compare-uniform
 
 Compression (search, prune, distilled fine-tune, QAT, evaluation) is :func:`eapnet.compress.pipeline.compress`; the
-four phone artifacts (``.pte`` fp32 / int8, ``.mlpackage`` fp16 / W8A8 at ``--export-size``) and their parity
-check against the compressed float model are :func:`eapnet.export.pipeline.export_and_check`; both run in
+four phone artifacts (``.pte`` fp32 / int8, ``.mlpackage`` fp16 / W8A8 at ``--export-size``, by default the tile
+program an app runs a ``--size`` frame in: 568x680 for 1060x1900) and their parity check against the compressed
+float model, on canvases and stitched over the full-size frame, are :func:`eapnet.export.pipeline.export_and_check`; both run in
 :func:`eapnet.jobs.main_job.compress_and_ship`. Defaults are ``eapnet/compress/configs/compress.yaml``: every key is
 also a flag (``--config`` reads another YAML of those keys).
 
@@ -23,9 +24,9 @@ from pathlib import Path
 
 from eapnet.compress.pipeline import add_config_args, config_from_args
 from eapnet.cli import Parser, add_overwrite, command, int_at_least, size_arg
-from eapnet.inference import TILE_OVERLAP, resolve_device
+from eapnet.inference import TILE_OVERLAP, resolve_device, ship_tile
 from eapnet.macs import FRAME_SIZE
-from eapnet.memory import MemoryBudgetError, check_size, checkpoint_config, estimate_peak_bytes, require_memory
+from eapnet.memory import MemoryBudgetError, check_size, checkpoint_config
 from eapnet.export import native
 from eapnet.export.pipeline import ARTIFACTS
 from eapnet.jobs.main_job import compress_and_ship, report_markdown
@@ -51,7 +52,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--export-size", type=size_arg, default=None,
-                   help="HxW of the exported .pte / .mlpackage programs (default: --size)")
+                   help="HxW of the exported .pte / .mlpackage programs (default: the fewest tiles of at most 680 "
+                        "pixels a side that cover a --size frame, 568x680 for 1060x1900; --export-size 1060x1900 "
+                        "ships whole-frame programs, which need several times the memory here and on the phone)")
     p.add_argument("--allow-large", action="store_true",
                    help="run even where the estimated memory of the export and parity stage exceeds what this "
                         "machine has free")
@@ -109,9 +112,9 @@ def parse_args(argv=None):
 
 def _check_export(p: argparse.ArgumentParser, args: argparse.Namespace, cfg) -> None:
     """The export stage's sizes, before any compression work: a ``--tile`` that does not fit the full-size
-    frame its stitched check runs over, and (unless ``--allow-large``) a stage whose estimated memory
+    frame its stitched check runs over, and (unless ``--allow-large``) an export stage whose estimated memory
     (``eapnet.memory``, from the input model's config: the compressed one is narrower) exceeds what this machine
-    has available: the artifacts at ``--export-size`` and, with ``--tile``, the float model on the whole frame."""
+    has available at ``--export-size``."""
     h, w = FRAME_SIZE
     if args.tile is not None and args.tile > min(h, w):
         p.error(f"--tile {args.tile}: larger than the {h}x{w} full-size frame its stitched check runs over "
@@ -123,11 +126,8 @@ def _check_export(p: argparse.ArgumentParser, args: argparse.Namespace, cfg) -> 
     except ValueError as e:   # CheckpointError: missing, damaged, foreign or insane file
         p.error(f"--model {cfg.model}: {e}")
     try:
-        check_size(config, args.export_size or cfg.size, "ship", flag="--export-size" if args.export_size else "--size")
-        if args.tile is not None and config is not None:
-            require_memory(estimate_peak_bytes(config, h, w), f"--tile {args.tile}",
-                           f"the stitched check's whole-frame float reference at {h}x{w}",
-                           "pass --allow-large to try anyway")
+        check_size(config, args.export_size or ship_tile(cfg.size), "ship",
+                   flag="--export-size" if args.export_size else "the default --export-size")
     except MemoryBudgetError as e:
         p.error(str(e))
 
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         keep_freed_memory()  # a process-wide malloc setting: no page faults on each step's activations (eapnet/cpu.py)
     run_dir = make_run_dir(args.out, f"compress-{cfg.target_maccs / 1e9:g}G", tool="eapnet-compress",
                            overwrite=args.overwrite, inputs=[cfg.model, cfg.data, cfg.calib])
-    record_run(run_dir, {**cfg.to_dict(), "export_size": list(args.export_size or cfg.size),
+    record_run(run_dir, {**cfg.to_dict(), "export_size": list(args.export_size or ship_tile(cfg.size)),
                          "no_export": args.no_export, "artifacts": list(args.artifacts),
                          "parity_scenes": args.parity_scenes, "tile": args.tile, "tile_overlap": args.tile_overlap,
                          "arm": args.arm,

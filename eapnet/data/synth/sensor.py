@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from statistics import NormalDist
 
 import cv2
 import numpy as np
@@ -33,8 +34,6 @@ def _draw_evs(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _normal_table() -> np.ndarray:
     """65536 standard-normal quantiles (tails cut at +-4.3 sigma), rescaled to unit variance."""
-    from statistics import NormalDist
-
     inv = NormalDist().inv_cdf
     t = np.array([inv((i + 0.5) / 65536.0) for i in range(65536)], np.float64)
     t = (t / t.std()).astype(np.float32)

@@ -12,7 +12,10 @@ import math
 import os
 
 import cv2
+import matplotlib.cbook
 import numpy as np
+import skimage
+import skimage.io
 
 # Colour photographs usable as backgrounds and object cut-outs (files shipped by the packages).
 _PHOTOS = (
@@ -36,11 +39,7 @@ _SILHOUETTE = "horse.png"
 
 def _source_path(name: str) -> str:
     if name == "grace_hopper.jpg":
-        import matplotlib.cbook
-
         return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    import skimage
-
     return os.path.join(os.path.dirname(skimage.__file__), "data", name)
 
 
@@ -50,9 +49,7 @@ def _load_source(name: str) -> np.ndarray | None:
     path = _source_path(name)
     if not os.path.isfile(path):
         return None
-    import skimage.io  # local file read only: never the pooch fetchers of skimage.data
-
-    img = np.asarray(skimage.io.imread(path))
+    img = np.asarray(skimage.io.imread(path))  # a local file: never the pooch fetchers of skimage.data
     if name == _SILHOUETTE:  # black horse on white -> mask 255 inside
         grey = img[..., :3].mean(axis=2) if img.ndim == 3 else img
         out = np.where(grey < 128, 255, 0).astype(np.uint8)
