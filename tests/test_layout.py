@@ -4,6 +4,7 @@ heavy optional stacks of ``LATE_IMPORTS`` import inside functions), nothing edit
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from pathlib import Path
 
@@ -206,3 +207,41 @@ def test_only_heavy_optional_stacks_import_inside_functions():
     bad = [f"{MODULES[m].relative_to(ROOT)}:{line} imports {sorted(names)}" for m, found in LATE.items()
            for line, names in found if not all(_covered(t, LATE_IMPORTS) for t in names)]
     assert not bad, f"imports belong at the top of the module (late only: {sorted(LATE_IMPORTS)}): {bad}"
+
+
+# ------------------------------------------------------------------------------ the README's map of the tree
+
+_TOP = ("eapnet/", "compress/", "scripts/", "tests/", "reports/", "docs/")
+
+
+def _readme_map() -> set[Path]:
+    """Paths the README's "Where things are" table names: a cell's full paths (``eapnet/x.py``, ``eapnet/calib/``),
+    and file names after one (``prune.py``), read beside the full path before them (inside it if a folder)."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Where things are")
+    end = text.find("\n## ", start + 1)
+    named = set()
+    for line in text[start:end if end > 0 else None].splitlines():
+        if not line.startswith("|"):
+            continue
+        for cell in line.split("|"):
+            base = None
+            for token in (t.split()[0].rstrip(",") for t in re.findall(r"`([^`]+)`", cell)):
+                if token.startswith(_TOP):
+                    path = ROOT / token
+                    named.add(path)
+                    base = path if token.endswith("/") else path.parent
+                elif base is not None and re.fullmatch(r"[\w-]+(/|\.(py|yaml|json|sh|cmake|md))", token):
+                    named.add(base / token)
+    return named
+
+
+def test_the_readme_map_names_only_what_exists_and_every_module():
+    named = _readme_map()
+    assert len(named) > 40
+    missing = sorted(str(p.relative_to(ROOT)) for p in named if not p.exists())
+    assert not missing, f"the README's layout table names paths that do not exist: {missing}"
+    folders = [p for p in named if p.is_dir()]
+    unmapped = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "eapnet").rglob("*.py")
+                      if p.name != "__init__.py" and p not in named and not any(p.is_relative_to(d) for d in folders))
+    assert not unmapped, f"modules the README's layout table does not name: {unmapped}"

@@ -39,8 +39,8 @@ int8 ones match the Q/DQ reference within 1-2 steps of the output conv's int8 sc
 Int8 programs stay int8 up to the float output head: bilinear resizes and sigmoids run on int8 tensors, the
 XNNPACK quantizer gives each resize and each split half its input's parameters and makes the 2x2 average
 pools depthwise convs (``eapnet.export.xnnpack_rules``, which lists every rule and the ExecuTorch version it
-was written for). Before, each of those ops was a float island between two XNNPACK Converts: the 100 G
-standard's int8 program had 51 Converts, now 7 (the input frames and the head). An int8 ``.pt2`` quantized
+was written for), so none of them is a float island between two XNNPACK Converts: the 100 G standard's
+int8 program has 7 Converts (the input frames and the head). An int8 ``.pt2`` quantized
 before those parameters were shared cannot be delegated whole (its resizes and split halves requantize, which
 XNNPACK's int8 resize and slice cannot): :func:`export_pte` raises :class:`DelegationError` saying to
 re-quantize it with the current ``compress/qat.py``.

@@ -50,8 +50,8 @@ def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLik
     exporting side by side (default: one per CPU core, at most one per artifact; 1 = in this process): the
     lowering is mostly single-threaded Python graph work. The four artifacts of a 100 G standard variant at
     Returns ``({key: path}, {key: {"seconds": s, "peak_rss_mb": MB}})`` in :data:`ARTIFACTS` order: each
-    export's wall time and the peak resident memory of the process that ran it (its own worker; in this process,
-    the peak of that export alone where :func:`eapnet.memory.reset_peak_rss` works)."""
+    export's wall time and the peak resident memory of the process that ran it during that export (where
+    :func:`eapnet.memory.reset_peak_rss` works; else the process's peak so far)."""
     unknown = sorted(set(which) - set(ARTIFACTS))
     if unknown:
         raise ValueError(f"unknown artifact(s) {unknown}; choose from {list(ARTIFACTS)}")
@@ -62,7 +62,6 @@ def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLik
     done: dict[str, tuple[Path, dict]] = {}
     if workers == 1:
         for job in jobs:
-            reset_peak_rss()
             done[job[0]] = _export_one(*job)
             log(f"exported {done[job[0]][0].name} in {done[job[0]][1]['seconds']:.0f} s")
     else:
@@ -90,6 +89,7 @@ def _export_one(key: str, float_ckpt: str, int8_program: str | None, out_dir: st
     """Export one artifact (a job of :func:`export_variant`, also run in a worker process): its path, wall
     seconds and the process's peak resident memory."""
     t = time.time()
+    reset_peak_rss()   # a worker runs several exports: each reports its own peak
     backend, precision = artifact_backend(key)
     src = load_source(float_ckpt)
     if precision == backend.shipped[1] and int8_program is not None:

@@ -277,7 +277,7 @@ def run_sweep(out: Path, cfgs: Mapping[tuple[int, str], CompressConfig], *, job:
     ``out/<budget>G[-<method>]`` (finished runs are kept), and after each one rewrite the tables. ``job``: the
     main job (None = :func:`eapnet.jobs.main_job.compress_and_ship`); ``bench``: the latency bench
     (:func:`eapnet.export.latency.bench`; None = no latency columns). Only the
-    ``search`` runs export and check phone artifacts (at ``export_size``, default the config's size, with
+    ``search`` runs export and check phone artifacts (at ``export_size``, default the main job's tile programs for the config's size, with
     ``parity_scenes`` per dataset) and are timed (``bench_runs`` runs per figure; 0 or no ``bench``: none).
     Returns sweep.md and the failed runs by folder name: 1 for a parity failure, 2 for a budget the method
     cannot reach."""

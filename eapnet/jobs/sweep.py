@@ -36,7 +36,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="how each budget is met: the search and/or the baselines uniform and blocks "
                         "(default: search)")
     add_config_args(p, target=False, skip=("method",))
-    p.add_argument("--export-size", type=size_arg, default=None, help="HxW of the phone artifacts (default: --size)")
+    p.add_argument("--export-size", type=size_arg, default=None,
+                   help="HxW of the phone artifacts (default: the main job's tile programs for --size frames, "
+                        "568x680 for 1060x1900)")
     p.add_argument("--parity-scenes", type=int_at_least(1), default=4, help="scenes per dataset in each parity check")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--retabulate", default=None, metavar="SWEEP_DIR",
