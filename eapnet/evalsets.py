@@ -152,14 +152,15 @@ class TeacherOutputs:
 @torch.no_grad()
 def score(model: nn.Module, scenes: Iterable[SceneSource], *, teacher: nn.Module | TeacherOutputs | None = None,
           amp: str | None = None, tile: int | None = None, overlap: int = 64,
-          dataset: str = "scenes") -> dict[str, float]:
+          dataset: str = "scenes", per_scene: bool = False) -> dict:
     """Mean scores of ``model`` over ``scenes`` (sources or scenes), through the one inference path; outputs
     are clipped at 0 first, as a 16-bit submission would be. With ``teacher`` (a model, or the
     :class:`TeacherOutputs` shared by several calls): also ``psnr_mu_vs_teacher`` (PSNR-μ of the output
-    against the teacher's output)."""
+    against the teacher's output). ``per_scene``: also ``scenes``, ``{scene id: {metric: dB}}`` in scene
+    order, for paired comparisons of two models on the same scenes (``eapnet.stats``)."""
     if teacher is not None and not isinstance(teacher, TeacherOutputs):
         teacher = TeacherOutputs(teacher)
-    rows = []
+    rows, ids = [], []
     for source in as_sources(scenes, dataset):
         s = source.load()
         if s.gt is None:
@@ -169,6 +170,8 @@ def score(model: nn.Module, scenes: Iterable[SceneSource], *, teacher: nn.Module
         if teacher is not None:
             row["psnr_mu_vs_teacher"] = psnr_mu(teacher(dataset, s), hdr)
         rows.append(row)
+        ids.append(s.id)
     if not rows:
         raise ValueError(f"{dataset}: no scenes to score")
-    return mean_scores(rows)
+    means = mean_scores(rows)
+    return {**means, "scenes": dict(zip(ids, rows, strict=True))} if per_scene else means

@@ -573,7 +573,7 @@ def test_qat_cli_unreachable_budget_exits_with_the_minimum(tmp_path, capsys):
     assert "below the smallest network" in err and "target 1.00 M MAccs" in err and "at 64x96 (HxW): one PDUB" in err
 
 
-def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
+def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch, capsys):
     import json
 
     from eapnet.jobs import budget_sweep, sweep
@@ -586,9 +586,13 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
         calls.append(cfg)
         if budget < 50:
             raise BudgetError("below the smallest network")  # unreachable: recorded, the sweep fails at the end
-        scores = lambda mu: {"heldout_synthetic": {"psnr_mu": mu, "psnr_l": 40.0},  # noqa: E731
+        per = lambda mu, offs: {f"{i:04d}": {"psnr_mu": mu + o} for i, o in enumerate(offs)}  # noqa: E731
+        scores = lambda mu: {"heldout_synthetic": {"psnr_mu": mu, "psnr_l": 40.0,  # noqa: E731
+                                                   "scenes": per(mu, [-0.1, 0.0, 0.1] if mu != 29.5 else
+                                                                 [-1.0, 0.0, 1.0])},
                              "real_crops": {"psnr_mu": mu + 1, "psnr_l": 40.0}}
-        rep = {"pdub_count": 3, "teacher": "standard", "target_maccs": budget, "models": {
+        rep = {"pdub_count": 3, "teacher": "standard", "teacher_file": "eapnet/weights/standard.pt",
+               "teacher_sha256": "ab" * 32, "commit": "c0ffee", "target_maccs": budget, "models": {
             "teacher (float)": {"maccs": 200e9, "params": 5000, "scores": scores(30.0)},
             "compressed (float)": {"maccs": (budget - 1) * 1e9, "params": 3000, "scores": scores(29.8)},
             "compressed (int8, xnnpack)": {"maccs": (budget - 1) * 1e9, "params": 3000, "scores": scores(29.5)}},
@@ -616,8 +620,15 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
     assert (first["real_float"], first["real_int8_eager"]) == (30.8, 30.5)      # whole scenes (evaluation)
     assert (first["real_parity_float"], first["real_pte_int8"], first["real_mlpackage_w8a8"]) == (30.8, 30.4, 28.0)
     assert first["parity"] == "FAIL: coreml-w8a8" and first["mb_pte_int8"] == 2.0 and "parity" not in summary[1]
+    # the change against the teacher, paired over the same scenes: the float model's -0.2 dB on every scene is
+    # resolved; the int8 model's -0.5 dB, whose scenes scatter by +-1 dB, is not; no per-scene figures: none
+    fl, q = first["heldout_float_vs_teacher"], first["heldout_int8_eager_vs_teacher"]
+    assert fl["mean"] == pytest.approx(-0.2) and fl["resolved"] and fl["n"] == 3
+    assert q["mean"] == pytest.approx(-0.5) and q["lo"] < -0.5 < q["hi"] and not q["resolved"]
+    assert "real_float_vs_teacher" not in first
     md = (tmp_path / "sweep.md").read_text()
     assert "| 30.80 / 30.50 |" in md and "30.80 / 30.40 / 28.00" in md and "FAIL: coreml-w8a8" in md
+    assert "| **-0.20 [-0.20, -0.20]** / -0.50 [" in md and "the change is resolved" in md
     assert "budget unreachable for this method" in md
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "sweep.csv").read_text().count("\n") == 3
@@ -627,6 +638,19 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch):
     md = (tmp_path / "sweep.md").read_text()
     assert "30.80 / 30.40 / 28.00" in md and "FAIL: coreml-w8a8" in md
     assert "1e-08G: budget unreachable for this method" in md and "1.5e-07G: a parity failure" in md
+    # every row is of one teacher, recorded with the code that made it
+    assert out["teacher"] == {"file": "eapnet/weights/standard.pt", "sha256": "ab" * 32}
+    assert out["commits"] == {"1.5e-07G": "c0ffee", "1e-07G": "c0ffee"}
+    assert f"Teacher: `eapnet/weights/standard.pt` (sha256 `{'ab' * 32}`); code: `c0ffee`." in md
+    # and a run of another teacher is not merged into the tables
+    other = tmp_path / "1e-07G" / "report.json"
+    other.write_text(other.read_text().replace("ab" * 32, "cd" * 32))
+    capsys.readouterr()
+    assert sweep.main(["--retabulate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"{other}: its teacher (eapnet/weights/standard.pt, sha256 {'cd' * 32}) is not the teacher of 1.5e-07G" in err
+    assert "30.80 / 30.40 / 28.00" in (tmp_path / "sweep.md").read_text()      # the last good tables are kept
     with pytest.raises(SystemExit):
         sweep.main(["--budgets", "100", "--out", str(tmp_path / "x"), "--patch", "30"])
 

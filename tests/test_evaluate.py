@@ -312,3 +312,17 @@ def test_teacher_outputs_run_the_teacher_once_per_scene():
     # the same figure as with the module itself, and a student equal to its teacher scores inf against it
     assert score(student, scenes, teacher=teacher, dataset="h") == a and len(calls) == 4
     assert score(teacher, scenes, teacher=ref, dataset="h")["psnr_mu_vs_teacher"] > 90
+
+
+def test_per_scene_scores_are_the_figures_the_means_are_of():
+    from eapnet.evalsets import heldout_synthetic, materialise, score
+
+    model = eapnet.build_model("lightweight").eval()
+    scenes = materialise(heldout_synthetic(3, 48))
+    s = score(model, scenes, dataset="h", per_scene=True)
+    assert list(s["scenes"]) == [sc.id for sc in scenes]
+    for k in ("psnr_mu", "psnr_l"):
+        assert s[k] == pytest.approx(np.mean([r[k] for r in s["scenes"].values()]))
+    out = np.maximum(predict(model, scenes[1].ldrs, scenes[1].evs), 0)
+    assert s["scenes"]["0001"]["psnr_mu"] == pytest.approx(psnr_mu(scenes[1].gt, out))
+    assert {k: v for k, v in s.items() if k != "scenes"} == score(model, scenes, dataset="h")

@@ -49,11 +49,12 @@ from eapnet.compress.search import (
     BudgetError, blocks_config, candidate_searches, check_reachable, config_maccs, damage_fn, sensitivity,
     uniform_config,
 )
-from eapnet.checkpoint import load_model, save_checkpoint
+from eapnet.checkpoint import SHIPPED, load_model, save_checkpoint, shipped_path
 from eapnet.data import DataError, list_ntire_ids
 from eapnet.data.ntire import ntire_frame_size
 from eapnet.evalsets import TeacherOutputs, as_batches, calibration, score, standard_sets
 from eapnet.macs import count_maccs, count_params, format_maccs
+from eapnet.runs import file_sha256, git_commit
 
 DEFAULTS = Path(__file__).resolve().parent / "configs" / "compress.yaml"
 METHODS = ("search", "uniform", "blocks")
@@ -266,8 +267,10 @@ def compress(cfg: CompressConfig, out_dir: Path, *, log: Callable[[str], None] =
         wall.update({f"{prefix}{k}": v for k, v in times.items()})
         t = time.time()
     wall["compress"] = time.time() - t0
+    teacher_file = shipped_path(cfg.model) if cfg.model in SHIPPED else Path(cfg.model)
     report = {
         "target_maccs": cfg.target_maccs, "resolution": [h, w], "device": str(device), "teacher": str(cfg.model),
+        "teacher_file": str(teacher_file), "teacher_sha256": file_sha256(teacher_file), "commit": git_commit(),
         "skipped_pruning": stage["skipped"], "datasets": list(sets), "models": models,
         "config": student.config.to_dict(), "layer_widths": layer_widths(student),
         "pdub_count": student.config.num_blocks, "search": stage["search"], "uniform": stage["uniform"],
@@ -410,7 +413,8 @@ def finetune_and_quantize(model: nn.Module, teacher: nn.Module, stream, cfg: Com
 
 
 def _score(model: nn.Module, sets: dict, teacher=None) -> dict:
-    return {name: score(model, scenes, teacher=teacher, dataset=name) for name, scenes in sets.items()}
+    return {name: score(model, scenes, teacher=teacher, dataset=name, per_scene=True)
+            for name, scenes in sets.items()}
 
 
 def layer_widths(model: nn.Module) -> dict:

@@ -44,6 +44,7 @@ from eapnet.compress.search import BudgetError
 from eapnet.export import latency
 from eapnet.jobs.main_job import compress_and_ship
 from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text
+from eapnet.stats import paired_bootstrap, resolved
 from eapnet.variants import AHDR_MACCS
 
 METHOD_ORDER = {"search": 0, "uniform": 1, "blocks": 2}
@@ -87,6 +88,18 @@ def table_markdown(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def vs_teacher(scores: dict, teacher: dict | None) -> dict | None:
+    """PSNR-μ change (dB) of a model against the teacher on one dataset, paired over its scenes, with a 95 %
+    bootstrap interval (:func:`eapnet.stats.paired_bootstrap`) and ``resolved`` (the interval excludes 0); None
+    where the report holds no per-scene figures of both (``score(..., per_scene=True)``) or not the same
+    scenes."""
+    mine, theirs = scores.get("scenes"), (teacher or {}).get("scenes")
+    if not mine or not theirs or list(mine) != list(theirs):
+        return None
+    d = paired_bootstrap([v["psnr_mu"] for v in mine.values()], [v["psnr_mu"] for v in theirs.values()])
+    return {**d.to_dict(), "resolved": resolved(d)}
+
+
 def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
     """The budget's one-line summary (see the module docstring); missing parts are absent keys."""
     m = rep["models"]
@@ -94,11 +107,15 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
     q = next((v for k, v in m.items() if k.startswith("compressed (int8")), None)
     row = {"budget_g": budget / 1e9, "method": method_of(rep), "gmaccs": flt["maccs"] / 1e9,
            "k_params": flt["params"] / 1e3, "pdubs": rep["pdub_count"]}
+    teacher = (m.get("teacher (float)") or {}).get("scores") or {}
     for short, d in (("real", "real_crops"), ("heldout", "heldout_synthetic")):
-        if d in (flt.get("scores") or {}):
-            row[f"{short}_float"] = flt["scores"][d]["psnr_mu"]
-        if q and d in (q.get("scores") or {}):
-            row[f"{short}_int8_eager"] = q["scores"][d]["psnr_mu"]
+        for col, model in (("float", flt), ("int8_eager", q)):
+            scores = ((model or {}).get("scores") or {}).get(d)
+            if scores:
+                row[f"{short}_{col}"] = scores["psnr_mu"]
+                delta = vs_teacher(scores, teacher.get(d))
+                if delta:
+                    row[f"{short}_{col}_vs_teacher"] = delta
     ex = rep.get("export") or {}
     arts = ex.get("artifacts") or {}
     for key, col in (("pte-int8", "pte_int8"), ("coreml-w8a8", "mlpackage_w8a8")):
@@ -119,11 +136,24 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
     return row
 
 
+def interval_text(d: dict | None) -> str:
+    """``-0.47 [-0.61, -0.33]``; bold when the interval excludes 0 (the change is resolved), ``–`` for none."""
+    if not d:
+        return "–"
+    text = f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
+    return f"**{text}**" if d["resolved"] else text
+
+
+def _csv_value(v):
+    return interval_text(v).strip("*") if isinstance(v, dict) else v
+
+
 def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
     at = f" at {size[1]}x{size[0]}" if size else ""
     head = ["budget G", "method", "GMAccs", "k params", "PDUBs", "PSNR-μ real crops: float / int8 eager",
             "PSNR-μ held-out: float / int8 eager", "parity scenes, real: float / .pte int8 / .mlpackage W8A8",
             "parity scenes, held-out: float / .pte int8 / .mlpackage W8A8",
+            "vs teacher, held-out: float / int8 eager (dB, 95 % CI)", "vs teacher, real crops: float / int8 eager",
             f"s/frame{at}: eager / .pte fp32 / .pte int8", "eager / .pte int8",
             "MB .pte fp32 / int8, .mlpackage fp16 / W8A8", "parity"]
     L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -135,6 +165,8 @@ def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
         psnr = [" / ".join(f(r, f"{d}_{c}") for c in ("float", "int8_eager")) for d in ("real", "heldout")]
         psnr += [" / ".join(f(r, f"{d}_{c}") for c in ("parity_float", "pte_int8", "mlpackage_w8a8"))
                  for d in ("real", "heldout")]
+        psnr += [" / ".join(interval_text(r.get(f"{d}_{c}_vs_teacher")) for c in ("float", "int8_eager"))
+                 for d in ("heldout", "real")]
         L.append("| " + " | ".join([
             f(r, "budget_g", "g"), r.get("method", "search"), f(r, "gmaccs"), f(r, "k_params"), str(r.get("pdubs", "–")), *psnr,
             " / ".join(f(r, f"s_{k}", ".2f") for k in ("eager_fp32", "pte_fp32", "pte_int8")),
@@ -203,26 +235,33 @@ def _shipped_points(rep: dict) -> dict[str, dict]:
 
 
 def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: dict, shipped: dict,
-                  size) -> str:
+                  size, teacher: dict | None, teacher_run: str | None, commits: dict) -> str:
     """Write sweep.md, sweep.json, sweep.csv and pareto.png for the budgets done so far; returns the Markdown."""
-    md = ("# Accuracy vs MAccs\n\n" + summary_markdown(summary, size)
+    made = sorted({c for c in commits.values() if c}) or ["not recorded"]
+    whose = (f"Teacher: `{teacher['file']}` (sha256 `{teacher['sha256'] or 'not recorded'}`); code: "
+             + ", ".join(f"`{c}`" for c in made) + ".\n\n") if teacher else ""
+    md = ("# Accuracy vs MAccs\n\n" + whose + summary_markdown(summary, size)
           + "\nPSNR-μ in dB. *float / int8 eager*: the compress/qat.py evaluation on whole scenes (4 real crops, "
             "held-out synthetic). *parity scenes*: the parity harness's subset (--parity-scenes per dataset), "
             "packed at the export size; the float model on those same scenes stands beside the .pte and "
             ".mlpackage, so compare within a group only. Latency: median seconds per frame on this CPU "
-            "(eapnet/bench/bench_mobile.py; each run's bench/ folder). Plot: pareto.png.\n\n## Every model of every run\n\n"
+            "(eapnet/bench/bench_mobile.py; each run's bench/ folder). *vs teacher*: the mean PSNR-μ change against "
+            "the teacher on the same whole scenes with its 95 % paired bootstrap interval over scenes "
+            "(eapnet.stats); **bold**: the interval excludes 0, the change is resolved; otherwise it is within "
+            "the scene-to-scene noise of this many scenes. Plot: pareto.png.\n\n## Every model of every run\n\n"
           + table_markdown(rows)
           + "".join(f"\n{name}: " + ("a parity failure (its report.md names the artifact).\n" if rc == 1 else
                                      "budget unreachable for this method.\n") for name, rc in failed.items()))
     if summary:
         plot_pareto(summary, out / "pareto.png", shipped)
-    atomic_write_json(out / "sweep.json", {"summary": summary, "rows": rows, "failed": failed})
+    atomic_write_json(out / "sweep.json", {"teacher": teacher, "commits": commits, "summary": summary, "rows": rows,
+                                           "failed": failed})
     atomic_write_text(out / "sweep.md", md)
     buf = io.StringIO()
     cols = list(dict.fromkeys(k for r in summary for k in r))
     writer = csv.DictWriter(buf, fieldnames=cols)
     writer.writeheader()
-    writer.writerows(summary)
+    writer.writerows([{k: _csv_value(v) for k, v in r.items()} for r in summary])
     atomic_write_text(out / "sweep.csv", buf.getvalue())
     return md
 
@@ -230,6 +269,16 @@ def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: d
 def _tabulate_run(run: Path, budget: int, state: dict) -> None:
     """Add one finished budget folder (``report.json``, optional ``bench.json``) to the sweep's tables."""
     rep = json.loads((run / "report.json").read_text())
+    teacher = {"file": rep.get("teacher_file", rep.get("teacher")), "sha256": rep.get("teacher_sha256")}
+    first = state["teacher"]
+    if first is None:
+        state["teacher"], state["teacher_run"] = teacher, run.name
+    elif teacher["sha256"] != first["sha256"]:
+        raise TeacherMismatch(
+            f"{run / 'report.json'}: its teacher ({teacher['file']}, sha256 {teacher['sha256'] or 'not recorded'}) "
+            f"is not the teacher of {state['teacher_run']} ({first['file']}, sha256 {first['sha256'] or 'not recorded'}); "
+            "one sweep compares models of one teacher: move the run out or run it again")
+    state["commits"][run.name] = rep.get("commit")
     bench_file = run / "bench" / "bench.json"     # eapnet/bench/bench_mobile.py --out <run>/bench
     bench_row = json.loads(bench_file.read_text())["rows"][0] if bench_file.is_file() else None
     if rep.get("export") and not rep["export"]["passed"]:
@@ -244,8 +293,13 @@ def _tabulate_run(run: Path, budget: int, state: dict) -> None:
 UNREACHABLE = "unreachable.json"   # in a run folder: the method cannot meet that budget (and why)
 
 
+class TeacherMismatch(ValueError):
+    """Runs of one sweep folder compress different teachers (by the sha256 their reports record)."""
+
+
 def _new_state() -> dict:
-    return {"rows": [], "summary": [], "failed": {}, "shipped": {}, "size": None}
+    return {"rows": [], "summary": [], "failed": {}, "shipped": {}, "size": None, "teacher": None,
+            "teacher_run": None, "commits": {}}
 
 
 def finished_runs(out: Path) -> list[tuple[Path, int]]:
