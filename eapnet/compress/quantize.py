@@ -110,11 +110,14 @@ encoders' inputs to the LDR's range instead (same function) changed nothing (0.6
 int8: calibrated the same way, the main job's int8 ``.pte`` loses 0.39 dB on the held-out set, within budget."""
 
 
-def quantizer_for(backend: str, *, qat: bool = True):
+def quantizer_for(backend: str, *, qat: bool = True, float_modules: Sequence[str] = ()):
     """The PT2E quantizer for ``backend`` (one of ``QUANT_BACKENDS``): int8, per-channel conv weights.
 
     ``qat`` picks fake-quant modules for training (True) or calibration observers for PTQ (False).
+    ``float_modules``: module paths left in float besides the backend's own :data:`FLOAT_MODULES` (the
+    mixed-precision fallback, :mod:`eapnet.compress.fallback`).
     """
+    keep = tuple(dict.fromkeys((*FLOAT_MODULES.get(backend, ()), *float_modules)))
     if backend == "xnnpack":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -125,7 +128,7 @@ def quantizer_for(backend: str, *, qat: bool = True):
         # not set_module_type: an exported graph's weight nodes carry no nn_module_stack, so a module-type
         # filter rejects the whole conv and leaves it float (measured).
         q.set_operator_type(torch.ops.aten.conv_transpose2d.input, _xnnpack_config(per_channel=False, qat=qat))
-        return _float_head(q, float_modules=FLOAT_MODULES["xnnpack"],
+        return _float_head(q, float_modules=keep,
                            int8_everywhere=_xnnpack_config(per_channel=True, qat=qat).input_activation)
     if backend == "coreml":
         from coremltools.optimize.torch.quantization import (
@@ -142,7 +145,7 @@ def quantizer_for(backend: str, *, qat: bool = True):
                                            weight_per_channel=True, activation_dtype=torch.quint8,
                                            weight_observer=observer, activation_observer=observer)
         return _float_head(CoreMLQuantizer(LinearQuantizerConfig(global_config=w8a8)), histogram_qat=qat,
-                           float_modules=FLOAT_MODULES["coreml"])
+                           float_modules=keep)
     raise ValueError(f"unknown quantization backend {backend!r}: expected one of {QUANT_BACKENDS}")
 
 
@@ -449,19 +452,20 @@ def prepare_qat(model: nn.Module, backend: str = "xnnpack", example=None,
 
 def prepare_ptq(model: nn.Module, backend: str,
                 calib_batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
-                equalise: bool = True) -> torch.fx.GraphModule:
+                equalise: bool = True, float_modules: Sequence[str] = ()) -> torch.fx.GraphModule:
     """Observed graph of ``model`` calibrated for post-training quantization; pass it to :func:`convert`.
 
     ``calib_batches``: ``(ldrs (B, 3, 3, H, W) in [0, 1], evs (B, 3))`` pairs, any H, W (padded to 8 as
     in inference). Use several representative scenes: ranges from one input clip the others. The graph is
     built from the range-equalised model (:func:`eapnet.compress.equalise.equalise`) unless ``equalise`` is False.
+    ``float_modules``: module paths to keep in float (:func:`quantizer_for`).
     """
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     if not calib_batches:
         raise ValueError("prepare_ptq needs at least one calibration batch")
-    quantizer = quantizer_for(backend, qat=False)
+    quantizer = quantizer_for(backend, qat=False, float_modules=float_modules)
     if equalise:
         model = range_equalise(model, calib_batches)
     prepared = move_exported_model_to_eval(prepare_pt2e(export_for_quant(model), quantizer))

@@ -1,0 +1,120 @@
+"""Mixed-precision fallback: the fewest layer groups to keep in float so that an int8 model meets its budget.
+
+Accuracy-aware quantization in the manner of AIMET's AutoQuant and NNCF's accuracy-aware quantization, on
+post-training quantization (:func:`eapnet.compress.quantize.prepare_ptq`):
+
+1. quantize everything (bar the backend's own float modules and the output head); if its PSNR-μ drop against
+   ground truth on the given scenes is within ``target``, done;
+2. otherwise measure each layer group's sensitivity: the drop with only that group left in float
+   (:func:`layer_groups`: each encoder, attention and alignment module, each PDUB, and the other top-level
+   stages);
+3. greedily keep the groups in float in order of that drop, lowest first, until the target is met; then drop
+   again any chosen group that the target does not need (fewest groups, not only a greedy prefix).
+
+Each step is one calibration and conversion on the calibration batches and one scoring of the eager int8
+model on ``scenes`` (:func:`eapnet.evalsets.score`); a model with G groups takes at most 2G + 2 such steps.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from eapnet.compress.quantize import Padded, convert, prepare_ptq
+from eapnet.evalsets import score
+
+__all__ = ["Fallback", "find_fallback", "layer_groups", "quantize_keeping"]
+
+
+def layer_groups(model: nn.Module) -> list[str]:
+    """Module paths of ``model``'s layer groups, in forward order: each child of a top-level ``ModuleList``
+    (``encoders.0``, ``blocks.2``, ...) and every other top-level module with weights, except the output conv
+    ``out`` (always float)."""
+    groups = []
+    for name, child in model.named_children():
+        if name == "out" or next(child.parameters(), None) is None:
+            continue
+        if isinstance(child, nn.ModuleList):
+            groups += [f"{name}.{i}" for i, sub in enumerate(child) if next(sub.parameters(), None) is not None]
+        else:
+            groups.append(name)
+    return groups
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """The outcome of :func:`find_fallback`. Drops are mean PSNR-μ (dB) of the float model minus the int8
+    model's against ground truth on the scenes searched; ``sensitivity``: the drop with only that group in
+    float (empty when all-int8 met the target)."""
+
+    backend: str
+    target: float
+    float_groups: tuple[str, ...]
+    drop_all_int8: float
+    drop: float
+    met: bool
+    sensitivity: dict[str, float]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "float_groups": list(self.float_groups)}
+
+
+def quantize_keeping(model: nn.Module, backend: str, calib_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                     float_groups: Sequence[str] = (), *, equalise: bool = True) -> Padded:
+    """The eager int8 model of ``model`` (PTQ for ``backend`` on ``calib_batches``) with ``float_groups`` kept
+    in float, as a :class:`eapnet.compress.quantize.Padded` in eval mode."""
+    return Padded(convert(prepare_ptq(model, backend, calib_batches, equalise=equalise,
+                                      float_modules=tuple(float_groups)))).eval()
+
+
+def find_fallback(model: nn.Module, backend: str, calib_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                  scenes: Sequence, *, target: float, groups: Sequence[str] | None = None, equalise: bool = True,
+                  progress: bool = True, log=print) -> tuple[Fallback, Padded]:
+    """The fewest of ``groups`` (default :func:`layer_groups`) to keep in float so that the int8 model's
+    PSNR-μ drop against ground truth on ``scenes`` (scene sources with ground truth, e.g. the calibration set)
+    is at most ``target`` dB; returns the record and that int8 model. When even every group in float misses the
+    target, the record says ``met=False`` and holds the best set found (all groups)."""
+    t0 = time.time()
+    model = model.eval()
+    groups = list(layer_groups(model) if groups is None else groups)
+    unknown = [g for g in groups if g not in dict(model.named_modules())]
+    if unknown:
+        raise ValueError(f"layer groups {unknown} are not modules of the model")
+    reference = score(model, scenes, dataset="fallback")["psnr_mu"]
+    tried: dict[tuple[str, ...], tuple[float, Padded]] = {}
+
+    def drop(keep: Sequence[str]) -> float:
+        key = tuple(g for g in groups if g in keep)   # forward order: one key per set
+        if key not in tried:
+            q = quantize_keeping(model, backend, calib_batches, key, equalise=equalise)
+            tried[key] = (reference - score(q, scenes, dataset="fallback")["psnr_mu"], q)
+        return tried[key][0]
+
+    def result(keep: Sequence[str], sensitivity: dict) -> tuple[Fallback, Padded]:
+        key = tuple(g for g in groups if g in keep)
+        d, q = tried[key]
+        rec = Fallback(backend, target, key, tried[()][0], d, d <= target, sensitivity, round(time.time() - t0, 1))
+        log(f"fallback ({backend}): {', '.join(key) or 'no group'} in float: drop {d:.3f} dB "
+            f"(all int8 {rec.drop_all_int8:.3f}, target {target:g})" + ("" if rec.met else ", target NOT met"))
+        return rec, q
+
+    if drop(()) <= target:
+        return result((), {})
+    sensitivity = {g: drop((g,)) for g in tqdm(groups, desc="fallback sensitivity", disable=not progress,
+                                                leave=False)}
+    chosen: list[str] = []
+    for g in sorted(groups, key=lambda g: (sensitivity[g], groups.index(g))):
+        chosen.append(g)
+        if drop(chosen) <= target:
+            break
+    if drop(chosen) <= target:
+        for g in sorted(chosen, key=lambda g: -sensitivity[g]):   # the least useful first
+            rest = [c for c in chosen if c != g]
+            if len(chosen) > 1 and drop(rest) <= target:
+                chosen = rest
+    return result(chosen, sensitivity)
