@@ -367,7 +367,7 @@ def _fake_export_and_check(calls):
         (Path(run_dir) / "export" / "x_xnnpack_int8_48x64.pte").write_bytes(b"program")
         art = {"file": "export/x_xnnpack_int8_48x64.pte", "bytes": 7, "executor": "fake", "passed": True,
                "psnr_mu_vs_float_min": 40.0, "psnr_mu": {"heldout": 20.0}, "float_psnr_mu": {"heldout": 20.1},
-               "export_peak_rss_mb": 700}
+               "export_peak_rss_mb": 700, "precision": "int8"}
         return ({"size": list(size), "passed": True, "failed": [], "artifacts": {"pte-int8": art},
                  "parity_peak_rss_mb": 900}, {"export": 1.0})
     return fake
@@ -395,6 +395,7 @@ def test_the_main_job_compresses_then_ships_with_a_fake_exporter(tmp_path, monke
     assert rep["wall_s"]["export"] == 1.0 and set(rep["wall_s"]) >= {"search+prune", "finetune", "qat", "total"}
     # peak resident memory per stage: compression measured in this process, export and parity as reported
     assert rep["peak_rss_mb"]["export"] == 700 and rep["peak_rss_mb"]["parity"] == 900
+    assert rep["fallback"] == {}        # 0.1 dB lost against ground truth: 0.4 of the 0.5 budget spare
     assert 100 < rep["peak_rss_mb"]["compress"] < 24_000
     md = (out / "report.md").read_text()
     assert "## Phone artifacts (64x48) and parity" in md and "`export/x_xnnpack_int8_48x64.pte`" in md
@@ -415,6 +416,20 @@ def test_the_main_job_compresses_then_ships_with_a_fake_exporter(tmp_path, monke
     ldrs, evs = _inputs(1, 24, 40)
     with torch.no_grad():
         assert int8(ldrs, evs).shape == (1, 3, 24, 40)
+
+
+def test_an_int8_artifact_short_of_its_margin_calls_for_the_fallback():
+    from eapnet.jobs.main_job import gt_margin, needs_fallback
+
+    row = lambda art, ok=True, precision="int8": {"precision": precision, "passed": ok,  # noqa: E731
+                                                  "psnr_mu": {"calib": art, "heldout": 30.0},
+                                                  "float_psnr_mu": {"calib": 30.0, "heldout": 30.1}}
+    assert gt_margin(row(29.7)) == pytest.approx(0.2)            # worst dataset: calib, 0.3 of 0.5 lost
+    assert needs_fallback(row(29.7)) is None
+    assert "0.040 dB of its ground-truth budget to spare" in needs_fallback(row(29.54))
+    assert needs_fallback(row(29.7, ok=False)) == "it failed parity"
+    assert needs_fallback(row(29.0, precision="fp32")) is None and needs_fallback(row(29.0, False, "fp16")) is None
+    assert "to spare" in needs_fallback(row(29.54, precision="w8a8"))
 
 
 def test_a_failing_artifact_fails_the_main_job(tmp_path, monkeypatch):
@@ -439,10 +454,18 @@ def test_a_failing_artifact_fails_the_main_job(tmp_path, monkeypatch):
         summary["failed"] = ["pte-int8"]
         return summary, wall
 
+    rescued = []
+
+    def no_rescue(run_dir, export, **kw):   # the fallback is tried on the failing artifact and finds no cure
+        rescued.append([k for k, row in export["artifacts"].items() if main_job.needs_fallback(row)])
+        return {}
+
     monkeypatch.setattr(main_job, "compress", fake_compress)
     monkeypatch.setattr(main_job, "export_and_check", failing)
+    monkeypatch.setattr(main_job, "fallback_artifacts", no_rescue)
     rc, out = _qat_run(tmp_path, "--artifacts", "pte-int8")
     assert rc == 1 and len(calls) == 1 and calls[0]["compressed"] and calls[0]["int8"]
+    assert rescued == [["pte-int8"]]
     md = (out / "report.md").read_text()
     assert "| `export/x_xnnpack_int8_48x64.pte` | 0.00 | fake | 40.00 | heldout 20.00 / 20.10 | **FAIL** |" in md
     rep = __import__("json").loads((out / "report.json").read_text())

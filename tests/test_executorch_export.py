@@ -457,6 +457,10 @@ def test_cli_refuses_flags_that_cannot_apply_in_one_line(tmp_path, capsys):
          "--calib-scenes sets the scenes of int8 PTQ of a float source: give --precision int8 too, or drop it"),
         (["--model", str(q), "--calib-scenes", "4"],
          f"--calib-scenes sets the scenes of int8 PTQ of a float source: --model {q} is already int8"),
+        (["--model", "standard", "--no-fallback"],
+         "--no-fallback concerns int8 PTQ of a float source: give --precision int8 too, or drop it"),
+        (["--model", str(q), "--no-fallback"],
+         f"--no-fallback concerns int8 PTQ of a float source: --model {q} is already int8"),
     ]:
         with pytest.raises(SystemExit) as e:
             pte_cli.main([*argv, "--out", str(tmp_path / "out")])

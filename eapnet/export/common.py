@@ -57,6 +57,7 @@ class Source:
     maccs: int | None = None       # NTIRE 2022 MAccs at 1060x1900
     params: int | None = None
     quant_backend: str | None = None  # the quantizer flavour of an int8 source ("xnnpack" / "coreml")
+    fallback: dict | None = None   # an int8 source by PTQ with layer groups kept float: the search's record
 
 
 def load_source(spec: str | os.PathLike) -> Source:

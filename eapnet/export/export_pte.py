@@ -56,6 +56,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="export even where the estimated memory of the export exceeds what this machine has free")
     p.add_argument("--calib-scenes", type=int_at_least(1), default=argparse.SUPPRESS,
                    help=f"calibration scenes for int8 PTQ of a float source (default: {CALIBRATION_SCENES})")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="int8 PTQ of a float source: quantize every layer group, even where the int8 model loses "
+                        "more than 0.35 dB PSNR-mu against ground truth on the calibration scenes (by default the "
+                        "fewest layer groups that bring it within that stay float; the sidecar names them)")
     p.add_argument("--threads", type=threads_arg, default=None,
                    help="XNNPACK threads for the export's self-check run (default: ExecuTorch's, one per core)")
     p.add_argument("--allow-partial", action="store_true",
@@ -80,6 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--model {src} is an int8 program: --precision fp32 needs its float checkpoint (.pt)")
     if "calib_scenes" in vars(a) and (int8_source or a.precision != "int8"):
         p.error("--calib-scenes sets the scenes of int8 PTQ of a float source: " +
+                (f"--model {src} is already int8" if int8_source else "give --precision int8 too, or drop it"))
+    if a.no_fallback and (int8_source or a.precision != "int8"):
+        p.error("--no-fallback concerns int8 PTQ of a float source: " +
                 (f"--model {src} is already int8" if int8_source else "give --precision int8 too, or drop it"))
     a.calib_scenes = getattr(a, "calib_scenes", CALIBRATION_SCENES)
     if not a.allow_large:   # before any model is built or file written
@@ -117,7 +124,8 @@ def main(argv=None) -> int:
         record_run(out, resolved, name=f"{target.stem}.run.json",
                    command=shlex.join(["python", "-m", "eapnet.export.export_pte", *argv]))
         if source.precision == "fp32" and precision == "int8":
-            source = ptq_source(source, calibration_batches(limit=args.calib_scenes))   # the Q/DQ program to match
+            source = ptq_source(source, calibration_batches(limit=args.calib_scenes),   # the Q/DQ program to match
+                                fallback=not args.no_fallback)
         path = export_pte(source, out, size=args.size, precision=precision, io=args.io,
                           allow_partial=args.allow_partial, threads=args.threads)
     except DelegationError as e:   # the model is not exportable as asked: bad input, not a crash
@@ -125,6 +133,12 @@ def main(argv=None) -> int:
 
     summary = json.loads(path.with_suffix(".json").read_text())
     d, c = summary["delegation"], summary["self_check"]
+    if summary.get("fallback"):
+        fb = summary["fallback"]
+        print(f"int8: {', '.join(fb['float_groups']) or 'every layer group'} "
+              + ("kept in float" if fb["float_groups"] else "in int8")
+              + f"; {fb['drop']:.2f} dB lost against ground truth on the calibration scenes (all int8 "
+              f"{fb['drop_all_int8']:.2f}, target {fb['target']:g})" + ("" if fb["met"] else ": target NOT met"))
     print(f"wrote {path} ({summary['file_mb']:.2f} MB) in {time.time() - t0:.0f} s")
     print(f"delegation: {d['delegated_nodes']} nodes in {d['delegated_subgraphs']} XNNPACK subgraph(s), "
           f"{d['non_delegated_nodes']} compute nodes outside" +

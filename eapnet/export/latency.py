@@ -123,6 +123,17 @@ def _pair(paths: list[str], ldrs, evs, runs: int, threads: int) -> dict:
             "round_ratios": [a / b for a, b in zip(times[0], times[1])], "peak_rss_mb": peak_rss_mb()}
 
 
+def compare_pte(before: str | os.PathLike, after: str | os.PathLike, *, runs: int = 3,
+                threads: int | None = None) -> dict:
+    """Latency of two ``.pte`` programs of one input size, loaded in this process and run in turns
+    (:func:`_pair`): ``before_s``, ``after_s`` (median seconds per forward) and ``ratio`` = after / before."""
+    size = tuple(load_pte(before, threads=threads).size)
+    ldrs, evs = example_inputs(size)
+    r = _pair([str(before), str(after)], ldrs, evs, runs, threads)
+    return {"before_s": r["median_s"][0], "after_s": r["median_s"][1], "ratio": r["median_s"][1] / r["median_s"][0],
+            "runs": runs, "size": list(size)}
+
+
 def _measure(kind: str, path: str, size, runs: int, threads: int) -> dict:
     cmd = [sys.executable, "-m", "eapnet.export.latency", kind, str(path), f"{size[0]}x{size[1]}", str(runs),
            str(threads)]

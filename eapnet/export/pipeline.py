@@ -36,7 +36,7 @@ from eapnet.export.parity import report_markdown as parity_markdown
 from eapnet.export.parity import run_parity
 from eapnet.runs import atomic_write_json, atomic_write_text
 
-__all__ = ["ARTIFACTS", "export_variant", "export_and_check"]
+__all__ = ["ARTIFACTS", "check_artifacts", "export_variant", "export_and_check"]
 
 
 def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLike | None,
@@ -127,6 +127,18 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
         paths.update({f"{k}@{tile}": v for k, v in tp.items()})
         made.update({f"{k}@{tile}": v for k, v in tm.items()})
     wall["export"] = time.time() - t
+    summary, wall["parity"] = check_artifacts(run_dir, paths, made, parity_scenes=parity_scenes,
+                                              tile_overlap=tile_overlap, runners=runners, progress=progress,
+                                              log=log)
+    summary["size"] = list(size)
+    return summary, wall
+
+
+def check_artifacts(run_dir: Path, paths: dict[str, Path], made: dict[str, dict], *, parity_scenes: int = 4,
+                    tile_overlap: int = TILE_OVERLAP, runners: tuple[str, ...] = (), name: str = "parity",
+                    progress: bool = True, log=print) -> tuple[dict, float]:
+    """Parity of the exported ``paths`` (``{key: artifact}``, ``made`` as :func:`export_variant` returns it)
+    into ``run_dir/parity/<name>.{json,md}``; returns ``(summary, seconds)`` (see :func:`export_and_check`)."""
     t = time.time()
     reset_peak_rss()
     rep = run_parity(list(paths.values()), limit=parity_scenes, progress=progress,
@@ -134,9 +146,9 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
                      tile_overlap=tile_overlap, log=log,
                      runners={str(v): (runners if "@" in k else tuple(r for r in runners if r != "aarch64"))
                               for k, v in paths.items()})
-    atomic_write_json(run_dir / "parity" / "parity.json", rep)
-    atomic_write_text(run_dir / "parity" / "parity.md", parity_markdown(rep))
-    wall["parity"] = time.time() - t
+    atomic_write_json(run_dir / "parity" / f"{name}.json", rep)
+    atomic_write_text(run_dir / "parity" / f"{name}.md", parity_markdown(rep))
+    seconds = time.time() - t
     parity_peak = round(peak_rss_mb())
     rows = {}
     for key, r in zip(paths, rep["artifacts"], strict=True):
@@ -144,8 +156,8 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
         path = paths[key]
         nbytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() \
             else path.stat().st_size
-        rows[key] = {"file": f"export/{path.name}", "bytes": nbytes, "export_s": made[key]["seconds"],
-                     "export_peak_rss_mb": made[key]["peak_rss_mb"],
+        rows[key] = {"file": str(path.relative_to(run_dir)), "bytes": nbytes, "export_s": made[key]["seconds"],
+                     "export_peak_rss_mb": made[key]["peak_rss_mb"], "precision": r.get("precision"),
                      "executor": r.get("executor"), "passed": r["passed"], "failures": r["failures"],
                      "psnr_mu_vs_float_min": min((d["psnr_mu_vs_float_min"] for d in s.values() if d["scenes"]),
                                                  default=None),
@@ -157,6 +169,6 @@ def export_and_check(run_dir: str | os.PathLike, *, size: tuple[int, int] = DEFA
             st = r["stitched"]["summary"]
             rows[key]["stitched_psnr_mu_vs_float_min"] = min(
                 (d["psnr_mu_vs_float_min"] for d in st.values() if d["scenes"]), default=None)
-    summary = {"size": list(size), "artifacts": rows, "passed": rep["passed"], "parity_peak_rss_mb": parity_peak,
-               "failed": [k for k, v in rows.items() if not v["passed"]], "parity_report": "parity/parity.md"}
-    return summary, wall
+    summary = {"artifacts": rows, "passed": rep["passed"], "parity_peak_rss_mb": parity_peak,
+               "failed": [k for k, v in rows.items() if not v["passed"]], "parity_report": f"parity/{name}.md"}
+    return summary, seconds

@@ -12,25 +12,39 @@ import os
 import time
 from pathlib import Path
 
+from eapnet.checkpoint import load_model
+from eapnet.compress.fallback import find_fallback
 from eapnet.compress.pipeline import compress
-from eapnet.export.pipeline import ARTIFACTS, export_and_check
-from eapnet.inference import TILE_OVERLAP, ship_tile
+from eapnet.compress.quantize import read_quantized_meta, save_quantized
+from eapnet.evalsets import calibration, calibration_batches
+from eapnet.export.backends import artifact_backend
+from eapnet.export.executorch_export import FALLBACK_TARGET
+from eapnet.export.latency import compare_pte
+from eapnet.export.parity import THRESHOLDS
+from eapnet.export.pipeline import ARTIFACTS, check_artifacts, export_and_check, export_variant
+from eapnet.inference import TILE_OVERLAP, example_inputs, ship_tile
 from eapnet.macs import format_maccs
 from eapnet.memory import peak_rss_mb, reset_peak_rss
 from eapnet.runs import atomic_write_json, atomic_write_text
 
-__all__ = ["compress_and_ship", "report_markdown"]
+__all__ = ["FALLBACK_MARGIN", "compress_and_ship", "fallback_artifacts", "needs_fallback", "report_markdown"]
+
+FALLBACK_MARGIN = 0.1
+"""dB of its ground-truth budget (parity's ``max_gt_drop``) an int8 artifact must leave spare on every dataset;
+one that fails parity or leaves less is exported again with layer groups kept in float (:func:`fallback_artifacts`)."""
 
 
 def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int, int] | None = None,
                       parity_scenes: int = 4, export: bool = True, artifacts: tuple[str, ...] = ARTIFACTS,
                       tile: int | None = None, tile_overlap: int = TILE_OVERLAP, runners: tuple[str, ...] = (),
-                      command: str | None = None, progress: bool = True, log=print) -> dict:
+                      fallback: bool = True, command: str | None = None, progress: bool = True, log=print) -> dict:
     """The main job for one budget: :func:`eapnet.compress.pipeline.compress` (``cfg`` a ``CompressConfig``) into
     ``run_dir``, then :func:`eapnet.export.pipeline.export_and_check` of ``artifacts`` at ``export_size``
     unless ``export`` is False; writes ``report.json`` and ``report.md`` and returns the report. The default
     ``export_size`` is the tile program for ``cfg.size`` frames (:func:`eapnet.inference.ship_tile`: 568x680
-    for 1060x1900), which parity also checks stitched over the full-size frame. Raises
+    for 1060x1900), which parity also checks stitched over the full-size frame. ``fallback``: int8 artifacts
+    that fail parity or leave less than :data:`FALLBACK_MARGIN` spare are exported again with the fewest layer
+    groups in float that the calibration scenes need (:func:`fallback_artifacts`; ``report["fallback"]``). Raises
     ``eapnet.compress.search.BudgetError`` for an unreachable budget before any slow step."""
     run_dir = Path(run_dir)
     t0 = time.time()
@@ -46,6 +60,12 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
                                                       tile=tile, tile_overlap=tile_overlap, runners=runners,
                                                       progress=progress, log=log)
             report["wall_s"].update(wall)
+            if fallback:
+                t = time.time()
+                report["fallback"] = fallback_artifacts(run_dir, report["export"], parity_scenes=parity_scenes,
+                                                        tile_overlap=tile_overlap, runners=runners,
+                                                        progress=progress, log=log)
+                report["wall_s"]["fallback"] = time.time() - t
             report["peak_rss_mb"].update(
                 export=max(a["export_peak_rss_mb"] for a in report["export"]["artifacts"].values()),
                 parity=report["export"]["parity_peak_rss_mb"])
@@ -56,6 +76,83 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
     atomic_write_json(run_dir / "report.json", report)
     atomic_write_text(run_dir / "report.md", report_markdown(report))
     return report
+
+
+def gt_margin(row: dict) -> float | None:
+    """dB an artifact's summary row leaves of its precision's ground-truth budget, on its worst dataset (None
+    without ground-truth figures or a threshold)."""
+    t = THRESHOLDS.get(row.get("precision"))
+    drops = [row["float_psnr_mu"][d] - v for d, v in row["psnr_mu"].items() if d in row["float_psnr_mu"]]
+    return None if t is None or not drops else t.max_gt_drop - max(drops)
+
+
+def needs_fallback(row: dict) -> str | None:
+    """Why an int8 artifact's summary row calls for the fallback (it failed parity, or leaves less than
+    :data:`FALLBACK_MARGIN` of its budget), or None."""
+    if row.get("precision") not in ("int8", "w8a8"):
+        return None
+    if not row["passed"]:
+        return "it failed parity"
+    margin = gt_margin(row)
+    if margin is not None and margin < FALLBACK_MARGIN:
+        return f"it passes parity with {margin:.3f} dB of its ground-truth budget to spare (< {FALLBACK_MARGIN:g})"
+    return None
+
+
+def fallback_artifacts(run_dir: Path, export: dict, *, parity_scenes: int, tile_overlap: int,
+                       runners: tuple[str, ...], progress: bool, log) -> dict:
+    """The mixed-precision fallback for the int8 artifacts of ``export`` (the summary of
+    :func:`eapnet.export.pipeline.export_and_check`, updated in place) that :func:`needs_fallback`: per
+    quantizer backend, :func:`eapnet.compress.fallback.find_fallback` on the float ``compressed.pt`` (PTQ on the
+    shipped calibration scenes, target :data:`eapnet.export.executorch_export.FALLBACK_TARGET`), saved as
+    ``int8-<backend>-fallback.pt2``; each such artifact moves to ``export/rejected/`` and is exported again
+    from that program and checked (``parity/parity-fallback.{json,md}``). Returns ``{key: record}``: why, the
+    float groups and the search's figures, the artifact's size and verdict before and after, and for a
+    ``.pte`` the latency ratio after / before (both programs run in turns in this process)."""
+    todo = {key: why for key, row in export["artifacts"].items() if (why := needs_fallback(row))}
+    if not todo:
+        return {}
+    model = load_model(run_dir / "compressed.pt")
+    calib, scenes = calibration_batches(), calibration()
+    meta = read_quantized_meta(run_dir / "int8.pt2")
+    programs: dict[str, tuple[Path, dict]] = {}
+    rejected = run_dir / "export" / "rejected"
+    rejected.mkdir(exist_ok=True)
+    records, paths, made = {}, {}, {}
+    for key, why in todo.items():
+        base, _, tile = key.partition("@")
+        backend, _ = artifact_backend(base)
+        log(f"fallback for {key}: {why}")
+        if backend.name not in programs:
+            rec, q = find_fallback(model, backend.name, calib, scenes, target=FALLBACK_TARGET, progress=progress,
+                                   log=log)
+            program = run_dir / f"int8-{backend.name}-fallback.pt2"
+            save_quantized(program, q, example_inputs((64, 64), batch=2),
+                           {**meta, "backend": backend.name, "float_groups": list(rec.float_groups)})
+            programs[backend.name] = (program, rec.to_dict())
+        program, rec = programs[backend.name]
+        old = run_dir / export["artifacts"][key]["file"]
+        aside = rejected / old.name
+        for f in [old, *old.parent.glob(old.stem + ".*json")]:
+            f.rename(rejected / f.name)
+        size = (int(tile), int(tile)) if tile else tuple(export["size"])
+        p, m = export_variant(run_dir / "compressed.pt", program, run_dir / "export", size=size, which=(base,),
+                              workers=1, log=log)
+        paths[key], made[key] = p[base], m[base]
+        records[key] = {"why": why, "program": program.name, "search": rec, "before": {
+            k: export["artifacts"][key][k] for k in ("file", "bytes", "passed", "psnr_mu", "float_psnr_mu")}}
+        records[key]["before"].update(file=str(aside.relative_to(run_dir)), margin=gt_margin(export["artifacts"][key]))
+    summary, _ = check_artifacts(run_dir, paths, made, parity_scenes=parity_scenes, tile_overlap=tile_overlap,
+                                 runners=runners, name="parity-fallback", progress=progress, log=log)
+    for key, row in summary["artifacts"].items():
+        records[key]["after"] = {"file": row["file"], "bytes": row["bytes"], "passed": row["passed"],
+                                 "margin": gt_margin(row)}
+        if paths[key].suffix == ".pte":
+            records[key]["latency"] = compare_pte(run_dir / records[key]["before"]["file"], paths[key])
+        export["artifacts"][key] = {**row, "fallback": records[key]["search"]["float_groups"]}
+    export["failed"] = [k for k, v in export["artifacts"].items() if not v["passed"]]
+    export["passed"] = not export["failed"]
+    return records
 
 
 def _set_aside(run_dir: Path, before: set[Path], error: BaseException) -> None:
@@ -71,6 +168,10 @@ def _set_aside(run_dir: Path, before: set[Path], error: BaseException) -> None:
         p.rename(aside / p.name)
     (aside / "ERROR.txt").write_text(f"{type(error).__name__}: {error}\nThis run did not finish; the files here "
                                      "are what it had written (no report.json).\n")
+
+
+def _f(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
 
 
 def report_markdown(rep: dict) -> str:
@@ -120,6 +221,16 @@ def report_markdown(rep: dict) -> str:
             vs = "–" if a["psnr_mu_vs_float_min"] is None else f"{a['psnr_mu_vs_float_min']:.2f}"
             L.append(f"| `{a['file']}` | {a['bytes'] / 1e6:.2f} | {a['executor'] or '–'} | {vs} | {gt or '–'} | "
                      f"{'pass' if a['passed'] else '**FAIL**'} |")
+    for key, fb in (rep.get("fallback") or {}).items():
+        lat = fb.get("latency")
+        L += ["", f"Mixed-precision fallback for `{key}` ({fb['why']}): "
+              + (", ".join(f"`{g}`" for g in fb["search"]["float_groups"]) or "no layer group") + " kept in float "
+              f"(calibration scenes: {fb['search']['drop']:.2f} dB lost against ground truth, all int8 "
+              f"{fb['search']['drop_all_int8']:.2f}); ground-truth budget to spare "
+              f"{_f(fb['before'].get('margin'))} -> {_f(fb['after'].get('margin'))} dB, "
+              f"{fb['before']['bytes'] / 1e6:.2f} -> {fb['after']['bytes'] / 1e6:.2f} MB"
+              + (f", latency x{lat['ratio']:.2f} ({lat['before_s']:.3f} -> {lat['after_s']:.3f} s)" if lat else "")
+              + f"; the all-int8 file is in `{Path(fb['before']['file']).parent}/`."]
     L += ["", "Per-layer output widths of the compressed model: see `report.json` (`layer_widths`).", "",
           "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in rep["wall_s"].items()) + "  "]
     peaks = rep.get("peak_rss_mb") or {}

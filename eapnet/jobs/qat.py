@@ -72,6 +72,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "a difference from the Python runtime beyond float rounding fails parity "
                         "(needs scripts/setup_native.sh; ./run.sh --arm runs it). Under QEMU only the tile programs "
                         f"run (a full-size frame takes minutes per CPU): --arm exports them at --tile, default {ARM_TILE}")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="keep an int8 artifact that fails parity, or passes with less than 0.1 dB of its ground-truth "
+                        "budget to spare, as it is (by default it is exported again with the fewest layer groups in "
+                        "float that the calibration scenes need; report.md names them)")
     p.add_argument("--parity-scenes", type=int_at_least(1), default=None,
                    help="scenes per dataset in the parity check of the exported artifacts (default 4)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/compress-<budget>-<time>)")
@@ -86,7 +90,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     export_flags = {"--export-size": args.export_size, "--artifacts": args.artifacts, "--tile": args.tile,
                     "--tile-overlap": args.tile_overlap, "--parity-scenes": args.parity_scenes,
-                    "--arm": args.arm or None}
+                    "--arm": args.arm or None, "--no-fallback": args.no_fallback or None}
     given = [flag for flag, value in export_flags.items() if value is not None]
     if args.no_export and given:
         p.error(f"--no-export makes no phone artifacts and checks none: {', '.join(given)} would be ignored")
@@ -142,12 +146,13 @@ def main(argv=None) -> int:
     record_run(run_dir, {**cfg.to_dict(), "export_size": list(args.export_size or ship_tile(cfg.size)),
                          "no_export": args.no_export, "artifacts": list(args.artifacts),
                          "parity_scenes": args.parity_scenes, "tile": args.tile, "tile_overlap": args.tile_overlap,
-                         "arm": args.arm,
+                         "arm": args.arm, "fallback": not args.no_fallback,
                          "out": str(run_dir)})
     command = shlex.join(["python", "compress/qat.py", *(argv if argv is not None else sys.argv[1:])])
     report = compress_and_ship(cfg, run_dir, export_size=args.export_size, parity_scenes=args.parity_scenes,
                                export=not args.no_export, artifacts=args.artifacts, tile=args.tile,
                                tile_overlap=args.tile_overlap, runners=("native", "aarch64") if args.arm else (),
+                               fallback=not args.no_fallback,
                                command=command, progress=not args.quiet)
     print(report_markdown(report))
     exported = report["export"]
