@@ -86,18 +86,23 @@ def find_fallback(model: nn.Module, backend: str, calib_batches: Sequence[tuple[
     if unknown:
         raise ValueError(f"layer groups {unknown} are not modules of the model")
     reference = score(model, scenes, dataset="fallback")["psnr_mu"]
-    tried: dict[tuple[str, ...], tuple[float, Padded]] = {}
+    # the int8 model of a set is kept only while it meets the target (the answer is one of those, or the
+    # last set tried): a graph per layer group would hold memory the export and parity stages need
+    tried: dict[tuple[str, ...], tuple[float, Padded | None]] = {}
 
     def drop(keep: Sequence[str]) -> float:
         key = tuple(g for g in groups if g in keep)   # forward order: one key per set
         if key not in tried:
             q = quantize_keeping(model, backend, calib_batches, key, equalise=equalise)
-            tried[key] = (reference - score(q, scenes, dataset="fallback")["psnr_mu"], q)
+            d = reference - score(q, scenes, dataset="fallback")["psnr_mu"]
+            tried[key] = (d, q if d <= target else None)
         return tried[key][0]
 
     def result(keep: Sequence[str], sensitivity: dict) -> tuple[Fallback, Padded]:
         key = tuple(g for g in groups if g in keep)
         d, q = tried[key]
+        if q is None:   # the target was not met: quantize the best set found once more
+            q = quantize_keeping(model, backend, calib_batches, key, equalise=equalise)
         rec = Fallback(backend, target, key, tried[()][0], d, d <= target, sensitivity, round(time.time() - t0, 1))
         log(f"fallback ({backend}): {', '.join(key) or 'no group'} in float: drop {d:.3f} dB "
             f"(all int8 {rec.drop_all_int8:.3f}, target {target:g})" + ("" if rec.met else ", target NOT met"))

@@ -41,16 +41,16 @@ __all__ = ["ARTIFACTS", "check_artifacts", "export_variant", "export_and_check"]
 
 def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLike | None,
                    out_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE,
-                   which: tuple[str, ...] = ARTIFACTS, workers: int | None = None,
+                   which: tuple[str, ...] = ARTIFACTS, workers: int | None = None, isolate: bool = False,
                    log=print) -> tuple[dict[str, Path], dict[str, float]]:
     """Write the artifacts ``which`` (keys of :data:`ARTIFACTS`) of one variant into ``out_dir``.
 
     ``float_ckpt``: the variant's float ``.pt``; ``int8_program``: its ``.pt2`` from ``compress/qat.py`` (or
     None: both int8 artifacts by PTQ). ``size``: (H, W) of the fixed input in pixels. ``workers``: processes
-    exporting side by side (default: one per CPU core, at most one per artifact; 1 = in this process): the
-    lowering is mostly single-threaded Python graph work. The four artifacts of a 100 G standard variant at
-    Returns ``({key: path}, {key: {"seconds": s, "peak_rss_mb": MB}})`` in :data:`ARTIFACTS` order: each
-    export's wall time and the peak resident memory of the process that ran it during that export (where
+    exporting side by side (default: one per CPU core, at most one per artifact; 1 = in this process unless
+    ``isolate``): the lowering is mostly single-threaded Python graph work. ``isolate``: worker processes even
+    for one export (its memory is its own, not added to what this process holds). Returns
+    ``({key: path}, {key: {"seconds": s, "peak_rss_mb": MB}})`` in :data:`ARTIFACTS` order: each export's wall time and the peak resident memory of the process that ran it during that export (where
     :func:`eapnet.memory.reset_peak_rss` works; else the process's peak so far)."""
     unknown = sorted(set(which) - set(ARTIFACTS))
     if unknown:
@@ -60,7 +60,7 @@ def export_variant(float_ckpt: str | os.PathLike, int8_program: str | os.PathLik
             for k in keys]
     workers = min(len(keys), os.cpu_count() or 1) if workers is None else max(1, min(workers, len(keys)))
     done: dict[str, tuple[Path, dict]] = {}
-    if workers == 1:
+    if workers == 1 and not isolate:
         for job in jobs:
             done[job[0]] = _export_one(*job)
             log(f"exported {done[job[0]][0].name} in {done[job[0]][1]['seconds']:.0f} s")

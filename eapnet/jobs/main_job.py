@@ -137,7 +137,7 @@ def fallback_artifacts(run_dir: Path, export: dict, *, parity_scenes: int, tile_
             f.rename(rejected / f.name)
         size = (int(tile), int(tile)) if tile else tuple(export["size"])
         p, m = export_variant(run_dir / "compressed.pt", program, run_dir / "export", size=size, which=(base,),
-                              workers=1, log=log)
+                              workers=1, isolate=True, log=log)
         paths[key], made[key] = p[base], m[base]
         records[key] = {"why": why, "program": program.name, "search": rec, "before": {
             k: export["artifacts"][key][k] for k in ("file", "bytes", "passed", "psnr_mu", "float_psnr_mu")}}
