@@ -40,6 +40,12 @@ print(next((p for p in executorch.__path__ if os.path.isfile(os.path.join(p, "sh
     fi
     toolchain=(-DCMAKE_TOOLCHAIN_FILE="$ROOT/eapnet/export/runner/aarch64-toolchain.cmake")
   fi
+  # a build folder configured from another source folder (a checkout that moved, or the runner's sources that
+  # moved within it) is stale: CMake refuses it, so it is configured afresh
+  local cache="$dir/CMakeCache.txt"
+  if [ -f "$cache" ] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$ROOT/eapnet/export/runner" "$cache"; then
+    rm -rf "$dir"
+  fi
   mkdir -p "$dir"
   local log="$dir/build.log"
   if ! { cmake -S eapnet/export/runner -B "$dir" -DCMAKE_BUILD_TYPE=Release -Dexecutorch_DIR="$et/share/cmake" \
