@@ -657,9 +657,15 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "sweep.csv").read_text().count("\n") == 3
     # the tables can be rebuilt from the run folders alone (reports + bench.json), e.g. after a code change
     (tmp_path / "sweep.md").unlink()
+    timing = lambda sec, mb: {"median_s": sec, "peak_rss_mb": mb}  # noqa: E731
+    (tmp_path / "1.5e-07G" / "bench").mkdir()
+    (tmp_path / "1.5e-07G" / "bench" / "bench.json").write_text(json.dumps({"rows": [{
+        "eager fp32": timing(2.0, 1400.0), "pte fp32": timing(1.2, 800.0), "pte int8": timing(0.5, 480.0),
+        "speedup_pte_int8": 4.0}]}))
     assert sweep.main(["--retabulate", str(tmp_path)]) == 0
     md = (tmp_path / "sweep.md").read_text()
     assert "30.80 / 30.40 / 28.00" in md and "FAIL: coreml-w8a8" in md
+    assert "| 2.00 / 1.20 / 0.50 | 4.00x | 1400 / 800 / 480 |" in md     # latency and peak memory per runtime
     assert "1e-08G: budget unreachable for this method" in md and "1.5e-07G: a parity failure" in md
     # every row is of one teacher, recorded with the code that made it
     assert out["teacher"] == {"file": "eapnet/weights/standard.pt", "sha256": "ab" * 32}

@@ -131,6 +131,8 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
         for rt in ("eager fp32", "pte fp32", "pte int8"):
             if "median_s" in bench_row[rt]:
                 row[f"s_{rt.replace(' ', '_')}"] = bench_row[rt]["median_s"]
+            if "peak_rss_mb" in bench_row[rt]:
+                row[f"peak_mb_{rt.replace(' ', '_')}"] = bench_row[rt]["peak_rss_mb"]
         if "speedup_pte_int8" in bench_row:
             row["speedup_pte_int8"] = bench_row["speedup_pte_int8"]
     return row
@@ -155,6 +157,7 @@ def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
             "parity scenes, held-out: float / .pte int8 / .mlpackage W8A8",
             "vs teacher, held-out: float / int8 eager (dB, 95 % CI)", "vs teacher, real crops: float / int8 eager",
             f"s/frame{at}: eager / .pte fp32 / .pte int8", "eager / .pte int8",
+            "peak MB: eager / .pte fp32 / .pte int8",
             "MB .pte fp32 / int8, .mlpackage fp16 / W8A8", "parity"]
     L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -171,6 +174,7 @@ def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
             f(r, "budget_g", "g"), r.get("method", "search"), f(r, "gmaccs"), f(r, "k_params"), str(r.get("pdubs", "–")), *psnr,
             " / ".join(f(r, f"s_{k}", ".2f") for k in ("eager_fp32", "pte_fp32", "pte_int8")),
             f(r, "speedup_pte_int8") + ("x" if "speedup_pte_int8" in r else ""),
+            " / ".join(f(r, f"peak_mb_{k}", ".0f") for k in ("eager_fp32", "pte_fp32", "pte_int8")),
             " / ".join(f(r, k) for k in ("mb_pte_fp32", "mb_pte_int8", "mb_coreml_fp16", "mb_coreml_w8a8")),
             r.get("parity", "–")]) + " |")
     return "\n".join(L) + "\n"
