@@ -277,6 +277,9 @@ def test_a_tile_program_is_also_checked_stitched_over_the_full_size_frame(export
     plain = parity.run_parity([exported["pte"]], float_spec=str(exported["ckpt"]), write_back=False,
                               progress=False, log=lambda *_: None)
     assert "stitched" not in plain["artifacts"][0]                  # only tile programs are stitched
+    wide = parity.run_parity([exported["pte"]], float_spec=str(exported["ckpt"]), stitch=True, tile_overlap=48,
+                             write_back=False, progress=False, log=lambda *_: None)
+    assert "stitched" not in wide["artifacts"][0] and wide["passed"]   # 96x128 cannot tile with 48 px overlap
     tiled = []
     real_predict = parity.predict
     monkeypatch.setattr(parity, "predict", lambda m, l, e, **kw: tiled.append((type(m).__name__, kw)) or

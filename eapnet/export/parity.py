@@ -395,12 +395,12 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
     """Check every artifact (see the module docstring); returns the report dict (``passed`` per artifact
     and overall). Float outputs are computed once per (float model, canvas size) and shared. ``stitch``: the
     artifacts (True: all; else their paths) that are tile programs: where one is smaller than the full-size
-    frame (``fullres``) it is also run tiled over the whole frame (``tile_overlap`` pixels between tiles,
-    :func:`eapnet.inference.predict`) and the stitched frame checked against the float model run over the
-    same tiles, with the precision's thresholds. ``runners``: also run every ``.pte`` through the native runner
-    (``"native"``: this machine; ``"aarch64"``: each of ``cpus`` under QEMU) and fail one whose output differs
-    from the Python runtime's beyond float rounding (:mod:`eapnet.export.native_check`); a mapping gives each
-    artifact (by path as given) its own runners."""
+    frame (``fullres``) and each side more than twice ``tile_overlap``, it is also run tiled over the whole
+    frame (``tile_overlap`` pixels between tiles, :func:`eapnet.inference.predict`) and the stitched frame
+    checked against the float model run over the same tiles, with the precision's thresholds. ``runners``:
+    also run every ``.pte`` through the native runner (``"native"``: this machine; ``"aarch64"``: each of
+    ``cpus`` under QEMU) and fail one whose output differs from the Python runtime's beyond float rounding
+    (:mod:`eapnet.export.native_check`); a mapping gives each artifact (by path as given) its own runners."""
     dev = resolve_device(device)
     scenes, skipped = load_scenes(datasets, limit, shared_exposures=shared_exposures)
     if not scenes:
@@ -445,7 +445,9 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
                     rows.append(_scene_row(s, o, r))
         fails = check(art.precision, rows, threshold) if outs is not None else [run_error]
         stitched = None
-        tiles = stitch is True or (stitch and str(spec) in {str(x) for x in stitch})
+        # a program too small for the overlap cannot tile a frame (the tiler needs overlap < half a tile)
+        tiles = (stitch is True or (stitch and str(spec) in {str(x) for x in stitch})) \
+            and tile_overlap < min(art.size) // 2
         big = [sc for sc in scenes if tiles and sc.dataset == "fullres" and sc.ldrs.shape[1] >= art.size[0]
                and sc.ldrs.shape[2] >= art.size[1] and tuple(sc.ldrs.shape[1:3]) != tuple(art.size)]
         s_outs = []
