@@ -144,11 +144,10 @@ def plan_tile(frame: tuple[int, int], max_tile: int, overlap: int = TILE_OVERLAP
 
 
 SHIP_MAX_TILE = 680
-"""Largest tile side in pixels of the phone programs the main job ships (:func:`ship_tile`)."""
-SHIP_TILE = (568, 680)
-"""``ship_tile`` of the 1060x1900 challenge frame: 2 x 3 tiles (a test keeps the two equal). On a phone CPU the
-int8 program in these tiles needs about a fifth of the whole-frame program's memory for about 1.2x its time
-(``reports/bench-native``), and the job that exports and checks it stays within 4 GB."""
+"""Largest tile side in pixels of the phone programs the main job ships (:func:`ship_tile`): for the 1060x1900
+challenge frame, 2 x 3 tiles of 568x680. Through the native runner the int8 program in those tiles needs about a
+fifth of the whole-frame program's memory for about 1.2x its time (``reports/bench-native``), and the job that
+exports and checks it stays within 4 GB (``reports/main-job``)."""
 
 
 def ship_tile(frame: tuple[int, int]) -> tuple[int, int]:

@@ -367,7 +367,7 @@ def _fake_export_and_check(calls):
         (Path(run_dir) / "export" / "x_xnnpack_int8_48x64.pte").write_bytes(b"program")
         art = {"file": "export/x_xnnpack_int8_48x64.pte", "bytes": 7, "executor": "fake", "passed": True,
                "psnr_mu_vs_float_min": 40.0, "psnr_mu": {"heldout": 20.0}, "float_psnr_mu": {"heldout": 20.1},
-               "export_peak_rss_mb": 700, "precision": "int8"}
+               "export_peak_rss_mb": 700, "precision": "int8", "gt_margin": 0.4}
         return ({"size": list(size), "passed": True, "failed": [], "artifacts": {"pte-int8": art},
                  "parity_peak_rss_mb": 900}, {"export": 1.0})
     return fake
@@ -419,17 +419,20 @@ def test_the_main_job_compresses_then_ships_with_a_fake_exporter(tmp_path, monke
 
 
 def test_an_int8_artifact_short_of_its_margin_calls_for_the_fallback():
-    from eapnet.jobs.main_job import gt_margin, needs_fallback
+    from eapnet.export.parity import THRESHOLDS, gt_margin
+    from eapnet.jobs.main_job import needs_fallback
 
-    row = lambda art, ok=True, precision="int8": {"precision": precision, "passed": ok,  # noqa: E731
-                                                  "psnr_mu": {"calib": art, "heldout": 30.0},
-                                                  "float_psnr_mu": {"calib": 30.0, "heldout": 30.1}}
-    assert gt_margin(row(29.7)) == pytest.approx(0.2)            # worst dataset: calib, 0.3 of 0.5 lost
-    assert needs_fallback(row(29.7)) is None
-    assert "0.040 dB of its ground-truth budget to spare" in needs_fallback(row(29.54))
-    assert needs_fallback(row(29.7, ok=False)) == "it failed parity"
-    assert needs_fallback(row(29.0, precision="fp32")) is None and needs_fallback(row(29.0, False, "fp16")) is None
-    assert "to spare" in needs_fallback(row(29.54, precision="w8a8"))
+    # parity's margin: the budget left on the worst dataset (calib: 0.3 of int8's 0.5 dB lost)
+    summary = {"calib": {"gt_drop": 0.3}, "heldout": {"gt_drop": 0.1}, "fullres": {"scenes": 1}}
+    assert gt_margin(summary, THRESHOLDS["int8"]) == pytest.approx(0.2)
+    assert gt_margin({"fullres": {"scenes": 1}}, THRESHOLDS["int8"]) is None and gt_margin(summary, None) is None
+    row = lambda margin, ok=True, precision="int8": {"precision": precision, "passed": ok,  # noqa: E731
+                                                     "gt_margin": margin}
+    assert needs_fallback(row(0.2)) is None and needs_fallback(row(None)) is None
+    assert "0.040 dB of its ground-truth budget to spare" in needs_fallback(row(0.04))
+    assert needs_fallback(row(0.2, ok=False)) == "it failed parity"
+    assert needs_fallback(row(0.0, precision="fp32")) is None and needs_fallback(row(0.0, False, "fp16")) is None
+    assert "to spare" in needs_fallback(row(0.04, precision="w8a8"))
 
 
 def test_a_failing_artifact_fails_the_main_job(tmp_path, monkeypatch):

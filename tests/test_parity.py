@@ -245,6 +245,9 @@ def test_true_artifacts_pass_and_record_parity(exported, tmp_path):
     assert rc == 0
     rep = json.loads((out / "parity.json").read_text())
     assert [r["passed"] for r in rep["artifacts"]] == [True, True]
+    for r in rep["artifacts"]:   # the budget left on the worst dataset with ground truth
+        drops = [d["gt_drop"] for d in r["summary"].values() if "gt_drop" in d]
+        assert r["gt_margin"] == pytest.approx(r["threshold"]["max_gt_drop"] - max(drops))
     by_kind = {r["kind"]: r for r in rep["artifacts"]}
     assert by_kind["pte"]["executor"].startswith("ExecuTorch")
     assert "reference-executed" in by_kind["mlpackage"]["executor"]

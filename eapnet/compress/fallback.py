@@ -27,7 +27,13 @@ from tqdm import tqdm
 from eapnet.compress.quantize import Padded, convert, prepare_ptq
 from eapnet.evalsets import score
 
-__all__ = ["Fallback", "find_fallback", "layer_groups", "quantize_keeping"]
+__all__ = ["TARGET", "Fallback", "find_fallback", "layer_groups", "quantize_keeping"]
+
+TARGET = 0.35
+"""PSNR-μ (dB) an int8 model may lose against ground truth on the calibration scenes before layer groups stay
+in float. Parity allows int8 0.5 dB per dataset and the project wants 0.1 dB of that spare; the calibration
+scenes are the set int8 loses most on (the 100 G main job's all-int8 ``.pte``: 0.46 dB there, 0.24 on the
+held-out set, ``docs/compression.md``), so a model within 0.35 there leaves the margin on every set."""
 
 
 def layer_groups(model: nn.Module) -> list[str]:

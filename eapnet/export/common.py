@@ -57,7 +57,8 @@ class Source:
     maccs: int | None = None       # NTIRE 2022 MAccs at 1060x1900
     params: int | None = None
     quant_backend: str | None = None  # the quantizer flavour of an int8 source ("xnnpack" / "coreml")
-    fallback: dict | None = None   # an int8 source by PTQ with layer groups kept float: the search's record
+    float_groups: tuple[str, ...] = ()   # an int8 source's layer groups kept in float (mixed-precision fallback)
+    fallback: dict | None = None   # the fallback search's record, where this process ran it
 
 
 def load_source(spec: str | os.PathLike) -> Source:
@@ -66,7 +67,8 @@ def load_source(spec: str | os.PathLike) -> Source:
         module, meta = load_quantized(spec)
         cfg = meta.get("config", {})
         return Source(module.eval(), "int8", cfg.get("name", Path(spec).stem), str(spec), file_sha256(spec),
-                      cfg, meta.get("maccs"), meta.get("params"), meta.get("backend"))
+                      cfg, meta.get("maccs"), meta.get("params"), meta.get("backend"),
+                      tuple(meta.get("float_groups", ())))
     path = shipped_path(str(spec)) if str(spec) in SHIPPED else Path(spec)
     model = load_model(spec).float().eval()
     cfg = model.config.to_dict() if hasattr(model, "config") else {}

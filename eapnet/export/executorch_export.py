@@ -84,8 +84,7 @@ from eapnet.export.common import (
     export_fixed,
     with_io,
 )
-from eapnet.compress.fallback import find_fallback
-from eapnet.compress.quantize import Padded, convert, prepare_ptq
+from eapnet.compress.fallback import TARGET, find_fallback, quantize_keeping
 from eapnet.runs import atomic_path, atomic_write_json
 from eapnet.export import xnnpack_rules
 from eapnet.export.backends import Artifact, artifact_sha256
@@ -402,15 +401,8 @@ def _op_name(target) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-FALLBACK_TARGET = 0.35
-"""PSNR-μ (dB) an int8 model may lose against ground truth on the calibration scenes before the mixed-precision
-fallback keeps layer groups in float. Parity allows int8 0.5 dB per dataset and the project wants 0.1 dB of
-that spare; the calibration scenes are the set int8 loses most on (the 100 G main job: 0.46 dB there, 0.24 on
-the held-out set, ``reports/main-job``), and 0.05 dB more covers parity's own subset of them."""
-
-
 def ptq_source(source: Source, calib: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None, *,
-               fallback: bool = False, target: float = FALLBACK_TARGET, log=print) -> Source:
+               fallback: bool = False, target: float = TARGET, log=print) -> Source:
     """Int8 ``Source`` of a float ``source`` by post-training quantization with the XNNPACK quantizer.
 
     ``calib``: ``(ldrs (B, 3, 3, H, W) in [0, 1], evs (B, 3) stops)`` batches; default the first
@@ -429,9 +421,9 @@ def ptq_source(source: Source, calib: Sequence[tuple[torch.Tensor, torch.Tensor]
         rec, qmodel = find_fallback(source.module, BACKEND, calib, calibration(), target=target, log=log)
         record = rec.to_dict()
     else:
-        qmodel = Padded(convert(prepare_ptq(source.module, BACKEND, calib))).eval()
+        qmodel = quantize_keeping(source.module, BACKEND, calib)
     return Source(qmodel, "int8", source.variant, source.path, source.sha256, source.config, source.maccs,
-                  source.params, BACKEND, record)
+                  source.params, BACKEND, tuple(record["float_groups"]) if record else (), record)
 
 
 def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, int] = DEFAULT_SIZE,
@@ -492,7 +484,7 @@ def export_pte(source: Source, out_dir: str | os.PathLike, *, size: tuple[int, i
         "pte": path.name, "artifact_sha256": artifact_sha256(path), "variant": source.variant,
         "precision": precision, "io": io, "size": list(size), "backend": BACKEND, "source": source.path,
         "source_sha256": source.sha256, "maccs": source.maccs, "params": source.params, "delegation": report,
-        "float_groups": (source.fallback or {}).get("float_groups", []), "fallback": source.fallback,
+        "float_groups": list(source.float_groups), "fallback": source.fallback,
         "self_check": check, "export_s": time.perf_counter() - t0, "file_mb": path.stat().st_size / 2**20})
     write_manifest(path, build_manifest(path, backend=BACKEND, precision=precision, io=io, size=size,
                                         source=source, runtime=executorch_runtime(precision)))

@@ -65,7 +65,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -254,6 +254,13 @@ def _summary(rows: list[dict]) -> dict:
     return out
 
 
+def gt_margin(summary: dict, threshold: Threshold | None) -> float | None:
+    """dB of the threshold's ground-truth budget (``max_gt_drop``) a :func:`_summary` leaves on its worst
+    dataset; None without ground truth or threshold."""
+    drops = [d["gt_drop"] for d in summary.values() if "gt_drop" in d]
+    return None if threshold is None or not drops else threshold.max_gt_drop - max(drops)
+
+
 def check(precision: str, rows: list[dict], threshold: Threshold | None = None) -> list[str]:
     """Every threshold breach of one artifact's scene rows, as sentences (empty = pass)."""
     t = threshold or THRESHOLDS.get(precision)
@@ -388,16 +395,17 @@ def diagnose(artifact: Artifact, float_src, scene: Scene, threshold: Threshold, 
 def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None = None,
                datasets: Sequence[str] = DATASETS, limit: int | None = 8, gutter: int = 16,
                device: str = "auto", threads: int | None = None, write_back: bool = True,
-               progress: bool = True, shared_exposures: bool = True, stitch: bool | Collection[str] = False,
+               progress: bool = True, shared_exposures: bool = True, stitch: bool = False,
                tile_overlap: int = TILE_OVERLAP, runners: Sequence[str] | Mapping[str, Sequence[str]] = (),
                cpus: Sequence[str] = CPUS,
                log=print) -> dict:
     """Check every artifact (see the module docstring); returns the report dict (``passed`` per artifact
-    and overall). Float outputs are computed once per (float model, canvas size) and shared. ``stitch``: the
-    artifacts (True: all; else their paths) that are tile programs: where one is smaller than the full-size
-    frame (``fullres``) and each side more than twice ``tile_overlap``, it is also run tiled over the whole
-    frame (``tile_overlap`` pixels between tiles, :func:`eapnet.inference.predict`) and the stitched frame
-    checked against the float model run over the same tiles, with the precision's thresholds. ``runners``:
+    and overall). Float outputs are computed once per (float model, canvas size) and shared. ``stitch``: where
+    an artifact is smaller than the full-size frame (``fullres``) and each side more than twice
+    ``tile_overlap``, it is also run tiled over the whole frame (``tile_overlap`` pixels between tiles,
+    :func:`eapnet.inference.predict`) and the stitched frame checked against the float model run over the
+    same tiles, with the precision's thresholds; each artifact's ``gt_margin`` is the dB of its ground-truth
+    budget left on its worst dataset (:func:`gt_margin`). ``runners``:
     also run every ``.pte`` through the native runner (``"native"``: this machine; ``"aarch64"``: each of
     ``cpus`` under QEMU) and fail one whose output differs from the Python runtime's beyond float rounding
     (:mod:`eapnet.export.native_check`); a mapping gives each artifact (by path as given) its own runners."""
@@ -446,8 +454,7 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
         fails = check(art.precision, rows, threshold) if outs is not None else [run_error]
         stitched = None
         # a program too small for the overlap cannot tile a frame (the tiler needs overlap < half a tile)
-        tiles = (stitch is True or (stitch and str(spec) in {str(x) for x in stitch})) \
-            and tile_overlap < min(art.size) // 2
+        tiles = stitch and tile_overlap < min(art.size) // 2
         big = [sc for sc in scenes if tiles and sc.dataset == "fullres" and sc.ldrs.shape[1] >= art.size[0]
                and sc.ldrs.shape[2] >= art.size[1] and tuple(sc.ldrs.shape[1:3]) != tuple(art.size)]
         s_outs = []
@@ -473,7 +480,8 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
             "float": {"path": src.path, "sha256": src.sha256, "device": str(dev), "is_export_source": is_source},
             "export_source": dict(zip(("path", "sha256"), _source_of(art))),   # as recorded: see "stamp"
             "threshold": asdict(threshold) if threshold else None, "canvases": len(canvases),
-            "summary": _summary(rows), "scenes": rows, "failures": fails, "passed": not fails,
+            "summary": _summary(rows), "gt_margin": gt_margin(_summary(rows), threshold),
+            "scenes": rows, "failures": fails, "passed": not fails,
             "machines": machines,
             "seconds": round(time.time() - t0, 1), **({"stitched": stitched} if stitched else {})})
         if fails and threshold is not None:

@@ -158,6 +158,7 @@ def check_artifacts(run_dir: Path, paths: dict[str, Path], made: dict[str, dict]
             else path.stat().st_size
         rows[key] = {"file": str(path.relative_to(run_dir)), "bytes": nbytes, "export_s": made[key]["seconds"],
                      "export_peak_rss_mb": made[key]["peak_rss_mb"], "precision": r.get("precision"),
+                     "gt_margin": r.get("gt_margin"),
                      "executor": r.get("executor"), "passed": r["passed"], "failures": r["failures"],
                      "psnr_mu_vs_float_min": min((d["psnr_mu_vs_float_min"] for d in s.values() if d["scenes"]),
                                                  default=None),

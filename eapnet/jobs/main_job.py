@@ -13,14 +13,12 @@ import time
 from pathlib import Path
 
 from eapnet.checkpoint import load_model
-from eapnet.compress.fallback import find_fallback
+from eapnet.compress.fallback import TARGET, find_fallback
 from eapnet.compress.pipeline import compress
 from eapnet.compress.quantize import read_quantized_meta, save_quantized
-from eapnet.evalsets import calibration, calibration_batches
+from eapnet.evalsets import as_batches, calibration
 from eapnet.export.backends import artifact_backend
-from eapnet.export.executorch_export import FALLBACK_TARGET
 from eapnet.export.latency import compare_pte
-from eapnet.export.parity import THRESHOLDS
 from eapnet.export.pipeline import ARTIFACTS, check_artifacts, export_and_check, export_variant
 from eapnet.inference import TILE_OVERLAP, example_inputs, ship_tile
 from eapnet.macs import format_maccs
@@ -62,7 +60,8 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
             report["wall_s"].update(wall)
             if fallback:
                 t = time.time()
-                report["fallback"] = fallback_artifacts(run_dir, report["export"], parity_scenes=parity_scenes,
+                report["fallback"] = fallback_artifacts(run_dir, report["export"], calib=cfg.calib or None,
+                                                        calib_scenes=cfg.calib_scenes, parity_scenes=parity_scenes,
                                                         tile_overlap=tile_overlap, runners=runners,
                                                         progress=progress, log=log)
                 report["wall_s"]["fallback"] = time.time() - t
@@ -78,14 +77,6 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
     return report
 
 
-def gt_margin(row: dict) -> float | None:
-    """dB an artifact's summary row leaves of its precision's ground-truth budget, on its worst dataset (None
-    without ground-truth figures or a threshold)."""
-    t = THRESHOLDS.get(row.get("precision"))
-    drops = [row["float_psnr_mu"][d] - v for d, v in row["psnr_mu"].items() if d in row["float_psnr_mu"]]
-    return None if t is None or not drops else t.max_gt_drop - max(drops)
-
-
 def needs_fallback(row: dict) -> str | None:
     """Why an int8 artifact's summary row calls for the fallback (it failed parity, or leaves less than
     :data:`FALLBACK_MARGIN` of its budget), or None."""
@@ -93,18 +84,19 @@ def needs_fallback(row: dict) -> str | None:
         return None
     if not row["passed"]:
         return "it failed parity"
-    margin = gt_margin(row)
+    margin = row.get("gt_margin")   # parity's: dB of the ground-truth budget spare on the worst dataset
     if margin is not None and margin < FALLBACK_MARGIN:
         return f"it passes parity with {margin:.3f} dB of its ground-truth budget to spare (< {FALLBACK_MARGIN:g})"
     return None
 
 
-def fallback_artifacts(run_dir: Path, export: dict, *, parity_scenes: int, tile_overlap: int,
-                       runners: tuple[str, ...], progress: bool, log) -> dict:
+def fallback_artifacts(run_dir: Path, export: dict, *, calib: str | None, calib_scenes: int, parity_scenes: int,
+                       tile_overlap: int, runners: tuple[str, ...], progress: bool, log) -> dict:
     """The mixed-precision fallback for the int8 artifacts of ``export`` (the summary of
     :func:`eapnet.export.pipeline.export_and_check`, updated in place) that :func:`needs_fallback`: per
     quantizer backend, :func:`eapnet.compress.fallback.find_fallback` on the float ``compressed.pt`` (PTQ on the
-    shipped calibration scenes, target :data:`eapnet.export.executorch_export.FALLBACK_TARGET`), saved as
+    run's calibration set, ``calib`` and ``calib_scenes`` as the compression used them, which also scores the
+    search; target :data:`eapnet.compress.fallback.TARGET`), saved as
     ``int8-<backend>-fallback.pt2``; each such artifact moves to ``export/rejected/`` and is exported again
     from that program and checked (``parity/parity-fallback.{json,md}``). Returns ``{key: record}``: why, the
     float groups and the search's figures, the artifact's size and verdict before and after, and for a
@@ -113,7 +105,8 @@ def fallback_artifacts(run_dir: Path, export: dict, *, parity_scenes: int, tile_
     if not todo:
         return {}
     model = load_model(run_dir / "compressed.pt")
-    calib, scenes = calibration_batches(), calibration()
+    scenes = calibration(calib, calib_scenes)
+    batches = [(ldrs, evs) for ldrs, evs, _ in as_batches(scenes)]
     meta = read_quantized_meta(run_dir / "int8.pt2")
     programs: dict[str, tuple[Path, dict]] = {}
     rejected = run_dir / "export" / "rejected"
@@ -124,7 +117,7 @@ def fallback_artifacts(run_dir: Path, export: dict, *, parity_scenes: int, tile_
         backend, _ = artifact_backend(base)
         log(f"fallback for {key}: {why}")
         if backend.name not in programs:
-            rec, q = find_fallback(model, backend.name, calib, scenes, target=FALLBACK_TARGET, progress=progress,
+            rec, q = find_fallback(model, backend.name, batches, scenes, target=TARGET, progress=progress,
                                    log=log)
             program = run_dir / f"int8-{backend.name}-fallback.pt2"
             save_quantized(program, q, example_inputs((64, 64), batch=2),
@@ -141,12 +134,13 @@ def fallback_artifacts(run_dir: Path, export: dict, *, parity_scenes: int, tile_
         paths[key], made[key] = p[base], m[base]
         records[key] = {"why": why, "program": program.name, "search": rec, "before": {
             k: export["artifacts"][key][k] for k in ("file", "bytes", "passed", "psnr_mu", "float_psnr_mu")}}
-        records[key]["before"].update(file=str(aside.relative_to(run_dir)), margin=gt_margin(export["artifacts"][key]))
+        records[key]["before"].update(file=str(aside.relative_to(run_dir)),
+                                      margin=export["artifacts"][key]["gt_margin"])
     summary, _ = check_artifacts(run_dir, paths, made, parity_scenes=parity_scenes, tile_overlap=tile_overlap,
                                  runners=runners, name="parity-fallback", progress=progress, log=log)
     for key, row in summary["artifacts"].items():
         records[key]["after"] = {"file": row["file"], "bytes": row["bytes"], "passed": row["passed"],
-                                 "margin": gt_margin(row)}
+                                 "margin": row["gt_margin"]}
         if paths[key].suffix == ".pte":
             records[key]["latency"] = compare_pte(run_dir / records[key]["before"]["file"], paths[key])
         export["artifacts"][key] = {**row, "fallback": records[key]["search"]["float_groups"]}
