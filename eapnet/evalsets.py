@@ -156,7 +156,7 @@ def score(model: nn.Module, scenes: Iterable[SceneSource], *, teacher: nn.Module
     """Mean scores of ``model`` over ``scenes`` (sources or scenes), through the one inference path; outputs
     are clipped at 0 first, as a 16-bit submission would be. With ``teacher`` (a model, or the
     :class:`TeacherOutputs` shared by several calls): also ``psnr_mu_vs_teacher`` (PSNR-μ of the output
-    against the teacher's output). ``per_scene``: also ``scenes``, ``{scene id: {metric: dB}}`` in scene
+    against the teacher's output). ``per_scene``: also ``per_scene``, ``{scene id: {metric: dB}}`` in scene
     order, for paired comparisons of two models on the same scenes (``eapnet.stats``)."""
     if teacher is not None and not isinstance(teacher, TeacherOutputs):
         teacher = TeacherOutputs(teacher)
@@ -174,4 +174,4 @@ def score(model: nn.Module, scenes: Iterable[SceneSource], *, teacher: nn.Module
     if not rows:
         raise ValueError(f"{dataset}: no scenes to score")
     means = mean_scores(rows)
-    return {**means, "scenes": dict(zip(ids, rows, strict=True))} if per_scene else means
+    return {**means, "per_scene": dict(zip(ids, rows, strict=True))} if per_scene else means

@@ -614,7 +614,7 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch, capsys):
             raise BudgetError("below the smallest network")  # unreachable: recorded, the sweep fails at the end
         per = lambda mu, offs: {f"{i:04d}": {"psnr_mu": mu + o} for i, o in enumerate(offs)}  # noqa: E731
         scores = lambda mu: {"heldout_synthetic": {"psnr_mu": mu, "psnr_l": 40.0,  # noqa: E731
-                                                   "scenes": per(mu, [-0.1, 0.0, 0.1] if mu != 29.5 else
+                                                   "per_scene": per(mu, [-0.1, 0.0, 0.1] if mu != 29.5 else
                                                                  [-1.0, 0.0, 1.0])},
                              "real_crops": {"psnr_mu": mu + 1, "psnr_l": 40.0}}
         rep = {"pdub_count": 3, "teacher": "standard", "teacher_file": "eapnet/weights/standard.pt",

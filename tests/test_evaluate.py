@@ -320,9 +320,9 @@ def test_per_scene_scores_are_the_figures_the_means_are_of():
     model = eapnet.build_model("lightweight").eval()
     scenes = materialise(heldout_synthetic(3, 48))
     s = score(model, scenes, dataset="h", per_scene=True)
-    assert list(s["scenes"]) == [sc.id for sc in scenes]
+    assert list(s["per_scene"]) == [sc.id for sc in scenes]
     for k in ("psnr_mu", "psnr_l"):
-        assert s[k] == pytest.approx(np.mean([r[k] for r in s["scenes"].values()]))
+        assert s[k] == pytest.approx(np.mean([r[k] for r in s["per_scene"].values()]))
     out = np.maximum(predict(model, scenes[1].ldrs, scenes[1].evs), 0)
-    assert s["scenes"]["0001"]["psnr_mu"] == pytest.approx(psnr_mu(scenes[1].gt, out))
-    assert {k: v for k, v in s.items() if k != "scenes"} == score(model, scenes, dataset="h")
+    assert s["per_scene"]["0001"]["psnr_mu"] == pytest.approx(psnr_mu(scenes[1].gt, out))
+    assert {k: v for k, v in s.items() if k != "per_scene"} == score(model, scenes, dataset="h")

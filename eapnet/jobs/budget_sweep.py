@@ -93,7 +93,7 @@ def vs_teacher(scores: dict, teacher: dict | None) -> dict | None:
     bootstrap interval (:func:`eapnet.stats.paired_bootstrap`) and ``resolved`` (the interval excludes 0); None
     where the report holds no per-scene figures of both (``score(..., per_scene=True)``) or not the same
     scenes."""
-    mine, theirs = scores.get("scenes"), (teacher or {}).get("scenes")
+    mine, theirs = scores.get("per_scene"), (teacher or {}).get("per_scene")
     if not mine or not theirs or list(mine) != list(theirs):
         return None
     d = paired_bootstrap([v["psnr_mu"] for v in mine.values()], [v["psnr_mu"] for v in theirs.values()])
