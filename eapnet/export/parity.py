@@ -85,7 +85,7 @@ from eapnet.export.native_check import host_cpu, runner_rows
 from eapnet.compress.quantize import load_quantized, read_quantized_meta
 from eapnet.checkpoint import SHIPPED, shipped_path
 from eapnet.metrics import psnr_l, psnr_mu
-from eapnet.runs import atomic_write_json, file_sha256
+from eapnet.runs import atomic_path, atomic_write_json, file_sha256
 from eapnet.export.coreml_export import _w8a8_module, set_metadata
 from eapnet.export.executorch_export import ptq_source
 
@@ -397,7 +397,7 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
                device: str = "auto", threads: int | None = None, write_back: bool = True,
                progress: bool = True, shared_exposures: bool = True, stitch: bool = False,
                tile_overlap: int = TILE_OVERLAP, runners: Sequence[str] | Mapping[str, Sequence[str]] = (),
-               cpus: Sequence[str] = CPUS,
+               cpus: Sequence[str] = CPUS, keep_frames: str | os.PathLike | None = None,
                log=print) -> dict:
     """Check every artifact (see the module docstring); returns the report dict (``passed`` per artifact
     and overall). Float outputs are computed once per (float model, canvas size) and shared. ``stitch``: where
@@ -408,7 +408,9 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
     budget left on its worst dataset (:func:`gt_margin`). ``runners``:
     also run every ``.pte`` through the native runner (``"native"``: this machine; ``"aarch64"``: each of
     ``cpus`` under QEMU) and fail one whose output differs from the Python runtime's beyond float rounding
-    (:mod:`eapnet.export.native_check`); a mapping gives each artifact (by path as given) its own runners."""
+    (:mod:`eapnet.export.native_check`); a mapping gives each artifact (by path as given) its own runners.
+    ``keep_frames``: a folder where each stitched full-size output and its float reference are kept
+    (:func:`save_frame`, float16 HDR), named in the artifact's ``stitched["frames"]``; what report pages show."""
     dev = resolve_device(device)
     scenes, skipped = load_scenes(datasets, limit, shared_exposures=shared_exposures)
     if not scenes:
@@ -462,6 +464,9 @@ def run_parity(artifacts: Sequence[str | os.PathLike], *, float_spec: str | None
             s_rows, s_outs = _stitched_rows(art, src, big, tile_overlap, dev, float_cache, progress)
             stitched = {"tile": list(art.size), "overlap": tile_overlap, "reference": "float model, same tiles",
                         "summary": _summary(s_rows), "scenes": s_rows}
+            if keep_frames is not None:
+                stitched["frames"] = _keep_frames(Path(keep_frames), art, src, big, s_outs, tile_overlap,
+                                                  float_cache)
             fails += [f"stitched {art.size[0]}x{art.size[1]} tiles (overlap {tile_overlap}): {f}"
                       for f in check(art.precision, s_rows, threshold)]
         machines = [{"runner": "python", "arch": platform.machine(), "cpu": host_cpu(), "executor": art.executor,
@@ -522,6 +527,65 @@ def _stitched_rows(art: Artifact, src, scenes: Sequence[Scene], overlap: int, de
         rows.append(_scene_row(sc, out, float_cache[key]))
         outs.append(out)
     return rows, outs
+
+
+FRAME_DTYPE = np.float16
+"""Kept frames are HDR in the ground-truth domain as float16 (values clipped to its finite range, 65504): about
+1e-3 relative precision, enough for pictures and agreement figures above 50 dB, a quarter of float32's bytes."""
+
+
+def save_frame(path: Path, hdr: np.ndarray) -> None:
+    """Write one ``(H, W, 3)`` HDR frame as a float16 ``.npy`` (atomically)."""
+    if hdr.ndim != 3 or hdr.shape[2] != 3:
+        raise ValueError(f"{path.name}: a frame is (H, W, 3), got {hdr.shape}")
+    top = float(np.finfo(FRAME_DTYPE).max)
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.clip(hdr, 0.0, top).astype(FRAME_DTYPE), allow_pickle=False)
+
+
+MAX_FRAME_PIXELS = 4096 * 4096
+"""A kept frame larger than this is refused before it is read (a 4K-square frame is 100 MB as float16)."""
+
+
+def load_frame(path: str | os.PathLike) -> np.ndarray:
+    """A frame written by :func:`save_frame`, as float32; a file of another shape or type, or one claiming more
+    than :data:`MAX_FRAME_PIXELS`, is refused (ValueError naming it) before its data is read."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a .npy frame ({e})") from None
+        if dtype != FRAME_DTYPE or len(shape) != 3 or shape[2] != 3 or fortran:
+            raise ValueError(f"{path}: a kept frame is ({FRAME_DTYPE.__name__}, H x W x 3), "
+                             f"got {dtype} {shape}")
+        if shape[0] * shape[1] > MAX_FRAME_PIXELS:
+            raise ValueError(f"{path}: {shape[0]}x{shape[1]} is larger than {MAX_FRAME_PIXELS} pixels")
+        data = np.fromfile(f, dtype=FRAME_DTYPE, count=shape[0] * shape[1] * 3)
+    if data.size != shape[0] * shape[1] * 3:
+        raise ValueError(f"{path}: truncated ({data.size} of {shape[0] * shape[1] * 3} values)")
+    return data.reshape(shape).astype(np.float32)
+
+
+def _keep_frames(folder: Path, art: Artifact, src, scenes: Sequence[Scene], outs: Sequence[np.ndarray | None],
+                 overlap: int, float_cache: dict) -> list[dict]:
+    """Save each stitched output and its float reference (once per float model, tile and scene) under
+    ``folder``; returns ``[{"dataset", "id", "output", "float"}]`` with paths relative to ``folder``."""
+    tile = tuple(art.size)
+    kept = []
+    for sc, out in zip(scenes, outs, strict=True):
+        if out is None:
+            continue
+        scene = f"{sc.dataset}-{sc.id}"
+        ref = folder / f"float-{src.sha256[:12]}-{tile[0]}x{tile[1]}-o{overlap}.{scene}.npy"
+        if not ref.is_file():
+            save_frame(ref, float_cache[(src.sha256, tile, overlap, sc.dataset, sc.id)])
+        mine = folder / f"{art.path.name}.{scene}.npy"
+        save_frame(mine, out)
+        kept.append({"dataset": sc.dataset, "id": sc.id, "output": mine.name, "float": ref.name})
+    return kept
 
 
 def _one_line(summary: dict) -> str:

@@ -142,7 +142,7 @@ def check_artifacts(run_dir: Path, paths: dict[str, Path], made: dict[str, dict]
     t = time.time()
     reset_peak_rss()
     rep = run_parity(list(paths.values()), limit=parity_scenes, progress=progress,
-                     stitch=True,
+                     stitch=True, keep_frames=run_dir / "parity" / "frames",
                      tile_overlap=tile_overlap, log=log,
                      runners={str(v): (runners if "@" in k else tuple(r for r in runners if r != "aarch64"))
                               for k, v in paths.items()})
