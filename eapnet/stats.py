@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "paired_bootstrap", "resolved"]
+__all__ = ["Interval", "change_vs", "paired_bootstrap", "resolved"]
 
 RESAMPLES = 10_000
 """Bootstrap resamples per interval: the percentile limits move by about 0.01 dB between seeds at 16 scenes."""
@@ -66,3 +66,15 @@ def resolved(interval: Interval | dict) -> bool:
     """True when the interval excludes zero: the sign of the difference is resolved at its level."""
     lo, hi = (interval.lo, interval.hi) if isinstance(interval, Interval) else (interval["lo"], interval["hi"])
     return lo > 0 or hi < 0
+
+
+def change_vs(scores: dict, reference: dict | None, metric: str = "psnr_mu") -> dict | None:
+    """The change of a model's ``metric`` against a reference model's on one dataset, paired over its scenes:
+    :func:`paired_bootstrap` as a dict, plus ``resolved``. ``scores``/``reference``: one dataset's scores as
+    ``eapnet.evalsets.score(..., per_scene=True)`` returns them (``{"per_scene": {scene id: {metric: ...}}}``).
+    None where either holds no per-scene figures or they are not of the same scenes."""
+    mine, theirs = scores.get("per_scene"), (reference or {}).get("per_scene")
+    if not mine or not theirs or list(mine) != list(theirs):
+        return None
+    d = paired_bootstrap([v[metric] for v in mine.values()], [v[metric] for v in theirs.values()])
+    return {**d.to_dict(), "resolved": resolved(d)}

@@ -15,3 +15,12 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# Chromium renders the report pages (eapnet.browser: the tests and each job's own check); Debian's package, as root.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  echo "setup_env: installing chromium (renders the report pages)"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; then
+    echo "setup_env: WARNING chromium could not be installed (apt-get as root); report pages go unchecked and" \
+         "tests/test_report_page.py fails" >&2
+  fi
+fi

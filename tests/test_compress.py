@@ -633,7 +633,8 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch, capsys):
         return rep
 
     monkeypatch.setattr(budget_sweep, "compress_and_ship", fake_main_job)
-    rc = sweep.main(["--budgets", "100", "150", "10", "--out", str(tmp_path), "--bench-runs", "0", "--steps", "5"])
+    rc = sweep.main(["--budgets", "100", "150", "10", "--out", str(tmp_path), "--bench-runs", "0", "--frame-runs", "0",
+                     "--steps", "5"])
     assert rc == 1  # one budget unreachable, one with a parity failure
     assert [c.target_maccs for c in calls] == [150, 100, 10]
     assert all(c.steps == (5, 5) for c in calls)
@@ -665,9 +666,16 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch, capsys):
     (tmp_path / "1.5e-07G" / "bench" / "bench.json").write_text(json.dumps({"rows": [{
         "eager fp32": timing(2.0, 1400.0), "pte fp32": timing(1.2, 800.0), "pte int8": timing(0.5, 480.0),
         "speedup_pte_int8": 4.0}]}))
+    fig = lambda ms, mb: {"median_ms": ms, "peak_rss_mb": mb}  # noqa: E731
+    (tmp_path / "1.5e-07G" / "bench" / budget_sweep.FRAME_BENCH).write_text(json.dumps({"rows": [
+        {"precision": p, "io": "float", "frame": [1060, 1900], "whole": fig(w, wmb),
+         "tiled": [{"tile": [568, 680], **fig(t, tmb), "tiles": 6}]}
+        for p, w, wmb, t, tmb in (("fp32", 2800, 3700, 3300, 770), ("int8", 2300, 2300, 2700, 500))]}))
     assert sweep.main(["--retabulate", str(tmp_path)]) == 0
     md = (tmp_path / "sweep.md").read_text()
     assert "30.80 / 30.40 / 28.00" in md and "FAIL: coreml-w8a8" in md
+    assert "| 2.80 / 3.30; 2.30 / 2.70 | 3700 / 770; 2300 / 500 |" in md   # the native runner on the whole frame
+    assert json.loads((tmp_path / "sweep.json").read_text())["summary"][0]["frame_tile"] == [568, 680]
     assert "| 2.00 / 1.20 / 0.50 | 4.00x | 1400 / 800 / 480 |" in md     # latency and peak memory per runtime
     assert "1e-08G: budget unreachable for this method" in md and "1.5e-07G: a parity failure" in md
     # every row is of one teacher, recorded with the code that made it
@@ -685,6 +693,46 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch, capsys):
     assert "30.80 / 30.40 / 28.00" in (tmp_path / "sweep.md").read_text()      # the last good tables are kept
     with pytest.raises(SystemExit):
         sweep.main(["--budgets", "100", "--out", str(tmp_path / "x"), "--patch", "30"])
+
+
+def test_frame_bench_times_the_shipped_programs_and_the_int8_program_they_came_from(tmp_path, monkeypatch):
+    import json
+
+    from eapnet.jobs import budget_sweep
+
+    run = tmp_path / "100G"
+    (run / "export").mkdir(parents=True)
+    for name in ("m_xnnpack_fp32_568x680", "m_xnnpack_int8_568x680"):
+        (run / "export" / f"{name}.pte").write_bytes(b"pte")
+        (run / "export" / f"{name}.json").write_text("{}")
+    (run / "export" / "int8-xnnpack-fallback.pt2").write_bytes(b"pt2")
+    rep = {"resolution": [1060, 1900], "files": {"compressed": "compressed.pt", "int8": "int8.pt2"},
+           "export": {"artifacts": {"pte-fp32": {"file": "export/m_xnnpack_fp32_568x680.pte"},
+                                    "pte-int8": {"file": "export/m_xnnpack_int8_568x680.pte"},
+                                    "coreml-w8a8": {"file": "export/m_w8a8.mlpackage"}}},
+           "fallback": {"pte-int8": {"program": "int8-xnnpack-fallback.pt2"}}}
+    seen = {}
+
+    def fake_bench_native(model, frames, **kw):
+        seen.update(model=model, frames=frames, **kw)
+        return [{"precision": "int8", "whole": {"median_ms": 2300.0, "peak_rss_mb": 2300.0},
+                 "tiled": [{"tile": [568, 680], "median_ms": 2700.0, "peak_rss_mb": 500.0}]}]
+
+    monkeypatch.setattr(budget_sweep, "bench_native", fake_bench_native)
+    out = budget_sweep.frame_bench(run, rep, repeat=3, threads=2, log=lambda *a: None)
+    # the whole frame and the shipped tiles, of the compressed model and of the int8 program the shipped .pte
+    # was lowered from (the fallback's), with the shipped tile programs reused
+    assert seen["model"] == str(run / "compressed.pt") and seen["frames"] == [(1060, 1900)]
+    assert seen["int8"] == str(run / "export" / "int8-xnnpack-fallback.pt2") and seen["max_tiles"] == (680,)
+    assert sorted(p.name for p in (run / "bench" / "programs").iterdir()) == [
+        "m_xnnpack_fp32_568x680.json", "m_xnnpack_fp32_568x680.pte", "m_xnnpack_int8_568x680.json",
+        "m_xnnpack_int8_568x680.pte"]
+    assert budget_sweep._frame_columns(out) == {
+        "frame_ms_int8_whole": 2300.0, "frame_mb_int8_whole": 2300.0, "frame_ms_int8_tiled": 2700.0,
+        "frame_mb_int8_tiled": 500.0, "frame_tile": [568, 680]}
+    del rep["fallback"]      # no fallback: the QAT program
+    assert budget_sweep.int8_program(run, rep) == run / "int8.pt2"
+    assert json.dumps(out)   # what the sweep writes to bench/frames.json
 
 
 def test_sweep_runs_each_method_and_resumes_after_an_interruption(tmp_path, monkeypatch):
@@ -714,7 +762,7 @@ def test_sweep_runs_each_method_and_resumes_after_an_interruption(tmp_path, monk
 
     monkeypatch.setattr(budget_sweep, "compress_and_ship", fake_main_job)
     argv = ["--budgets", "100G", "150G", "--methods", "blocks", "search", "uniform", "--out", str(tmp_path),
-            "--bench-runs", "0", "--compare-uniform"]
+            "--bench-runs", "0", "--frame-runs", "0", "--compare-uniform"]
     assert sweep.main(argv) == 130    # interrupted (Ctrl-C)
     # budgets from the largest, the search first; only the search exports, and only it compares uniform itself
     assert calls == [(150, "search", True, True), (150, "uniform", False, False), (150, "blocks", False, False),

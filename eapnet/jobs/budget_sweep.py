@@ -37,14 +37,22 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from eapnet.compress.pipeline import CompressConfig
 from eapnet.compress.search import BudgetError
-from eapnet.export import latency
+from eapnet.checkpoint import load_model
+from eapnet.export import latency, native
+from eapnet.export.canvas import load_scenes
+from eapnet.export.parity import load_frame, save_frame
+from eapnet.export.native_bench import bench_native
+from eapnet.inference import SHIP_MAX_TILE, predict
+from eapnet.jobs.report_page import checked, run_frames, run_page, sweep_page
+from eapnet.metrics import psnr_mu
 from eapnet.jobs.main_job import compress_and_ship
-from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text
-from eapnet.stats import paired_bootstrap, resolved
+from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text, file_sha256
+from eapnet.stats import change_vs
 from eapnet.variants import AHDR_MACCS
 
 METHOD_ORDER = {"search": 0, "uniform": 1, "blocks": 2}
@@ -88,18 +96,6 @@ def table_markdown(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def vs_teacher(scores: dict, teacher: dict | None) -> dict | None:
-    """PSNR-μ change (dB) of a model against the teacher on one dataset, paired over its scenes, with a 95 %
-    bootstrap interval (:func:`eapnet.stats.paired_bootstrap`) and ``resolved`` (the interval excludes 0); None
-    where the report holds no per-scene figures of both (``score(..., per_scene=True)``) or not the same
-    scenes."""
-    mine, theirs = scores.get("per_scene"), (teacher or {}).get("per_scene")
-    if not mine or not theirs or list(mine) != list(theirs):
-        return None
-    d = paired_bootstrap([v["psnr_mu"] for v in mine.values()], [v["psnr_mu"] for v in theirs.values()])
-    return {**d.to_dict(), "resolved": resolved(d)}
-
-
 def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
     """The budget's one-line summary (see the module docstring); missing parts are absent keys."""
     m = rep["models"]
@@ -113,7 +109,7 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
             scores = ((model or {}).get("scores") or {}).get(d)
             if scores:
                 row[f"{short}_{col}"] = scores["psnr_mu"]
-                delta = vs_teacher(scores, teacher.get(d))
+                delta = change_vs(scores, teacher.get(d))
                 if delta:
                     row[f"{short}_{col}_vs_teacher"] = delta
     ex = rep.get("export") or {}
@@ -156,8 +152,11 @@ def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
             "PSNR-μ held-out: float / int8 eager", "parity scenes, real: float / .pte int8 / .mlpackage W8A8",
             "parity scenes, held-out: float / .pte int8 / .mlpackage W8A8",
             "vs teacher, held-out: float / int8 eager (dB, 95 % CI)", "vs teacher, real crops: float / int8 eager",
+            "full-size frame, PSNR-μ vs teacher: float / .pte int8",
             f"s/frame{at}: eager / .pte fp32 / .pte int8", "eager / .pte int8",
             "peak MB: eager / .pte fp32 / .pte int8",
+            "native runner, s/frame, whole / tiled: .pte fp32; .pte int8",
+            "native runner, peak MB, whole / tiled: .pte fp32; .pte int8",
             "MB .pte fp32 / int8, .mlpackage fp16 / W8A8", "parity"]
     L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -170,11 +169,15 @@ def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
                  for d in ("real", "heldout")]
         psnr += [" / ".join(interval_text(r.get(f"{d}_{c}_vs_teacher")) for c in ("float", "int8_eager"))
                  for d in ("heldout", "real")]
+        psnr.append(" / ".join(f(r, f"fullres_{c}_vs_teacher") for c in ("float", "pte_int8")))
         L.append("| " + " | ".join([
             f(r, "budget_g", "g"), r.get("method", "search"), f(r, "gmaccs"), f(r, "k_params"), str(r.get("pdubs", "–")), *psnr,
             " / ".join(f(r, f"s_{k}", ".2f") for k in ("eager_fp32", "pte_fp32", "pte_int8")),
             f(r, "speedup_pte_int8") + ("x" if "speedup_pte_int8" in r else ""),
             " / ".join(f(r, f"peak_mb_{k}", ".0f") for k in ("eager_fp32", "pte_fp32", "pte_int8")),
+            "; ".join(" / ".join(format(r[k] / 1e3, ".2f") if k in r else "–"
+                                 for k in (f"frame_ms_{p}_whole", f"frame_ms_{p}_tiled")) for p in ("fp32", "int8")),
+            "; ".join(" / ".join(f(r, f"frame_mb_{p}_{w}", ".0f") for w in ("whole", "tiled")) for p in ("fp32", "int8")),
             " / ".join(f(r, k) for k in ("mb_pte_fp32", "mb_pte_int8", "mb_coreml_fp16", "mb_coreml_w8a8")),
             r.get("parity", "–")]) + " |")
     return "\n".join(L) + "\n"
@@ -239,8 +242,9 @@ def _shipped_points(rep: dict) -> dict[str, dict]:
 
 
 def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: dict, shipped: dict,
-                  size, teacher: dict | None, teacher_run: str | None, commits: dict) -> str:
-    """Write sweep.md, sweep.json, sweep.csv and pareto.png for the budgets done so far; returns the Markdown."""
+                  size, teacher: dict | None, teacher_run: str | None, commits: dict, frames: dict) -> str:
+    """Write sweep.md, sweep.json, sweep.csv, pareto.png and report.html for the budgets done so far; returns
+    the Markdown."""
     made = sorted({c for c in commits.values() if c}) or ["not recorded"]
     whose = (f"Teacher: `{teacher['file']}` (sha256 `{teacher['sha256'] or 'not recorded'}`); code: "
              + ", ".join(f"`{c}`" for c in made) + ".\n\n") if teacher else ""
@@ -249,7 +253,12 @@ def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: d
             "held-out synthetic). *parity scenes*: the parity harness's subset (--parity-scenes per dataset), "
             "packed at the export size; the float model on those same scenes stands beside the .pte and "
             ".mlpackage, so compare within a group only. Latency: median seconds per frame on this CPU "
-            "(eapnet/bench/bench_mobile.py; each run's bench/ folder). *vs teacher*: the mean PSNR-μ change against "
+            "(eapnet/bench/bench_mobile.py; each run's bench/ folder). *native runner*: the searched model's .pte "
+            "programs on the real full-size frame through eapnet/export/runner, the whole-frame program and the "
+            "shipped tile programs over the same frame (median of --frame-runs after a warm-up; peak: the runner "
+            "process's resident memory; each run's bench/frames.json). *full-size frame*: the real 1900x1060 frame "
+            "has no ground truth; PSNR-μ of the model's output there (tiled as shipped) against the teacher's over "
+            "the same tiles is agreement with the teacher, not accuracy. *vs teacher*: the mean PSNR-μ change against "
             "the teacher on the same whole scenes with its 95 % paired bootstrap interval over scenes "
             "(eapnet.stats); **bold**: the interval excludes 0, the change is resolved; otherwise it is within "
             "the scene-to-scene noise of this many scenes. Plot: pareto.png.\n\n## Every model of every run\n\n"
@@ -258,6 +267,7 @@ def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: d
                                      "budget unreachable for this method.\n") for name, rc in failed.items()))
     if summary:
         plot_pareto(summary, out / "pareto.png", shipped)
+        checked(sweep_page(out, summary, teacher, commits, frames))
     atomic_write_json(out / "sweep.json", {"teacher": teacher, "commits": commits, "summary": summary, "rows": rows,
                                            "failed": failed})
     atomic_write_text(out / "sweep.md", md)
@@ -285,13 +295,107 @@ def _tabulate_run(run: Path, budget: int, state: dict) -> None:
     state["commits"][run.name] = rep.get("commit")
     bench_file = run / "bench" / "bench.json"     # eapnet/bench/bench_mobile.py --out <run>/bench
     bench_row = json.loads(bench_file.read_text())["rows"][0] if bench_file.is_file() else None
+    frames_file = run / "bench" / FRAME_BENCH
+    frames = json.loads(frames_file.read_text()) if frames_file.is_file() else None
     if rep.get("export") and not rep["export"]["passed"]:
         state["failed"][run.name] = 1     # a parity failure: the report says which artifact
     state["rows"] += rows_from_report(budget, rep)
     state["shipped"].update(_shipped_points(rep))
-    state["summary"].append(summary_row(budget, rep, bench_row))
+    state["summary"].append({"run": run.name} | summary_row(budget, rep, bench_row) | _frame_columns(frames)
+                            | _agreement_columns(run, state))
     if rep.get("export"):
         state["size"] = rep["export"]["size"]
+
+
+FRAME_BENCH = "frames.json"
+"""In a searched run's ``bench/``: whole-frame and tiled latency and peak memory of its ``.pte`` programs through the
+native runner on the full-size frame (:func:`frame_bench`)."""
+
+
+def int8_program(run: Path, rep: dict) -> Path:
+    """The int8 program the run's shipped int8 ``.pte`` was lowered from: the fallback's (some groups float) where
+    the main job re-exported it, else the QAT model ``int8.pt2``."""
+    fb = ((rep.get("fallback") or {}).get("pte-int8") or {}).get("program")
+    return run / "export" / fb if fb and (run / "export" / fb).is_file() else run / rep["files"]["int8"]
+
+
+def frame_bench(run: Path, rep: dict, *, repeat: int, threads: int, log=print) -> dict:
+    """Latency and peak memory of the run's fp32 and int8 ``.pte`` on its full frame (``rep["resolution"]``)
+    through the native runner (:func:`eapnet.export.native_bench.bench_native`): the whole-frame program and the
+    shipped tile programs (:data:`eapnet.inference.SHIP_MAX_TILE`) tiled over the same frame. The whole-frame
+    programs are exported into ``<run>/bench/programs`` (the shipped tile programs are copied there first and
+    reused). Returns ``{"repeat", "threads", "rows"}``."""
+    folder = run / "bench" / "programs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for a in (rep.get("export") or {}).get("artifacts", {}).values():
+        f = run / a["file"]
+        if f.suffix == ".pte" and not (folder / f.name).is_file():
+            for part in (f, f.with_suffix(".json")):
+                shutil.copy2(part, folder / part.name)
+    rows = bench_native(str(run / rep["files"]["compressed"]), [tuple(rep["resolution"])], ios=("float",),
+                        max_tiles=(SHIP_MAX_TILE,), repeat=repeat, threads=threads, artifacts=folder,
+                        int8=str(int8_program(run, rep)), log=log)
+    return {"repeat": repeat, "threads": threads, "rows": rows}
+
+
+def _frame_columns(frames: dict | None) -> dict:
+    """Summary-row columns of a :func:`frame_bench` result: ``frame_ms_<precision>_<whole|tiled>`` and
+    ``frame_mb_<precision>_<whole|tiled>`` (median ms per frame, peak MB), and the tile of the tiled ones."""
+    out = {}
+    for r in (frames or {}).get("rows", []):
+        p = r["precision"]
+        if "median_ms" in r.get("whole", {}) and "scaled_from" not in r["whole"]:
+            out[f"frame_ms_{p}_whole"] = r["whole"]["median_ms"]
+            out[f"frame_mb_{p}_whole"] = r["whole"]["peak_rss_mb"]
+        if r.get("tiled"):
+            t = r["tiled"][0]
+            out[f"frame_ms_{p}_tiled"] = t["median_ms"]
+            out[f"frame_mb_{p}_tiled"] = t["peak_rss_mb"]
+            out["frame_tile"] = t["tile"]
+    return out
+
+
+def teacher_frame(out: Path, teacher: dict, frame: dict) -> np.ndarray | None:
+    """The teacher's output on the full-size frame of a run's kept ``frame`` (:func:`run_frames`), over the same
+    tiles, cached in ``out/frames/`` (computed once per sweep: about a minute on 2 cores); None, with a line on
+    stderr, where the teacher file is gone or is not the one the reports name (by sha256)."""
+    tile, overlap, scene = tuple(frame["tile"]), frame["overlap"], frame["scene"]
+    sha = teacher.get("sha256") or ""
+    cache = out / "frames" / f"teacher-{sha[:12]}-{tile[0]}x{tile[1]}-o{overlap}.{scene}.npy"
+    if cache.is_file():
+        return load_frame(cache)
+    path = Path(teacher.get("file") or "")
+    if not path.is_file() or file_sha256(path) != sha:
+        print(f"{path}: not the teacher the reports name (sha256 {sha or 'not recorded'}); no full-size frame "
+              "agreement", file=sys.stderr)
+        return None
+    dataset, _, sid = scene.partition("-")
+    sc = next((s for s in load_scenes([dataset], None)[0] if s.id == sid), None)
+    if sc is None:
+        print(f"the {scene} frame is not on this machine; no full-size frame agreement", file=sys.stderr)
+        return None
+    hdr = predict(load_model(path).eval(), sc.ldrs, sc.evs, tile=tile, overlap=overlap)
+    save_frame(cache, hdr)
+    return load_frame(cache)    # as the runs' frames are kept: float16
+
+
+def _agreement_columns(run: Path, state: dict) -> dict:
+    """``fullres_float_vs_teacher`` and ``fullres_pte_int8_vs_teacher``: PSNR-μ (dB) of the run's float model and
+    int8 ``.pte`` on the real full-size frame against the teacher's output there (no ground truth: agreement)."""
+    frames = run_frames(run)
+    if not frames:
+        return {}
+    state["frames"][run.name] = frames
+    if not (run / "report.html").is_file():     # a run of a main job that wrote no page of its own
+        checked(run_page(run))
+    f = frames.get("pte-int8") or next(iter(frames.values()))
+    ref = teacher_frame(run.parent, state["teacher"], f)
+    if ref is None:
+        return {}
+    cols = {"fullres_float_vs_teacher": psnr_mu(ref, load_frame(f["float"]))}
+    if "pte-int8" in frames:
+        cols["fullres_pte_int8_vs_teacher"] = psnr_mu(ref, load_frame(frames["pte-int8"]["output"]))
+    return cols
 
 
 UNREACHABLE = "unreachable.json"   # in a run folder: the method cannot meet that budget (and why)
@@ -303,7 +407,7 @@ class TeacherMismatch(ValueError):
 
 def _new_state() -> dict:
     return {"rows": [], "summary": [], "failed": {}, "shipped": {}, "size": None, "teacher": None,
-            "teacher_run": None, "commits": {}}
+            "teacher_run": None, "commits": {}, "frames": {}}
 
 
 def finished_runs(out: Path) -> list[tuple[Path, int]]:
@@ -330,13 +434,16 @@ def tabulate(out: Path, runs: list[tuple[Path, int]]) -> str:
 
 def run_sweep(out: Path, cfgs: Mapping[tuple[int, str], CompressConfig], *, job: Callable[..., dict] | None = None,
               bench: Callable[..., list[dict]] | None = latency.bench, export_size: tuple[int, int] | None = None,
-              parity_scenes: int = 4, bench_runs: int = 3, progress: bool = True) -> tuple[str, dict[str, int]]:
+              parity_scenes: int = 4, bench_runs: int = 3, frame_runs: int = 3,
+              progress: bool = True) -> tuple[str, dict[str, int]]:
     """Run the main job for every ``(budget, method) -> CompressConfig`` of ``cfgs``, in order, into
     ``out/<budget>G[-<method>]`` (finished runs are kept), and after each one rewrite the tables. ``job``: the
     main job (None = :func:`eapnet.jobs.main_job.compress_and_ship`); ``bench``: the latency bench
     (:func:`eapnet.export.latency.bench`; None = no latency columns). Only the
     ``search`` runs export and check phone artifacts (at ``export_size``, default the main job's tile programs for the config's size, with
-    ``parity_scenes`` per dataset) and are timed (``bench_runs`` runs per figure; 0 or no ``bench``: none).
+    ``parity_scenes`` per dataset) and are timed (``bench_runs`` runs per figure; 0 or no ``bench``: none), and
+    their ``.pte`` programs timed on the whole frame through the native runner (:func:`frame_bench`, ``frame_runs``
+    runs per figure, 0 = none; skipped with a line where the runner cannot be built here).
     Returns sweep.md and the failed runs by folder name: 1 for a parity failure, 2 for a budget the method
     cannot reach."""
     job = job or compress_and_ship
@@ -364,6 +471,18 @@ def run_sweep(out: Path, cfgs: Mapping[tuple[int, str], CompressConfig], *, job:
             (bench_row,) = bench([run / "compressed.pt"], [tuple(rep["export"]["size"])], runs=bench_runs,
                                  threads=threads, artifacts=run / "export", int8=str(run / "int8.pt2"))
             atomic_write_json(bench_file, {"runs": bench_runs, "threads": threads, "rows": [bench_row]})
+        frames_file = run / "bench" / FRAME_BENCH
+        if frame_runs and rep.get("export") and not frames_file.is_file():
+            why = native.missing_tools("host")
+            if why:
+                print(f"{run.name}: no native frame latency ({why})", file=sys.stderr)
+            else:
+                try:
+                    atomic_write_json(frames_file, frame_bench(run, rep, repeat=frame_runs,
+                                                               threads=os.cpu_count() or 1))
+                except (native.RunnerError, OSError, ValueError, RuntimeError) as e:   # the run itself is kept
+                    print(f"{run.name}: native frame latency failed ({type(e).__name__}: {e}); "
+                          "--resume tries again", file=sys.stderr)
         _tabulate_run(run, budget, state)
         _write_tables(out, **state)    # after every run: nothing is lost
     return _write_tables(out, **state), state["failed"]

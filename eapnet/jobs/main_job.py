@@ -23,6 +23,7 @@ from eapnet.export.pipeline import ARTIFACTS, check_artifacts, export_and_check,
 from eapnet.inference import TILE_OVERLAP, example_inputs, ship_tile
 from eapnet.macs import format_maccs
 from eapnet.memory import peak_rss_mb, reset_peak_rss
+from eapnet.jobs.report_page import checked, run_page
 from eapnet.runs import atomic_write_json, atomic_write_text
 
 __all__ = ["FALLBACK_MARGIN", "compress_and_ship", "fallback_artifacts", "needs_fallback", "report_markdown"]
@@ -38,7 +39,8 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
                       fallback: bool = True, command: str | None = None, progress: bool = True, log=print) -> dict:
     """The main job for one budget: :func:`eapnet.compress.pipeline.compress` (``cfg`` a ``CompressConfig``) into
     ``run_dir``, then :func:`eapnet.export.pipeline.export_and_check` of ``artifacts`` at ``export_size``
-    unless ``export`` is False; writes ``report.json`` and ``report.md`` and returns the report. The default
+    unless ``export`` is False; writes ``report.json``, ``report.md`` and ``report.html``
+    (:func:`eapnet.jobs.report_page.run_page`) and returns the report. The default
     ``export_size`` is the tile program for ``cfg.size`` frames (:func:`eapnet.inference.ship_tile`: 568x680
     for 1060x1900), which parity also checks stitched over the full-size frame. ``fallback``: int8 artifacts
     that fail parity or leave less than :data:`FALLBACK_MARGIN` spare are exported again with the fewest layer
@@ -74,6 +76,10 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
     report["wall_s"]["total"] = time.time() - t0
     atomic_write_json(run_dir / "report.json", report)
     atomic_write_text(run_dir / "report.md", report_markdown(report))
+    try:
+        checked(run_page(run_dir), log)
+    except (OSError, ValueError, RuntimeError) as e:    # the run's results are written; the page is a view of them
+        log(f"WARNING {run_dir / 'report.html'} not written: {type(e).__name__}: {e}")
     return report
 
 

@@ -5,7 +5,8 @@
     python compress/sweep.py --resume runs/sweep-<time>             # continue after an interruption
 
 Each budget is one run of the main job in ``<out>/<budget>G/`` (its own report, phone artifacts and parity
-check), timed at the export size (``--bench-runs``, 0 = skip). ``--methods`` adds the baselines at the same
+check), timed at the export size (``--bench-runs``, 0 = skip) and on the whole frame through the native runner,
+whole and in the shipped tiles (``--frame-runs``). ``--methods`` adds the baselines at the same
 budgets (``<out>/<budget>G-uniform/``, ``<out>/<budget>G-blocks/``). ``--resume`` continues a sweep folder with
 its recorded arguments: finished runs are kept, an interrupted one starts again. The sweep writes ``sweep.md``,
 ``pareto.png``, ``sweep.json`` and ``sweep.csv``; what they hold: :mod:`eapnet.jobs.budget_sweep`. Exit status 1
@@ -50,6 +51,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_overwrite(p)
     p.add_argument("--bench-runs", type=int_at_least(0), default=3,
                    help="timed runs per latency figure (median); 0 = no latency columns")
+    p.add_argument("--frame-runs", type=int_at_least(0), default=3,
+                   help="timed runs per figure of each searched model's .pte programs on the whole frame, whole "
+                        "and tiled, through the native runner (median); 0 = none")
     return p
 
 
@@ -89,9 +93,11 @@ def main(argv=None) -> int:
         out = out_dir(p, args, "sweep")
         record_run(out, {"budgets": args.budgets, "methods": methods, "sweep_argv": argv,
                          "compress": next(iter(cfgs.values())).to_dict(), "export_size": args.export_size,
-                         "parity_scenes": args.parity_scenes, "bench_runs": args.bench_runs})
+                         "parity_scenes": args.parity_scenes, "bench_runs": args.bench_runs,
+                         "frame_runs": args.frame_runs})
     md, failed = run_sweep(out, cfgs, export_size=args.export_size,
-                           parity_scenes=args.parity_scenes, bench_runs=args.bench_runs, progress=not args.quiet)
+                           parity_scenes=args.parity_scenes, bench_runs=args.bench_runs, frame_runs=args.frame_runs,
+                           progress=not args.quiet)
     print(md)
     print(f"wrote {out}")
     return 1 if failed else 0
