@@ -96,6 +96,20 @@ def test_sweep_page_renders_and_the_check_finds_what_is_broken(tmp_path):
     assert len(problems) == 4, problems
 
 
+def test_a_sweep_page_rebuilt_without_the_kept_frames_uses_the_recorded_pictures(tmp_path):
+    _sweep(tmp_path)
+    # rebuilt where the kept frames are not (a copy in reports/): the recorded pictures are used
+    import shutil
+    for b in ("150G", "100G"):
+        shutil.rmtree(tmp_path / b / "parity" / "frames")
+    rows = [{"run": f"{b}G", "budget_g": b, "method": "search", "gmaccs": b - 1, "parity": "pass",
+             "heldout_float_vs_teacher": _interval(-0.1, 0.05)} for b in (150, 100)]
+    page = sweep_page(tmp_path, rows, None)
+    assert check_page(page) == {"problems": [], "images": 13, "plots": 1}
+    (tmp_path / "report_files" / "100G-float.png").unlink()   # a picture lost: that budget shows none
+    assert check_page(sweep_page(tmp_path, rows, None)) == {"problems": [], "images": 7, "plots": 1}
+
+
 def test_run_page_shows_models_artifacts_fallback_and_frames(tmp_path):
     run = tmp_path / "run"
     _run_folder(run, np.random.default_rng(1))
@@ -147,3 +161,28 @@ def test_kept_frames_are_checked_before_they_are_read(tmp_path):
         with pytest.raises(ValueError, match=r"\.npy") as e:
             load_frame(tmp_path / f"{name}.npy")
         assert words in str(e.value) and f"{name}.npy" in str(e.value)
+
+
+def test_full_size_frame_agreement_is_computed_once_and_recorded_per_teacher(tmp_path):
+    from eapnet.jobs import budget_sweep
+    from eapnet.metrics import psnr_mu
+
+    run = tmp_path / "100G"
+    _run_folder(run, np.random.default_rng(4))
+    frames = run / "parity" / "frames"
+    teacher = load_frame(frames / "float-x.fullres-0000.npy") * 1.01
+    sha = "ab" * 32
+    save_frame(tmp_path / "frames" / f"teacher-{sha[:12]}-64x96-o16.fullres-0000.npy", teacher)
+    (run / "report.html").write_text("<html><head></head><body></body></html>")
+    state = {"teacher": {"file": "eapnet/weights/standard.pt", "sha256": sha}, "frames": {}}
+    cols = budget_sweep._agreement_columns(run, state)
+    want = psnr_mu(load_frame(tmp_path / "frames" / f"teacher-{sha[:12]}-64x96-o16.fullres-0000.npy"),
+                   load_frame(frames / "float-x.fullres-0000.npy"))
+    assert cols["fullres_float_vs_teacher"] == pytest.approx(want) and 30 < want < 60
+    assert cols["fullres_pte_int8_vs_teacher"] < cols["fullres_float_vs_teacher"]
+    assert sorted(state["frames"]["100G"]) == ["coreml-fp16", "coreml-w8a8", "pte-fp32", "pte-int8"]
+    import shutil
+    shutil.rmtree(frames)           # the record travels with the run's reports; the frames need not
+    assert budget_sweep._agreement_columns(run, {"teacher": state["teacher"], "frames": {}}) == cols
+    other = {"teacher": {"file": "eapnet/weights/standard.pt", "sha256": "cd" * 32}, "frames": {}}
+    assert budget_sweep._agreement_columns(run, other) == {}   # another teacher's agreement is not reused

@@ -379,15 +379,29 @@ def teacher_frame(out: Path, teacher: dict, frame: dict) -> np.ndarray | None:
     return load_frame(cache)    # as the runs' frames are kept: float16
 
 
+AGREEMENT = "fullres_agreement.json"
+"""In a searched run's folder: :func:`_agreement_columns` once computed (the kept frames it came from are large
+and stay in runs/; this small record travels with the run's reports)."""
+
+
 def _agreement_columns(run: Path, state: dict) -> dict:
     """``fullres_float_vs_teacher`` and ``fullres_pte_int8_vs_teacher``: PSNR-μ (dB) of the run's float model and
-    int8 ``.pte`` on the real full-size frame against the teacher's output there (no ground truth: agreement)."""
+    int8 ``.pte`` on the real full-size frame against the teacher's output there (no ground truth: agreement).
+    Read from the run's :data:`AGREEMENT` record where it is of this teacher, else computed from the kept frames
+    and recorded. Also files the run's kept frames (or its pictures' record) for the page."""
     frames = run_frames(run)
+    if frames:
+        state["frames"][run.name] = frames
+        if not (run / "report.html").is_file():     # a run of a main job that wrote no page of its own
+            checked(run_page(run))
+    record = run / AGREEMENT
+    sha = (state["teacher"] or {}).get("sha256")
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if saved.get("teacher_sha256") == sha:
+            return saved["columns"]
     if not frames:
         return {}
-    state["frames"][run.name] = frames
-    if not (run / "report.html").is_file():     # a run of a main job that wrote no page of its own
-        checked(run_page(run))
     f = frames.get("pte-int8") or next(iter(frames.values()))
     ref = teacher_frame(run.parent, state["teacher"], f)
     if ref is None:
@@ -395,6 +409,8 @@ def _agreement_columns(run: Path, state: dict) -> dict:
     cols = {"fullres_float_vs_teacher": psnr_mu(ref, load_frame(f["float"]))}
     if "pte-int8" in frames:
         cols["fullres_pte_int8_vs_teacher"] = psnr_mu(ref, load_frame(frames["pte-int8"]["output"]))
+    atomic_write_json(record, {"teacher_sha256": sha, "scene": f["scene"], "tile": f["tile"],
+                               "overlap": f["overlap"], "columns": cols})
     return cols
 
 

@@ -137,11 +137,23 @@ def _colorbar(path: Path) -> None:
         fig.savefig(tmp, dpi=100)
 
 
-def frame_pictures(frames: dict[str, dict], files: Path, prefix: str) -> list[dict]:
+def frame_pictures(frames: dict[str, dict] | None, files: Path, prefix: str) -> list[dict]:
     """Write the float model's 1:1 crop, the int8 ``.pte``'s and each artifact's heat map for one run into
-    ``files``; returns one ``{"src", "caption"}`` per picture, the float model's first."""
+    ``files``, and their record ``<prefix>.json``; returns one ``{"src", "caption"}`` per picture, the float
+    model's first. Without ``frames`` (a page rebuilt where the kept frames are not, e.g. in ``reports/``) the
+    pictures already in ``files`` are used as recorded, if every one of them is there."""
+    record = files / f"{prefix}.json"
     if not frames:
-        return []
+        if not record.is_file():
+            return []
+        pics = json.loads(record.read_text())
+        return pics if all((files / p["src"]).is_file() for p in pics) else []
+    pics = _pictures(frames, files, prefix)
+    atomic_write_text(record, json.dumps(pics, indent=1))
+    return pics
+
+
+def _pictures(frames: dict[str, dict], files: Path, prefix: str) -> list[dict]:
     first = next(iter(frames.values()))
     ref = load_frame(first["float"])
     y0, y1, x0, x1 = crop_box(ref.shape)
@@ -374,17 +386,17 @@ def sweep_page(out: Path, rows: list[dict], teacher: dict | None, commits: dict 
             "the real 1900x1060 frame, which has no ground truth: agreement, not accuracy. The sweep.md beside this "
             "page has every column (parity subsets, bench at the program size, file sizes).</p>"]
     frames = frames or {}
-    if frames:
+    per_run = []
+    for r in rows:
+        pics = frame_pictures(frames.get(r.get("run")), files, r["run"]) \
+            if r.get("method", "search") == "search" and r.get("run") else []
+        if pics:
+            per_run += [f"<h3>{r['budget_g']:g} G: {_num(r, 'gmaccs')} GMAccs, parity {_verdict(r.get('parity'))}"
+                        "</h3>", _figures(pics)]
+    if per_run:
         _colorbar(files / "heat-scale.png")
         body += ["<h2>The real full-size frame, per searched budget</h2>", f"<p class=note>{HEAT_NOTE}</p>",
-                 f'<img src="{FILES}/heat-scale.png" alt="heat map scale">']
-    for r in rows:
-        name = r.get("run")
-        if r.get("method", "search") != "search" or name not in frames:
-            continue
-        pics = frame_pictures(frames[name], files, name)
-        body += [f"<h3>{r['budget_g']:g} G: {_num(r, 'gmaccs')} GMAccs, parity {_verdict(r.get('parity'))}</h3>",
-                 _figures(pics)]
+                 f'<img src="{FILES}/heat-scale.png" alt="heat map scale">', *per_run]
     page = out / "report.html"
     atomic_write_text(page, _page("EAPNet: accuracy vs MAccs", body))
     return page
@@ -420,11 +432,11 @@ def run_page(run: Path) -> Path:
         t.append("<tr>" + "".join(cells) + "</tr>")
     body += ["\n".join(t) + "</table>", '<div class="plots">' + "".join(accuracy_plots(_merge(rows), teacher.get("maccs", 0) / 1e9 or None)) + "</div>",
              "<h2>Phone artifacts and parity</h2>", verdict_table(rep)]
-    frames = run_frames(run)
-    if frames:
+    pics = frame_pictures(run_frames(run), files, "run")
+    if pics:
         _colorbar(files / "heat-scale.png")
         body += ["<h2>The real full-size frame</h2>", f"<p class=note>{HEAT_NOTE}</p>",
-                 f'<img src="{FILES}/heat-scale.png" alt="heat map scale">', _figures(frame_pictures(frames, files, "run"))]
+                 f'<img src="{FILES}/heat-scale.png" alt="heat map scale">', _figures(pics)]
     page = run / "report.html"
     atomic_write_text(page, _page(f"EAPNet main job: {run.name}", body))
     return page
