@@ -80,7 +80,7 @@ def test_sweep_page_renders_and_the_check_finds_what_is_broken(tmp_path):
     html = page.read_text()
     assert "<script" not in html and not re.search(r'(src|href)="(https?:)?//', html)  # static, offline
     # a missing picture, a failing script and a plot whose series lost its points are each reported
-    (tmp_path / "report_files" / "100G-pte-int8-error.png").unlink()
+    (tmp_path / "report_files" / "100G-pte-int8-error.jpg").unlink()
     start = html.index('<g id="series-real-')
     end = html.index("</svg>", start)
     first_plot = html.index("<svg")
@@ -89,8 +89,8 @@ def test_sweep_page_renders_and_the_check_finds_what_is_broken(tmp_path):
     assert broken.index("<svg") == first_plot
     page.write_text(broken)
     problems = check_page(page)["problems"]
-    assert any(p.startswith("failed to load: report_files/100G-pte-int8-error.png") for p in problems), problems
-    assert any(p.startswith("image not shown: report_files/100G-pte-int8-error.png") for p in problems), problems
+    assert any(p.startswith("failed to load: report_files/100G-pte-int8-error.jpg") for p in problems), problems
+    assert any(p.startswith("image not shown: report_files/100G-pte-int8-error.jpg") for p in problems), problems
     assert any("script error" in p and "undefined_function" in p for p in problems), problems
     assert any(p.startswith("empty plot: number 2") for p in problems), problems
     assert len(problems) == 4, problems
@@ -106,7 +106,7 @@ def test_a_sweep_page_rebuilt_without_the_kept_frames_uses_the_recorded_pictures
              "heldout_float_vs_teacher": _interval(-0.1, 0.05)} for b in (150, 100)]
     page = sweep_page(tmp_path, rows, None)
     assert check_page(page) == {"problems": [], "images": 13, "plots": 1}
-    (tmp_path / "report_files" / "100G-float.png").unlink()   # a picture lost: that budget shows none
+    (tmp_path / "report_files" / "100G-float.jpg").unlink()   # a picture lost: that budget shows none
     assert check_page(sweep_page(tmp_path, rows, None)) == {"problems": [], "images": 7, "plots": 1}
 
 

@@ -118,10 +118,17 @@ def heat(err: np.ndarray) -> np.ndarray:
     return np.round(rgba[..., :3] * 255).astype(np.uint8)
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+JPEG_QUALITY = 92
+"""Pictures are JPEG at this quality (a 300x480 crop of the frame is about 70 kB, a sixth of its PNG): the heat
+maps carry the measured differences; the crops are for the eye."""
+
+
+def _write_picture(path: Path, rgb: np.ndarray) -> None:
+    """``rgb`` uint8 ``(H, W, 3)`` as JPEG (``.jpg``) or PNG, by the name's suffix; atomically."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if path.suffix == ".jpg" else []
+    ok, data = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
-        raise RuntimeError(f"{path}: PNG encoding failed")
+        raise RuntimeError(f"{path}: {path.suffix} encoding failed")
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.tobytes())
 
@@ -159,9 +166,9 @@ def _pictures(frames: dict[str, dict], files: Path, prefix: str) -> list[dict]:
     y0, y1, x0, x1 = crop_box(ref.shape)
     t_ref = tonemapped(ref, ref)
     shared = f"{ref.shape[1]}x{ref.shape[0]} frame, rows {y0}-{y1}, columns {x0}-{x1}, 1:1"
-    pics = [{"src": f"{prefix}-float.png", "caption": f"float model ({shared}; run in {first['tile'][0]}x"
+    pics = [{"src": f"{prefix}-float.jpg", "caption": f"float model ({shared}; run in {first['tile'][0]}x"
                                                       f"{first['tile'][1]} tiles like the artifacts)"}]
-    _write_png(files / pics[0]["src"], tonemap_preview(ref[y0:y1, x0:x1], norm_ref=ref))
+    _write_picture(files / pics[0]["src"], tonemap_preview(ref[y0:y1, x0:x1], norm_ref=ref))
     for key in sorted(frames, key=lambda k: ARTIFACT_ORDER.index(k) if k in ARTIFACT_ORDER else 99):
         f = frames[key]
         if load_frame(f["float"]).shape != ref.shape:
@@ -170,13 +177,13 @@ def _pictures(frames: dict[str, dict], files: Path, prefix: str) -> list[dict]:
         err = np.abs(tonemapped(out, ref) - t_ref).mean(axis=2)
         whole = psnr_mu(ref, out)
         if key == "pte-int8":   # beside the float model's crop: does the difference show?
-            pics.insert(1, {"src": f"{prefix}-{key}.png", "caption": f"{LABELS[key]}, the same crop"})
-            _write_png(files / pics[1]["src"], tonemap_preview(out[y0:y1, x0:x1], norm_ref=ref))
+            pics.insert(1, {"src": f"{prefix}-{key}.jpg", "caption": f"{LABELS[key]}, the same crop"})
+            _write_picture(files / pics[1]["src"], tonemap_preview(out[y0:y1, x0:x1], norm_ref=ref))
         c = err[y0:y1, x0:x1]
-        pics.append({"src": f"{prefix}-{key}-error.png", "caption": (
+        pics.append({"src": f"{prefix}-{key}-error.jpg", "caption": (
             f"{LABELS.get(key, key)} vs float: PSNR-μ {_db(whole)} dB over the whole frame; in the crop mean "
             f"error {c.mean():.4f}, 99.9th percentile {np.percentile(c, 99.9):.4f}")})
-        _write_png(files / pics[-1]["src"], heat(c))
+        _write_picture(files / pics[-1]["src"], heat(c))
     return pics
 
 
@@ -410,7 +417,8 @@ def run_page(run: Path) -> Path:
     models = rep["models"]
     teacher = models.get("teacher (float)") or {}
     body = [f"<h1>{_esc(rep['config'].get('name', run.name))}: {rep['target_maccs'] / 1e9:g} G MAcc budget</h1>",
-            f"<p>Command <code>{_esc(rep.get('command'))}</code><br>Teacher <code>{_esc(rep.get('teacher_file'))}</code>"
+            (f"<p>Command <code>{_esc(rep['command'])}</code><br>" if rep.get("command") else "<p>")
+            + f"Teacher <code>{_esc(rep.get('teacher_file'))}</code>"
             f" (sha256 <code>{_esc(rep.get('teacher_sha256'))}</code>); code <code>{_esc(rep.get('commit'))}</code>; "
             f"{rep['resolution'][1]}x{rep['resolution'][0]} frames.</p>", "<h2>Models</h2>"]
     sets = [d for d in ("heldout_synthetic", "real_crops") if any(d in (m.get("scores") or {}) for m in models.values())]
@@ -428,7 +436,8 @@ def run_page(run: Path) -> Path:
             if delta:
                 col = "int8_eager" if name.startswith("compressed (int8") else "float"
                 row[f"{'heldout' if d == 'heldout_synthetic' else 'real'}_{col}_vs_teacher"] = delta
-        rows.append(row)
+        if "before" not in name:   # the plot shows the models the run ships
+            rows.append(row)
         t.append("<tr>" + "".join(cells) + "</tr>")
     body += ["\n".join(t) + "</table>", '<div class="plots">' + "".join(accuracy_plots(_merge(rows), teacher.get("maccs", 0) / 1e9 or None)) + "</div>",
              "<h2>Phone artifacts and parity</h2>", verdict_table(rep)]
