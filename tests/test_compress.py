@@ -475,6 +475,32 @@ def test_a_failing_artifact_fails_the_main_job(tmp_path, monkeypatch):
     assert rep["export"]["failed"] == ["pte-int8"] and rep["wall_s"]["total"] >= 0
 
 
+def test_the_fallback_program_is_scored_as_the_shipped_int8_model(tmp_path, monkeypatch):
+    from eapnet.evalsets import heldout_synthetic
+    from eapnet.jobs import main_job
+
+    q = _model()
+    monkeypatch.setattr(main_job, "load_quantized", lambda path: (q, {"backend": "xnnpack",
+                                                                       "float_groups": ["encoders.0", "attention.0"]}))
+    monkeypatch.setattr(main_job, "standard_sets", lambda n: {"heldout_synthetic": heldout_synthetic(n, 32),
+                                                              "real_crops": []})
+    per = {"0000": {"psnr_mu": 20.0}, "0001": {"psnr_mu": 21.0}}
+    rep = {"models": {"compressed (float)": {"maccs": 1e9, "params": 1e3, "scores": {
+        "heldout_synthetic": {"psnr_mu": 20.5, "per_scene": per}}}},
+        "fallback": {"pte-int8": {"program": "int8-xnnpack-fallback.pt2"},
+                     "coreml-w8a8": {"program": "int8-xnnpack-fallback.pt2"}}}   # one program, two artifacts
+    assert main_job.score_fallback_programs(tmp_path, rep, log=lambda *a: None)
+    key = "shipped (int8, xnnpack, float: encoders.0, attention.0)"
+    assert list(rep["models"]) == ["compressed (float)", key]
+    row = rep["models"][key]
+    assert row["program"] == "int8-xnnpack-fallback.pt2" and row["maccs"] == 1e9
+    # the same scenes as the float model's (2 held-out ones), per scene, so that its change can be paired
+    assert list(row["scores"]) == ["heldout_synthetic"] and list(row["scores"]["heldout_synthetic"]["per_scene"]) == [
+        "0000", "0001"]
+    assert not main_job.score_fallback_programs(tmp_path, rep, log=lambda *a: None)   # scored once
+    assert not main_job.score_fallback_programs(tmp_path, {"models": rep["models"]}, log=lambda *a: None)
+
+
 @pytest.mark.slow
 def test_qat_cli_end_to_end_meets_the_budget(tmp_path):
     """The whole main job on a small model, with the int8 .pte (the artifact phones run) exported and

@@ -50,7 +50,7 @@ from eapnet.export.native_bench import bench_native
 from eapnet.inference import SHIP_MAX_TILE, predict
 from eapnet.jobs.report_page import checked, run_frames, run_page, sweep_page
 from eapnet.metrics import psnr_mu
-from eapnet.jobs.main_job import compress_and_ship
+from eapnet.jobs.main_job import compress_and_ship, score_fallback_programs
 from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text, file_sha256
 from eapnet.stats import change_vs
 from eapnet.variants import AHDR_MACCS
@@ -100,7 +100,9 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
     """The budget's one-line summary (see the module docstring); missing parts are absent keys."""
     m = rep["models"]
     flt = m.get("compressed (float)") or m["teacher (float)"]
-    q = next((v for k, v in m.items() if k.startswith("compressed (int8")), None)
+    # the int8 program the shipped int8 .pte was lowered from: the fallback's where there was one
+    q = next((v for k, v in m.items() if k.startswith("shipped (int8")), None) \
+        or next((v for k, v in m.items() if k.startswith("compressed (int8")), None)
     row = {"budget_g": budget / 1e9, "method": method_of(rep), "gmaccs": flt["maccs"] / 1e9,
            "k_params": flt["params"] / 1e3, "pdubs": rep["pdub_count"]}
     teacher = (m.get("teacher (float)") or {}).get("scores") or {}
@@ -120,8 +122,16 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
             if a and short in a["psnr_mu"]:       # parity scenes: a subset, packed at the export size
                 row[f"{short}_{col}"] = a["psnr_mu"][short]
                 row[f"{short}_parity_float"] = a["float_psnr_mu"][short]
+    for key, f in (rep.get("fallback") or {}).items():   # which layer groups the fallback kept float, per artifact
+        row[f"float_groups_{key.replace('-', '_')}"] = ", ".join((f.get("search") or {}).get("float_groups") or [])
+        if "ratio" in (f.get("latency") or {}):
+            row[f"fallback_latency_{key.replace('-', '_')}"] = f["latency"]["ratio"]
     if ex:
         row["parity"] = "pass" if ex["passed"] else "FAIL: " + ", ".join(ex["failed"])
+        margins = [a["gt_margin"] for a in ex["artifacts"].values()
+                   if a.get("precision") in ("int8", "w8a8") and isinstance(a.get("gt_margin"), (int, float))]
+        if margins:
+            row["int8_gt_margin_min"] = min(margins)
         row.update({f"mb_{k.replace('-', '_')}": a["bytes"] / 1e6 for k, a in ex["artifacts"].items()})
     if bench_row:
         for rt in ("eager fp32", "pte fp32", "pte int8"):
@@ -157,7 +167,8 @@ def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
             "peak MB: eager / .pte fp32 / .pte int8",
             "native runner, s/frame, whole / tiled: .pte fp32; .pte int8",
             "native runner, peak MB, whole / tiled: .pte fp32; .pte int8",
-            "MB .pte fp32 / int8, .mlpackage fp16 / W8A8", "parity"]
+            "MB .pte fp32 / int8, .mlpackage fp16 / W8A8", "int8 artifacts: least GT budget to spare (dB)",
+            "kept float by the fallback: .pte int8; .mlpackage W8A8", "parity"]
     L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(r, k, spec=".2f"):
@@ -179,6 +190,8 @@ def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
                                  for k in (f"frame_ms_{p}_whole", f"frame_ms_{p}_tiled")) for p in ("fp32", "int8")),
             "; ".join(" / ".join(f(r, f"frame_mb_{p}_{w}", ".0f") for w in ("whole", "tiled")) for p in ("fp32", "int8")),
             " / ".join(f(r, k) for k in ("mb_pte_fp32", "mb_pte_int8", "mb_coreml_fp16", "mb_coreml_w8a8")),
+            f(r, "int8_gt_margin_min"),
+            "; ".join(r.get(f"float_groups_{k}") or "–" for k in ("pte_int8", "coreml_w8a8")),
             r.get("parity", "–")]) + " |")
     return "\n".join(L) + "\n"
 
@@ -250,7 +263,10 @@ def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: d
              + ", ".join(f"`{c}`" for c in made) + ".\n\n") if teacher else ""
     md = ("# Accuracy vs MAccs\n\n" + whose + summary_markdown(summary, size)
           + "\nPSNR-μ in dB. *float / int8 eager*: the compress/qat.py evaluation on whole scenes (4 real crops, "
-            "held-out synthetic). *parity scenes*: the parity harness's subset (--parity-scenes per dataset), "
+            "held-out synthetic); *int8 eager* is the int8 program the shipped int8 .pte was lowered from: the "
+            "mixed-precision fallback's (the groups it kept float are named) where the main job re-exported it, "
+            "else the QAT model. *GT budget to spare*: of the int8 and W8A8 artifacts, the least ground-truth "
+            "budget left in parity (the main job re-exports an artifact with less than 0.1 dB). *parity scenes*: the parity harness's subset (--parity-scenes per dataset), "
             "packed at the export size; the float model on those same scenes stands beside the .pte and "
             ".mlpackage, so compare within a group only. Latency: median seconds per frame on this CPU "
             "(eapnet/bench/bench_mobile.py; each run's bench/ folder). *native runner*: the searched model's .pte "
@@ -481,6 +497,8 @@ def run_sweep(out: Path, cfgs: Mapping[tuple[int, str], CompressConfig], *, job:
                 _write_tables(out, **state)
                 continue
         rep = json.loads((run / "report.json").read_text())
+        if score_fallback_programs(run, rep):    # a run of a main job that did not score its fallback program
+            atomic_write_json(run / "report.json", rep)
         bench_file = run / "bench" / "bench.json"
         if bench is not None and bench_runs and rep.get("export") and not bench_file.is_file():
             threads = os.cpu_count() or 1

@@ -15,8 +15,8 @@ from pathlib import Path
 from eapnet.checkpoint import load_model
 from eapnet.compress.fallback import TARGET, find_fallback
 from eapnet.compress.pipeline import compress
-from eapnet.compress.quantize import read_quantized_meta, save_quantized
-from eapnet.evalsets import as_batches, calibration
+from eapnet.compress.quantize import load_quantized, read_quantized_meta, save_quantized
+from eapnet.evalsets import as_batches, calibration, score, standard_sets
 from eapnet.export.backends import artifact_backend
 from eapnet.export.latency import compare_pte
 from eapnet.export.pipeline import ARTIFACTS, check_artifacts, export_and_check, export_variant
@@ -66,6 +66,7 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
                                                         calib_scenes=cfg.calib_scenes, parity_scenes=parity_scenes,
                                                         tile_overlap=tile_overlap, runners=runners,
                                                         progress=progress, log=log)
+                score_fallback_programs(run_dir, report, log=log)
                 report["wall_s"]["fallback"] = time.time() - t
             report["peak_rss_mb"].update(
                 export=max(a["export_peak_rss_mb"] for a in report["export"]["artifacts"].values()),
@@ -153,6 +154,33 @@ def fallback_artifacts(run_dir: Path, export: dict, *, calib: str | None, calib_
     export["failed"] = [k for k, v in export["artifacts"].items() if not v["passed"]]
     export["passed"] = not export["failed"]
     return records
+
+
+def score_fallback_programs(run_dir: Path, report: dict, log=print) -> bool:
+    """Add each fallback program of ``report["fallback"]`` (the int8 program a re-exported artifact was lowered
+    from, some groups float) to ``report["models"]`` as ``shipped (int8, <backend>, float: <groups>)``, scored on
+    the scenes the compressed float model was scored on (per scene, so its change against the teacher has an
+    interval): the ``compressed (int8, ...)`` row is the all-int8 program those artifacts no longer ship.
+    Returns whether a row was added (a program already scored is not scored again)."""
+    flt = report["models"].get("compressed (float)")
+    names = dict.fromkeys(r["program"] for r in (report.get("fallback") or {}).values())
+    if not flt or not names:
+        return False
+    heldout = len(((flt.get("scores") or {}).get("heldout_synthetic") or {}).get("per_scene") or {})
+    sets = {k: v for k, v in standard_sets(heldout).items() if k in flt["scores"]}
+    added = False
+    for name in names:
+        q, meta = load_quantized(run_dir / name)
+        key = f"shipped (int8, {meta['backend']}, float: {', '.join(meta.get('float_groups') or []) or 'none'})"
+        if key in report["models"]:
+            continue
+        t = time.time()
+        report["models"][key] = {"maccs": flt["maccs"], "params": flt["params"], "program": name,
+                                 "scores": {d: score(q, scenes, dataset=d, per_scene=True) for d, scenes in sets.items()}}
+        added = True
+        log(f"{key}: " + ", ".join(f"{d} {v['psnr_mu']:.2f} dB" for d, v in report["models"][key]["scores"].items())
+            + f" ({time.time() - t:.0f} s)")
+    return added
 
 
 def _set_aside(run_dir: Path, before: set[Path], error: BaseException) -> None:

@@ -310,7 +310,7 @@ def summary_table(rows: list[dict]) -> str:
     head = ["budget", "method", "GMAccs", "k params", "PDUBs", "held-out vs teacher: float", "int8 eager",
             "real crops vs teacher: float", "int8 eager", "full-size frame vs teacher: float / .pte int8 (dB)",
             ".pte int8 s/frame: whole / tiled", "peak MB", ".pte fp32 s/frame: whole / tiled", "peak MB",
-            "MB .pte int8", "parity"]
+            "MB .pte int8", "least GT budget to spare, int8 artifacts (dB)", "kept float (.pte int8)", "parity"]
     out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for r in rows:
         cells = [f"{r['budget_g']:g} G", _esc(r.get("method", "search")), _num(r, "gmaccs"), _num(r, "k_params", ".1f"),
@@ -321,7 +321,8 @@ def summary_table(rows: list[dict]) -> str:
         for p in ("int8", "fp32"):
             cells += [f"{_num(r, f'frame_ms_{p}_whole', '.2f', 1e3)} / {_num(r, f'frame_ms_{p}_tiled', '.2f', 1e3)}",
                       f"{_num(r, f'frame_mb_{p}_whole', '.0f')} / {_num(r, f'frame_mb_{p}_tiled', '.0f')}"]
-        cells += [_num(r, "mb_pte_int8"), _verdict(r.get("parity"))]
+        cells += [_num(r, "mb_pte_int8"), _num(r, "int8_gt_margin_min"), _esc(r.get("float_groups_pte_int8") or "–"),
+                  _verdict(r.get("parity"))]
         out.append("<tr>" + "".join(f'<td class="l">{c}</td>' if i < 2 else f"<td>{c}</td>"
                                     for i, c in enumerate(cells)) + "</tr>")
     return "\n".join(out) + "</table>"
