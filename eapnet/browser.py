@@ -12,6 +12,7 @@ marker. Chromium is installed by ``scripts/setup_env.sh`` (Debian's package, as 
 """
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -73,7 +74,7 @@ def check_page(page: Path, timeout: float = 60) -> dict:
     """Render ``page`` headless; returns ``{"problems": [...], "images": n, "plots": n}`` (see module docstring).
     ``problems`` is empty when every script ran, every picture shows and every plot has points."""
     page = Path(page).resolve()
-    text = page.read_text()
+    text = page.read_text(encoding="utf-8")
     if "<head>" not in text or "</body>" not in text:
         raise ValueError(f"{page}: not an HTML page with <head> and </body>")
     probe = text.replace("<head>", "<head>" + PROBE_HEAD, 1)
@@ -81,15 +82,14 @@ def check_page(page: Path, timeout: float = 60) -> dict:
     fd, tmp = tempfile.mkstemp(prefix=".check-", suffix=".html", dir=page.parent)
     os.close(fd)
     try:
-        Path(tmp).write_text(probe)
+        Path(tmp).write_text(probe, encoding="utf-8")
         dom = _run(["--dump-dom", Path(tmp).as_uri()], timeout)
     finally:
         os.unlink(tmp)
     m = re.search(r'<pre id="__page_check">(.*?)</pre>', dom, re.S)
     if not m:
         return {"problems": ["the page did not finish loading (no load event)"], "images": 0, "plots": 0}
-    return json.loads(m.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
-                      .replace("&amp;", "&"))
+    return json.loads(html.unescape(m.group(1)))
 
 
 def screenshot(page: Path, out: Path, width: int = 1500, height: int = 4200, timeout: float = 60) -> Path:

@@ -731,7 +731,7 @@ def test_frame_bench_times_the_shipped_programs_and_the_int8_program_they_came_f
     for name in ("m_xnnpack_fp32_568x680", "m_xnnpack_int8_568x680"):
         (run / "export" / f"{name}.pte").write_bytes(b"pte")
         (run / "export" / f"{name}.json").write_text("{}")
-    (run / "export" / "int8-xnnpack-fallback.pt2").write_bytes(b"pt2")
+    (run / "int8-xnnpack-fallback.pt2").write_bytes(b"pt2")      # where the main job saves it
     rep = {"resolution": [1060, 1900], "files": {"compressed": "compressed.pt", "int8": "int8.pt2"},
            "export": {"artifacts": {"pte-fp32": {"file": "export/m_xnnpack_fp32_568x680.pte"},
                                     "pte-int8": {"file": "export/m_xnnpack_int8_568x680.pte"},
@@ -749,7 +749,7 @@ def test_frame_bench_times_the_shipped_programs_and_the_int8_program_they_came_f
     # the whole frame and the shipped tiles, of the compressed model and of the int8 program the shipped .pte
     # was lowered from (the fallback's), with the shipped tile programs reused
     assert seen["model"] == str(run / "compressed.pt") and seen["frames"] == [(1060, 1900)]
-    assert seen["int8"] == str(run / "export" / "int8-xnnpack-fallback.pt2") and seen["max_tiles"] == (680,)
+    assert seen["int8"] == str(run / "int8-xnnpack-fallback.pt2") and seen["max_tiles"] == (680,)
     assert sorted(p.name for p in (run / "bench" / "programs").iterdir()) == [
         "m_xnnpack_fp32_568x680.json", "m_xnnpack_fp32_568x680.pte", "m_xnnpack_int8_568x680.json",
         "m_xnnpack_int8_568x680.pte"]
@@ -758,7 +758,10 @@ def test_frame_bench_times_the_shipped_programs_and_the_int8_program_they_came_f
         "frame_mb_int8_tiled": 500.0, "frame_tile": [568, 680]}
     del rep["fallback"]      # no fallback: the QAT program
     assert budget_sweep.int8_program(run, rep) == run / "int8.pt2"
-    assert json.dumps(out)   # what the sweep writes to bench/frames.json
+    assert json.loads(json.dumps(out)) == {**out, "rows": [json.loads(json.dumps(r)) for r in out["rows"]]}
+    assert sorted(p.name for p in (run / "export").iterdir()) == [   # the shipped files are left as they were
+        "m_xnnpack_fp32_568x680.json", "m_xnnpack_fp32_568x680.pte", "m_xnnpack_int8_568x680.json",
+        "m_xnnpack_int8_568x680.pte"]
 
 
 def test_sweep_runs_each_method_and_resumes_after_an_interruption(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from eapnet.browser import check_page, screenshot
 from eapnet.export.parity import load_frame, save_frame
-from eapnet.jobs.report_page import HEAT_MAX, crop_box, heat, run_frames, run_page, sweep_page
+from eapnet.jobs.report_page import HEAT_MAX, crop_box, heat, run_frames, run_page, shipped_points, sweep_page
 
 KEYS = (("pte-fp32", 1e-5), ("pte-int8", 0.02), ("coreml-fp16", 1e-3), ("coreml-w8a8", 0.03))
 
@@ -40,14 +40,22 @@ def _run_folder(run: Path, rng, shape=(120, 200)) -> dict:
     (run / "parity" / "parity.json").write_text(json.dumps({"artifacts": entries}))
     per = {f"{i:04d}": {"psnr_mu": 30.0 + 0.1 * i} for i in range(4)}
     scores = {"heldout_synthetic": {"psnr_mu": 30.1, "per_scene": per}}
+    def models(offset):
+        return {"scores": {"heldout_synthetic": {"psnr_mu": 30.1 + offset, "per_scene": {
+            k: {"psnr_mu": v["psnr_mu"] + offset} for k, v in per.items()}}}}
+
     rep = {"config": {"name": "standard-100G"}, "target_maccs": 100e9, "resolution": list(shape),
            "command": "compress/qat.py --target-maccs 100G", "teacher_file": "eapnet/weights/standard.pt",
            "teacher_sha256": "ab" * 32, "commit": "c0ffee",
            "models": {"teacher (float)": {"maccs": 198e9, "params": 588e3, "scores": scores},
-                      "compressed (float)": {"maccs": 99e9, "params": 400e3, "scores": {"heldout_synthetic": {
-                          "psnr_mu": 29.9, "per_scene": {k: {"psnr_mu": v["psnr_mu"] - 0.2} for k, v in per.items()}}}}},
+                      "compressed (float)": {"maccs": 99e9, "params": 400e3, **models(-0.2)},
+                      "compressed (int8, xnnpack)": {"maccs": 99e9, "params": 400e3, **models(-0.9)},
+                      "uniform (float)": {"maccs": 98e9, "params": 390e3, **models(-3.0)},
+                      "shipped (int8, xnnpack, float: encoders.0)": {"maccs": 99e9, "params": 400e3,
+                                                                     "program": "int8-xnnpack-fallback.pt2",
+                                                                     **models(-0.4)}},
            "export": {"artifacts": arts},
-           "fallback": {"pte-int8": {"why": "0.04 dB to spare", "search": {"float_groups": ["encoders.0"],
+           "fallback": {"pte-int8": {"why": "0.04 dB to spare", "program": "int8-xnnpack-fallback.pt2", "search": {"float_groups": ["encoders.0"],
                                                                             "drop_all_int8": 0.47, "drop": 0.32},
                                      "before": {"margin": 0.04, "bytes": 379276},
                                      "after": {"margin": 0.18, "bytes": 403212}, "latency": {"ratio": 1.03}}}}
@@ -112,12 +120,19 @@ def test_a_sweep_page_rebuilt_without_the_kept_frames_uses_the_recorded_pictures
 
 def test_run_page_shows_models_artifacts_fallback_and_frames(tmp_path):
     run = tmp_path / "run"
-    _run_folder(run, np.random.default_rng(1))
+    rep = _run_folder(run, np.random.default_rng(1))
     page = run_page(run)
     assert check_page(page) == {"problems": [], "images": 7, "plots": 1}
     html = page.read_text()
     assert "FAIL: GT drop 0.6 dB" in html and "<code>encoders.0</code>" in html and "0.04 → 0.18 dB" in html
     assert "<b>-0.20 [-0.20, -0.20]</b>" in html     # the float model's change vs the teacher, resolved
+    # the plot shows what ships: the float model and the fallback's int8 program (not the all-int8 QAT one,
+    # not the uniform baseline), each with its own change
+    (row,) = shipped_points(rep["models"], "int8-xnnpack-fallback.pt2")
+    assert row["heldout_float_vs_teacher"]["mean"] == pytest.approx(-0.2)
+    assert row["heldout_int8_eager_vs_teacher"]["mean"] == pytest.approx(-0.4)
+    (qat,) = shipped_points(rep["models"], None)      # no fallback: the QAT program is what ships
+    assert qat["heldout_int8_eager_vs_teacher"]["mean"] == pytest.approx(-0.9)
     shot = screenshot(page, tmp_path / "shot.png", width=900, height=1200)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -134,7 +149,7 @@ def test_a_fallback_recheck_replaces_the_first_checks_frame(tmp_path):
     got = run_frames(run)
     assert sorted(got) == ["coreml-fp16", "coreml-w8a8", "pte-fp32", "pte-int8"]
     assert got["pte-int8"]["output"].name == "m_pte-int8.pte.fullres-0000.fallback.npy"
-    assert got["pte-fp32"]["scene"] == "fullres-0000" and got["pte-fp32"]["tile"] == [64, 96]
+    assert (got["pte-fp32"]["dataset"], got["pte-fp32"]["id"], got["pte-fp32"]["tile"]) == ("fullres", "0000", [64, 96])
 
 
 def test_crop_and_heat_scale():
@@ -156,8 +171,16 @@ def test_kept_frames_are_checked_before_they_are_read(tmp_path):
         np.lib.format.write_array_header_1_0(f, {"descr": "<f2", "fortran_order": False,
                                                  "shape": (100_000, 100_000, 3)})
     (tmp_path / "text.npy").write_text("not a frame")
+    for name, shape, order in (("negative", (-1, 4, 3), False), ("negatives", (-64, -64, 3), False),
+                               ("fortran", (6, 8, 3), True)):
+        with open(tmp_path / f"{name}.npy", "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f2", "fortran_order": order, "shape": shape})
+            f.write(b"\0" * 6 * 8 * 3 * 2)
+    (tmp_path / "long.npy").write_bytes(b"\x93NUMPY\x02\x00" + ((4 << 30) - 1).to_bytes(4, "little") + b"{}")
     for name, words in (("pickled", "got object"), ("gray", "(6, 8)"), ("short", "truncated"),
-                        ("text", "not a .npy frame"), ("huge", "larger than")):
+                        ("text", "not a .npy frame"), ("huge", "larger than"), ("negative", "positive sides"),
+                        ("negatives", "positive sides"), ("fortran", "Fortran order"), ("long", "byte header"),
+                        ("absent", "no such frame file")):
         with pytest.raises(ValueError, match=r"\.npy") as e:
             load_frame(tmp_path / f"{name}.npy")
         assert words in str(e.value) and f"{name}.npy" in str(e.value)
@@ -172,7 +195,7 @@ def test_full_size_frame_agreement_is_computed_once_and_recorded_per_teacher(tmp
     frames = run / "parity" / "frames"
     teacher = load_frame(frames / "float-x.fullres-0000.npy") * 1.01
     sha = "ab" * 32
-    save_frame(tmp_path / "frames" / f"teacher-{sha[:12]}-64x96-o16.fullres-0000.npy", teacher)
+    save_frame(tmp_path / "frames" / f"teacher-{sha[:12]}-64x96-o16.fullres-0000.npy", teacher)   # as cached
     (run / "report.html").write_text("<html><head></head><body></body></html>")
     state = {"teacher": {"file": "eapnet/weights/standard.pt", "sha256": sha}, "frames": {}}
     cols = budget_sweep._agreement_columns(run, state)

@@ -531,7 +531,7 @@ def _stitched_rows(art: Artifact, src, scenes: Sequence[Scene], overlap: int, de
 
 FRAME_DTYPE = np.float16
 """Kept frames are HDR in the ground-truth domain as float16 (values clipped to its finite range, 65504): about
-1e-3 relative precision, enough for pictures and agreement figures above 50 dB, a quarter of float32's bytes."""
+1e-3 relative precision, enough for pictures and agreement figures above 50 dB, half of float32's bytes."""
 
 
 def save_frame(path: Path, hdr: np.ndarray) -> None:
@@ -546,26 +546,48 @@ def save_frame(path: Path, hdr: np.ndarray) -> None:
 MAX_FRAME_PIXELS = 4096 * 4096
 """A kept frame larger than this is refused before it is read (a 4K-square frame is 100 MB as float16)."""
 
+_MAX_HEADER = 10_000   # bytes of a .npy header; numpy's own reader refuses longer ones too
+
 
 def load_frame(path: str | os.PathLike) -> np.ndarray:
-    """A frame written by :func:`save_frame`, as float32; a file of another shape or type, or one claiming more
-    than :data:`MAX_FRAME_PIXELS`, is refused (ValueError naming it) before its data is read."""
+    """A frame written by :func:`save_frame`, as float32. The file is untrusted: its header is read and checked
+    (``.npy`` version 1-3, at most 10 kB, float16, C order, ``(H, W, 3)`` with positive sides and at most
+    :data:`MAX_FRAME_PIXELS` pixels, and the file holding exactly that many values) before any data is read;
+    anything else is refused with a ValueError naming the file. Never unpickles."""
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such frame file")
+    size = path.stat().st_size
     with open(path, "rb") as f:
         try:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f)
+            major, minor = np.lib.format.read_magic(f)
         except ValueError as e:
             raise ValueError(f"{path}: not a .npy frame ({e})") from None
-        if dtype != FRAME_DTYPE or len(shape) != 3 or shape[2] != 3 or fortran:
+        if (major, minor) not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"{path}: not a .npy frame (format version {major}.{minor})")
+        width = 2 if major == 1 else 4
+        length = int.from_bytes(f.read(width), "little")
+        if length > _MAX_HEADER or f.tell() + length > size:
+            raise ValueError(f"{path}: not a .npy frame (a {length}-byte header)")
+        f.seek(f.tell() - width)
+        try:
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+        except (ValueError, SyntaxError) as e:
+            raise ValueError(f"{path}: not a .npy frame ({e})") from None
+        if dtype != FRAME_DTYPE or len(shape) != 3 or shape[2] != 3:
             raise ValueError(f"{path}: a kept frame is ({FRAME_DTYPE.__name__}, H x W x 3), "
                              f"got {dtype} {shape}")
+        if fortran:
+            raise ValueError(f"{path}: a kept frame is in C order, this one is in Fortran order")
+        if not all(isinstance(d, int) and d > 0 for d in shape):
+            raise ValueError(f"{path}: a kept frame has positive sides, got {shape}")
+        count = shape[0] * shape[1] * 3
         if shape[0] * shape[1] > MAX_FRAME_PIXELS:
             raise ValueError(f"{path}: {shape[0]}x{shape[1]} is larger than {MAX_FRAME_PIXELS} pixels")
-        data = np.fromfile(f, dtype=FRAME_DTYPE, count=shape[0] * shape[1] * 3)
-    if data.size != shape[0] * shape[1] * 3:
-        raise ValueError(f"{path}: truncated ({data.size} of {shape[0] * shape[1] * 3} values)")
+        if size - f.tell() != count * 2:
+            raise ValueError(f"{path}: truncated or padded ({size - f.tell()} bytes of data for {count} values)")
+        data = np.fromfile(f, dtype=FRAME_DTYPE, count=count)
     return data.reshape(shape).astype(np.float32)
 
 
@@ -582,7 +604,7 @@ def _keep_frames(folder: Path, art: Artifact, src, scenes: Sequence[Scene], outs
         ref = folder / f"float-{src.sha256[:12]}-{tile[0]}x{tile[1]}-o{overlap}.{scene}.npy"
         if not ref.is_file():
             save_frame(ref, float_cache[(src.sha256, tile, overlap, sc.dataset, sc.id)])
-        mine = folder / f"{art.path.name}.{scene}.npy"
+        mine = folder / f"{art.path.name}.{art.sha256[:12]}.{scene}.npy"   # a re-exported file has its own
         save_frame(mine, out)
         kept.append({"dataset": sc.dataset, "id": sc.id, "output": mine.name, "float": ref.name})
     return kept

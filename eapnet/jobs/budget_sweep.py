@@ -50,7 +50,7 @@ from eapnet.export.native_bench import bench_native
 from eapnet.inference import SHIP_MAX_TILE, predict
 from eapnet.jobs.report_page import checked, run_frames, run_page, sweep_page
 from eapnet.metrics import psnr_mu
-from eapnet.jobs.main_job import compress_and_ship, score_fallback_programs
+from eapnet.jobs.main_job import compress_and_ship, report_markdown, score_fallback_programs
 from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text, file_sha256
 from eapnet.stats import change_vs
 from eapnet.variants import AHDR_MACCS
@@ -101,7 +101,8 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
     m = rep["models"]
     flt = m.get("compressed (float)") or m["teacher (float)"]
     # the int8 program the shipped int8 .pte was lowered from: the fallback's where there was one
-    q = next((v for k, v in m.items() if k.startswith("shipped (int8")), None) \
+    program = ((rep.get("fallback") or {}).get("pte-int8") or {}).get("program")
+    q = next((v for k, v in m.items() if k.startswith("shipped (int8") and v.get("program") == program), None) \
         or next((v for k, v in m.items() if k.startswith("compressed (int8")), None)
     row = {"budget_g": budget / 1e9, "method": method_of(rep), "gmaccs": flt["maccs"] / 1e9,
            "k_params": flt["params"] / 1e3, "pdubs": rep["pdub_count"]}
@@ -281,9 +282,6 @@ def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: d
           + table_markdown(rows)
           + "".join(f"\n{name}: " + ("a parity failure (its report.md names the artifact).\n" if rc == 1 else
                                      "budget unreachable for this method.\n") for name, rc in failed.items()))
-    if summary:
-        plot_pareto(summary, out / "pareto.png", shipped)
-        checked(sweep_page(out, summary, teacher, commits, frames))
     atomic_write_json(out / "sweep.json", {"teacher": teacher, "commits": commits, "summary": summary, "rows": rows,
                                            "failed": failed})
     atomic_write_text(out / "sweep.md", md)
@@ -293,6 +291,12 @@ def _write_tables(out: Path, *, summary: list[dict], rows: list[dict], failed: d
     writer.writeheader()
     writer.writerows([{k: _csv_value(v) for k, v in r.items()} for r in summary])
     atomic_write_text(out / "sweep.csv", buf.getvalue())
+    if summary:
+        plot_pareto(summary, out / "pareto.png", shipped)
+        try:      # the tables above are the results; the page is a view of them
+            checked(sweep_page(out, summary, teacher, commits, frames))
+        except (OSError, ValueError, RuntimeError) as e:
+            print(f"WARNING {out / 'report.html'} not written: {type(e).__name__}: {e}", file=sys.stderr)
     return md
 
 
@@ -332,22 +336,30 @@ def int8_program(run: Path, rep: dict) -> Path:
     """The int8 program the run's shipped int8 ``.pte`` was lowered from: the fallback's (some groups float) where
     the main job re-exported it, else the QAT model ``int8.pt2``."""
     fb = ((rep.get("fallback") or {}).get("pte-int8") or {}).get("program")
-    return run / "export" / fb if fb and (run / "export" / fb).is_file() else run / rep["files"]["int8"]
+    return run / fb if fb else run / rep["files"]["int8"]     # the main job saves it in the run folder
+
+
+def bench_programs(run: Path, rep: dict) -> Path:
+    """``<run>/bench/programs``, holding a copy of each shipped ``.pte`` and its sidecar: the folder every bench of
+    the run exports its programs into (reusing the copies), so that no bench writes into ``export/``."""
+    folder = run / "bench" / "programs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for a in (rep.get("export") or {}).get("artifacts", {}).values():
+        f = run / a["file"]
+        if f.suffix == ".pte" and not (folder / f.name).is_file():
+            for part in (f.with_suffix(".json"), f):     # the program last: its presence marks a whole copy
+                with atomic_path(folder / part.name) as tmp:
+                    shutil.copy2(part, tmp)
+    return folder
 
 
 def frame_bench(run: Path, rep: dict, *, repeat: int, threads: int, log=print) -> dict:
     """Latency and peak memory of the run's fp32 and int8 ``.pte`` on its full frame (``rep["resolution"]``)
     through the native runner (:func:`eapnet.export.native_bench.bench_native`): the whole-frame program and the
     shipped tile programs (:data:`eapnet.inference.SHIP_MAX_TILE`) tiled over the same frame. The whole-frame
-    programs are exported into ``<run>/bench/programs`` (the shipped tile programs are copied there first and
-    reused). Returns ``{"repeat", "threads", "rows"}``."""
-    folder = run / "bench" / "programs"
-    folder.mkdir(parents=True, exist_ok=True)
-    for a in (rep.get("export") or {}).get("artifacts", {}).values():
-        f = run / a["file"]
-        if f.suffix == ".pte" and not (folder / f.name).is_file():
-            for part in (f, f.with_suffix(".json")):
-                shutil.copy2(part, folder / part.name)
+    programs are exported into :func:`bench_programs` (the shipped tile programs are reused there). Returns
+    ``{"repeat", "threads", "rows"}``."""
+    folder = bench_programs(run, rep)
     rows = bench_native(str(run / rep["files"]["compressed"]), [tuple(rep["resolution"])], ios=("float",),
                         max_tiles=(SHIP_MAX_TILE,), repeat=repeat, threads=threads, artifacts=folder,
                         int8=str(int8_program(run, rep)), log=log)
@@ -375,7 +387,7 @@ def teacher_frame(out: Path, teacher: dict, frame: dict) -> np.ndarray | None:
     """The teacher's output on the full-size frame of a run's kept ``frame`` (:func:`run_frames`), over the same
     tiles, cached in ``out/frames/`` (computed once per sweep: about a minute on 2 cores); None, with a line on
     stderr, where the teacher file is gone or is not the one the reports name (by sha256)."""
-    tile, overlap, scene = tuple(frame["tile"]), frame["overlap"], frame["scene"]
+    tile, overlap, scene = tuple(frame["tile"]), frame["overlap"], f"{frame['dataset']}-{frame['id']}"
     sha = teacher.get("sha256") or ""
     cache = out / "frames" / f"teacher-{sha[:12]}-{tile[0]}x{tile[1]}-o{overlap}.{scene}.npy"
     if cache.is_file():
@@ -385,8 +397,7 @@ def teacher_frame(out: Path, teacher: dict, frame: dict) -> np.ndarray | None:
         print(f"{path}: not the teacher the reports name (sha256 {sha or 'not recorded'}); no full-size frame "
               "agreement", file=sys.stderr)
         return None
-    dataset, _, sid = scene.partition("-")
-    sc = next((s for s in load_scenes([dataset], None)[0] if s.id == sid), None)
+    sc = next((s for s in load_scenes([frame["dataset"]], None)[0] if s.id == frame["id"]), None)
     if sc is None:
         print(f"the {scene} frame is not on this machine; no full-size frame agreement", file=sys.stderr)
         return None
@@ -405,6 +416,14 @@ def _agreement_columns(run: Path, state: dict) -> dict:
     int8 ``.pte`` on the real full-size frame against the teacher's output there (no ground truth: agreement).
     Read from the run's :data:`AGREEMENT` record where it is of this teacher, else computed from the kept frames
     and recorded. Also files the run's kept frames (or its pictures' record) for the page."""
+    try:
+        return _agreement(run, state)
+    except (OSError, ValueError, RuntimeError) as e:   # the row stands without it; --retabulate tries again
+        print(f"WARNING {run.name}: no full-size frame agreement ({type(e).__name__}: {e})", file=sys.stderr)
+        return {}
+
+
+def _agreement(run: Path, state: dict) -> dict:
     frames = run_frames(run)
     if frames:
         state["frames"][run.name] = frames
@@ -425,7 +444,7 @@ def _agreement_columns(run: Path, state: dict) -> dict:
     cols = {"fullres_float_vs_teacher": psnr_mu(ref, load_frame(f["float"]))}
     if "pte-int8" in frames:
         cols["fullres_pte_int8_vs_teacher"] = psnr_mu(ref, load_frame(frames["pte-int8"]["output"]))
-    atomic_write_json(record, {"teacher_sha256": sha, "scene": f["scene"], "tile": f["tile"],
+    atomic_write_json(record, {"teacher_sha256": sha, "scene": f"{f['dataset']}-{f['id']}", "tile": f["tile"],
                                "overlap": f["overlap"], "columns": cols})
     return cols
 
@@ -497,13 +516,19 @@ def run_sweep(out: Path, cfgs: Mapping[tuple[int, str], CompressConfig], *, job:
                 _write_tables(out, **state)
                 continue
         rep = json.loads((run / "report.json").read_text())
-        if score_fallback_programs(run, rep):    # a run of a main job that did not score its fallback program
-            atomic_write_json(run / "report.json", rep)
+        try:
+            if score_fallback_programs(run, rep):    # a run of a main job that did not score its fallback program
+                atomic_write_json(run / "report.json", rep)
+                atomic_write_text(run / "report.md", report_markdown(rep))
+                checked(run_page(run))
+        except (OSError, ValueError, RuntimeError) as e:    # the run is kept as it is; --resume tries again
+            print(f"{run.name}: its fallback program could not be scored ({type(e).__name__}: {e})", file=sys.stderr)
         bench_file = run / "bench" / "bench.json"
         if bench is not None and bench_runs and rep.get("export") and not bench_file.is_file():
             threads = os.cpu_count() or 1
             (bench_row,) = bench([run / "compressed.pt"], [tuple(rep["export"]["size"])], runs=bench_runs,
-                                 threads=threads, artifacts=run / "export", int8=str(run / "int8.pt2"))
+                                 threads=threads, artifacts=bench_programs(run, rep),
+                                 int8=str(int8_program(run, rep)))
             atomic_write_json(bench_file, {"runs": bench_runs, "threads": threads, "rows": [bench_row]})
         frames_file = run / "bench" / FRAME_BENCH
         if frame_runs and rep.get("export") and not frames_file.is_file():

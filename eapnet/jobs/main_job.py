@@ -66,7 +66,11 @@ def compress_and_ship(cfg, run_dir: str | os.PathLike, *, export_size: tuple[int
                                                         calib_scenes=cfg.calib_scenes, parity_scenes=parity_scenes,
                                                         tile_overlap=tile_overlap, runners=runners,
                                                         progress=progress, log=log)
-                score_fallback_programs(run_dir, report, log=log)
+                try:
+                    score_fallback_programs(run_dir, report, log=log)
+                except (OSError, ValueError, RuntimeError) as e:   # the artifacts stand; the row is missing
+                    report["fallback_scoring_error"] = f"{type(e).__name__}: {e}"
+                    log(f"WARNING the fallback program could not be scored: {report['fallback_scoring_error']}")
                 report["wall_s"]["fallback"] = time.time() - t
             report["peak_rss_mb"].update(
                 export=max(a["export_peak_rss_mb"] for a in report["export"]["artifacts"].values()),

@@ -25,6 +25,7 @@ import html
 import io
 import json
 import math
+from urllib.parse import quote
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,7 +73,7 @@ figure { margin: 0; } figcaption { font-size: 12px; max-width: 480px; }
 
 def run_frames(run: Path) -> dict[str, dict]:
     """The kept full-size frames of a run's parity checks, by artifact key (``pte-int8``, ...): ``{"output",
-    "float"}`` (paths), ``"scene"``, ``"tile"``, ``"overlap"``. A re-check (``parity-fallback.json``) replaces
+    "float"}`` (paths), the scene's ``"dataset"`` and ``"id"``, ``"tile"``, ``"overlap"``. A re-check (``parity-fallback.json``) replaces
     the first check's entry for the artifact it re-checked. Artifacts without kept frames are absent."""
     rep = json.loads((run / "report.json").read_text())
     arts = (rep.get("export") or {}).get("artifacts") or {}
@@ -88,14 +89,14 @@ def run_frames(run: Path) -> dict[str, dict]:
             if key and kept:
                 k = kept[0]
                 found[key] = {"output": run / "parity" / "frames" / k["output"],
-                              "float": run / "parity" / "frames" / k["float"], "scene": f"{k['dataset']}-{k['id']}",
-                              "tile": st["tile"], "overlap": st["overlap"]}
+                              "float": run / "parity" / "frames" / k["float"], "dataset": k["dataset"],
+                              "id": k["id"], "tile": st["tile"], "overlap": st["overlap"]}
     return {k: v for k, v in found.items() if v["output"].is_file() and v["float"].is_file()}
 
 
 def crop_box(shape: Sequence[int]) -> tuple[int, int, int, int]:
-    """``(y0, y1, x0, x1)``: :data:`eapnet.rendering.DEFAULT_CROP` (the crowd below the stage) on the 1060x1900
-    frame, else a centred window of that size clipped to the frame."""
+    """``(y0, y1, x0, x1)``: :data:`eapnet.rendering.DEFAULT_CROP` (the crowd below the stage in the 1060x1900
+    frame) where the frame holds it, else a centred window of that size clipped to the frame."""
     H, W = shape[:2]
     y0, y1, x0, x1 = DEFAULT_CROP
     if y1 <= H and x1 <= W:
@@ -150,11 +151,15 @@ def frame_pictures(frames: dict[str, dict] | None, files: Path, prefix: str) -> 
     model's first. Without ``frames`` (a page rebuilt where the kept frames are not, e.g. in ``reports/``) the
     pictures already in ``files`` are used as recorded, if every one of them is there."""
     record = files / f"{prefix}.json"
-    if not frames:
-        if not record.is_file():
-            return []
+    if record.is_file():
         pics = json.loads(record.read_text())
-        return pics if all((files / p["src"]).is_file() for p in pics) else []
+        whole = all((files / p["src"]).is_file() for p in pics)
+        newer = all(record.stat().st_mtime >= f[k].stat().st_mtime for f in (frames or {}).values()
+                    for k in ("output", "float"))
+        if whole and newer:      # made from these very frames (or the frames are not here)
+            return pics
+    if not frames:
+        return []
     pics = _pictures(frames, files, prefix)
     atomic_write_text(record, json.dumps(pics, indent=1))
     return pics
@@ -164,18 +169,18 @@ def _pictures(frames: dict[str, dict], files: Path, prefix: str) -> list[dict]:
     first = next(iter(frames.values()))
     ref = load_frame(first["float"])
     y0, y1, x0, x1 = crop_box(ref.shape)
-    t_ref = tonemapped(ref, ref)
     shared = f"{ref.shape[1]}x{ref.shape[0]} frame, rows {y0}-{y1}, columns {x0}-{x1}, 1:1"
     pics = [{"src": f"{prefix}-float.jpg", "caption": f"float model ({shared}; run in {first['tile'][0]}x"
                                                       f"{first['tile'][1]} tiles like the artifacts)"}]
     _write_picture(files / pics[0]["src"], tonemap_preview(ref[y0:y1, x0:x1], norm_ref=ref))
     for key in sorted(frames, key=lambda k: ARTIFACT_ORDER.index(k) if k in ARTIFACT_ORDER else 99):
         f = frames[key]
-        if load_frame(f["float"]).shape != ref.shape:
+        own = ref if f["float"] == first["float"] else load_frame(f["float"])   # its float model, its tiles
+        if own.shape != ref.shape:
             continue
         out = load_frame(f["output"])
-        err = np.abs(tonemapped(out, ref) - t_ref).mean(axis=2)
-        whole = psnr_mu(ref, out)
+        err = np.abs(tonemapped(out, own) - tonemapped(own, own)).mean(axis=2)
+        whole = psnr_mu(own, out)
         if key == "pte-int8":   # beside the float model's crop: does the difference show?
             pics.insert(1, {"src": f"{prefix}-{key}.jpg", "caption": f"{LABELS[key]}, the same crop"})
             _write_picture(files / pics[1]["src"], tonemap_preview(out[y0:y1, x0:x1], norm_ref=ref))
@@ -189,12 +194,6 @@ def _pictures(frames: dict[str, dict], files: Path, prefix: str) -> list[dict]:
 
 def _db(v: float) -> str:
     return "∞" if math.isinf(v) else f"{v:.2f}"
-
-
-def agreement(frame: dict[str, Path], teacher: np.ndarray) -> dict[str, float]:
-    """PSNR-μ (dB) of a run's float model and artifact on the full-size frame against the teacher's output there
-    (the teacher as the reference): ``{"float": ..., "output": ...}``."""
-    return {"float": psnr_mu(teacher, load_frame(frame["float"])), "output": psnr_mu(teacher, load_frame(frame["output"]))}
 
 
 # ------------------------------------------------------------------------------------------------ plots
@@ -259,16 +258,15 @@ def accuracy_plots(rows: list[dict], teacher_gmaccs: float | None = None) -> lis
     ax = fig.subplots()
     drawn = 0
     for prec, col, color, marker in (("int8", "int8_eager", "C1", "s"), ("fp32", "float", "C0", "o")):
-        pts = [(r[f"frame_ms_{prec}_tiled"] / 1e3, r[f"heldout_{col}_vs_teacher"]) for r in rows
-               if r.get("method", "search") == "search" and f"frame_ms_{prec}_tiled" in r
-               and r.get(f"heldout_{col}_vs_teacher")]
-        if pts:
+        mine = [r for r in rows if r.get("method", "search") == "search" and f"frame_ms_{prec}_tiled" in r
+                and r.get(f"heldout_{col}_vs_teacher")]
+        if mine:
+            pts = [(r[f"frame_ms_{prec}_tiled"] / 1e3, r[f"heldout_{col}_vs_teacher"]) for r in mine]
             _errorbar(ax, pts, f"series-latency-{prec}", color=color, marker=marker,
                       label=f".pte {prec} (accuracy: the {'int8' if prec == 'int8' else 'float'} model, held-out)")
-            for x, d in pts:
-                g = next(r["budget_g"] for r in rows if r.get("method", "search") == "search"
-                         and f"frame_ms_{prec}_tiled" in r and abs(r[f"frame_ms_{prec}_tiled"] / 1e3 - x) < 1e-12)
-                ax.annotate(f"{g:g}G", (x, d["mean"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+            for r, (x, d) in zip(mine, pts):
+                ax.annotate(f"{r['budget_g']:g}G", (x, d["mean"]), textcoords="offset points", xytext=(4, -10),
+                            fontsize=7)
             drawn += 1
     if drawn:
         tile = next((r["frame_tile"] for r in rows if "frame_tile" in r), None)
@@ -357,7 +355,7 @@ def verdict_table(rep: dict) -> str:
 
 def _figures(pics: list[dict]) -> str:
     return '<div class="frames">' + "".join(
-        f'<figure><img src="{FILES}/{_esc(p["src"])}" alt="{_esc(p["caption"])}"><figcaption>{_esc(p["caption"])}'
+        f'<figure><img src="{FILES}/{_esc(quote(p["src"]))}" alt="{_esc(p["caption"])}"><figcaption>{_esc(p["caption"])}'
         f"</figcaption></figure>" for p in pics) + "</div>"
 
 
@@ -367,7 +365,7 @@ def _page(title: str, body: list[str]) -> str:
 
 
 HEAT_NOTE = (f"Heat maps: per-pixel error of the PSNR-μ tone map (μ-law of tanh(linear / p99 of the float model's "
-             f"frame)), mean over colour channels, 0 (black) to {HEAT_MAX} and above (white) of the 0-1 display range, "
+             f"frame)), mean over colour channels, 0 (black) to {HEAT_MAX} and above (pale yellow) of the 0-1 display range, "
              f"one scale on this page. The frames are those the parity check ran: each artifact tiled over the real "
              f"full-size frame as an app runs it, the float model over the same tiles.")
 
@@ -410,6 +408,27 @@ def sweep_page(out: Path, rows: list[dict], teacher: dict | None, commits: dict 
     return page
 
 
+def shipped_points(models: dict, int8_program: str | None = None) -> list[dict]:
+    """A main-job report's ``models`` as one plot row (:func:`accuracy_plots`): the changes against the teacher of
+    what the run ships, its float model (``compressed (float)``) and the int8 program its int8 ``.pte`` was
+    lowered from (the fallback's ``shipped (int8 ...)`` row whose ``program`` is ``int8_program``, else the QAT
+    ``compressed (int8 ...)`` row); [] without a compressed float model."""
+    flt = models.get("compressed (float)")
+    if not flt:
+        return []
+    q = next((m for n, m in models.items() if n.startswith("shipped (int8") and m.get("program") == int8_program),
+             None) or next((m for n, m in models.items() if n.startswith("compressed (int8")), None)
+    teacher = (models.get("teacher (float)") or {}).get("scores") or {}
+    row = {"gmaccs": flt["maccs"] / 1e9, "method": "search"}
+    for col, m in (("float", flt), ("int8_eager", q)):
+        for d, short in (("heldout_synthetic", "heldout"), ("real_crops", "real")):
+            s = ((m or {}).get("scores") or {}).get(d)
+            delta = change_vs(s, teacher.get(d)) if s else None
+            if delta:
+                row[f"{short}_{col}_vs_teacher"] = delta
+    return [row]
+
+
 def run_page(run: Path) -> Path:
     """Write ``run/report.html`` (and ``run/report_files/``) for a finished main-job run folder."""
     rep = json.loads((run / "report.json").read_text())
@@ -425,22 +444,17 @@ def run_page(run: Path) -> Path:
     sets = [d for d in ("heldout_synthetic", "real_crops") if any(d in (m.get("scores") or {}) for m in models.values())]
     t = ["<table><tr><th class=l>model</th><th>GMAccs</th><th>k params</th>"
          + "".join(f"<th>PSNR-μ {d}</th><th>vs teacher (dB, 95 % CI)</th>" for d in sets) + "</tr>"]
-    rows = []
     for name, m in models.items():
         sc = m.get("scores") or {}
         cells = [f"<td class=l>{_esc(name)}</td><td>{m['maccs'] / 1e9:.2f}</td><td>{m['params'] / 1e3:.1f}</td>"]
-        row = {"gmaccs": m["maccs"] / 1e9, "method": "search"}
         for d in sets:
             s = sc.get(d)
             delta = change_vs(s, (teacher.get("scores") or {}).get(d)) if s and name != "teacher (float)" else None
             cells.append(f"<td>{_num(s or {}, 'psnr_mu')}</td><td>{_interval(delta)}</td>")
-            if delta:
-                col = "int8_eager" if name.startswith("compressed (int8") else "float"
-                row[f"{'heldout' if d == 'heldout_synthetic' else 'real'}_{col}_vs_teacher"] = delta
-        if "before" not in name:   # the plot shows the models the run ships
-            rows.append(row)
         t.append("<tr>" + "".join(cells) + "</tr>")
-    body += ["\n".join(t) + "</table>", '<div class="plots">' + "".join(accuracy_plots(_merge(rows), teacher.get("maccs", 0) / 1e9 or None)) + "</div>",
+    rows = shipped_points(models, ((rep.get("fallback") or {}).get("pte-int8") or {}).get("program"))
+    plots = accuracy_plots(rows, teacher.get("maccs", 0) / 1e9 or None)
+    body += ["\n".join(t) + "</table>", '<div class="plots">' + "".join(plots) + "</div>",
              "<h2>Phone artifacts and parity</h2>", verdict_table(rep)]
     pics = frame_pictures(run_frames(run), files, "run")
     if pics:
@@ -452,14 +466,6 @@ def run_page(run: Path) -> Path:
     return page
 
 
-def _merge(rows: list[dict]) -> list[dict]:
-    """A main-job run's model rows as one searched-model row per MAcc count (float and int8 share one)."""
-    merged: dict[float, dict] = {}
-    for r in rows:
-        merged.setdefault(r["gmaccs"], {}).update(r)
-    return list(merged.values())
-
-
 def checked(page: Path, log=print) -> list[str]:
     """Render ``page`` in headless Chromium where it is installed (:func:`eapnet.browser.check_page`) and log each
     problem as a WARNING line; returns the problems ([] also when no Chromium is installed: nothing to look with)."""
@@ -467,8 +473,8 @@ def checked(page: Path, log=print) -> list[str]:
         problems = check_page(page)["problems"]
     except BrowserMissing:
         return []
-    except RuntimeError as e:
-        problems = [f"not rendered ({e})"]
+    except (RuntimeError, OSError, ValueError) as e:
+        problems = [f"not rendered ({type(e).__name__}: {e})"]
     for p in problems:
         log(f"WARNING {page}: {p}")
     return problems
