@@ -269,7 +269,7 @@ def test_true_artifacts_pass_and_record_parity(exported, tmp_path):
     assert all(r["stamp"] == "verified" and r["warnings"] == [] for r in rep["artifacts"])
 
 
-def test_a_tile_program_is_also_checked_stitched_over_the_full_size_frame(exported, monkeypatch):
+def test_a_tile_program_is_also_checked_stitched_over_the_full_size_frame(exported, monkeypatch, tmp_path):
     """A tile program runs tiled over the full-size frame, as an app runs it; the stitched frame is scored against
     the float model over the very same tiles at the precision's thresholds, and a failure names the tiling."""
     from eapnet.data.synthetic import generate_scene
@@ -288,10 +288,16 @@ def test_a_tile_program_is_also_checked_stitched_over_the_full_size_frame(export
     monkeypatch.setattr(parity, "predict", lambda m, l, e, **kw: tiled.append((type(m).__name__, kw)) or
                         real_predict(m, l, e, **kw))
     rep = parity.run_parity([exported["pte"]], float_spec=str(exported["ckpt"]), stitch=True, tile_overlap=32,
-                            write_back=False, progress=False, log=lambda *_: None)
+                            write_back=False, progress=False, log=lambda *_: None, keep_frames=tmp_path / "frames")
     art = rep["artifacts"][0]
     st = art["stitched"]
     assert st["tile"] == list(SIZE) and st["overlap"] == 32 and [r["id"] for r in st["scenes"]] == ["0000"]
+    # the stitched frame and its float reference are kept, whole, for report pages
+    (kept,) = st["frames"]
+    out, ref = (parity.load_frame(tmp_path / "frames" / kept[k]) for k in ("output", "float"))
+    assert (kept["dataset"], kept["id"]) == ("fullres", "0000") and out.shape == ref.shape and out.shape[0] > SIZE[0]
+    assert art["artifact_sha256"][:12] in kept["output"]
+    assert parity.psnr_mu(ref, out) > 60      # fp32 program vs float model, to float16 storage
     # the float reference and the program both ran over the whole frame in the program's tiles
     on_frame = [(name, kw) for name, kw in tiled if kw]
     assert sorted(name for name, _ in on_frame) == ["EAPNet", "ProgramModule"]
