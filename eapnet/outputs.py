@@ -33,15 +33,22 @@ __all__ = ["tonemap_preview", "require_exr", "write_outputs"]
 _exr_ok: bool | None = None
 
 
+def tonemap(hdr: np.ndarray, norm_ref: np.ndarray | None = None) -> np.ndarray:
+    """The challenge's tone map of ``hdr`` (GT domain, negative values clipped) in [0, 1], float64: linearise
+    (``** 2.24``), ``tanh(lin / p99)``, μ-law (μ = 5000), ``p99`` the 99th percentile of ``norm_ref ** 2.24`` or
+    of ``hdr``'s own; what PSNR-μ compares, so errors in it are what PSNR-μ measures."""
+    lin = np.clip(hdr, 0, None).astype(np.float64) ** GAMMA
+    ref = lin if norm_ref is None else np.clip(norm_ref, 0, None).astype(np.float64) ** GAMMA
+    norm = max(float(np.percentile(ref, 99)), 1e-8)
+    return tanh_norm_mu_tonemap(lin, norm)
+
+
 def tonemap_preview(hdr: np.ndarray, norm_ref: np.ndarray | None = None) -> np.ndarray:
     """8-bit RGB preview ``(H, W, 3)`` uint8 with the challenge's tone map: linearise (``** 2.24``),
     ``tanh(lin / p99)``, μ-law (μ = 5000). ``hdr`` is in the GT domain (negative values are clipped).
     ``p99`` is the 99th percentile of ``norm_ref ** 2.24`` (pass the ground truth so that every method's
     preview of a scene shares one exposure, exactly as PSNR-μ sees them) or of ``hdr`` itself."""
-    lin = np.clip(hdr, 0, None).astype(np.float64) ** GAMMA
-    ref = lin if norm_ref is None else np.clip(norm_ref, 0, None).astype(np.float64) ** GAMMA
-    norm = max(float(np.percentile(ref, 99)), 1e-8)
-    return np.round(np.clip(tanh_norm_mu_tonemap(lin, norm), 0, 1) * 255).astype(np.uint8)
+    return np.round(np.clip(tonemap(hdr, norm_ref), 0, 1) * 255).astype(np.uint8)
 
 
 def require_exr() -> None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "change_vs", "paired_bootstrap", "resolved"]
+__all__ = ["Interval", "change_vs", "interval_text", "paired_bootstrap", "resolved"]
 
 RESAMPLES = 10_000
 """Bootstrap resamples per interval: the percentile limits move by about 0.01 dB between seeds at 16 scenes."""
@@ -78,3 +78,12 @@ def change_vs(scores: dict, reference: dict | None, metric: str = "psnr_mu") -> 
         return None
     d = paired_bootstrap([v[metric] for v in mine.values()], [v[metric] for v in theirs.values()])
     return {**d.to_dict(), "resolved": resolved(d)}
+
+
+def interval_text(d: dict | None, bold: tuple[str, str] = ("**", "**")) -> str:
+    """``-0.47 [-0.61, -0.33]`` for a :func:`change_vs` dict, between ``bold`` marks (Markdown's by default,
+    ``("<b>", "</b>")`` for HTML) when it is resolved; ``–`` for none."""
+    if not d:
+        return "–"
+    text = f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
+    return f"{bold[0]}{text}{bold[1]}" if d["resolved"] else text

@@ -722,8 +722,6 @@ def test_sweep_tabulates_every_budget_and_model(tmp_path, monkeypatch, capsys):
 
 
 def test_frame_bench_times_the_shipped_programs_and_the_int8_program_they_came_from(tmp_path, monkeypatch):
-    import json
-
     from eapnet.jobs import budget_sweep
 
     run = tmp_path / "100G"
@@ -758,7 +756,6 @@ def test_frame_bench_times_the_shipped_programs_and_the_int8_program_they_came_f
         "frame_mb_int8_tiled": 500.0, "frame_tile": [568, 680]}
     del rep["fallback"]      # no fallback: the QAT program
     assert budget_sweep.int8_program(run, rep) == run / "int8.pt2"
-    assert json.loads(json.dumps(out)) == {**out, "rows": [json.loads(json.dumps(r)) for r in out["rows"]]}
     assert sorted(p.name for p in (run / "export").iterdir()) == [   # the shipped files are left as they were
         "m_xnnpack_fp32_568x680.json", "m_xnnpack_fp32_568x680.pte", "m_xnnpack_int8_568x680.json",
         "m_xnnpack_int8_568x680.pte"]

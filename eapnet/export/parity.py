@@ -531,7 +531,8 @@ def _stitched_rows(art: Artifact, src, scenes: Sequence[Scene], overlap: int, de
 
 FRAME_DTYPE = np.float16
 """Kept frames are HDR in the ground-truth domain as float16 (values clipped to its finite range, 65504): about
-1e-3 relative precision, enough for pictures and agreement figures above 50 dB, half of float32's bytes."""
+1e-3 relative precision (a frame stored and read back differs from itself by far less than any artifact does from
+its float model), half of float32's bytes."""
 
 
 def save_frame(path: Path, hdr: np.ndarray) -> None:

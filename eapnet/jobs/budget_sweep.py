@@ -48,11 +48,11 @@ from eapnet.export.canvas import load_scenes
 from eapnet.export.parity import load_frame, save_frame
 from eapnet.export.native_bench import bench_native
 from eapnet.inference import SHIP_MAX_TILE, predict
-from eapnet.jobs.report_page import checked, run_frames, run_page, sweep_page
+from eapnet.jobs.report_page import checked, run_frames, run_page, shipped_int8, sweep_page
 from eapnet.metrics import psnr_mu
 from eapnet.jobs.main_job import compress_and_ship, report_markdown, score_fallback_programs
 from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text, file_sha256
-from eapnet.stats import change_vs
+from eapnet.stats import change_vs, interval_text
 from eapnet.variants import AHDR_MACCS
 
 METHOD_ORDER = {"search": 0, "uniform": 1, "blocks": 2}
@@ -100,10 +100,7 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
     """The budget's one-line summary (see the module docstring); missing parts are absent keys."""
     m = rep["models"]
     flt = m.get("compressed (float)") or m["teacher (float)"]
-    # the int8 program the shipped int8 .pte was lowered from: the fallback's where there was one
-    program = ((rep.get("fallback") or {}).get("pte-int8") or {}).get("program")
-    q = next((v for k, v in m.items() if k.startswith("shipped (int8") and v.get("program") == program), None) \
-        or next((v for k, v in m.items() if k.startswith("compressed (int8")), None)
+    q = shipped_int8(m, rep)
     row = {"budget_g": budget / 1e9, "method": method_of(rep), "gmaccs": flt["maccs"] / 1e9,
            "k_params": flt["params"] / 1e3, "pdubs": rep["pdub_count"]}
     teacher = (m.get("teacher (float)") or {}).get("scores") or {}
@@ -145,16 +142,8 @@ def summary_row(budget: int, rep: dict, bench_row: dict | None) -> dict:
     return row
 
 
-def interval_text(d: dict | None) -> str:
-    """``-0.47 [-0.61, -0.33]``; bold when the interval excludes 0 (the change is resolved), ``–`` for none."""
-    if not d:
-        return "–"
-    text = f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
-    return f"**{text}**" if d["resolved"] else text
-
-
 def _csv_value(v):
-    return interval_text(v).strip("*") if isinstance(v, dict) else v
+    return interval_text(v, ("", "")) if isinstance(v, dict) else v
 
 
 def summary_markdown(rows: list[dict], size: list[int] | None) -> str:
@@ -385,7 +374,7 @@ def _frame_columns(frames: dict | None) -> dict:
 
 def teacher_frame(out: Path, teacher: dict, frame: dict) -> np.ndarray | None:
     """The teacher's output on the full-size frame of a run's kept ``frame`` (:func:`run_frames`), over the same
-    tiles, cached in ``out/frames/`` (computed once per sweep: about a minute on 2 cores); None, with a line on
+    tiles, cached in ``out/frames/`` (computed once per sweep); None, with a line on
     stderr, where the teacher file is gone or is not the one the reports name (by sha256)."""
     tile, overlap, scene = tuple(frame["tile"]), frame["overlap"], f"{frame['dataset']}-{frame['id']}"
     sha = teacher.get("sha256") or ""
@@ -427,8 +416,6 @@ def _agreement(run: Path, state: dict) -> dict:
     frames = run_frames(run)
     if frames:
         state["frames"][run.name] = frames
-        if not (run / "report.html").is_file():     # a run of a main job that wrote no page of its own
-            checked(run_page(run))
     record = run / AGREEMENT
     sha = (state["teacher"] or {}).get("sha256")
     if record.is_file():
@@ -521,8 +508,11 @@ def run_sweep(out: Path, cfgs: Mapping[tuple[int, str], CompressConfig], *, job:
                 atomic_write_json(run / "report.json", rep)
                 atomic_write_text(run / "report.md", report_markdown(rep))
                 checked(run_page(run))
+            elif not (run / "report.html").is_file() and run_frames(run):   # a shipping run that wrote no page
+                checked(run_page(run))
         except (OSError, ValueError, RuntimeError) as e:    # the run is kept as it is; --resume tries again
-            print(f"{run.name}: its fallback program could not be scored ({type(e).__name__}: {e})", file=sys.stderr)
+            print(f"{run.name}: its fallback program could not be scored or its page written ({type(e).__name__}: "
+                  f"{e})", file=sys.stderr)
         bench_file = run / "bench" / "bench.json"
         if bench is not None and bench_runs and rep.get("export") and not bench_file.is_file():
             threads = os.cpu_count() or 1
