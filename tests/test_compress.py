@@ -808,6 +808,52 @@ def test_sweep_runs_each_method_and_resumes_after_an_interruption(tmp_path, monk
         sweep.main(["--resume", str(tmp_path / "100G")])   # not a sweep folder
 
 
+def test_publish_copies_a_finished_sweeps_records_and_refuses_an_unfinished_one(tmp_path, monkeypatch, capsys):
+    import json
+
+    from eapnet.jobs import budget_sweep, sweep
+
+    def fake_main_job(cfg, run, export=True, **kw):
+        budget = round(cfg.target_maccs / 1e9)
+        (run / "compressed.pt").write_text("weights")
+        (run / "bench" / "programs").mkdir(parents=True)
+        (run / "bench" / "programs" / "x.json").write_text("{}")      # a bench's program copies: not published
+        (run / "parity").mkdir()
+        (run / "parity" / "parity.json").write_text(json.dumps({"artifacts": []}))
+        scores = {"heldout_synthetic": {"psnr_mu": 29.0, "psnr_l": 40.0}}
+        rep = {"pdub_count": 3, "teacher": "standard", "target_maccs": budget * 1e9, "search": {"method": cfg.method},
+               "export": None, "models": {"teacher (float)": {"maccs": 200e9, "params": 5000, "scores": scores},
+                                          "compressed (float)": {"maccs": (budget - 1) * 1e9, "params": 3000,
+                                                                 "scores": scores}}}
+        (run / "report.json").write_text(json.dumps(rep))
+        if budget == 100 and cfg.method == "search":
+            raise KeyboardInterrupt                   # its report is written, the uniform run is not
+        return rep
+
+    monkeypatch.setattr(budget_sweep, "compress_and_ship", fake_main_job)
+    src, pub = tmp_path / "sweep", tmp_path / "reports" / "sweep"
+    assert sweep.main(["--budgets", "150G", "100G", "--methods", "search", "uniform", "--out", str(src),
+                       "--bench-runs", "0", "--frame-runs", "0"]) == 130
+    with pytest.raises(SystemExit):
+        sweep.main(["--publish", str(src), "--out", str(pub)])
+    assert "1 of 4 runs not finished (100G-uniform)" in capsys.readouterr().err and not pub.exists()
+    assert sweep.main(["--resume", str(src)]) == 0
+    (src / "report_files").mkdir(exist_ok=True)
+    (src / "report_files" / "old-picture.png").write_bytes(b"not shown by the page")
+    assert sweep.main(["--publish", str(src), "--out", str(pub)]) == 0
+    files = {str(p.relative_to(pub)) for p in pub.rglob("*") if p.is_file()}
+    assert {"sweep.md", "sweep.json", "report.html", "run.json", "publish.json", "150G/report.json",
+            "100G-uniform/parity/parity.json"} <= files
+    assert not any(f.endswith(".pt") or "programs" in f or "old-picture" in f for f in files), files
+    assert json.loads((pub / "sweep.json").read_text())["summary"] == json.loads((src / "sweep.json").read_text())[
+        "summary"]
+    assert not list(pub.parent.glob(".sweep.*"))    # no half copy left beside it
+    with pytest.raises(SystemExit):   # published work is not replaced without --overwrite
+        sweep.main(["--publish", str(src), "--out", str(pub)])
+    assert "--overwrite" in capsys.readouterr().err
+    assert sweep.main(["--publish", str(src), "--out", str(pub), "--overwrite"]) == 0
+
+
 @pytest.mark.slow
 def test_qat_cli_on_the_shipped_standard_model(tmp_path):
     # The README's main job with short stages (about 5 minutes on 2 cores): the budget is met by the one

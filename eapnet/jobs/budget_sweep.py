@@ -42,6 +42,7 @@ from matplotlib.figure import Figure
 
 from eapnet.compress.pipeline import CompressConfig
 from eapnet.compress.search import BudgetError
+from eapnet.browser import BrowserMissing, screenshot
 from eapnet.checkpoint import load_model
 from eapnet.export import latency, native
 from eapnet.export.canvas import load_scenes
@@ -49,9 +50,11 @@ from eapnet.export.parity import load_frame, save_frame
 from eapnet.export.native_bench import bench_native
 from eapnet.inference import SHIP_MAX_TILE, predict
 from eapnet.jobs.report_page import checked, run_frames, run_page, shipped_int8, sweep_page
+from eapnet.macs import parse_maccs
 from eapnet.metrics import psnr_mu
 from eapnet.jobs.main_job import compress_and_ship, report_markdown, score_fallback_programs
-from eapnet.runs import atomic_path, atomic_write_json, atomic_write_text, file_sha256
+from eapnet.runs import (atomic_path, atomic_write_json, atomic_write_text, check_run_dir, file_sha256, lock_run_dir,
+                         record_run)
 from eapnet.stats import change_vs, interval_text
 from eapnet.variants import AHDR_MACCS
 
@@ -535,3 +538,84 @@ def run_sweep(out: Path, cfgs: Mapping[tuple[int, str], CompressConfig], *, job:
         _tabulate_run(run, budget, state)
         _write_tables(out, **state)    # after every run: nothing is lost
     return _write_tables(out, **state), state["failed"]
+
+
+RECORD_SUFFIXES = (".json", ".md", ".csv", ".html", ".png", ".jpg")
+"""What :func:`publish` copies: the records, tables and pictures of a sweep (kilobytes per run)."""
+NOT_PUBLISHED = ("frames", "programs", "incomplete")
+"""Folders :func:`publish` leaves behind: kept full-size frames and the teacher's (``frames/``, ``parity/frames/``),
+the benches' program copies (``bench/programs/``) and what an interrupted run set aside; and every ``.mlpackage``."""
+
+
+def _published(src: Path) -> list[Path]:
+    """The files of the sweep folder ``src`` that :func:`publish` copies, relative to it: every record
+    (:data:`RECORD_SUFFIXES`) outside :data:`NOT_PUBLISHED` and ``.mlpackage`` folders, and of each
+    ``report_files/`` only the pictures its page shows and their records."""
+    files = []
+    for p in sorted(src.rglob("*")):
+        rel = p.relative_to(src)
+        if (not p.is_file() or p.suffix not in RECORD_SUFFIXES or rel.name.startswith(".")
+                or any(part in NOT_PUBLISHED or part.endswith(".mlpackage") for part in rel.parts[:-1])):
+            continue
+        if p.parent.name == "report_files":
+            page = p.parent.parent / "report.html"
+            shown = page.read_text(encoding="utf-8") if page.is_file() else ""
+            if p.suffix == ".json":     # a picture record: kept when the page shows its pictures
+                try:
+                    pics = json.loads(p.read_text())
+                    keep = bool(pics) and all(f"report_files/{q['src']}" in shown for q in pics)
+                except (ValueError, TypeError, KeyError):
+                    keep = False
+            else:
+                keep = f"report_files/{p.name}" in shown
+            if not keep:
+                continue
+        files.append(rel)
+    return files
+
+
+def publish(src: Path, dest: Path, *, overwrite: bool = False, tool: str = "eapnet-sweep", log=print) -> Path:
+    """Copy the finished sweep folder ``src`` into ``dest`` (e.g. ``reports/sweep``) without its weights,
+    programs and frames (:func:`_published`), rebuild its tables and page there from the copies alone
+    (:func:`tabulate`: proof that the published folder stands on its own), and add ``report.png``, a
+    screenshot of the page. The copy is made beside ``dest`` and swapped in whole.
+
+    Refused (``ValueError``, one line): ``src`` not a sweep folder, a sweep still writing it, a run of its
+    recorded budgets and methods not finished; ``dest`` as :func:`eapnet.runs.check_run_dir` refuses it (with
+    ``overwrite``, only a folder this command wrote is replaced)."""
+    src, dest = Path(src), Path(dest)
+    try:
+        args = json.loads((src / "run.json").read_text())["args"]
+        names = [run_name(parse_maccs(b), m) for b in args["budgets"] for m in args["methods"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--publish {src}: not a sweep folder of this tool ({type(e).__name__}: {e})") from None
+    lock_run_dir(src, tool=tool, flag="--publish")   # refused while a sweep writes it
+    missing = [n for n in names if not ((src / n / "report.json").is_file() or (src / n / UNREACHABLE).is_file())]
+    if missing:
+        raise ValueError(f"--publish {src}: {len(missing)} of {len(names)} runs not finished ({', '.join(missing)}); "
+                         f"--resume {src} finishes them")
+    check_run_dir(dest, tool=tool, overwrite=overwrite, inputs=[src])
+    tmp = dest.parent / f".{dest.name}.publish-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        for rel in _published(src):
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, tmp / rel)
+        tabulate(tmp, finished_runs(tmp))
+        record_run(tmp, {"published": str(src), "to": str(dest)}, name="publish.json", tool=tool)
+        try:
+            screenshot(tmp / "report.html", tmp / "report.png")
+        except BrowserMissing as e:
+            log(f"no screenshot of the page: {e}")
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        if dest.exists():
+            dest.rename(old)
+        tmp.rename(dest)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log(f"published {src} -> {dest} ({sum(1 for _ in dest.rglob('*') if _.is_file())} files)")
+    return dest

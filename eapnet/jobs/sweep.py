@@ -3,13 +3,16 @@
     python compress/sweep.py --budgets 150G 120G 100G 80G          # -> runs/sweep-<time>/
     python compress/sweep.py --budgets 150G 100G 60G --methods search uniform blocks
     python compress/sweep.py --resume runs/sweep-<time>             # continue after an interruption
+    python compress/sweep.py --publish runs/sweep-<time> --out reports/sweep --overwrite
 
 Each budget is one run of the main job in ``<out>/<budget>G/`` (its own report, phone artifacts and parity
 check), timed at the export size (``--bench-runs``, 0 = skip) and on the whole frame through the native runner,
 whole and in the shipped tiles (``--frame-runs``). ``--methods`` adds the baselines at the same
 budgets (``<out>/<budget>G-uniform/``, ``<out>/<budget>G-blocks/``). ``--resume`` continues a sweep folder with
 its recorded arguments: finished runs are kept, an interrupted one starts again. The sweep writes ``sweep.md``,
-``pareto.png``, ``sweep.json`` and ``sweep.csv``; what they hold: :mod:`eapnet.jobs.budget_sweep`. Exit status 1
+``pareto.png``, ``sweep.json``, ``sweep.csv`` and ``report.html``; what they hold: :mod:`eapnet.jobs.budget_sweep`.
+``--publish`` copies a finished sweep's records, tables and page, without weights, programs or frames, to
+``--out`` and screenshots its page (``report.png``). Exit status 1
 when a budget is unreachable for a method or an artifact fails parity.
 
 Every compression flag of ``compress/qat.py`` (e.g. ``--steps 100 50``, ``--model lightweight``) applies to
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 
 from eapnet.cli import Parser, add_overwrite, command, int_at_least, maccs_arg, out_dir, size_arg
-from eapnet.jobs.budget_sweep import METHOD_ORDER, finished_runs, run_sweep, tabulate
+from eapnet.jobs.budget_sweep import METHOD_ORDER, finished_runs, publish, run_sweep, tabulate
 from eapnet.compress.pipeline import METHODS, add_config_args, config_from_args
 from eapnet.runs import lock_run_dir, record_run
 
@@ -47,7 +50,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "bench/bench.json); runs nothing")
     p.add_argument("--resume", default=None, metavar="SWEEP_DIR",
                    help="continue an interrupted sweep with its recorded arguments (finished runs are kept)")
-    p.add_argument("--out", default=None, help="output folder (default runs/sweep-<time>)")
+    p.add_argument("--publish", default=None, metavar="SWEEP_DIR",
+                   help="copy a finished sweep folder's records, tables and page (no weights, programs or frames) "
+                        "to --out, rebuild them there and screenshot the page; runs nothing")
+    p.add_argument("--out", default=None, help="output folder (default runs/sweep-<time>; with --publish required)")
     add_overwrite(p)
     p.add_argument("--bench-runs", type=int_at_least(0), default=3,
                    help="timed runs per latency figure (median); 0 = no latency columns")
@@ -69,6 +75,14 @@ def main(argv=None) -> int:
         if not runs:
             p.error(f"--retabulate {out}: no budget folders with a report.json")
         print(tabulate(out, runs))
+        return 0
+    if args.publish:
+        if not args.out:
+            p.error("--publish needs --out, the folder to publish to (e.g. reports/sweep)")
+        try:
+            publish(Path(args.publish), Path(args.out), overwrite=args.overwrite, tool=p.prog)
+        except ValueError as e:    # OutputExistsError included: one line naming the folder
+            p.error(str(e))
         return 0
     resuming = args.resume is not None
     if resuming:
