@@ -475,6 +475,53 @@ def test_a_failing_artifact_fails_the_main_job(tmp_path, monkeypatch):
     assert rep["export"]["failed"] == ["pte-int8"] and rep["wall_s"]["total"] >= 0
 
 
+def test_a_fallback_over_the_latency_goal_keeps_the_fastest_set_that_meets_the_target(tmp_path, monkeypatch):
+    from eapnet.compress.fallback import Fallback
+    from eapnet.jobs import main_job
+
+    # the fewest groups (a, b) cost x1.3; without a the search finds (b, c) at x1.05, without b (a, d) at x1.2
+    sets = {(): ("a", "b"), ("a",): ("b", "c"), ("b",): ("a", "d")}
+    ratios = {("a", "b"): 1.3, ("b", "c"): 1.05, ("a", "d"): 1.2}
+    searched = []
+
+    def fake_search(model, backend, batches, scenes, *, target, groups=None, memo=None, sensitivity=None, **kw):
+        left_out = tuple(g for g in "abcd" if groups is not None and g not in groups)
+        searched.append(left_out)
+        assert memo is not None and (sensitivity is None) == (left_out == ())
+        keep = sets[left_out]
+        return Fallback(backend, target, keep, 0.6, 0.3, True, {g: 0.5 for g in "abcd"}, 1.0), keep
+
+    def fake_export(ckpt, program, folder, *, size, which, **kw):
+        keep = tuple(Path(program).read_text().split(","))
+        pte = Path(folder) / "x.pte"
+        pte.write_text(",".join(keep))
+        return {which[0]: pte}, {}
+
+    monkeypatch.setattr(main_job, "find_fallback", fake_search)
+    monkeypatch.setattr(main_job, "layer_groups", lambda model: list("abcd"))
+    monkeypatch.setattr(main_job, "save_quantized", lambda path, q, ex, meta: Path(path).write_text(",".join(q)))
+    monkeypatch.setattr(main_job, "export_variant", fake_export)
+    monkeypatch.setattr(main_job, "compare_pte", lambda before, after, runs: {
+        "ratio": ratios[tuple(Path(after).read_text().split(","))]})
+    before = tmp_path / "all-int8.pte"
+    program, rec = main_job._fallback_program(tmp_path, None, "xnnpack", [], [], {}, "pte-int8", (64, 64), before,
+                                              progress=False, log=lambda *a: None)
+    assert searched == [(), ("a",), ("b",)]
+    assert rec["float_groups"] == ["b", "c"] and program.read_text() == "b,c"
+    assert [(s["float_groups"], s["latency_ratio"]) for s in rec["latency_search"]] == [
+        (["a", "b"], 1.3), (["b", "c"], 1.05), (["a", "d"], 1.2)]
+    assert not (tmp_path / "fallback-latency").exists()
+    # within the goal: one search, one timing; a Core ML artifact (no .pte to time) is not timed at all
+    ratios[("a", "b")] = 1.04
+    searched.clear()
+    program, rec = main_job._fallback_program(tmp_path, None, "xnnpack", [], [], {}, "pte-int8", (64, 64), before,
+                                              progress=False, log=lambda *a: None)
+    assert searched == [()] and rec["float_groups"] == ["a", "b"] and len(rec["latency_search"]) == 1
+    program, rec = main_job._fallback_program(tmp_path, None, "coreml", [], [], {}, "coreml-w8a8", (64, 64), None,
+                                              progress=False, log=lambda *a: None)
+    assert "latency_search" not in rec and program.name == "int8-coreml-fallback.pt2"
+
+
 def test_the_fallback_program_is_scored_as_the_shipped_int8_model(tmp_path, monkeypatch):
     from eapnet.evalsets import heldout_synthetic
     from eapnet.jobs import main_job

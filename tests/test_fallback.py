@@ -109,6 +109,21 @@ def test_the_search_keeps_the_fewest_groups_that_meet_the_target(monkeypatch):
     assert not rec.met and rec.float_groups == ("encoders.0", "merge", "tail")
 
 
+def test_a_second_search_without_a_group_reuses_the_first_ones_sets(monkeypatch):
+    # tail or (encoders.0 and merge) meet the target; without tail the second set is found, and no set is
+    # quantized twice over both searches
+    gains = {"encoders.0": 0.3, "merge": 0.3, "tail": 0.7}
+    calls = _fake_drops(monkeypatch, lambda keep: 1.0 - sum(gains[g] for g in keep))
+    memo, order = {}, ["encoders.0", "merge", "tail"]
+    first, _ = find_fallback(_model(), "xnnpack", [], [], target=0.45, groups=order, memo=memo, log=lambda *_: None)
+    assert first.float_groups == ("tail",)
+    second, q = find_fallback(_model(), "xnnpack", [], [], target=0.45, groups=["encoders.0", "merge"],
+                              sensitivity=first.sensitivity, memo=memo, log=lambda *_: None)
+    assert second.met and second.float_groups == ("encoders.0", "merge") and q == ("encoders.0", "merge")
+    assert second.drop == pytest.approx(0.4) and second.sensitivity == pytest.approx({"encoders.0": 0.7, "merge": 0.7})
+    assert len(calls) == len(set(calls)) == 5     # (), each group alone, the pair
+
+
 def test_a_model_within_the_target_keeps_every_group_int8(monkeypatch):
     _fake_drops(monkeypatch, lambda keep: 0.1)
     rec, _ = find_fallback(_model(), "xnnpack", [], [], target=0.5, log=lambda *_: None)

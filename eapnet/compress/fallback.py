@@ -17,7 +17,7 @@ model on ``scenes`` (:func:`eapnet.evalsets.score`); a model with G groups takes
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -80,24 +80,32 @@ def quantize_keeping(model: nn.Module, backend: str, calib_batches: Sequence[tup
 
 def find_fallback(model: nn.Module, backend: str, calib_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
                   scenes: Sequence, *, target: float, groups: Sequence[str] | None = None, equalise: bool = True,
+                  sensitivity: Mapping[str, float] | None = None, memo: dict | None = None,
                   progress: bool = True, log=print) -> tuple[Fallback, Padded]:
     """The fewest of ``groups`` (default :func:`layer_groups`) to keep in float so that the int8 model's
     PSNR-μ drop against ground truth on ``scenes`` (scene sources with ground truth, e.g. the calibration set)
     is at most ``target`` dB; returns the record and that int8 model. When even every group in float misses the
-    target, the record says ``met=False`` and holds the best set found (all groups)."""
+    target, the record says ``met=False`` and holds the best set found (all groups).
+
+    A second search on the same model, scenes and target (e.g. with one group left out of ``groups``, for a set
+    that costs less latency) passes the first one's ``sensitivity`` (its record's) and the same ``memo`` (a dict
+    the caller keeps: the drop of every set tried, and the reference score), so no set is quantized twice."""
     t0 = time.time()
     model = model.eval()
     groups = list(layer_groups(model) if groups is None else groups)
     unknown = [g for g in groups if g not in dict(model.named_modules())]
     if unknown:
         raise ValueError(f"layer groups {unknown} are not modules of the model")
-    reference = score(model, scenes, dataset="fallback")["psnr_mu"]
+    memo = {} if memo is None else memo
+    if "reference" not in memo:
+        memo["reference"] = score(model, scenes, dataset="fallback")["psnr_mu"]
+    reference = memo["reference"]
     # the int8 model of a set is kept only while it meets the target (the answer is one of those, or the
     # last set tried): a graph per layer group would hold memory the export and parity stages need
-    tried: dict[tuple[str, ...], tuple[float, Padded | None]] = {}
+    tried: dict[tuple[str, ...], tuple[float, Padded | None]] = memo.setdefault("tried", {})
 
     def drop(keep: Sequence[str]) -> float:
-        key = tuple(g for g in groups if g in keep)   # forward order: one key per set
+        key = tuple(sorted(keep))   # one key per set, whatever the order or the groups searched
         if key not in tried:
             q = quantize_keeping(model, backend, calib_batches, key, equalise=equalise)
             d = reference - score(q, scenes, dataset="fallback")["psnr_mu"]
@@ -105,8 +113,8 @@ def find_fallback(model: nn.Module, backend: str, calib_batches: Sequence[tuple[
         return tried[key][0]
 
     def result(keep: Sequence[str], sensitivity: dict) -> tuple[Fallback, Padded]:
-        key = tuple(g for g in groups if g in keep)
-        d, q = tried[key]
+        key = tuple(g for g in groups if g in keep)   # forward order
+        d, q = tried[tuple(sorted(key))]
         if q is None:   # the target was not met: quantize the best set found once more
             q = quantize_keeping(model, backend, calib_batches, key, equalise=equalise)
         rec = Fallback(backend, target, key, tried[()][0], d, d <= target, sensitivity, round(time.time() - t0, 1))
@@ -116,8 +124,10 @@ def find_fallback(model: nn.Module, backend: str, calib_batches: Sequence[tuple[
 
     if drop(()) <= target:
         return result((), {})
-    sensitivity = {g: drop((g,)) for g in tqdm(groups, desc="fallback sensitivity", disable=not progress,
-                                                leave=False)}
+    known = dict(sensitivity or {})
+    sensitivity = {g: known[g] if g in known else drop((g,))
+                   for g in tqdm(groups, desc="fallback sensitivity", disable=not progress or set(groups) <= set(known),
+                                 leave=False)}
     chosen: list[str] = []
     for g in sorted(groups, key=lambda g: (sensitivity[g], groups.index(g))):
         chosen.append(g)

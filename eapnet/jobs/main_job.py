@@ -9,11 +9,12 @@ their parity (``eapnet.export.pipeline``), write the run's report. The command l
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
 from eapnet.checkpoint import load_model
-from eapnet.compress.fallback import TARGET, find_fallback
+from eapnet.compress.fallback import TARGET, find_fallback, layer_groups
 from eapnet.compress.pipeline import compress
 from eapnet.compress.quantize import load_quantized, read_quantized_meta, save_quantized
 from eapnet.evalsets import as_batches, calibration, score, standard_sets
@@ -26,7 +27,13 @@ from eapnet.memory import peak_rss_mb, reset_peak_rss
 from eapnet.jobs.report_page import checked, run_page
 from eapnet.runs import atomic_write_json, atomic_write_text
 
-__all__ = ["FALLBACK_MARGIN", "compress_and_ship", "fallback_artifacts", "needs_fallback", "report_markdown"]
+__all__ = ["FALLBACK_MARGIN", "LATENCY_GOAL", "compress_and_ship", "fallback_artifacts", "needs_fallback", "report_markdown"]
+
+LATENCY_GOAL = 1.10
+"""The int8 latency a fallback's float groups may add (after / before, per program): above it the fallback
+looks for another set of groups that meets its target (:func:`_fallback_program`)."""
+LATENCY_RUNS = 7
+"""Timed runs of each program when a fallback is timed (median; the two programs in turns)."""
 
 FALLBACK_MARGIN = 0.1
 """dB of its ground-truth budget (parity's ``max_gt_drop``) an int8 artifact must leave spare on every dataset;
@@ -108,7 +115,9 @@ def fallback_artifacts(run_dir: Path, export: dict, *, calib: str | None, calib_
     quantizer backend, :func:`eapnet.compress.fallback.find_fallback` on the float ``compressed.pt`` (PTQ on the
     run's calibration set, ``calib`` and ``calib_scenes`` as the compression used them, which also scores the
     search; target :data:`eapnet.compress.fallback.TARGET`), saved as
-    ``int8-<backend>-fallback.pt2``; each such artifact moves to ``export/rejected/`` and is exported again
+    ``int8-<backend>-fallback.pt2`` (for a ``.pte``, the set of the least latency among those that meet the
+    target when the fewest cost more than :data:`LATENCY_GOAL`: :func:`_fallback_program`); each such
+    artifact moves to ``export/rejected/`` and is exported again
     from that program and checked (``parity/parity-fallback.{json,md}``). Returns ``{key: record}``: why, the
     float groups and the search's figures, the artifact's size and verdict before and after, and for a
     ``.pte`` the latency ratio after / before (both programs run in turns in this process)."""
@@ -127,19 +136,16 @@ def fallback_artifacts(run_dir: Path, export: dict, *, calib: str | None, calib_
         base, _, tile = key.partition("@")
         backend, _ = artifact_backend(base)
         log(f"fallback for {key}: {why}")
-        if backend.name not in programs:
-            rec, q = find_fallback(model, backend.name, batches, scenes, target=TARGET, progress=progress,
-                                   log=log)
-            program = run_dir / f"int8-{backend.name}-fallback.pt2"
-            save_quantized(program, q, example_inputs((64, 64), batch=2),
-                           {**meta, "backend": backend.name, "float_groups": list(rec.float_groups)})
-            programs[backend.name] = (program, rec.to_dict())
-        program, rec = programs[backend.name]
         old = run_dir / export["artifacts"][key]["file"]
+        size = (int(tile), int(tile)) if tile else tuple(export["size"])
+        if backend.name not in programs:
+            programs[backend.name] = _fallback_program(
+                run_dir, model, backend.name, batches, scenes, meta, base, size,
+                old if old.suffix == ".pte" else None, progress=progress, log=log)
+        program, rec = programs[backend.name]
         aside = rejected / old.name
         for f in [old, *old.parent.glob(old.stem + ".*json")]:
             f.rename(rejected / f.name)
-        size = (int(tile), int(tile)) if tile else tuple(export["size"])
         p, m = export_variant(run_dir / "compressed.pt", program, run_dir / "export", size=size, which=(base,),
                               workers=1, isolate=True, log=log)
         paths[key], made[key] = p[base], m[base]
@@ -153,11 +159,59 @@ def fallback_artifacts(run_dir: Path, export: dict, *, calib: str | None, calib_
         records[key]["after"] = {"file": row["file"], "bytes": row["bytes"], "passed": row["passed"],
                                  "margin": row["gt_margin"]}
         if paths[key].suffix == ".pte":
-            records[key]["latency"] = compare_pte(run_dir / records[key]["before"]["file"], paths[key])
+            records[key]["latency"] = compare_pte(run_dir / records[key]["before"]["file"], paths[key],
+                                                  runs=LATENCY_RUNS)
         export["artifacts"][key] = {**row, "fallback": records[key]["search"]["float_groups"]}
     export["failed"] = [k for k, v in export["artifacts"].items() if not v["passed"]]
     export["passed"] = not export["failed"]
     return records
+
+
+def _fallback_program(run_dir: Path, model, backend: str, batches, scenes, meta: dict, base: str,
+                      size: tuple[int, int], before: Path | None, *, progress: bool, log) -> tuple[Path, dict]:
+    """``int8-<backend>-fallback.pt2`` and its search record: :func:`eapnet.compress.fallback.find_fallback`'s
+    fewest float groups. With ``before``, the all-int8 ``.pte`` (artifact ``base`` at ``size``), that set is
+    exported to a scratch folder and timed against it (:func:`eapnet.export.latency.compare_pte`); when it costs
+    more than :data:`LATENCY_GOAL`, the search runs again once without each of its groups in turn, and the
+    set that meets the target at the least latency is kept (``rec["latency_search"]``: every set timed)."""
+    memo: dict = {}
+    rec, q = find_fallback(model, backend, batches, scenes, target=TARGET, memo=memo, progress=progress, log=log)
+    program = run_dir / f"int8-{backend}-fallback.pt2"
+
+    def save(path: Path, q, rec) -> None:
+        save_quantized(path, q, example_inputs((64, 64), batch=2),
+                       {**meta, "backend": backend, "float_groups": list(rec.float_groups)})
+
+    if before is None or not rec.met or not rec.float_groups:
+        save(program, q, rec)
+        return program, rec.to_dict()
+    scratch = run_dir / "fallback-latency"
+    scratch.mkdir(exist_ok=True)
+    timed = []
+
+    def timing(rec, q) -> None:
+        folder = scratch / str(len(timed))
+        folder.mkdir(exist_ok=True)
+        save(folder / program.name, q, rec)
+        paths, _ = export_variant(run_dir / "compressed.pt", folder / program.name, folder, size=size,
+                                  which=(base,), workers=1, isolate=True, log=log)
+        lat = compare_pte(before, paths[base], runs=LATENCY_RUNS)
+        timed.append((lat["ratio"], rec, folder / program.name))
+        log(f"fallback latency: {', '.join(rec.float_groups)} in float: x{lat['ratio']:.3f} per {size[0]}x{size[1]}")
+
+    timing(rec, q)
+    if timed[0][0] > LATENCY_GOAL:
+        groups = layer_groups(model)
+        for g in rec.float_groups:
+            alt, q = find_fallback(model, backend, batches, scenes, target=TARGET, memo=memo, progress=progress,
+                                   groups=[h for h in groups if h != g], sensitivity=rec.sensitivity, log=log)
+            if alt.met and all(alt.float_groups != r.float_groups for _, r, _ in timed):
+                timing(alt, q)
+    ratio, best, path = min(timed, key=lambda t: t[0])
+    path.replace(program)
+    shutil.rmtree(scratch)
+    return program, {**best.to_dict(), "latency_search": [
+        {"float_groups": list(r.float_groups), "drop": r.drop, "latency_ratio": x} for x, r, _ in timed]}
 
 
 def score_fallback_programs(run_dir: Path, report: dict, log=print) -> bool:
