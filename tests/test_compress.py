@@ -482,7 +482,7 @@ def test_a_fallback_over_the_latency_goal_keeps_the_fastest_set_that_meets_the_t
     # the fewest groups (a, b) cost x1.3; without a the search finds (b, c) at x1.05, without b (a, d) at x1.2
     sets = {(): ("a", "b"), ("a",): ("b", "c"), ("b",): ("a", "d")}
     ratios = {("a", "b"): 1.3, ("b", "c"): 1.05, ("a", "d"): 1.2}
-    searched = []
+    searched, exported, timed = [], [], []
 
     def fake_search(model, backend, batches, scenes, *, target, groups=None, memo=None, sensitivity=None, **kw):
         left_out = tuple(g for g in "abcd" if groups is not None and g not in groups)
@@ -491,35 +491,91 @@ def test_a_fallback_over_the_latency_goal_keeps_the_fastest_set_that_meets_the_t
         keep = sets[left_out]
         return Fallback(backend, target, keep, 0.6, 0.3, True, {g: 0.5 for g in "abcd"}, 1.0), keep
 
-    def fake_export(ckpt, program, folder, *, size, which, **kw):
-        keep = tuple(Path(program).read_text().split(","))
+    def fake_export(ckpt, program, folder, *, size, which, **kw):   # the artifact of the program as it is now
         pte = Path(folder) / "x.pte"
-        pte.write_text(",".join(keep))
-        return {which[0]: pte}, {}
+        pte.write_text(Path(program).read_text())
+        exported.append(pte.read_text())
+        return {which[0]: pte}, {which[0]: {"seconds": 1.0}}
+
+    def fake_compare(before, after, runs):
+        timed.append(Path(after).read_text())
+        return {"ratio": ratios[tuple(timed[-1].split(","))]}
 
     monkeypatch.setattr(main_job, "find_fallback", fake_search)
     monkeypatch.setattr(main_job, "layer_groups", lambda model: list("abcd"))
     monkeypatch.setattr(main_job, "save_quantized", lambda path, q, ex, meta: Path(path).write_text(",".join(q)))
     monkeypatch.setattr(main_job, "export_variant", fake_export)
-    monkeypatch.setattr(main_job, "compare_pte", lambda before, after, runs: {
-        "ratio": ratios[tuple(Path(after).read_text().split(","))]})
+    monkeypatch.setattr(main_job, "compare_pte", fake_compare)
+    (tmp_path / "export").mkdir()
     before = tmp_path / "all-int8.pte"
-    program, rec = main_job._fallback_program(tmp_path, None, "xnnpack", [], [], {}, "pte-int8", (64, 64), before,
-                                              progress=False, log=lambda *a: None)
+    program, rec, (pte, made, lat) = main_job._fallback_program(
+        tmp_path, None, "xnnpack", [], [], {}, "pte-int8", (64, 64), before, progress=False, log=lambda *a: None)
     assert searched == [(), ("a",), ("b",)]
     assert rec["float_groups"] == ["b", "c"] and program.read_text() == "b,c"
     assert [(s["float_groups"], s["latency_ratio"]) for s in rec["latency_search"]] == [
         (["a", "b"], 1.3), (["b", "c"], 1.05), (["a", "d"], 1.2)]
-    assert not (tmp_path / "fallback-latency").exists()
-    # within the goal: one search, one timing; a Core ML artifact (no .pte to time) is not timed at all
+    # the shipped artifact is the fastest set's, exported again because (a, d) was tried after it, not timed again
+    assert pte.read_text() == "b,c" and lat == {"ratio": 1.05} and made == {"seconds": 1.0}
+    assert exported == ["a,b", "b,c", "a,d", "b,c"] and timed == ["a,b", "b,c", "a,d"]
+    # within the goal: one search, one export, one timing, and that artifact is the one shipped
     ratios[("a", "b")] = 1.04
-    searched.clear()
-    program, rec = main_job._fallback_program(tmp_path, None, "xnnpack", [], [], {}, "pte-int8", (64, 64), before,
-                                              progress=False, log=lambda *a: None)
-    assert searched == [()] and rec["float_groups"] == ["a", "b"] and len(rec["latency_search"]) == 1
-    program, rec = main_job._fallback_program(tmp_path, None, "coreml", [], [], {}, "coreml-w8a8", (64, 64), None,
-                                              progress=False, log=lambda *a: None)
-    assert "latency_search" not in rec and program.name == "int8-coreml-fallback.pt2"
+    searched.clear(), exported.clear(), timed.clear()
+    program, rec, (pte, _, lat) = main_job._fallback_program(
+        tmp_path, None, "xnnpack", [], [], {}, "pte-int8", (64, 64), before, progress=False, log=lambda *a: None)
+    assert searched == [()] and exported == timed == ["a,b"] and pte.read_text() == "a,b" and lat["ratio"] == 1.04
+    assert rec["float_groups"] == ["a", "b"] and "latency_search" not in rec
+    # a Core ML artifact (no .pte to time): the program only
+    program, rec, shipped = main_job._fallback_program(
+        tmp_path, None, "coreml", [], [], {}, "coreml-w8a8", (64, 64), None, progress=False, log=lambda *a: None)
+    assert shipped is None and program.name == "int8-coreml-fallback.pt2" and len(exported) == 1
+
+
+def test_the_fallback_ships_the_artifact_it_timed_and_exports_the_others(tmp_path, monkeypatch):
+    # the search and the exports faked: the all-int8 files move aside before the search times against them,
+    # the timed .pte is not exported or timed again, the W8A8 package is exported from its own program
+    from eapnet.jobs import main_job
+
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    artifacts = {}
+    for key, name in {"pte-int8": "m_xnnpack_int8_64x64.pte", "coreml-w8a8": "m_coreml_w8a8_64x64.mlpackage"}.items():
+        (export_dir / name).write_text("all int8")
+        (export_dir / (Path(name).stem + ".json")).write_text("{}")
+        artifacts[key] = {"file": f"export/{name}", "precision": "int8", "passed": True, "gt_margin": 0.05,
+                          "bytes": 8, "psnr_mu": 30.0, "float_psnr_mu": 30.2}
+    export = {"size": [64, 64], "artifacts": artifacts}
+    seen = {}
+
+    def fake_program(run_dir, model, backend, batches, scenes, meta, base, size, before, **kw):
+        seen[backend] = before
+        if before is not None:
+            assert before.parent.name == "rejected" and before.read_text() == "all int8"
+            pte = export_dir / "m_xnnpack_int8_64x64.pte"
+            pte.write_text("mixed")
+            return run_dir / "int8-xnnpack-fallback.pt2", {"float_groups": ["a"]}, (pte, {"s": 1}, {"ratio": 1.02})
+        return run_dir / f"int8-{backend}-fallback.pt2", {"float_groups": ["b"]}, None
+
+    def fake_export(ckpt, program, out, *, size, which, **kw):
+        assert which == ("coreml-w8a8",) and program.name == "int8-coreml-fallback.pt2"
+        return {which[0]: out / "m_coreml_w8a8_64x64.mlpackage"}, {which[0]: {"s": 2}}
+
+    def fake_check(run_dir, paths, made, **kw):
+        return {"artifacts": {k: {"file": str(p.relative_to(run_dir)), "bytes": 5, "passed": True,
+                                  "gt_margin": 0.2} for k, p in paths.items()}}, {}
+
+    monkeypatch.setattr(main_job, "_fallback_program", fake_program)
+    monkeypatch.setattr(main_job, "export_variant", fake_export)
+    monkeypatch.setattr(main_job, "check_artifacts", fake_check)
+    monkeypatch.setattr(main_job, "compare_pte", lambda *a, **k: pytest.fail("the timed .pte was timed again"))
+    for name, value in {"load_model": None, "calibration": [], "read_quantized_meta": {}}.items():
+        monkeypatch.setattr(main_job, name, lambda *a, _v=value, **k: _v)
+    recs = main_job.fallback_artifacts(tmp_path, export, calib=None, calib_scenes=1, parity_scenes=1, tile_overlap=0,
+                                       runners=(), progress=False, log=lambda *a: None)
+    assert seen == {"xnnpack": export_dir / "rejected" / "m_xnnpack_int8_64x64.pte", "coreml": None}
+    assert recs["pte-int8"]["latency"] == {"ratio": 1.02} and "latency" not in recs["coreml-w8a8"]
+    assert recs["pte-int8"]["before"]["file"] == "export/rejected/m_xnnpack_int8_64x64.pte"
+    assert (export_dir / "rejected" / "m_xnnpack_int8_64x64.json").is_file()
+    assert export["artifacts"]["pte-int8"]["fallback"] == ["a"] and export["passed"]
 
 
 def test_the_fallback_program_is_scored_as_the_shipped_int8_model(tmp_path, monkeypatch):

@@ -125,9 +125,10 @@ def find_fallback(model: nn.Module, backend: str, calib_batches: Sequence[tuple[
     if drop(()) <= target:
         return result((), {})
     known = dict(sensitivity or {})
-    sensitivity = {g: known[g] if g in known else drop((g,))
-                   for g in tqdm(groups, desc="fallback sensitivity", disable=not progress or set(groups) <= set(known),
-                                 leave=False)}
+    for g in tqdm([g for g in groups if g not in known], desc="fallback sensitivity", disable=not progress,
+                  leave=False):
+        known[g] = drop((g,))
+    sensitivity = {g: known[g] for g in groups}
     chosen: list[str] = []
     for g in sorted(groups, key=lambda g: (sensitivity[g], groups.index(g))):
         chosen.append(g)

@@ -551,7 +551,7 @@ def _published(src: Path) -> list[Path]:
     """The files of the sweep folder ``src`` that :func:`publish` copies, relative to it: every record
     (:data:`RECORD_SUFFIXES`) outside :data:`NOT_PUBLISHED` and ``.mlpackage`` folders, and of each
     ``report_files/`` only the pictures its page shows and their records."""
-    files = []
+    files, pages = [], {}
     for p in sorted(src.rglob("*")):
         rel = p.relative_to(src)
         if (not p.is_file() or p.suffix not in RECORD_SUFFIXES or rel.name.startswith(".")
@@ -559,7 +559,9 @@ def _published(src: Path) -> list[Path]:
             continue
         if p.parent.name == "report_files":
             page = p.parent.parent / "report.html"
-            shown = page.read_text(encoding="utf-8") if page.is_file() else ""
+            if page not in pages:
+                pages[page] = page.read_text(encoding="utf-8") if page.is_file() else ""
+            shown = pages[page]
             if p.suffix == ".json":     # a picture record: kept when the page shows its pictures
                 try:
                     pics = json.loads(p.read_text())
@@ -611,7 +613,12 @@ def publish(src: Path, dest: Path, *, overwrite: bool = False, tool: str = "eapn
         old = dest.parent / f".{dest.name}.old-{os.getpid()}"
         if dest.exists():
             dest.rename(old)
-        tmp.rename(dest)
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if old.exists():    # the published folder stays as it was
+                old.rename(dest)
+            raise
         if old.exists():
             shutil.rmtree(old)
     finally:
