@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from conftest import TINY
+from torch import nn
 
 from eapnet.inference import example_inputs
 from eapnet.compress.quantize import (
@@ -241,19 +242,40 @@ def test_coreml_quantizer_is_w8a8():
 
 
 @pytest.mark.slow  # the untrimmed Core ML quantizer traces 417 pattern graphs: minutes on 2 cores
-def test_trimming_coreml_patterns_to_the_graph_changes_no_annotation(float_model, monkeypatch):
+@pytest.mark.parametrize("backend, flag", [("coreml", "TRIM_COREML_PATTERNS"), ("xnnpack", "TRIM_XNNPACK_PATTERNS")])
+def test_trimming_the_quantizers_patterns_to_the_graph_changes_no_annotation(float_model, monkeypatch, backend, flag):
     import eapnet.compress.quantize as cq
 
     ldrs, evs = example_inputs((32, 40), batch=2)
     outs = {}
     for trim in (True, False):
-        monkeypatch.setattr(cq, "TRIM_COREML_PATTERNS", trim)
-        prepared = prepare_ptq(float_model, "coreml", [(ldrs, evs)])
+        monkeypatch.setattr(cq, flag, trim)
+        prepared = prepare_ptq(float_model, backend, [(ldrs, evs)])
         observers = sorted(n.name for n in prepared.graph.nodes if "activation_post_process" in str(n.target))
         with torch.no_grad():
             outs[trim] = (observers, convert(prepared)(ldrs, evs))
     assert outs[True][0] == outs[False][0] and len(outs[True][0]) > 10
     assert torch.equal(outs[True][1], outs[False][1])
+
+
+def test_xnnpack_batch_norm_patterns_are_skipped_only_where_no_batch_norm_is():
+    import eapnet.compress.quantize as cq
+
+    q = cq.quantizer_for("xnnpack").inner
+    every = [p.name for p in type(q).SUPPORTED_PATTERNS]
+    seen = {}
+
+    def patterns_during(module):
+        gm = torch.export.export(module.eval(), (torch.rand(1, 3, 8, 8),)).module()
+        with cq._xnnpack_patterns_present_in(q, gm):
+            seen[type(module).__name__] = [p.name for p in q.SUPPORTED_PATTERNS]
+        assert [p.name for p in q.SUPPORTED_PATTERNS] == every      # the instance reads the class's list again
+
+    patterns_during(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()))
+    assert seen["Sequential"] == every
+    patterns_during(nn.Conv2d(3, 4, 3))
+    assert {"conv_bn", "conv_bn_relu", "conv_transpose_bn", "conv_transpose_bn_relu"} <= set(every)
+    assert seen["Conv2d"] == [n for n in every if "_bn" not in n] and "conv" in seen["Conv2d"]
 
 
 def test_coreml_qat_converts_to_its_fake_quant_form(float_model):

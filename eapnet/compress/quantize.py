@@ -152,6 +152,10 @@ def quantizer_for(backend: str, *, qat: bool = True, float_modules: Sequence[str
 TRIM_COREML_PATTERNS = True
 """Whether the Core ML quantizer tries only the patterns present in the graph (see below); off only to check."""
 
+TRIM_XNNPACK_PATTERNS = True
+"""Whether the XNNPACK quantizer skips its batch-norm patterns on a graph without batch norm (see
+:func:`_xnnpack_patterns_present_in`); off only to check."""
+
 # Core ML quantizer annotators, and the aten op (substring of a node target) without which one cannot match
 _COREML_ANNOTATOR_OPS = ((r"(^|_)bn(_|$)", "batch_norm"), (r"^linear", "linear"), (r"^matmul", "matmul"),
                          (r"^max_pool", "max_pool"), (r"avg_pool", "avg_pool"), (r"^conv", "conv"), (r"^add", "add"),
@@ -187,6 +191,27 @@ def _coreml_patterns_present_in(model: torch.fx.GraphModule):
     finally:
         cu._supported_activations, cu._supported_activations_no_inplace = saved[0], saved[1]
         cq._AnnotationPatternRegistry.REGISTRY = saved[2]
+
+
+@contextlib.contextmanager
+def _xnnpack_patterns_present_in(quantizer, model: torch.fx.GraphModule):
+    """Let the XNNPACK quantizer skip its conv + batch-norm patterns when ``model`` has no batch norm.
+
+    Why: each of those annotators builds its match patterns (conv1d and conv2d, plain or transposed, with and
+    without an in-place ReLU) by ``torch.export`` of a tiny module, ~0.5 s each: 24 exports, about 12 of the 30 s
+    of a tiny EAPNet's PTQ preparation on 2 cores (profiled), paid again by every layer-group probe of the
+    mixed-precision fallback. EAPNet has no batch norm, and a pattern with a batch norm cannot match a graph
+    without one, so leaving them out changes no annotation (checked: ``tests/test_quantize.py``). The
+    quantizer reads its pattern list from the instance, so only this call sees the shorter one."""
+    has_bn = any("batch_norm" in str(n.target) for n in model.graph.nodes if n.op == "call_function")
+    if has_bn or not TRIM_XNNPACK_PATTERNS:
+        yield
+        return
+    quantizer.SUPPORTED_PATTERNS = [p for p in type(quantizer).SUPPORTED_PATTERNS if "_bn" not in p.name]
+    try:
+        yield
+    finally:
+        del quantizer.SUPPORTED_PATTERNS
 
 
 def _histogram_ctr(qat: bool):
@@ -369,6 +394,9 @@ def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Seq
         def annotate(self, model):
             if type(quantizer).__name__ == "CoreMLQuantizer" and TRIM_COREML_PATTERNS:
                 with _coreml_patterns_present_in(model):
+                    model = quantizer.annotate(model)
+            elif type(quantizer).__name__ == "XNNPACKQuantizer":
+                with _xnnpack_patterns_present_in(quantizer, model):
                     model = quantizer.annotate(model)
             else:
                 model = quantizer.annotate(model)
