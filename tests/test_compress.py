@@ -519,7 +519,8 @@ def test_a_fallback_over_the_latency_goal_keeps_the_fastest_set_that_meets_the_t
     assert exported == ["a,b", "b,c", "a,d", "b,c"] and timed == ["a,b", "b,c", "a,d"]
     # within the goal: one search, one export, one timing, and that artifact is the one shipped
     ratios[("a", "b")] = 1.04
-    searched.clear(), exported.clear(), timed.clear()
+    for calls in (searched, exported, timed):
+        calls.clear()
     program, rec, (pte, _, lat) = main_job._fallback_program(
         tmp_path, None, "xnnpack", [], [], {}, "pte-int8", (64, 64), before, progress=False, log=lambda *a: None)
     assert searched == [()] and exported == timed == ["a,b"] and pte.read_text() == "a,b" and lat["ratio"] == 1.04

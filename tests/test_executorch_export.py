@@ -338,7 +338,8 @@ def test_int8_pte_by_ptq_fully_delegated_and_matches_qdq(tmp_path, monkeypatch, 
 
 
 def test_an_int8_program_keeps_its_float_groups_through_save_and_load(tmp_path, monkeypatch):
-    # the mixed-precision fallback's .pt2 names its float groups; an export from it must carry them to the sidecar
+    # the mixed-precision fallback's .pt2 names its float groups and load_source reads them (export_pte copies
+    # Source.float_groups into the .pte's sidecar)
     import eapnet.export.common as common
 
     qmodel = Padded(convert(prepare_ptq(_model(SMALL), "xnnpack", _calib(), float_modules=("merge",)))).eval()

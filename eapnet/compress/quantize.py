@@ -198,13 +198,13 @@ def _xnnpack_patterns_present_in(quantizer, model: torch.fx.GraphModule):
     """Let the XNNPACK quantizer skip its conv + batch-norm patterns when ``model`` has no batch norm.
 
     Why: each of those annotators builds its match patterns (conv1d and conv2d, plain or transposed, with and
-    without an in-place ReLU) by ``torch.export`` of a tiny module, ~0.5 s each: 24 exports, about 12 of the 30 s
-    of a tiny EAPNet's PTQ preparation on 2 cores (profiled), paid again by every layer-group probe of the
-    mixed-precision fallback. EAPNet has no batch norm, and a pattern with a batch norm cannot match a graph
-    without one, so leaving them out changes no annotation (checked: ``tests/test_quantize.py``). The
-    quantizer reads its pattern list from the instance, so only this call sees the shorter one."""
-    has_bn = any("batch_norm" in str(n.target) for n in model.graph.nodes if n.op == "call_function")
-    if has_bn or not TRIM_XNNPACK_PATTERNS:
+    without an in-place ReLU) by ``torch.export`` of a tiny module: 24 exports per preparation, which took the
+    PTQ preparation of the 100 G standard from 14.3 to 19.9 s on 2 cores (two runs each, one process), paid
+    again by every layer-group probe of the mixed-precision fallback. EAPNet has no batch norm, and a pattern
+    with a batch norm cannot match a graph without one, so leaving them out changes no annotation (checked:
+    ``tests/test_quantize.py``). The quantizer reads its pattern list from the instance, so only this call sees
+    the shorter one."""
+    if any("batch_norm" in str(n.target) for n in model.graph.nodes if n.op == "call_function"):
         yield
         return
     quantizer.SUPPORTED_PATTERNS = [p for p in type(quantizer).SUPPORTED_PATTERNS if "_bn" not in p.name]
@@ -395,7 +395,7 @@ def _float_head(quantizer, histogram_qat: bool | None = None, float_modules: Seq
             if type(quantizer).__name__ == "CoreMLQuantizer" and TRIM_COREML_PATTERNS:
                 with _coreml_patterns_present_in(model):
                     model = quantizer.annotate(model)
-            elif type(quantizer).__name__ == "XNNPACKQuantizer":
+            elif type(quantizer).__name__ == "XNNPACKQuantizer" and TRIM_XNNPACK_PATTERNS:
                 with _xnnpack_patterns_present_in(quantizer, model):
                     model = quantizer.annotate(model)
             else:
